@@ -1,0 +1,139 @@
+"""Which files a client may name, and how the broker opens them.
+
+A request names a path as text. It is allowed only when both the text itself
+and the file it finally resolves to (all symlinks followed) are named by the
+policy, either exactly or by a glob matched one path segment at a time. The
+file is then opened read-only without following a final symlink, and the path
+of the *opened* descriptor is checked again, so swapping a directory for a
+symlink between the check and the open gains nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from broker.errors import ToolError
+from broker.policy import GLOB_CHARS, LogEntry, Policy
+
+MAX_PATH_BYTES = 4096
+NOT_ALLOWED = "log_path is not an allowlisted log (see the resources list for valid paths)"
+
+
+@dataclass(frozen=True)
+class AllowedLog:
+    path: str  # as the client names it
+    description: str
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+def check_path_text(value: object, name: str = "log_path") -> str:
+    """Syntactic checks that need no filesystem access."""
+    if not isinstance(value, str) or not value:
+        raise ToolError(f"{name} must be a non-empty string")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(f"{name} contains characters that are not valid Unicode") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ToolError(f"{name} is longer than {MAX_PATH_BYTES} bytes")
+    if _has_control(value):
+        raise ToolError(f"{name} contains NUL or control characters")
+    if not value.startswith("/"):
+        raise ToolError(f"{name} must be an absolute path")
+    if os.path.normpath(value) != value or value.startswith("//"):
+        raise ToolError(f"{name} must be a normalized path (no '..', '.', '//' or trailing '/')")
+    return value
+
+
+def _segments_match(pattern: str, path: str) -> bool:
+    want, have = pattern.split("/"), path.split("/")
+    return len(want) == len(have) and all(fnmatchcase(h, w) for w, h in zip(want, have))
+
+
+def _resolve_glob_prefix(pattern: str) -> str:
+    """Resolve the literal directories in front of a glob (e.g. /var/log -> /private/var/log)."""
+    parts = pattern.split("/")
+    first_glob = next(i for i, part in enumerate(parts) if GLOB_CHARS.search(part))
+    prefix = "/".join(parts[:first_glob]) or "/"
+    return os.path.join(os.path.realpath(prefix), *parts[first_glob:])
+
+
+class Allowlist:
+    """The policy's [[logs]] entries, with their resolved forms cached."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._entries = list(policy.logs)
+        self._max_glob_files = policy.limits.max_glob_files
+
+    def _entry_for(self, path: str) -> LogEntry | None:
+        for entry in self._entries:
+            if entry.is_glob and _segments_match(entry.path, path):
+                return entry
+            if not entry.is_glob and entry.path == path:
+                return entry
+        return None
+
+    def _resolved_allowed(self, real: str) -> bool:
+        """Is a fully resolved path one that an entry names once resolved too?"""
+        for entry in self._entries:
+            if entry.is_glob and _segments_match(_resolve_glob_prefix(entry.path), real):
+                return True
+            if not entry.is_glob and os.path.realpath(entry.path) == real:
+                return True
+        return False
+
+    def logs(self) -> list[AllowedLog]:
+        """Every currently existing allowlisted file (globs expanded, bounded)."""
+        found: dict[str, AllowedLog] = {}
+        for entry in self._entries:
+            paths = sorted(glob.glob(entry.path))[: self._max_glob_files] if entry.is_glob else [entry.path]
+            for path in paths:
+                if path not in found and self._usable(path):
+                    found[path] = AllowedLog(path, entry.description)
+        return list(found.values())
+
+    def _usable(self, path: str) -> bool:
+        try:
+            real = os.path.realpath(path, strict=True)
+            return stat.S_ISREG(os.stat(real).st_mode) and self._resolved_allowed(real)
+        except OSError:
+            return False
+
+    def open(self, value: object, name: str = "log_path") -> tuple[str, int]:
+        """Validate a client-supplied path and return (path, read-only fd)."""
+        path = check_path_text(value, name)
+        if self._entry_for(path) is None:
+            raise ToolError(NOT_ALLOWED.replace("log_path", name))
+        try:
+            real = os.path.realpath(path, strict=True)
+        except OSError:
+            raise ToolError(f"{name} is allowlisted but the file does not exist right now") from None
+        if not self._resolved_allowed(real):
+            raise ToolError(NOT_ALLOWED.replace("log_path", name))
+        fd = self._open_checked(real, name)
+        return path, fd
+
+    def _open_checked(self, real: str, name: str) -> int:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            fd = os.open(real, flags)
+        except OSError:
+            raise ToolError(f"{name} is allowlisted but cannot be opened") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ToolError(f"{name} is not a regular file")
+            opened = os.readlink(f"/proc/self/fd/{fd}")
+            if not self._resolved_allowed(opened):
+                raise ToolError(NOT_ALLOWED.replace("log_path", name))
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd

@@ -1,0 +1,20 @@
+"""Errors that are safe to show to the client.
+
+Only ToolError messages ever reach the client. They are written for the
+client (short, no internal paths, no stack traces); every other exception is
+reported as a generic internal error and its details go to the audit log.
+"""
+
+from __future__ import annotations
+
+
+class ToolError(Exception):
+    """A call failed for a reason the client may see.
+
+    `outcome` is the audit classification (invalid, timeout, busy, ...).
+    """
+
+    def __init__(self, message: str, outcome: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.outcome = outcome

@@ -1,0 +1,118 @@
+"""The policy file: one TOML document decoded into msgspec Structs.
+
+Unknown keys and bad values are errors that name the key, so a typo never
+silently weakens a limit. Relative paths are resolved against the directory
+of the policy file, which keeps the bundled example self-contained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class PolicyError(Exception):
+    """The policy file cannot be used; the message names the offending key."""
+
+
+class LogEntry(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    description: str = ""
+
+    @property
+    def is_glob(self) -> bool:
+        return bool(GLOB_CHARS.search(self.path))
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    max_lines: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10
+    max_output_bytes: Annotated[int, Meta(ge=1024, le=1 << 30)] = 10 * 1024 * 1024
+    max_workers: Annotated[int, Meta(ge=1, le=256)] = 4
+    max_line_bytes: Annotated[int, Meta(ge=64, le=1 << 20)] = 4096
+    resource_bytes: Annotated[int, Meta(ge=1024, le=64 << 20)] = 1 << 20
+    max_glob_files: Annotated[int, Meta(ge=1, le=10_000)] = 100
+
+
+class Audit(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+
+
+class Workers(msgspec.Struct, forbid_unknown_fields=True):
+    # Idle, already-confined workers kept ready per kind, so sandbox start-up
+    # is paid between calls rather than during one. Each still serves one call.
+    prestart: Annotated[int, Meta(ge=0, le=16)] = 1
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True):
+    logs: list[LogEntry]
+    audit: Audit
+    limits: Limits = msgspec.field(default_factory=Limits)
+    workers: Workers = msgspec.field(default_factory=Workers)
+    # Set by load_policy, not read from the file.
+    source: str = ""
+    sha256: str = ""
+
+
+def _friendly(exc: msgspec.MsgspecError) -> str:
+    # msgspec says "... - at `$.limits.max_lines`"; show the TOML key instead.
+    text = str(exc)
+    match = re.search(r" - at `\$(.*)`$", text)
+    if not match:
+        return text
+    key = match.group(1).lstrip(".") or "(top level)"
+    return f"{key}: {text[: match.start()]}"
+
+
+def _resolve(base: Path, value: str, key: str) -> str:
+    if not value or "\x00" in value:
+        raise PolicyError(f"{key}: must be a non-empty path")
+    path = Path(value)
+    if not path.is_absolute():
+        path = base / path
+    return os.path.normpath(str(path))
+
+
+def _check_logs(policy: Policy, base: Path) -> None:
+    if not policy.logs:
+        raise PolicyError("logs: at least one [[logs]] entry is required")
+    for index, entry in enumerate(policy.logs):
+        key = f"logs[{index}].path"
+        entry.path = _resolve(base, entry.path, key)
+        if "**" in entry.path:
+            raise PolicyError(f"{key}: '**' is not supported; list each directory level")
+        if entry.path.endswith("/"):
+            raise PolicyError(f"{key}: must name files, not a directory")
+
+
+def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
+    try:
+        policy = msgspec.toml.decode(data, type=Policy)
+    except msgspec.ValidationError as exc:
+        raise PolicyError(_friendly(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise PolicyError(f"not valid TOML: {exc}") from None
+    if policy.source or policy.sha256:
+        raise PolicyError("source/sha256: reserved keys, not settable in the file")
+    _check_logs(policy, base)
+    policy.audit.path = _resolve(base, policy.audit.path, "audit.path")
+    policy.source = source
+    policy.sha256 = hashlib.sha256(data).hexdigest()
+    return policy
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {file}: {exc.strerror}") from None
+    return parse_policy(data, file.resolve().parent, str(file))

@@ -1,0 +1,37 @@
+"""The worker's end of its socket to the broker: frames out, one request in."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import msgspec
+
+from workers.protocol import FrameReader, ProtocolError, encode_frame, to_worker_reader
+
+MAX_FDS = 1
+
+
+class Channel:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader: FrameReader = to_worker_reader()
+
+    def send(self, message: msgspec.Struct) -> None:
+        self._sock.sendall(encode_frame(message))
+
+    def receive(self) -> tuple[msgspec.Struct, list[int]]:
+        """Block until one whole message has arrived; return it with any passed fds."""
+        fds: list[int] = []
+        while True:
+            data, new_fds, _flags, _addr = socket.recv_fds(self._sock, 65536, MAX_FDS)
+            for fd in new_fds:
+                os.set_inheritable(fd, False)
+            fds.extend(new_fds)
+            if not data:
+                raise ProtocolError("broker closed the channel")
+            messages = self._reader.feed(data)
+            if len(messages) > 1 or len(fds) > MAX_FDS:
+                raise ProtocolError("more than one message or descriptor at once")
+            if messages:
+                return messages[0], fds

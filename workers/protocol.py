@@ -1,0 +1,154 @@
+"""Wire protocol between the broker and its workers.
+
+Both sides import this module and nothing else of each other. A frame is a
+4-byte big-endian payload length followed by one MessagePack-encoded message
+from the tagged unions below. Frames are capped at MAX_FRAME_BYTES; anything
+malformed, oversized or of the wrong kind raises ProtocolError, and the broker
+then kills the worker. The protocol version travels in the setup and ready
+messages so a mismatched worker is refused before it sees a request.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal, Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1 << 20
+HEADER = struct.Struct(">I")
+
+# Failure codes a worker may report; anything else is a protocol violation.
+FailureCode = Literal["bad_request", "bad_pattern", "engine_error", "io_error", "too_large"]
+
+
+class ProtocolError(Exception):
+    """A frame was malformed, oversized, unexpected or of another version."""
+
+
+# --- broker -> worker -------------------------------------------------------
+
+
+class Setup(msgspec.Struct, tag="setup", forbid_unknown_fields=True):
+    """First frame: how to confine yourself. Sent before any untrusted input."""
+
+    version: int
+    kind: str
+    profile: bytes  # msgpack-encoded sandbox profile, decoded by broker.sandbox
+
+
+class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
+    """Search the handed-over descriptor for a validated ERE."""
+
+    pattern: str
+    max_lines: int
+    max_line_bytes: int
+
+
+class TailRequest(msgspec.Struct, tag="tail", forbid_unknown_fields=True):
+    """Return the last max_bytes of the handed-over descriptor."""
+
+    max_bytes: int
+    max_line_bytes: int
+
+
+ToWorker = Union[Setup, SearchRequest, TailRequest]
+
+# --- worker -> broker -------------------------------------------------------
+
+
+class Ready(msgspec.Struct, tag="ready", forbid_unknown_fields=True):
+    """The worker is confined and waiting for exactly one request."""
+
+    version: int
+    layers: list[str]
+
+
+class SetupFailed(msgspec.Struct, tag="setup_failed", forbid_unknown_fields=True):
+    """A sandbox layer could not be applied; the broker must not use this worker."""
+
+    layer: str
+    reason: str
+
+
+class Line(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    line_no: int
+    text: str
+
+
+class Lines(msgspec.Struct, tag="lines", forbid_unknown_fields=True):
+    """A batch of matching lines, already sanitized, in file order."""
+
+    lines: list[Line]
+
+
+class Text(msgspec.Struct, tag="text", forbid_unknown_fields=True):
+    """A chunk of sanitized text (resource reads)."""
+
+    text: str
+
+
+class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):
+    """The last frame of a successful call."""
+
+    more: bool  # more matches (or bytes) existed beyond what was returned
+
+
+class Failed(msgspec.Struct, tag="failed", forbid_unknown_fields=True):
+    """The call failed for a reason the worker could name."""
+
+    code: FailureCode
+    message: str
+
+
+FromWorker = Union[Ready, SetupFailed, Lines, Text, Done, Failed]
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_frame(message: msgspec.Struct) -> bytes:
+    payload = _encoder.encode(message)
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Incremental decoder: feed bytes as they arrive, get whole messages out."""
+
+    def __init__(self, message_type: object, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._decoder = msgspec.msgpack.Decoder(message_type)
+        self._max = max_frame_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[msgspec.Struct]:
+        self._buffer += data
+        messages: list[msgspec.Struct] = []
+        while len(self._buffer) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buffer)
+            if length > self._max:
+                raise ProtocolError(f"frame header announces {length} bytes (max {self._max})")
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            payload = bytes(self._buffer[HEADER.size:end])
+            del self._buffer[:end]
+            try:
+                messages.append(self._decoder.decode(payload))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ProtocolError(f"malformed frame: {exc}") from None
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered (non-zero at EOF = truncated)."""
+        return len(self._buffer)
+
+
+def to_worker_reader() -> FrameReader:
+    return FrameReader(ToWorker)
+
+
+def from_worker_reader() -> FrameReader:
+    return FrameReader(FromWorker)
