@@ -18,3 +18,7 @@ class ToolError(Exception):
         super().__init__(message)
         self.message = message
         self.outcome = outcome
+
+
+class UnknownName(Exception):
+    """The client named a tool, resource or prompt that does not exist (a protocol error)."""
