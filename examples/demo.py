@@ -1,0 +1,89 @@
+"""A scripted MCP client session against the example policy (`make demo`).
+
+Starts `bastion serve --policy examples/policy.toml` over stdio with the mcp
+SDK's own client, lists the tools and resources, runs real queries on the
+bundled sample logs, reads a log resource, and shows two refused calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+HERE = Path(__file__).resolve().parent
+POLICY = HERE / "policy.toml"
+LOGS = HERE / "logs"
+WIDTH = min(shutil.get_terminal_size((110, 20)).columns, 140)
+
+QUERIES = [
+    ("SSH brute force: failed passwords", LOGS / "auth.log", r"Failed password for (invalid user )?[a-z]+ from ", 8),
+    ("An accepted login for the account that was being brute-forced", LOGS / "auth.log", r"Accepted password for deploy|COMMAND=/usr/bin/cat /etc/shadow", 5),
+    ("Web scanners probing nginx", LOGS / "access.log", r"Nikto|sqlmap|/\.env|wp-login\.php", 6),
+]
+
+
+def heading(text: str) -> None:
+    print(f"\n== {text} " + "=" * max(0, WIDTH - len(text) - 4))
+
+
+def show_lines(structured: dict) -> None:
+    for line in structured["lines"]:
+        print(textwrap.shorten(f"  {line['line_no']:>6}: {line['text']}", WIDTH, placeholder=" …"))
+    if structured["truncated"]:
+        print(f"  … truncated ({structured['truncated_reason']})")
+
+
+async def run_queries(client: Client) -> None:
+    for title, path, pattern, max_lines in QUERIES:
+        heading(f"query_logs: {title}")
+        print(f"  log_path={path.name}  pattern={pattern!r}  max_lines={max_lines}")
+        result = await client.call_tool("query_logs", {"log_path": str(path), "pattern": pattern, "max_lines": max_lines})
+        if result.is_error:
+            print("  ERROR:", result.content[0].text)
+        else:
+            show_lines(result.structured_content)
+
+
+async def show_refusals(client: Client) -> None:
+    heading("Refused before any worker starts")
+    attempts = [
+        {"log_path": str(LOGS / ".." / ".." / "etc" / "shadow"), "pattern": "root"},
+        {"log_path": "/etc/shadow", "pattern": "root"},
+        {"log_path": str(LOGS / "auth.log"), "pattern": r"(a*)*\1"},
+        {"log_path": str(LOGS / "auth.log"), "pattern": "root", "max_lines": 100000},
+    ]
+    for arguments in attempts:
+        result = await client.call_tool("query_logs", arguments)
+        print(f"  {arguments}\n    -> {result.content[0].text}")
+
+
+async def main() -> None:
+    bastion = Path(sys.executable).with_name("bastion")
+    params = StdioServerParameters(command=str(bastion), args=["serve", "--policy", str(POLICY)], env={"PATH": os.environ.get("PATH", "")})
+    async with Client(params, read_timeout_seconds=30) as client:
+        heading("Tools")
+        for tool in (await client.list_tools()).tools:
+            print(f"  {tool.name}: {tool.description}")
+        heading("Resources (allowlisted logs)")
+        resources = (await client.list_resources()).resources
+        for resource in resources:
+            print(f"  {resource.uri}  ({resource.description})")
+        await run_queries(client)
+        heading(f"resources/read: last lines of {resources[0].name}")
+        contents = (await client.read_resource(resources[0].uri)).contents[0]
+        for line in contents.text.splitlines()[-6:]:
+            print(textwrap.shorten(f"  {line}", WIDTH, placeholder=" …"))
+        await show_refusals(client)
+    audit = (HERE / ".." / "var" / "audit.jsonl").resolve()
+    heading("Audit")
+    print(f"  every call above has a begin and an end record in {audit}")
+
+
+if __name__ == "__main__":
+    anyio.run(main)

@@ -1,0 +1,74 @@
+"""Shared fixtures: policies in tmp_path and real `bastion serve` sessions over stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from mcp import Client, StdioServerParameters
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SAMPLE_LOGS = EXAMPLES / "logs"
+BASTION = Path(sys.executable).with_name("bastion")
+WORKER_MARK = "from workers.main import main"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def write_policy(directory: Path, logs: list[str | Path], audit: Path | None = None, **limits: Any) -> Path:
+    """A policy file in `directory` allowlisting `logs`, with [limits] overrides."""
+    lines = []
+    for log in logs:
+        lines += ["[[logs]]", f"path = {json.dumps(str(log))}", ""]
+    lines += ["[audit]", f"path = {json.dumps(str(audit or directory / 'audit.jsonl'))}", "", "[limits]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in limits.items()]
+    policy = directory / "policy.toml"
+    policy.write_text("\n".join(lines) + "\n")
+    return policy
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def worker_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(WORKER_MARK in part for part in cmdline):
+            found.append(proc)
+    return found
+
+
+def wait_no_workers(timeout_s: float = 5.0) -> list[psutil.Process]:
+    """Poll (bounded) until no worker process is left; return any that remain."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = [p for p in worker_processes() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return left
+
+
+@asynccontextmanager
+async def bastion_client(policy: Path, mode: str = "auto", timeout_s: float = 30) -> AsyncIterator[Client]:
+    params = StdioServerParameters(
+        command=str(BASTION),
+        args=["serve", "--policy", str(policy)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    async with Client(params, read_timeout_seconds=timeout_s, mode=mode) as client:
+        yield client
