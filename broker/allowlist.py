@@ -52,9 +52,16 @@ def check_path_text(value: object, name: str = "log_path") -> str:
     return value
 
 
+def _segment_matches(have: str, want: str) -> bool:
+    # As in shell globs, a wildcard never matches a leading dot (hidden files).
+    if have.startswith(".") and not want.startswith("."):
+        return False
+    return fnmatchcase(have, want)
+
+
 def _segments_match(pattern: str, path: str) -> bool:
     want, have = pattern.split("/"), path.split("/")
-    return len(want) == len(have) and all(fnmatchcase(h, w) for w, h in zip(want, have))
+    return len(want) == len(have) and all(_segment_matches(h, w) for w, h in zip(want, have))
 
 
 def _resolve_glob_prefix(pattern: str) -> str:

@@ -60,7 +60,7 @@ class AuditLog:
         if not tail:
             return 0, GENESIS
         if not tail.endswith(b"\n"):
-            raise AuditError(f"audit log {self.path} ends with an incomplete record; run 'bastion audit verify'")
+            raise AuditError(f"audit log {self.path} ends with an incomplete record; inspect and repair it before serving")
         last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
             seq = int(json.loads(last)["seq"])

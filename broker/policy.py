@@ -86,11 +86,11 @@ def _check_logs(policy: Policy, base: Path) -> None:
         raise PolicyError("logs: at least one [[logs]] entry is required")
     for index, entry in enumerate(policy.logs):
         key = f"logs[{index}].path"
+        if entry.path.endswith("/"):  # checked before normpath, which drops the slash
+            raise PolicyError(f"{key}: must name files, not a directory")
         entry.path = _resolve(base, entry.path, key)
         if "**" in entry.path:
             raise PolicyError(f"{key}: '**' is not supported; list each directory level")
-        if entry.path.endswith("/"):
-            raise PolicyError(f"{key}: must name files, not a directory")
 
 
 def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
@@ -100,6 +100,8 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
         raise PolicyError(_friendly(exc)) from None
     except msgspec.DecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"not valid UTF-8 at byte {exc.start}") from None
     if policy.source or policy.sha256:
         raise PolicyError("source/sha256: reserved keys, not settable in the file")
     _check_logs(policy, base)

@@ -1,0 +1,349 @@
+"""The allowlist: path text checks, glob matching, symlink escapes and how files are opened."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from broker.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, Allowlist, AllowedLog, check_path_text
+from broker.errors import ToolError
+from broker.policy import Policy, parse_policy
+from tests.conftest import write_policy
+
+
+def make_allowlist(directory: Path, logs: list[str | Path], **limits: int) -> Allowlist:
+    policy_file = write_policy(directory, logs, **limits)
+    policy: Policy = parse_policy(policy_file.read_bytes(), directory)
+    return Allowlist(policy)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    """allowed/ (glob *.log), exact.log (exact entry) and outside/ (not allowlisted)."""
+    allowed = tmp_path / "allowed"
+    (allowed / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (allowed / "a.log").write_bytes(b"alpha\n")
+    (allowed / "b.log").write_bytes(b"beta\n")
+    (allowed / "a.txt").write_bytes(b"text\n")
+    (allowed / "sub" / "a.log").write_bytes(b"nested\n")
+    (outside / "secret.log").write_bytes(b"secret\n")
+    exact = tmp_path / "exact.log"
+    exact.write_bytes(b"exact\n")
+    return {"root": tmp_path, "allowed": allowed, "outside": outside, "conf": conf, "exact": exact}
+
+
+@pytest.fixture
+def allowlist(tree: dict[str, Path]) -> Allowlist:
+    return make_allowlist(tree["conf"], [tree["allowed"] / "*.log", tree["exact"]])
+
+
+# --- check_path_text ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (None, "non-empty string"),
+        (42, "non-empty string"),
+        (b"/var/log/auth.log", "non-empty string"),
+        (["/var/log/auth.log"], "non-empty string"),
+        ("", "non-empty string"),
+        ("var/log/auth.log", "absolute"),
+        ("./auth.log", "absolute"),
+        ("~/auth.log", "absolute"),
+        ("/var/log/../log/auth.log", "normalized"),
+        ("/var/log/..", "normalized"),
+        ("/var/./log/auth.log", "normalized"),
+        ("/var/log/.", "normalized"),
+        ("/var//log/auth.log", "normalized"),
+        ("//var/log/auth.log", "normalized"),
+        ("///var/log/auth.log", "normalized"),
+        ("/var/log/", "normalized"),
+        ("/var/log/auth.log\x00", "control"),
+        ("/var/log/\x00/auth.log", "control"),
+        ("/var/log/auth\n.log", "control"),
+        ("/var/log/\x1b[31m.log", "control"),
+        ("/var/log/a\x7f.log", "control"),
+        ("/var/log/a\x85.log", "control"),
+        ("/var/log/a\x9f.log", "control"),
+        ("/var/log/a\t.log", "control"),
+        ("/" + "a" * MAX_PATH_BYTES, "longer than"),
+        ("/" + "é" * (MAX_PATH_BYTES // 2), "longer than"),
+        ("/var/log/\ud800.log", "not valid Unicode"),
+        ("/var/log/\udcff", "not valid Unicode"),
+    ],
+)
+def test_check_path_text_refuses(value: object, needle: str) -> None:
+    with pytest.raises(ToolError) as raised:
+        check_path_text(value)
+    assert needle in raised.value.message
+    assert raised.value.message.startswith("log_path ")
+    assert raised.value.outcome == "invalid"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/", "/var/log/auth.log", "/var/log/app-1.2_x.log", "/var/log/日本.log", "/" + "a" * (MAX_PATH_BYTES - 1), "/var/log/*.log"],
+)
+def test_check_path_text_accepts(value: str) -> None:
+    assert check_path_text(value) == value
+
+
+def test_check_path_text_uses_given_name() -> None:
+    with pytest.raises(ToolError, match="^uri must be an absolute path"):
+        check_path_text("x", name="uri")
+
+
+# --- Allowlist.open ----------------------------------------------------------
+
+
+def assert_read_only_fd(fd: int, content: bytes) -> None:
+    try:
+        assert stat.S_ISREG(os.fstat(fd).st_mode)
+        assert os.read(fd, 1024) == content
+        with pytest.raises(OSError) as raised:
+            os.write(fd, b"x")
+        assert raised.value.errno == errno.EBADF
+        assert os.get_inheritable(fd) is False
+        assert os.get_blocking(fd) is True
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(("name", "content"), [("allowed/a.log", b"alpha\n"), ("allowed/b.log", b"beta\n"), ("exact.log", b"exact\n")])
+def test_open_allowed(tree: dict[str, Path], allowlist: Allowlist, name: str, content: bytes) -> None:
+    path = str(tree["root"] / name)
+    returned, fd = allowlist.open(path)
+    assert returned == path
+    assert_read_only_fd(fd, content)
+
+
+def refused_message(allowlist: Allowlist, path: str) -> str:
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(path)
+    return raised.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "allowed/sub/a.log",  # glob matches one segment only
+        "allowed/a.txt",
+        "allowed/a.log.bak",
+        "allowed",
+        "outside/secret.log",
+        "exact.log.1",
+        "conf/policy.toml",
+        "conf/audit.jsonl",
+    ],
+)
+def test_open_not_allowlisted(tree: dict[str, Path], allowlist: Allowlist, name: str) -> None:
+    message = refused_message(allowlist, str(tree["root"] / name))
+    assert message == NOT_ALLOWED
+    assert str(tree["root"]) not in message
+
+
+@pytest.mark.parametrize("path", ["/etc/shadow", "/proc/self/environ", "/"])
+def test_open_system_paths_refused(allowlist: Allowlist, path: str) -> None:
+    assert refused_message(allowlist, path) == NOT_ALLOWED
+
+
+def test_open_uses_name_in_message(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    with pytest.raises(ToolError, match="^uri is not an allowlisted log"):
+        allowlist.open(str(tree["outside"] / "secret.log"), name="uri")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["outside/secret.log", "allowed/a.txt", "allowed/sub/a.log", "conf"],
+    ids=["other_dir", "same_dir_not_matching", "subdir", "directory"],
+)
+def test_symlink_in_glob_folder_escaping_is_refused(tree: dict[str, Path], allowlist: Allowlist, target: str) -> None:
+    link = tree["allowed"] / "evil.log"
+    link.symlink_to(tree["root"] / target)
+    message = refused_message(allowlist, str(link))
+    assert "not an allowlisted log" in message
+    assert str(tree["root"]) not in message
+
+
+def test_symlink_to_path_outside_tmp_refused(tree: dict[str, Path], allowlist: Allowlist, tmp_path_factory: pytest.TempPathFactory) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "x.log"
+    elsewhere.write_bytes(b"x\n")
+    link = tree["allowed"] / "link.log"
+    link.symlink_to(elsewhere)
+    message = refused_message(allowlist, str(link))
+    assert str(elsewhere.parent) not in message and str(tree["root"]) not in message
+
+
+def test_symlinked_directory_matched_by_glob_segment_is_refused(tree: dict[str, Path], tmp_path: Path) -> None:
+    """root/*/x.log: a directory symlink matched by the '*' segment must not lead outside."""
+    (tmp_path / "apps" / "real").mkdir(parents=True)
+    (tmp_path / "apps" / "real" / "x.log").write_bytes(b"real\n")
+    (tree["outside"] / "x.log").write_bytes(b"outside\n")
+    (tmp_path / "apps" / "evil").symlink_to(tree["outside"])
+    allowlist = make_allowlist(tree["conf"], [tmp_path / "apps" / "*" / "x.log"])
+    assert [log.path for log in allowlist.logs()] == [str(tmp_path / "apps" / "real" / "x.log")]
+    message = refused_message(allowlist, str(tmp_path / "apps" / "evil" / "x.log"))
+    assert "not an allowlisted log" in message and str(tmp_path) not in message
+    _, fd = allowlist.open(str(tmp_path / "apps" / "real" / "x.log"))
+    assert_read_only_fd(fd, b"real\n")
+
+
+def test_symlinked_literal_prefix_in_policy_is_followed(tree: dict[str, Path], tmp_path: Path) -> None:
+    """The literal directories before a glob are the policy author's choice and are resolved
+    (like /var/log -> /private/var/log), so files behind a prefix symlink are served."""
+    (tmp_path / "alias").symlink_to(tree["outside"])
+    allowlist = make_allowlist(tree["conf"], [tmp_path / "alias" / "*.log"])
+    assert [log.path for log in allowlist.logs()] == [str(tmp_path / "alias" / "secret.log")]
+    _, fd = allowlist.open(str(tmp_path / "alias" / "secret.log"))
+    assert_read_only_fd(fd, b"secret\n")
+    # ... but the target directory itself is still not nameable directly.
+    assert "not an allowlisted log" in refused_message(allowlist, str(tree["outside"] / "secret.log"))
+
+
+@pytest.mark.parametrize("target", ["exact.log", "allowed/b.log"])
+def test_symlink_to_allowlisted_file_accepted(tree: dict[str, Path], allowlist: Allowlist, target: str) -> None:
+    link = tree["allowed"] / "link.log"
+    link.symlink_to(tree["root"] / target)
+    returned, fd = allowlist.open(str(link))
+    assert returned == str(link)
+    assert_read_only_fd(fd, (tree["root"] / target).read_bytes())
+
+
+def test_relative_symlink_to_allowlisted_file_accepted(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    link = tree["allowed"] / "rel.log"
+    link.symlink_to("../exact.log")
+    _, fd = allowlist.open(str(link))
+    assert_read_only_fd(fd, b"exact\n")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "directory_via_glob"])
+def test_non_regular_allowlisted_refused(tree: dict[str, Path], kind: str) -> None:
+    target = tree["root"] / "special.log"
+    if kind == "fifo":
+        os.mkfifo(target)
+        entry: Path = target
+    elif kind == "directory":
+        target.mkdir()
+        entry = target
+    else:
+        target.mkdir()
+        entry = tree["root"] / "*.log"
+    allowlist = make_allowlist(tree["conf"], [entry])
+    message = refused_message(allowlist, str(target))  # must not block on the FIFO
+    assert "not a regular file" in message
+    assert str(tree["root"]) not in message
+
+
+def test_fifo_open_does_not_leak_fd(tree: dict[str, Path]) -> None:
+    fifo = tree["root"] / "pipe.log"
+    os.mkfifo(fifo)
+    allowlist = make_allowlist(tree["conf"], [fifo])
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ToolError):
+            allowlist.open(str(fifo))
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+@pytest.mark.parametrize("name", ["allowed/missing.log", "gone.log"])
+def test_nonexistent_allowlisted_refused(tree: dict[str, Path], name: str) -> None:
+    allowlist = make_allowlist(tree["conf"], [tree["allowed"] / "*.log", tree["root"] / "gone.log"])
+    message = refused_message(allowlist, str(tree["root"] / name))
+    assert "does not exist" in message
+    assert str(tree["root"]) not in message
+
+
+def test_dangling_symlink_refused(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    link = tree["allowed"] / "dangling.log"
+    link.symlink_to(tree["root"] / "nowhere.log")
+    assert "does not exist" in refused_message(allowlist, str(link))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["{root}/allowed/../exact.log", "{root}/allowed/./a.log", "{root}/allowed//a.log", "allowed/a.log", "{root}/allowed/a.log\x00"],
+)
+def test_open_rejects_bad_text_before_filesystem(tree: dict[str, Path], allowlist: Allowlist, bad: str) -> None:
+    message = refused_message(allowlist, bad.format(root=tree["root"]))
+    assert str(tree["root"]) not in message
+
+
+# --- Allowlist.logs ----------------------------------------------------------
+
+
+def test_logs_lists_existing_regular_files_only(tree: dict[str, Path]) -> None:
+    (tree["allowed"] / "dir.log").mkdir()
+    os.mkfifo(tree["allowed"] / "pipe.log")
+    (tree["allowed"] / "out.log").symlink_to(tree["outside"] / "secret.log")
+    (tree["allowed"] / "in.log").symlink_to(tree["exact"])
+    (tree["allowed"] / "dangling.log").symlink_to(tree["root"] / "nowhere")
+    allowlist = make_allowlist(tree["conf"], [tree["allowed"] / "*.log", tree["exact"], tree["root"] / "missing.log"])
+    listed = [log.path for log in allowlist.logs()]
+    allowed = tree["allowed"]
+    assert listed == [str(allowed / "a.log"), str(allowed / "b.log"), str(allowed / "in.log"), str(tree["exact"])]
+
+
+def test_logs_deduplicates_and_keeps_first_description(tree: dict[str, Path]) -> None:
+    policy_file = tree["conf"] / "policy.toml"
+    policy_file.write_text(
+        f'[[logs]]\npath = "{tree["exact"]}"\ndescription = "first"\n'
+        f'[[logs]]\npath = "{tree["root"]}/*.log"\ndescription = "glob"\n'
+        f'[audit]\npath = "{tree["conf"]}/audit.jsonl"\n'
+    )
+    allowlist = Allowlist(parse_policy(policy_file.read_bytes(), tree["conf"]))
+    assert allowlist.logs() == [AllowedLog(str(tree["exact"]), "first")]
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(1, 1), (3, 3), (10, 10), (25, 12)])
+def test_logs_respects_max_glob_files(tmp_path: Path, limit: int, expected: int) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(12):
+        (folder / f"{index:02d}.log").write_bytes(b"x\n")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    allowlist = make_allowlist(conf, [folder / "*.log"], max_glob_files=limit)
+    listed = [log.path for log in allowlist.logs()]
+    assert listed == [str(folder / f"{index:02d}.log") for index in range(expected)]
+    # The listing bound does not change what may be opened.
+    _, fd = allowlist.open(str(folder / "11.log"))
+    os.close(fd)
+
+
+def test_logs_ignores_files_that_vanish(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    before = {log.path for log in allowlist.logs()}
+    (tree["allowed"] / "a.log").unlink()
+    after = {log.path for log in allowlist.logs()}
+    assert before - after == {str(tree["allowed"] / "a.log")}
+
+
+def accepted_by_open(allowlist: Allowlist, path: Path) -> bool:
+    try:
+        _, fd = allowlist.open(str(path))
+    except ToolError:
+        return False
+    os.close(fd)
+    return True
+
+
+@pytest.mark.parametrize("name", ["a.log", "b.log"])
+def test_logs_and_open_agree_on_plain_names(tree: dict[str, Path], allowlist: Allowlist, name: str) -> None:
+    listed = {log.path for log in allowlist.logs()}
+    assert accepted_by_open(allowlist, tree["allowed"] / name)
+    assert str(tree["allowed"] / name) in listed
+
+
+def test_logs_and_open_agree_on_dot_files(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    hidden = tree["allowed"] / ".hidden.log"
+    hidden.write_bytes(b"hidden\n")
+    listed = str(hidden) in {log.path for log in allowlist.logs()}
+    assert accepted_by_open(allowlist, hidden) == listed

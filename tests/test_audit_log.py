@@ -1,0 +1,300 @@
+"""The hash-chained JSON Lines audit log: record format, chain, resume and fail-closed errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.audit import GENESIS, MAX_STRING, AuditError, AuditLog, line_hash
+
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def raw_lines(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    return data[:-1].split(b"\n")
+
+
+def verify_chain(path: Path) -> list[dict[str, Any]]:
+    """Independent check: seq counts from 1 and prev is sha256 of the previous line's bytes."""
+    records = []
+    prev = "0" * 64
+    for number, line in enumerate(raw_lines(path), 1):
+        record = json.loads(line)
+        assert record["seq"] == number
+        assert record["prev"] == prev
+        prev = hashlib.sha256(line).hexdigest()
+        records.append(record)
+    return records
+
+
+def chain_problems(path: Path) -> list[int]:
+    """Line numbers whose seq or prev does not follow from the line before."""
+    bad = []
+    prev, seq = "0" * 64, 0
+    for number, line in enumerate(raw_lines(path), 1):
+        record = json.loads(line)
+        if record["prev"] != prev or record["seq"] != seq + 1:
+            bad.append(number)
+        prev, seq = hashlib.sha256(line).hexdigest(), record["seq"]
+    return bad
+
+
+@pytest.fixture
+def audit_path(tmp_path: Path) -> Path:
+    return tmp_path / "audit" / "audit.jsonl"
+
+
+def write_events(path: Path, count: int, first_seq: int = 1) -> None:
+    log = AuditLog(str(path))
+    try:
+        for index in range(count):
+            assert log.write("begin", tool="query_logs", arguments={"n": index}) == first_seq + index
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_records_and_chain(audit_path: Path, count: int) -> None:
+    write_events(audit_path, count)
+    records = verify_chain(audit_path)
+    assert len(records) == count
+    assert records[0]["prev"] == GENESIS
+    for index, record in enumerate(records):
+        assert list(record) == ["seq", "ts", "event", "tool", "arguments", "prev"]
+        assert record["event"] == "begin" and record["arguments"] == {"n": index}
+        assert TS.match(record["ts"])
+    # compact, ASCII-only, one record per line
+    for line in raw_lines(audit_path):
+        assert b", " not in line and b": " not in line
+        assert all(byte < 0x80 for byte in line)
+
+
+@pytest.mark.parametrize("line", [b'{"seq":1}', b'{"seq":1}\n', b'{"seq":1}\n\n'])
+def test_line_hash_ignores_trailing_newlines(line: bytes) -> None:
+    assert line_hash(line) == hashlib.sha256(b'{"seq":1}').hexdigest()
+
+
+@pytest.mark.parametrize(("first", "second"), [(1, 1), (3, 2), (1, 4)])
+def test_reopen_continues_seq_and_chain(audit_path: Path, first: int, second: int) -> None:
+    write_events(audit_path, first)
+    write_events(audit_path, second, first_seq=first + 1)
+    records = verify_chain(audit_path)
+    assert [r["seq"] for r in records] == list(range(1, first + second + 1))
+
+
+def test_reopen_after_foreign_chain_uses_last_line(audit_path: Path) -> None:
+    """Resume trusts only the last line: seq continues from it and prev hashes it."""
+    audit_path.parent.mkdir(parents=True)
+    last = b'{"seq":41,"event":"x","prev":"' + b"1" * 64 + b'"}'
+    audit_path.write_bytes(b'{"seq":40}\n' + last + b"\n")
+    log = AuditLog(str(audit_path))
+    assert log.write("end") == 42
+    log.close()
+    record = json.loads(raw_lines(audit_path)[-1])
+    assert record["seq"] == 42 and record["prev"] == hashlib.sha256(last).hexdigest()
+
+
+def test_empty_existing_file_starts_from_genesis(audit_path: Path) -> None:
+    audit_path.parent.mkdir(parents=True)
+    audit_path.touch()
+    write_events(audit_path, 2)
+    assert len(verify_chain(audit_path)) == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'{"seq":1,"prev":"0"}\n{"seq":2,"ev', "incomplete record"),
+        (b'{"seq":1}', "incomplete record"),
+        (b'{"seq":1}\nnot json\n', "does not end with a Bastion record"),
+        (b'{"seq":1}\n{"event":"x"}\n', "does not end with a Bastion record"),
+        (b'[1,2]\n', "does not end with a Bastion record"),
+        (b'"seq"\n', "does not end with a Bastion record"),
+        (b'{"seq":"one"}\n', "does not end with a Bastion record"),
+        (b'{"seq":null}\n', "does not end with a Bastion record"),
+        (b'{"seq":\xff}\n', "does not end with a Bastion record"),
+        (b"\n", "does not end with a Bastion record"),
+    ],
+)
+def test_damaged_tail_refuses_to_open(audit_path: Path, content: bytes, needle: str) -> None:
+    audit_path.parent.mkdir(parents=True)
+    audit_path.write_bytes(content)
+    with pytest.raises(AuditError, match=needle):
+        AuditLog(str(audit_path))
+    assert audit_path.read_bytes() == content  # nothing appended
+
+
+def test_parent_is_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(AuditError, match="cannot open audit log"):
+        AuditLog(str(blocker / "audit.jsonl"))
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink", "dangling_symlink", "proc"])
+def test_unopenable_paths(tmp_path: Path, kind: str) -> None:
+    if kind == "directory":
+        target = tmp_path / "dir.jsonl"
+        target.mkdir()
+    elif kind == "symlink":
+        real = tmp_path / "real.jsonl"
+        real.write_bytes(b"")
+        target = tmp_path / "link.jsonl"
+        target.symlink_to(real)
+    elif kind == "dangling_symlink":
+        target = tmp_path / "dangling.jsonl"
+        target.symlink_to(tmp_path / "nowhere.jsonl")
+    else:
+        target = Path("/proc/self/bastion-audit.jsonl")
+    with pytest.raises(AuditError, match="cannot open audit log"):
+        AuditLog(str(target))
+    if kind == "dangling_symlink":
+        assert not (tmp_path / "nowhere.jsonl").exists()
+
+
+def test_write_failure_raises_and_does_not_advance(audit_path: Path) -> None:
+    log = AuditLog(str(audit_path))
+    assert log.write("begin") == 1
+    fd = log._fd
+    os.close(fd)
+    with pytest.raises(AuditError, match="cannot write audit log"):
+        log.write("begin")
+    # A fresh descriptor (same path) resumes where the file really ends.
+    log._fd = os.open(audit_path, os.O_WRONLY | os.O_APPEND)
+    assert log.write("end") == 2
+    log.close()
+    assert len(verify_chain(audit_path)) == 2
+
+
+def test_write_to_full_device_raises(audit_path: Path) -> None:
+    """/dev/full fails every write with ENOSPC: the record must not count as written."""
+    log = AuditLog(str(audit_path))
+    os.close(log._fd)
+    log._fd = os.open("/dev/full", os.O_WRONLY)
+    with pytest.raises(AuditError, match="cannot write audit log"):
+        log.write("begin")
+    log.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"arguments": {"pattern": "x" * (MAX_STRING + 10)}}, {"arguments": {"pattern": "x" * MAX_STRING + "…[10 more chars]"}}),
+        ({"arguments": {"pattern": "y" * MAX_STRING}}, {"arguments": {"pattern": "y" * MAX_STRING}}),
+        ({"detail": "z" * (MAX_STRING + 1)}, {"detail": "z" * MAX_STRING + "…[1 more chars]"}),
+        ({"arguments": {"k" * 2000: 1}}, {"arguments": {"k" * MAX_STRING: 1}}),
+        ({"arguments": {"list": list(range(100))}}, {"arguments": {"list": list(range(64))}}),
+        ({"arguments": {str(i): i for i in range(100)}}, {"arguments": {str(i): i for i in range(64)}}),
+        ({"arguments": {"deep": [[["w" * 2000]]]}}, {"arguments": {"deep": [[["w" * MAX_STRING + "…[976 more chars]"]]]}}),
+        ({"arguments": {"raw": b"\x00\xff"}}, {"arguments": {"raw": "b'\\x00\\xff'"}}),
+        ({"arguments": {"path": Path("/var/log/x")}}, {"arguments": {"path": "/var/log/x"}}),
+        ({"arguments": {1: "int key", None: "none key"}}, {"arguments": {"1": "int key", "None": "none key"}}),
+        ({"arguments": {"esc": "\x1b[31m\u202e\n"}}, {"arguments": {"esc": "\x1b[31m\u202e\n"}}),
+        ({"arguments": {"n": None, "b": True, "f": 1.5}}, {"arguments": {"n": None, "b": True, "f": 1.5}}),
+    ],
+    ids=["long_str", "exact_str", "top_level_str", "long_key", "long_list", "many_keys", "nested", "bytes", "path", "non_str_keys", "escapes", "scalars"],
+)
+def test_field_values_are_bounded_and_serializable(audit_path: Path, fields: dict[str, Any], expected: dict[str, Any]) -> None:
+    log = AuditLog(str(audit_path))
+    log.write("begin", **fields)
+    log.close()
+    (line,) = raw_lines(audit_path)
+    assert b"\n" not in line and all(byte < 0x80 for byte in line)
+    record = json.loads(line)
+    for key, value in expected.items():
+        assert record[key] == value
+    verify_chain(audit_path)
+
+
+def test_huge_argument_record_stays_small(audit_path: Path) -> None:
+    log = AuditLog(str(audit_path))
+    hostile = {f"k{i}": ["v" * 100_000] * 100 for i in range(100)}
+    log.write("begin", arguments=hostile)
+    log.close()
+    assert audit_path.stat().st_size < 64 * 64 * (MAX_STRING + 40) + 64 * 40 + 1024
+
+
+def test_new_file_and_directory_modes(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "a" / "b" / "audit.jsonl"
+        AuditLog(str(path)).close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # os.makedirs applies `mode` to the leaf only; intermediate directories follow the umask.
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o755
+    assert path.read_bytes() == b""
+
+
+def test_existing_file_mode_is_not_changed(audit_path: Path) -> None:
+    audit_path.parent.mkdir(parents=True)
+    audit_path.write_bytes(b"")
+    audit_path.chmod(0o640)
+    AuditLog(str(audit_path)).close()
+    assert stat.S_IMODE(audit_path.stat().st_mode) == 0o640
+
+
+def test_relative_path_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    log = AuditLog("audit.jsonl")
+    log.write("server_start")
+    log.close()
+    assert len(verify_chain(tmp_path / "audit.jsonl")) == 1
+
+
+# --- tamper detection with the chain definition ---------------------------------
+
+
+def test_edited_record_breaks_chain(audit_path: Path) -> None:
+    write_events(audit_path, 4)
+    lines = raw_lines(audit_path)
+    lines[1] = lines[1].replace(b'"n":1', b'"n":9')
+    audit_path.write_bytes(b"\n".join(lines) + b"\n")
+    assert chain_problems(audit_path) == [3]
+
+
+def test_deleted_record_breaks_chain(audit_path: Path) -> None:
+    write_events(audit_path, 4)
+    lines = raw_lines(audit_path)
+    del lines[1]
+    audit_path.write_bytes(b"\n".join(lines) + b"\n")
+    assert chain_problems(audit_path) == [2]
+
+
+def test_reordered_records_break_chain(audit_path: Path) -> None:
+    write_events(audit_path, 4)
+    lines = raw_lines(audit_path)
+    lines[1], lines[2] = lines[2], lines[1]
+    audit_path.write_bytes(b"\n".join(lines) + b"\n")
+    assert chain_problems(audit_path) == [2, 3, 4]
+
+
+def test_intact_log_has_no_problems(audit_path: Path) -> None:
+    write_events(audit_path, 6)
+    assert chain_problems(audit_path) == []
+
+
+def test_deeply_nested_arguments_are_written(audit_path: Path) -> None:
+    """The stdio transport's JSON parser allows nesting up to ~200 levels; such a call must still be audited."""
+    nested: Any = "leaf"
+    for _ in range(200):
+        nested = {"k": [nested]}
+    log = AuditLog(str(audit_path))
+    log.write("begin", arguments=nested)
+    log.close()
+    (record,) = verify_chain(audit_path)
+    depth, value = 0, record["arguments"]
+    while isinstance(value, dict):
+        value, depth = value["k"][0], depth + 1
+    assert (depth, value) == (200, "leaf")

@@ -1,0 +1,240 @@
+"""query_logs in the broker: argument validation, input/output schemas and the output byte cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+
+from broker import query_logs
+from broker.errors import ToolError
+from broker.policy import Limits
+from broker.query_logs import DEFAULT_MAX_LINES, OUTPUT_SCHEMA, QueryArgs, cap_lines, input_schema, parse, result
+from workers.protocol import Line
+
+LIMITS = Limits(max_lines=1000)
+LOG = "/var/log/auth.log"
+
+
+def error_of(arguments: object, limits: Limits = LIMITS) -> str:
+    with pytest.raises(ToolError) as raised:
+        parse(arguments, limits)
+    assert raised.value.outcome == "invalid"
+    return raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "needle"),
+    [
+        ([], "arguments must be an object"),
+        (["log_path", "pattern"], "arguments must be an object"),
+        ("log_path=/var/log/auth.log", "arguments must be an object"),
+        (42, "arguments must be an object"),
+        (None, "missing required argument(s): log_path, pattern"),
+        ({}, "missing required argument(s): log_path, pattern"),
+        ({"log_path": LOG}, "missing required argument(s): pattern"),
+        ({"pattern": "x"}, "missing required argument(s): log_path"),
+        ({"max_lines": 5}, "missing required argument(s): log_path, pattern"),
+    ],
+)
+def test_shape_errors(arguments: object, needle: str) -> None:
+    assert needle in error_of(arguments)
+
+
+@pytest.mark.parametrize(
+    ("extra", "listed"),
+    [
+        ({"verbose": True}, ["'verbose'"]),
+        ({"path": LOG}, ["'path'"]),
+        ({"Pattern": "x", "zz": 1}, ["'Pattern'", "'zz'"]),
+        ({"max-lines": 5}, ["'max-lines'"]),
+    ],
+)
+def test_unknown_arguments_are_listed(extra: dict[str, Any], listed: list[str]) -> None:
+    message = error_of({"log_path": LOG, "pattern": "x", **extra})
+    assert message.startswith("unknown argument(s): ")
+    for name in listed:
+        assert name in message
+    assert "accepted: log_path, max_lines, pattern" in message
+
+
+def test_unknown_argument_names_are_bounded() -> None:
+    huge = "a" * 10_000  # sorts first, so it is among the names echoed
+    many = {f"extra{i:02d}": i for i in range(50)}
+    message = error_of({"log_path": LOG, "pattern": "x", huge: 1, **many})
+    assert f"'{'a' * 40}'" in message and "a" * 41 not in message
+    assert "'extra03'" in message and "'extra04'" not in message  # at most five names
+    assert len(message) < 300
+
+
+def test_unknown_argument_reported_even_if_required_missing() -> None:
+    assert error_of({"bogus": 1}).startswith("unknown argument(s): 'bogus'")
+
+
+@pytest.mark.parametrize("pattern", [None, 5, 1.5, True, ["a"], {"a": 1}, b"abc", ""])
+def test_pattern_must_be_non_empty_string(pattern: object) -> None:
+    assert error_of({"log_path": LOG, "pattern": pattern}) == "pattern must be a non-empty string"
+
+
+@pytest.mark.parametrize("max_lines", [0, -1, 1001, 10**12, 1.5, 100.0, "10", True, False, None, [10]])
+def test_bad_max_lines(max_lines: object) -> None:
+    message = error_of({"log_path": LOG, "pattern": "x", "max_lines": max_lines})
+    assert message.startswith("max_lines must be")
+    assert "1000" in message
+
+
+@pytest.mark.parametrize("max_lines", [1, 2, 100, 999, 1000])
+def test_good_max_lines(max_lines: int) -> None:
+    assert parse({"log_path": LOG, "pattern": "x", "max_lines": max_lines}, LIMITS).max_lines == max_lines
+
+
+@pytest.mark.parametrize(("policy_max", "default"), [(1000, 100), (100, 100), (50, 50), (1, 1)])
+def test_default_max_lines(policy_max: int, default: int) -> None:
+    assert DEFAULT_MAX_LINES == 100
+    parsed = parse({"log_path": LOG, "pattern": "x"}, Limits(max_lines=policy_max))
+    assert parsed == QueryArgs(log_path=LOG, pattern="x", max_lines=default)
+
+
+@pytest.mark.parametrize(("policy_max", "requested"), [(50, 51), (50, 100), (1, 2)])
+def test_max_lines_bounded_by_policy(policy_max: int, requested: int) -> None:
+    message = error_of({"log_path": LOG, "pattern": "x", "max_lines": requested}, Limits(max_lines=policy_max))
+    assert message == f"max_lines must be between 1 and {policy_max}"
+
+
+@pytest.mark.parametrize("pattern", ["-f/etc/shadow", "--help", "-e", "-", "--", "-rn root /etc", "Failed password", "^a.*b$"])
+def test_option_like_patterns_accepted_verbatim(pattern: str) -> None:
+    assert parse({"log_path": LOG, "pattern": pattern}, LIMITS).pattern == pattern
+
+
+@pytest.mark.parametrize("pattern", ["(", r"\1", "(a)\\1", "a{", "[z-a]", "*a", "a" * 2000])
+def test_invalid_patterns(pattern: str) -> None:
+    assert error_of({"log_path": LOG, "pattern": pattern}).startswith("invalid pattern")
+
+
+def test_log_path_passed_through_untouched() -> None:
+    """log_path is validated later, by the allowlist; parse only carries it."""
+    for value in [LOG, 42, "../x"]:
+        assert parse({"log_path": value, "pattern": "x"}, LIMITS).log_path == value
+
+
+def test_pattern_checked_before_max_lines() -> None:
+    assert error_of({"log_path": LOG, "pattern": "(", "max_lines": 0}).startswith("invalid pattern")
+
+
+# --- cap_lines ---------------------------------------------------------------
+
+
+def lines_of(*texts: str) -> list[Line]:
+    return [Line(i, text) for i, text in enumerate(texts, 1)]
+
+
+@pytest.mark.parametrize(
+    ("texts", "budget", "kept", "cut"),
+    [
+        ((), 0, 0, False),
+        (("a",), 17, 1, False),  # 1 byte + 16 overhead
+        (("a",), 16, 0, True),
+        (("aa", "bb", "cc"), 54, 3, False),
+        (("aa", "bb", "cc"), 53, 2, True),
+        (("aa", "bb", "cc"), 36, 2, True),
+        (("é",), 18, 1, False),  # 2 UTF-8 bytes
+        (("é",), 17, 0, True),
+        (("日本",), 22, 1, False),
+        (("日本",), 21, 0, True),
+        (("x" * 100, "y"), 10_000, 2, False),
+        (("x" * 100, "y"), 116, 1, True),
+    ],
+)
+def test_cap_lines(texts: tuple[str, ...], budget: int, kept: int, cut: bool) -> None:
+    lines = lines_of(*texts)
+    got, was_cut = cap_lines(lines, budget)
+    assert got == lines[:kept]
+    assert was_cut is cut
+    assert sum(len(line.text.encode()) + 16 for line in got) <= budget
+
+
+def test_cap_lines_never_splits_a_line() -> None:
+    lines = lines_of(*(f"line {i} " + "z" * i for i in range(50)))
+    for budget in range(0, 3000, 37):
+        got, was_cut = cap_lines(lines, budget)
+        assert got == lines[: len(got)]
+        assert was_cut == (len(got) < len(lines))
+
+
+# --- schemas -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy_max", [1, 50, 1000, 100_000])
+def test_input_schema(policy_max: int) -> None:
+    schema = input_schema(Limits(max_lines=policy_max))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    max_lines = schema["properties"]["max_lines"]
+    assert max_lines["maximum"] == policy_max and max_lines["minimum"] == 1
+    assert max_lines["default"] == min(100, policy_max)
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == query_logs.ARGUMENTS
+    assert set(schema["required"]) == query_logs.REQUIRED
+
+
+@pytest.mark.parametrize(
+    ("arguments", "valid"),
+    [
+        ({"log_path": LOG, "pattern": "x"}, True),
+        ({"log_path": LOG, "pattern": "x", "max_lines": 50}, True),
+        ({"log_path": LOG, "pattern": "x", "max_lines": 51}, False),
+        ({"log_path": LOG, "pattern": "x", "max_lines": 0}, False),
+        ({"log_path": LOG, "pattern": ""}, False),
+        ({"log_path": LOG, "pattern": "x", "extra": 1}, False),
+        ({"log_path": LOG}, False),
+    ],
+)
+def test_input_schema_agrees_with_parse(arguments: dict[str, Any], valid: bool) -> None:
+    limits = Limits(max_lines=50)
+    schema_ok = jsonschema.Draft202012Validator(input_schema(limits)).is_valid(arguments)
+    try:
+        parse(arguments, limits)
+        parse_ok = True
+    except ToolError:
+        parse_ok = False
+    assert schema_ok is valid and parse_ok is valid
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason", "head"),
+    [
+        ([], None, "0 matching line(s) in /var/log/auth.log"),
+        ([Line(1, "a"), Line(7, "b \\x1b")], None, "2 matching line(s)"),
+        ([Line(3, "x")], "max_lines", "(stopped at max_lines; more matches exist)"),
+        ([Line(3, "x")], "max_output_bytes", "(output cap reached; narrow the pattern)"),
+    ],
+)
+def test_result_matches_output_schema(lines: list[Line], reason: str | None, head: str) -> None:
+    call = result(LOG, lines, reason)
+    structured = call.structured_content
+    jsonschema.validate(structured, OUTPUT_SCHEMA)
+    assert structured == {
+        "log_path": LOG,
+        "lines": [{"line_no": line.line_no, "text": line.text} for line in lines],
+        "truncated": reason is not None,
+        "truncated_reason": reason,
+    }
+    assert not call.is_error
+    text = call.content[0].text
+    assert head in text.splitlines()[0]
+    for line in lines:
+        assert f"{line.line_no}: {line.text}" in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"log_path": LOG, "lines": [], "truncated": False, "truncated_reason": "timeout"},
+        {"log_path": LOG, "lines": [{"line_no": 0, "text": "a"}], "truncated": False, "truncated_reason": None},
+        {"log_path": LOG, "lines": [], "truncated": False},
+        {"log_path": LOG, "lines": [], "truncated": False, "truncated_reason": None, "extra": 1},
+    ],
+)
+def test_output_schema_is_strict(bad: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, OUTPUT_SCHEMA)
