@@ -18,11 +18,11 @@ import anyio
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
-from broker.sandbox.profile import ProfileError, load_profile
+from broker.sandbox.host import cgroup_host, downgrades, plans_for
+from broker.sandbox.profile import ProfileError
 from broker.server import build_server, package_version
 from broker.service import Bastion
 
-WORKER_KINDS = ("grep", "resource")
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 
@@ -40,13 +40,19 @@ async def _serve_stdio(policy: Policy, worker_stderr: bool) -> None:
     from mcp.server.stdio import stdio_server
 
     audit = AuditLog(policy.audit.path)
-    profiles = {kind: load_profile(kind) for kind in WORKER_KINDS}
-    pool = WorkerPool(profiles, policy.workers.prestart, worker_stderr=worker_stderr)
+    cgroups = cgroup_host()
+    pool = WorkerPool(plans_for(policy.sandbox, cgroups), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
             await pool.start(task_group)
-            audit.write("server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256, transport="stdio", layers=pool.layers)
-            log.info("serving stdio; policy %s; worker layers %s", policy.source, pool.layers)
+            skipped = downgrades(pool.layers)
+            audit.write(
+                "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
+                transport="stdio", layers=pool.layers, cgroup=cgroups.version or None, downgraded=skipped,
+            )
+            for kind, entries in skipped.items():
+                log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
+            log.info("serving stdio; policy %s; %d sandbox layers per worker", policy.source, len(pool.layers.get("grep", [])))
             server = build_server(Bastion(policy, pool, audit, _os_user()))
             async with stdio_server() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -15,6 +15,7 @@ the call returns.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import select
@@ -30,7 +31,9 @@ import anyio
 import msgspec
 
 import workers
-from broker.sandbox.profile import Profile, encode_profile
+from broker.sandbox import cgroup
+from broker.sandbox.cgroup import CgroupHost
+from broker.sandbox.plan import Plan, encode_plan
 from workers.protocol import (
     PROTOCOL_VERSION,
     Done,
@@ -86,10 +89,11 @@ def _import_paths() -> list[str]:
 class Worker:
     """One started worker process and the broker's end of its socket."""
 
-    def __init__(self, kind: str, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(self, kind: str, proc: subprocess.Popen[bytes], sock: socket.socket, cgroup_dirs: list[str]) -> None:
         self.kind = kind
         self.proc = proc
         self.sock = sock
+        self.cgroup_dirs = cgroup_dirs
         self.pidfd = os.pidfd_open(proc.pid)
         self.reader: FrameReader = from_worker_reader()
         self.layers: list[str] = []
@@ -130,7 +134,7 @@ class Worker:
     async def call(self, request: msgspec.Struct, fd: int, deadline_s: float, max_bytes: int) -> WorkerResult:
         result = WorkerResult()
         try:
-            socket.send_fds(self.sock, [encode_frame(request)], [fd])
+            self.hand_over(request, fd)
         except OSError as exc:
             result.detail = f"could not hand over the request: {exc}"
             await self.finish(result)
@@ -141,6 +145,10 @@ class Worker:
             result.outcome = "timeout"
         await self.finish(result)
         return result
+
+    def hand_over(self, request: msgspec.Struct, fd: int | None) -> None:
+        """Send the one request, with the descriptor the worker may use."""
+        socket.send_fds(self.sock, [encode_frame(request)], [fd] if fd is not None else [])
 
     async def _read_replies(self, result: WorkerResult, max_bytes: int) -> None:
         while True:
@@ -204,6 +212,7 @@ class Worker:
         self._reaped = True
         self.sock.close()
         os.close(self.pidfd)
+        cgroup.remove(self.cgroup_dirs)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         if result is None:
             return
@@ -218,57 +227,35 @@ class Worker:
 class WorkerPool:
     """Ready, confined, single-use workers per kind, refilled in the background."""
 
-    def __init__(self, profiles: dict[str, Profile], prestart: int, worker_stderr: bool = False) -> None:
-        self._profiles = profiles
+    def __init__(self, plans: dict[str, Plan], cgroups: CgroupHost, prestart: int, worker_stderr: bool = False) -> None:
+        self._plans = plans
+        self._cgroups = cgroups
         self._prestart = prestart
         self._stderr = None if worker_stderr else subprocess.DEVNULL
-        self._paths = _import_paths()
-        self._idle: dict[str, deque[Worker]] = {kind: deque() for kind in profiles}
-        self._starting: dict[str, int] = {kind: 0 for kind in profiles}
+        self._idle: dict[str, deque[Worker]] = {kind: deque() for kind in plans}
+        self._starting: dict[str, int] = {kind: 0 for kind in plans}
+        self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.layers: dict[str, list[str]] = {}
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start one worker of every kind now; raise SandboxUnavailable if any cannot be confined."""
         self._task_group = task_group
-        for kind in self._profiles:
+        for kind in self._plans:
             worker = await self._start_worker(kind)
             self.layers[kind] = worker.layers
             self._idle[kind].append(worker)
             self._refill(kind)
 
     def _spawn(self, kind: str) -> Worker:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            argv = [sys.executable, "-I", "-S", "-c", BOOT, str(child.fileno()), str(os.getpid()), *self._paths]
-            proc = subprocess.Popen(
-                argv,
-                env={},
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # never the MCP stdio stream
-                stderr=self._stderr,
-                pass_fds=(child.fileno(),),
-                start_new_session=True,
-            )
-        finally:
-            child.close()
-        parent.setblocking(False)
-        worker = Worker(kind, proc, parent)
-        setup = Setup(version=PROTOCOL_VERSION, kind=kind, profile=encode_profile(self._profiles[kind]))
-        parent.sendall(encode_frame(setup))
-        return worker
+        return spawn_worker(self._plans[kind], self._cgroups, stderr=self._stderr)
 
     async def _start_worker(self, kind: str) -> Worker:
-        worker = self._spawn(kind)
-        try:
-            await worker.wait_ready()
-        except BaseException:
-            await worker.finish()
-            raise
-        return worker
+        return await start_worker(self._spawn(kind))
 
     def _refill(self, kind: str) -> None:
+        if self._closed:
+            return
         missing = self._prestart - len(self._idle[kind]) - self._starting[kind]
         for _ in range(max(0, missing)):
             if self._task_group is not None:
@@ -277,7 +264,11 @@ class WorkerPool:
 
     async def _refill_one(self, kind: str) -> None:
         try:
-            self._idle[kind].append(await self._start_worker(kind))
+            worker = await self._start_worker(kind)
+            if self._closed:
+                await worker.finish()
+            else:
+                self._idle[kind].append(worker)
         except SandboxUnavailable as exc:
             log.error("could not start a %s worker: %s", kind, exc)
         finally:
@@ -296,6 +287,59 @@ class WorkerPool:
         return await self._start_worker(kind)
 
     async def close(self) -> None:
+        """Stop refilling, let workers being started finish, kill and reap every idle one."""
+        self._closed = True
+        with anyio.move_on_after(SETUP_TIMEOUT_S + REAP_TIMEOUT_S):
+            while any(self._starting.values()):
+                await anyio.sleep(0.01)
         for idle in self._idle.values():
             while idle:
                 await idle.popleft().finish()
+        self._cgroups.close()
+
+
+_worker_counter = itertools.count(1)
+
+
+def spawn_worker(plan: Plan, cgroups: CgroupHost, stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.DEVNULL) -> Worker:
+    """Start one worker process and send it its Setup; it confines itself next."""
+    cgroup_dirs: list[str] = []
+    if cgroups.version:
+        try:
+            cgroup_dirs = cgroups.create(f"w{os.getpid()}-{next(_worker_counter)}", plan.cgroup_limits)
+        except OSError as exc:
+            log.error("cannot create a cgroup for a %s worker: %s", plan.kind, exc)
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        argv = [sys.executable, "-I", "-S", "-c", BOOT, str(child.fileno()), str(os.getpid()), *_import_paths()]
+        proc = subprocess.Popen(
+            argv,
+            env={},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,  # DEVNULL while serving: never the MCP stdio stream
+            stderr=stderr,
+            pass_fds=(child.fileno(),),
+            start_new_session=True,
+        )
+    except OSError:
+        cgroup.remove(cgroup_dirs)
+        parent.close()
+        raise
+    finally:
+        child.close()
+    parent.setblocking(False)
+    worker = Worker(plan.kind, proc, parent, cgroup_dirs)
+    setup_plan = msgspec.structs.replace(plan, cgroup_dirs=cgroup_dirs)
+    parent.sendall(encode_frame(Setup(version=PROTOCOL_VERSION, kind=plan.kind, plan=encode_plan(setup_plan))))
+    return worker
+
+
+async def start_worker(worker: Worker) -> Worker:
+    """Wait until a spawned worker is confined; kill and reap it if it cannot be."""
+    try:
+        await worker.wait_ready()
+    except BaseException:
+        await worker.finish()
+        raise
+    return worker

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -52,11 +52,26 @@ class Workers(msgspec.Struct, forbid_unknown_fields=True):
     prestart: Annotated[int, Meta(ge=0, le=16)] = 1
 
 
+LayerName = Literal[
+    "session", "fd_hygiene", "environment", "cgroup", "namespaces", "filesystem",
+    "capabilities", "identity", "rlimits", "no_new_privs", "landlock", "seccomp",
+]
+
+
+class Sandbox(msgspec.Struct, forbid_unknown_fields=True):
+    # "auto": a bastion-worker account if the host has one, else 65534 (nobody).
+    worker_user: str = "auto"
+    # Layers every profile may skip when this host cannot apply them. Each
+    # downgrade is logged at start and recorded in the audit log.
+    best_effort: list[LayerName] = msgspec.field(default_factory=list)
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     logs: list[LogEntry]
     audit: Audit
     limits: Limits = msgspec.field(default_factory=Limits)
     workers: Workers = msgspec.field(default_factory=Workers)
+    sandbox: Sandbox = msgspec.field(default_factory=Sandbox)
     # Set by load_policy, not read from the file.
     source: str = ""
     sha256: str = ""

@@ -29,7 +29,7 @@ from workers.protocol import (
 )
 
 TO_WORKER: list[msgspec.Struct] = [
-    Setup(version=PROTOCOL_VERSION, kind="grep", profile=b"\x00\x01profile\xff"),
+    Setup(version=PROTOCOL_VERSION, kind="grep", plan=b"\x00\x01plan\xff"),
     SearchRequest(pattern="Failed password|-e", max_lines=100, max_line_bytes=4096),
     TailRequest(max_bytes=1 << 20, max_line_bytes=64),
 ]
@@ -133,7 +133,7 @@ def test_custom_frame_limit(max_frame: int) -> None:
     [
         Text(text="x" * MAX_FRAME_BYTES),
         Lines(lines=[Line(i, "y" * 1024) for i in range(1, 1100)]),
-        Setup(version=PROTOCOL_VERSION, kind="grep", profile=b"\x00" * (MAX_FRAME_BYTES + 1)),
+        Setup(version=PROTOCOL_VERSION, kind="grep", plan=b"\x00" * (MAX_FRAME_BYTES + 1)),
     ],
     ids=["text", "lines", "setup"],
 )
@@ -176,7 +176,7 @@ BAD_TO_WORKER: list[tuple[str, bytes]] = [
     ("unknown_tag", raw_map(type="shell", cmd="id")),
     ("extra_field", raw_map(type="tail", max_bytes=1, max_line_bytes=64, follow=True)),
     ("wrong_type", raw_map(type="search", pattern="a", max_lines="10", max_line_bytes=64)),
-    ("wrong_type_profile", raw_map(type="setup", version=1, kind="grep", profile="str")),
+    ("wrong_type_plan", raw_map(type="setup", version=1, kind="grep", plan="str")),
     ("missing_field", raw_map(type="search", pattern="a", max_lines=1)),
 ] + [(f"from_worker_{type(m).__name__}", encode_frame(m)) for m in FROM_WORKER]
 

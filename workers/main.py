@@ -2,25 +2,29 @@
 
 Started by the broker as `python -I -S -c BOOT CHANNEL_FD BROKER_PID PATH...`
 with an empty environment. Everything the worker will ever need is imported
-before it confines itself; after that it trusts nothing it reads.
+before it confines itself (afterwards its root is empty and no module can be
+loaded); from then on it trusts nothing it reads.
 Exit status: 0 served, 65 protocol error, 70 sandbox set-up failed.
 """
 
 from __future__ import annotations
 
+import array  # noqa: F401 - socket.recv_fds imports it lazily; the sandbox root has no stdlib
 import os
 import socket
 import sys
+import traceback  # noqa: F401 - same reason: used when a payload raises
 
 from broker.sandbox.confine import confine
 from broker.sandbox.layer import LayerError
-from broker.sandbox.profile import Profile, profile_from_wire
+from broker.sandbox.plan import Plan, plan_from_wire
 from workers.channel import Channel
 from workers.protocol import (
     PROTOCOL_VERSION,
     Failed,
     ProtocolError,
     Ready,
+    RunRequest,
     SearchRequest,
     Setup,
     SetupFailed,
@@ -31,42 +35,75 @@ from workers.tail import tail
 
 EXIT_PROTOCOL = 65
 EXIT_SETUP = 70
+RUN_FD = 3  # where `bastion sandbox run --pass-fd` puts the handed-over file
 
 
-def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Setup:
+def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Plan:
     setup, fds = channel.receive()
     if not isinstance(setup, Setup) or fds or setup.version != PROTOCOL_VERSION:
         raise ProtocolError("expected a Setup frame of this protocol version")
-    profile = profile_from_wire(setup.profile)
-    layers = confine(profile, keep_fds={channel_fd}, expected_parent=broker_pid)
+    plan = plan_from_wire(setup.plan)
+    if plan.kind != setup.kind:
+        raise ProtocolError("the plan is for another worker kind")
+    layers = confine(plan, channel_fd, broker_pid)
     channel.send(Ready(version=PROTOCOL_VERSION, layers=layers))
-    return setup
+    return plan
 
 
-def _serve(channel: Channel, setup: Setup, profile: Profile) -> None:
+def _run(request: RunRequest, fds: list[int]) -> None:
+    """Become the program (or run the payload) exactly as confined. Never returns."""
+    if fds:
+        os.dup2(fds[0], RUN_FD, inheritable=True)
+    if request.python:
+        namespace = {"__name__": "__payload__", "handed_fd": RUN_FD if fds else None}
+        try:
+            exec(compile(request.python, "<payload>", "exec"), namespace)  # noqa: S102 - the point of sandbox run
+        except SystemExit as exc:
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        except BaseException as exc:  # noqa: BLE001 - report, then exit like a crashed program
+            os.write(2, f"payload raised {type(exc).__name__}: {exc}\n".encode(errors="replace"))
+            os._exit(1)
+        os._exit(0)
+    try:
+        os.execve(request.argv[0], request.argv, {})
+    except OSError as exc:
+        os.write(2, f"execve {request.argv[0]}: {exc.strerror}\n".encode(errors="replace"))
+        os._exit(127)
+
+
+def _serve(channel: Channel, plan: Plan) -> None:
     request, fds = channel.receive()
+    if isinstance(request, RunRequest) and plan.allow_run:
+        _run(request, fds)
     if len(fds) != 1:
         raise ProtocolError("a request must carry exactly one descriptor")
-    if setup.kind == "grep" and isinstance(request, SearchRequest) and profile.executables:
-        search(request, fds[0], profile.executables[0], channel.send)
-    elif setup.kind == "resource" and isinstance(request, TailRequest):
+    if plan.kind == "grep" and isinstance(request, SearchRequest) and plan.executables:
+        search(request, fds[0], plan.executables[0], channel.send)
+    elif plan.kind == "resource" and isinstance(request, TailRequest):
         tail(request, fds[0], channel.send)
     else:
-        channel.send(Failed("bad_request", f"a {setup.kind} worker cannot serve this request"))
+        channel.send(Failed("bad_request", f"a {plan.kind} worker cannot serve this request"))
 
 
 def main(argv: list[str]) -> int:
     channel_fd, broker_pid = int(argv[0]), int(argv[1])
     channel = Channel(socket.socket(fileno=channel_fd))
     try:
-        setup = _set_up(channel, channel_fd, broker_pid)
+        return _main(channel, channel_fd, broker_pid)
+    finally:
+        channel.close()
+
+
+def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
+    try:
+        plan = _set_up(channel, channel_fd, broker_pid)
     except LayerError as exc:
         channel.send(SetupFailed(layer=exc.layer, reason=exc.reason))
         return EXIT_SETUP
     except ProtocolError:
         return EXIT_PROTOCOL
     try:
-        _serve(channel, setup, profile_from_wire(setup.profile))
+        _serve(channel, plan)
     except (ProtocolError, BrokenPipeError, ConnectionResetError):
         return EXIT_PROTOCOL
     return 0

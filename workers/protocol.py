@@ -35,7 +35,7 @@ class Setup(msgspec.Struct, tag="setup", forbid_unknown_fields=True):
 
     version: int
     kind: str
-    profile: bytes  # msgpack-encoded sandbox profile, decoded by broker.sandbox
+    plan: bytes  # msgpack-encoded sandbox plan (broker/sandbox/plan.py)
 
 
 class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
@@ -53,7 +53,18 @@ class TailRequest(msgspec.Struct, tag="tail", forbid_unknown_fields=True):
     max_line_bytes: int
 
 
-ToWorker = Union[Setup, SearchRequest, TailRequest]
+class RunRequest(msgspec.Struct, tag="run", forbid_unknown_fields=True):
+    """`bastion sandbox run` only: run a program or a Python payload confined.
+
+    A worker accepts it only when its plan says allow_run, which the broker
+    sets for `bastion sandbox run` and never for tool calls.
+    """
+
+    argv: list[str]
+    python: str = ""
+
+
+ToWorker = Union[Setup, SearchRequest, TailRequest, RunRequest]
 
 # --- worker -> broker -------------------------------------------------------
 

@@ -1,39 +1,109 @@
-"""Apply a profile's sandbox layers to the calling worker, in a fixed order.
+"""Apply a worker's sandbox plan to the calling process, in one fixed order.
 
-Order (each step relies on the ones before it):
-  1. session      own session/process group; SIGKILL when the broker dies
-  2. fd_hygiene   close every descriptor not handed over
-  3. environment  empty environment
-  4. rlimits      CPU, address space, open files, processes, file size 0, core 0
-The namespace, identity, capability, Landlock and seccomp layers slot in
-after these (see docs/SANDBOX.md). A required layer that fails raises
-LayerError; a best_effort one is reported as skipped.
+   1. session        own session and process group; SIGKILL when the broker dies
+   2. fd_hygiene     close every descriptor but the channel to the broker
+   3. environment    empty environment
+   4. cgroup         join the worker's own cgroup (memory and pids limits)
+   5. namespaces     new mount, pid, net, ipc, uts, cgroup (+ user when not root)
+                     namespaces; fork: the child is PID 1 and continues, the
+                     parent becomes a monitor that reports the child's fate
+   6. filesystem     empty read-only tmpfs root with read-only binds; pivot_root
+   7. capabilities   empty the bounding and ambient sets (needs CAP_SETPCAP)
+   8. identity       unprivileged uid/gid, no supplementary groups
+      capabilities   clear and verify every remaining set
+   9. rlimits        CPU, address space, open files, processes, file size 0, core 0
+  10. no_new_privs   no exec can gain privileges; allows the next two unprivileged
+  11. landlock       deny all filesystem and TCP access not listed; scope signals
+  12. seccomp        syscall allowlist, default action kill process
+
+Each step relies on the ones before it: cgroups and mounts need root and the
+host's /proc and /sys, so they come before the identity change; Landlock and
+seccomp need no_new_privs; seccomp is last so the set-up itself needs no
+syscalls outside the allowlist. A required layer that fails raises
+LayerError; a best-effort one is reported as 'skipped:NAME (reason)'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from broker.sandbox import environment, fd_hygiene, rlimits, session
+from broker.sandbox import (
+    capabilities,
+    cgroup,
+    environment,
+    fd_hygiene,
+    filesystem,
+    identity,
+    landlock,
+    namespaces,
+    no_new_privs,
+    rlimits,
+    seccomp,
+    session,
+)
 from broker.sandbox.layer import LayerError
-from broker.sandbox.profile import Profile
+from broker.sandbox.plan import Plan
 
 
-def confine(profile: Profile, keep_fds: set[int], expected_parent: int) -> list[str]:
-    """Return the names of the layers applied, prefixed 'skipped:' when a best-effort one was not."""
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("session", lambda: session.apply(expected_parent)),
-        ("fd_hygiene", lambda: fd_hygiene.apply(keep_fds)),
-        ("environment", environment.apply),
-        ("rlimits", lambda: rlimits.apply(profile.rlimits)),
-    ]
-    applied: list[str] = []
-    for name, step in steps:
+class _Steps:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.applied: list[str] = []
+
+    def run(self, name: str, action: Callable[[], str | None]) -> bool:
         try:
-            step()
-            applied.append(name)
-        except LayerError:
-            if getattr(profile.layers, name) == "required":
+            if name in self.plan.unavailable:
+                raise LayerError(name, self.plan.unavailable[name])
+            note = action()
+        except LayerError as exc:
+            if self.plan.requirements.get(name, "required") == "required":
                 raise
-            applied.append(f"skipped:{name}")
-    return applied
+            self.applied.append(f"skipped:{name} ({exc.reason})")
+            return False
+        self.applied.append(f"{name} ({note})" if note else name)
+        return True
+
+    def needs(self, name: str, layer: str) -> None:
+        if not any(entry == layer or entry.startswith(layer + " ") for entry in self.applied):
+            raise LayerError(name, f"needs the {layer} layer, which was not applied")
+
+
+def _harden_monitor(plan: Plan) -> Callable[[], None]:
+    def harden() -> None:
+        capabilities.drop_bounding()
+        identity.apply(plan.uid, plan.gid, plan.user_namespace)
+        capabilities.clear_all()
+        no_new_privs.apply()
+
+    return harden
+
+
+def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
+    """Confine the calling worker; return the applied layers, in order."""
+    steps = _Steps(plan)
+    steps.run("session", lambda: session.apply(expected_parent))
+    steps.run("fd_hygiene", lambda: fd_hygiene.apply({channel_fd}))
+    steps.run("environment", environment.apply)
+    steps.run("cgroup", lambda: cgroup.apply(plan.cgroup_dirs, plan.unavailable.get("cgroup", "")))
+    steps.run("namespaces", lambda: namespaces.apply(
+        plan.namespaces, plan.user_namespace, (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid),
+        monitor_closes={channel_fd}, harden_monitor=_harden_monitor(plan),
+    ))
+    steps.run("filesystem", lambda: (steps.needs("filesystem", "namespaces"), filesystem.apply(plan.binds, plan.tmpfs_bytes))[1])
+    steps.run("capabilities", capabilities.drop_bounding)
+    steps.run("identity", lambda: identity.apply(plan.uid, plan.gid, plan.user_namespace))
+    steps.run("capabilities", capabilities.clear_all)
+    steps.run("rlimits", lambda: rlimits.apply(plan.rlimits))
+    steps.run("no_new_privs", no_new_privs.apply)
+    steps.run("landlock", lambda: (steps.needs("landlock", "no_new_privs"), landlock.apply(plan.read_exec, plan.read_only, plan.landlock_scopes))[1])
+    steps.run("seccomp", lambda: (steps.needs("seccomp", "no_new_privs"), seccomp.apply(plan.seccomp_bpf))[1])
+    return _merge(steps.applied)
+
+
+def _merge(applied: list[str]) -> list[str]:
+    """'capabilities' runs in two steps; report it once."""
+    merged: list[str] = []
+    for entry in applied:
+        if entry not in merged:
+            merged.append(entry)
+    return merged

@@ -1,20 +1,41 @@
 """Sandbox profiles: one TOML file per worker kind in sandbox_profiles/.
 
-The broker decodes a profile, checks it, and sends it to the worker in its
-Setup frame; the worker applies the layers it lists before reading any
-request. Each layer is `required` (cannot apply -> refuse to serve) or
-`best_effort` (cannot apply -> logged and audited downgrade).
+A profile declares everything about how a worker kind is confined: which
+namespaces it gets, what its (empty, read-only) filesystem contains, resource
+and cgroup limits, Landlock scopes and its seccomp syscall allowlist. Each
+layer is `required` (cannot apply -> refuse to serve) or `best_effort`
+(cannot apply -> logged and audited downgrade). The broker turns a profile
+into a host-specific plan (broker/sandbox/plan.py) that the worker applies.
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 Requirement = Literal["required", "best_effort"]
+Namespace = Literal["mount", "pid", "net", "ipc", "uts", "cgroup"]
+Scope = Literal["abstract_unix_socket", "signal"]
+
+# The fixed order in which broker/sandbox/confine.py applies the layers.
+LAYER_ORDER = (
+    "session",
+    "fd_hygiene",
+    "environment",
+    "cgroup",
+    "namespaces",
+    "filesystem",
+    "capabilities",
+    "identity",
+    "rlimits",
+    "no_new_privs",
+    "landlock",
+    "seccomp",
+)
 
 
 class ProfileError(Exception):
@@ -25,49 +46,115 @@ class Rlimits(msgspec.Struct, forbid_unknown_fields=True):
     cpu_s: Annotated[int, Meta(ge=1, le=3600)]
     address_space_bytes: Annotated[int, Meta(ge=16 << 20)]
     open_files: Annotated[int, Meta(ge=8, le=4096)]
+    # Counted per uid across all workers (the pids cgroup is the per-worker cap).
     processes: Annotated[int, Meta(ge=1, le=4096)]
     file_size_bytes: Annotated[int, Meta(ge=0)] = 0
     core_bytes: Annotated[int, Meta(ge=0)] = 0
+
+
+class Namespaces(msgspec.Struct, forbid_unknown_fields=True):
+    # A user namespace is added automatically when the broker is not root.
+    unshare: list[Namespace] = msgspec.field(default_factory=lambda: ["mount", "pid", "net", "ipc", "uts", "cgroup"])
+
+
+class Filesystem(msgspec.Struct, forbid_unknown_fields=True):
+    # Extra files or directories bound read-only into the worker's empty root.
+    # The profile's executables and the shared libraries they load are added
+    # by the broker; nothing else exists (no /etc, /home, /proc, /dev, logs).
+    read_only: list[str] = msgspec.field(default_factory=list)
+    tmpfs_bytes: Annotated[int, Meta(ge=4096, le=16 << 20)] = 65536
+
+
+class Cgroup(msgspec.Struct, forbid_unknown_fields=True):
+    memory_bytes: Annotated[int, Meta(ge=16 << 20)]
+    pids: Annotated[int, Meta(ge=1, le=4096)]
+
+
+class Landlock(msgspec.Struct, forbid_unknown_fields=True):
+    # Filesystem rules are derived from the profile: executables and their
+    # libraries may be read and executed, filesystem.read_only entries read;
+    # every other access is denied, as are TCP bind and connect.
+    scopes: list[Scope] = msgspec.field(default_factory=lambda: ["abstract_unix_socket", "signal"])
+
+
+class SeccompCondition(msgspec.Struct, forbid_unknown_fields=True):
+    """Allow `syscall` only when argument `arg` satisfies the condition.
+
+    Either `values` (argument equals one of them) or `mask` + `equals`
+    (argument & mask == equals).
+    """
+
+    syscall: str
+    arg: Annotated[int, Meta(ge=0, le=5)]
+    values: list[int] = msgspec.field(default_factory=list)
+    mask: int | None = None
+    equals: int = 0
+
+
+class Seccomp(msgspec.Struct, forbid_unknown_fields=True):
+    allow: list[str]
+    # Syscalls that fail with an errno instead of killing (e.g. clone3 -> ENOSYS
+    # so libc falls back to clone, which the conditions can inspect).
+    errno: dict[str, str] = msgspec.field(default_factory=dict)
+    conditional: list[SeccompCondition] = msgspec.field(default_factory=list)
 
 
 class Layers(msgspec.Struct, forbid_unknown_fields=True):
     session: Requirement = "required"
     fd_hygiene: Requirement = "required"
     environment: Requirement = "required"
+    cgroup: Requirement = "required"
+    namespaces: Requirement = "required"
+    filesystem: Requirement = "required"
+    capabilities: Requirement = "required"
+    identity: Requirement = "required"
     rlimits: Requirement = "required"
+    no_new_privs: Requirement = "required"
+    landlock: Requirement = "required"
+    seccomp: Requirement = "required"
 
 
 class Profile(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     description: str
     rlimits: Rlimits
+    cgroup: Cgroup
+    seccomp: Seccomp
     layers: Layers = msgspec.field(default_factory=Layers)
+    namespaces: Namespaces = msgspec.field(default_factory=Namespaces)
+    filesystem: Filesystem = msgspec.field(default_factory=Filesystem)
+    landlock: Landlock = msgspec.field(default_factory=Landlock)
     # Programs the worker may execute (absolute paths), e.g. the search engine.
     executables: list[str] = msgspec.field(default_factory=list)
 
 
+def _check(profile: Profile, source: str) -> Profile:
+    for key, paths in (("executables", profile.executables), ("filesystem.read_only", profile.filesystem.read_only)):
+        for path in paths:
+            if not Path(path).is_absolute() or "\x00" in path:
+                raise ProfileError(f"{source}: {key}: {path!r} must be an absolute path")
+    if "execve" in profile.seccomp.allow and not profile.executables:
+        raise ProfileError(f"{source}: seccomp.allow: execve is allowed but the profile has no executables")
+    return profile
+
+
 def decode_profile(data: bytes, source: str) -> Profile:
     try:
-        return msgspec.toml.decode(data, type=Profile)
+        return _check(msgspec.toml.decode(data, type=Profile), source)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ProfileError(f"{source}: {exc}") from None
 
 
+def profile_names() -> list[str]:
+    return sorted(item.name[:-5] for item in resources.files("sandbox_profiles").iterdir() if item.name.endswith(".toml"))
+
+
 def load_profile(name: str) -> Profile:
     """Load sandbox_profiles/NAME.toml as shipped with the package."""
-    try:
-        data = resources.files("sandbox_profiles").joinpath(f"{name}.toml").read_bytes()
-    except (FileNotFoundError, OSError):
-        raise ProfileError(f"no sandbox profile named {name!r}") from None
+    if name not in profile_names():
+        raise ProfileError(f"no sandbox profile named {name!r}")
+    data = resources.files("sandbox_profiles").joinpath(f"{name}.toml").read_bytes()
     profile = decode_profile(data, f"sandbox_profiles/{name}.toml")
     if profile.name != name:
         raise ProfileError(f"sandbox_profiles/{name}.toml: name must be {name!r}")
     return profile
-
-
-def encode_profile(profile: Profile) -> bytes:
-    return msgspec.msgpack.encode(profile)
-
-
-def profile_from_wire(data: bytes) -> Profile:
-    return msgspec.msgpack.decode(data, type=Profile)

@@ -1,0 +1,165 @@
+"""Layer: a cgroup of its own per worker, capping memory and process count.
+
+The broker creates one cgroup per worker before starting it and removes it
+after reaping; the worker joins it as its first privileged act, so every
+process it ever starts is inside. cgroup v2 is used when the host offers a
+v2 hierarchy with the memory and pids controllers; otherwise the v1 memory
+and pids hierarchies. The limits are per worker, unlike RLIMIT_NPROC, which
+counts every process of the worker uid. With a new cgroup namespace the
+worker then sees its own cgroup as the root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.sandbox.layer import LayerError
+from broker.sandbox.profile import Cgroup
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP2_SUPER_MAGIC = 0x63677270
+REMOVE_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class CgroupHost:
+    """Where this broker may create worker cgroups, or why it cannot."""
+
+    version: str  # "v2", "v1" or "" (unavailable)
+    bases: tuple[Path, ...]  # v2: one base; v1: memory base, pids base
+    reason: str = ""
+
+    def create(self, name: str, limits: Cgroup) -> list[str]:
+        if not self.version:
+            raise OSError(self.reason)
+        if self.version == "v2":
+            path = self.bases[0] / name
+            path.mkdir(mode=0o755)
+            _write(path / "memory.max", limits.memory_bytes)
+            _write_optional(path / "memory.swap.max", 0)
+            _write(path / "pids.max", limits.pids)
+            return [str(path)]
+        memory, pids = self.bases[0] / name, self.bases[1] / name
+        memory.mkdir(mode=0o755)
+        pids.mkdir(mode=0o755)
+        _write(memory / "memory.limit_in_bytes", limits.memory_bytes)
+        _write_optional(memory / "memory.memsw.limit_in_bytes", limits.memory_bytes)
+        _write(pids / "pids.max", limits.pids)
+        return [str(memory), str(pids)]
+
+    def close(self) -> None:
+        for base in self.bases:
+            try:
+                base.rmdir()
+            except OSError:
+                pass
+
+
+def _write(path: Path, value: int | str) -> None:
+    with open(path, "w") as file:
+        file.write(str(value))
+
+
+def _write_optional(path: Path, value: int) -> None:
+    if path.exists():
+        try:
+            _write(path, value)
+        except OSError:
+            pass
+
+
+def _v2_mount() -> Path | None:
+    for candidate in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+        controllers = candidate / "cgroup.controllers"
+        if controllers.exists() and {"memory", "pids"} <= set(controllers.read_text().split()):
+            return candidate
+    return None
+
+
+def _remove_stale(parent: Path) -> None:
+    """Base directories left by brokers that died without cleaning up."""
+    for base in parent.glob("bastion-*"):
+        pid = base.name.removeprefix("bastion-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            for child in base.iterdir():
+                if child.is_dir():
+                    remove([str(child)])
+            try:
+                base.rmdir()
+            except OSError:
+                pass
+
+
+def detect(broker_tag: str) -> CgroupHost:
+    """Pick v2, else v1; create this broker's base directories."""
+    if os.geteuid() != 0:
+        return CgroupHost("", (), "worker cgroups need root (no delegated cgroup is configured)")
+    v2 = _v2_mount()
+    try:
+        if v2 is not None:
+            _remove_stale(v2)
+            base = v2 / broker_tag
+            base.mkdir(mode=0o755, exist_ok=True)
+            _write(v2 / "cgroup.subtree_control", "+memory +pids")
+            _write(base / "cgroup.subtree_control", "+memory +pids")
+            return CgroupHost("v2", (base,))
+        memory, pids = CGROUP_ROOT / "memory", CGROUP_ROOT / "pids"
+        if (memory / "cgroup.procs").exists() and (pids / "cgroup.procs").exists():
+            bases = (memory / broker_tag, pids / broker_tag)
+            _remove_stale(memory)
+            _remove_stale(pids)
+            for base in bases:
+                base.mkdir(mode=0o755, exist_ok=True)
+            return CgroupHost("v1", bases)
+    except OSError as exc:
+        return CgroupHost("", (), f"cannot create worker cgroups: {exc.strerror or exc}")
+    return CgroupHost("", (), "no cgroup v2 memory+pids controllers and no v1 memory and pids hierarchies")
+
+
+def remove(dirs: list[str]) -> None:
+    """Remove a reaped worker's cgroups, killing anything left inside first."""
+    for path in dirs:
+        for _ in range(REMOVE_ATTEMPTS):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                _kill_members(Path(path))
+                time.sleep(0.01)
+
+
+def _kill_members(path: Path) -> None:
+    try:
+        members = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return
+    for pid in members:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# --- worker side ----------------------------------------------------------------
+
+
+def apply(dirs: list[str], unavailable: str) -> str:
+    if not dirs:
+        raise LayerError("cgroup", unavailable or "no worker cgroup was created")
+    try:
+        for path in dirs:
+            _write(Path(path) / "cgroup.procs", 0)
+        with open("/proc/self/cgroup") as file:
+            membership = file.read()
+    except OSError as exc:
+        raise LayerError("cgroup", f"cannot join the worker cgroup: {exc.strerror}") from None
+    for path in dirs:
+        if os.path.basename(path) not in membership:
+            raise LayerError("cgroup", f"not a member of {os.path.basename(path)} after joining it")
+    return "v2" if len(dirs) == 1 else "v1"

@@ -1,0 +1,119 @@
+"""A worker kind's sandbox plan: its profile resolved for this host and policy.
+
+The broker builds one plan per worker kind at start-up (libraries to bind,
+the worker uid, the compiled seccomp filter, which layers the policy
+downgraded to best-effort, what this host cannot provide) and sends it to
+every worker of that kind in its Setup frame, adding the worker's own
+cgroup directories. The worker applies it with broker/sandbox/confine.py.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import msgspec
+
+from broker.sandbox import filesystem
+from broker.sandbox.cgroup import CgroupHost
+from broker.sandbox.profile import LAYER_ORDER, Cgroup, Profile, ProfileError, Requirement, Rlimits
+from broker.sandbox.seccomp_compile import SeccompUnavailable, compile_filter
+
+DEFAULT_WORKER_USER = "bastion-worker"
+NOBODY = 65534
+
+
+class Plan(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+    requirements: dict[str, Requirement]
+    unavailable: dict[str, str]  # layer -> why this host or broker cannot provide it
+    rlimits: Rlimits
+    namespaces: list[str]
+    user_namespace: bool
+    uid: int
+    gid: int
+    outer_uid: int
+    outer_gid: int
+    executables: list[str]
+    binds: list[str]
+    read_exec: list[str]
+    read_only: list[str]
+    tmpfs_bytes: int
+    cgroup_limits: Cgroup
+    landlock_scopes: list[str]
+    seccomp_bpf: bytes
+    cgroup_dirs: list[str] = msgspec.field(default_factory=list)
+    allow_run: bool = False  # only `bastion sandbox run` sets this
+
+
+def worker_ids(worker_user: str) -> tuple[int, int]:
+    """The (uid, gid) workers run as: a named user, a numeric uid, or 'auto'."""
+    if worker_user == "auto":
+        try:
+            entry = pwd.getpwnam(DEFAULT_WORKER_USER)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            return NOBODY, NOBODY
+    if worker_user.isdigit():
+        return int(worker_user), int(worker_user)
+    try:
+        entry = pwd.getpwnam(worker_user)
+    except KeyError:
+        raise ProfileError(f"sandbox.worker_user: no user named {worker_user!r}") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def build_plan(
+    profile: Profile,
+    worker_user: str,
+    downgraded: list[str],
+    cgroups: CgroupHost,
+    extra_executables: tuple[str, ...] = (),
+    run_mode: bool = False,
+) -> Plan:
+    unavailable: dict[str, str] = {}
+    requirements = {name: getattr(profile.layers, name) for name in LAYER_ORDER}
+    for name in downgraded:
+        requirements[name] = "best_effort"
+    executables = [*profile.executables, *extra_executables]
+    try:
+        binds = filesystem.bind_list(executables, profile.filesystem.read_only)
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{profile.name}: cannot resolve what the worker root must contain: {exc}") from None
+    try:
+        bpf = compile_filter(profile.seccomp)
+    except SeccompUnavailable as exc:
+        bpf, unavailable["seccomp"] = b"", str(exc)
+    if not cgroups.version:
+        unavailable["cgroup"] = cgroups.reason
+    rootless = os.geteuid() != 0
+    uid, gid = (NOBODY, NOBODY) if rootless else worker_ids(worker_user)
+    return Plan(
+        kind=profile.name,
+        requirements=requirements,
+        unavailable=unavailable,
+        rlimits=profile.rlimits,
+        namespaces=list(profile.namespaces.unshare),
+        user_namespace=rootless,
+        uid=uid,
+        gid=gid,
+        outer_uid=os.geteuid(),
+        outer_gid=os.getegid(),
+        executables=executables,
+        binds=binds,
+        read_exec=[path for path in binds if path not in profile.filesystem.read_only],
+        read_only=list(profile.filesystem.read_only),
+        tmpfs_bytes=profile.filesystem.tmpfs_bytes,
+        cgroup_limits=profile.cgroup,
+        landlock_scopes=list(profile.landlock.scopes),
+        seccomp_bpf=bpf,
+        allow_run=run_mode,
+    )
+
+
+def encode_plan(plan: Plan) -> bytes:
+    return msgspec.msgpack.encode(plan)
+
+
+def plan_from_wire(data: bytes) -> Plan:
+    return msgspec.msgpack.decode(data, type=Plan)
