@@ -15,6 +15,7 @@ import sys
 
 import anyio
 
+from broker import sandbox_cli
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
@@ -36,12 +37,12 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-async def _serve_stdio(policy: Policy, worker_stderr: bool) -> None:
+async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | None) -> None:
     from mcp.server.stdio import stdio_server
 
     audit = AuditLog(policy.audit.path)
     cgroups = cgroup_host()
-    pool = WorkerPool(plans_for(policy.sandbox, cgroups), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
+    pool = WorkerPool(plans_for(policy.sandbox, cgroups, profiles_dir), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
             await pool.start(task_group)
@@ -71,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("policy error: %s", exc)
         return EXIT_CONFIG
     try:
-        anyio.run(_serve_stdio, policy, args.debug_workers)
+        anyio.run(_serve_stdio, policy, args.debug_workers, args.profiles_dir)
     except (AuditError, SandboxUnavailable, ProfileError) as exc:
         log.error("refusing to serve: %s", exc)
         return EXIT_REFUSED
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve MCP over stdio")
     serve.add_argument("--policy", required=True, help="policy TOML file")
     serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
+    serve.add_argument("--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones")
     serve.set_defaults(func=cmd_serve)
+    sandbox_cli.add_commands(commands)
     return parser
 
 

@@ -52,8 +52,10 @@ def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Plan:
 
 def _run(request: RunRequest, fds: list[int]) -> None:
     """Become the program (or run the payload) exactly as confined. Never returns."""
-    if fds:
+    if fds and fds[0] != RUN_FD:
         os.dup2(fds[0], RUN_FD, inheritable=True)
+    elif fds:
+        os.set_inheritable(RUN_FD, True)
     if request.python:
         namespace = {"__name__": "__payload__", "handed_fd": RUN_FD if fds else None}
         try:

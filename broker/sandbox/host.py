@@ -21,8 +21,11 @@ def cgroup_host() -> CgroupHost:
     return cgroup.detect(f"bastion-{os.getpid()}")
 
 
-def plans_for(settings: Sandbox, cgroups: CgroupHost, kinds: tuple[str, ...] = WORKER_KINDS) -> dict[str, Plan]:
-    return {kind: build_plan(load_profile(kind), settings.worker_user, list(settings.best_effort), cgroups) for kind in kinds}
+def plans_for(settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None = None) -> dict[str, Plan]:
+    return {
+        kind: build_plan(load_profile(kind, profiles_dir), settings.worker_user, list(settings.best_effort), cgroups)
+        for kind in WORKER_KINDS
+    }
 
 
 def downgrades(layers: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -145,16 +145,23 @@ def decode_profile(data: bytes, source: str) -> Profile:
         raise ProfileError(f"{source}: {exc}") from None
 
 
-def profile_names() -> list[str]:
-    return sorted(item.name[:-5] for item in resources.files("sandbox_profiles").iterdir() if item.name.endswith(".toml"))
+def _folder(directory: str | None):  # noqa: ANN202 - a Traversable or a Path
+    return Path(directory) if directory else resources.files("sandbox_profiles")
 
 
-def load_profile(name: str) -> Profile:
-    """Load sandbox_profiles/NAME.toml as shipped with the package."""
-    if name not in profile_names():
+def profile_names(directory: str | None = None) -> list[str]:
+    try:
+        return sorted(item.name[:-5] for item in _folder(directory).iterdir() if item.name.endswith(".toml"))
+    except OSError as exc:
+        raise ProfileError(f"cannot list profiles in {directory}: {exc.strerror}") from None
+
+
+def load_profile(name: str, directory: str | None = None) -> Profile:
+    """Load NAME.toml from the shipped sandbox_profiles/ (or an operator's directory)."""
+    if name not in profile_names(directory):
         raise ProfileError(f"no sandbox profile named {name!r}")
-    data = resources.files("sandbox_profiles").joinpath(f"{name}.toml").read_bytes()
-    profile = decode_profile(data, f"sandbox_profiles/{name}.toml")
+    source = f"{directory or 'sandbox_profiles'}/{name}.toml"
+    profile = decode_profile(_folder(directory).joinpath(f"{name}.toml").read_bytes(), source)
     if profile.name != name:
-        raise ProfileError(f"sandbox_profiles/{name}.toml: name must be {name!r}")
+        raise ProfileError(f"{source}: name must be {name!r}")
     return profile

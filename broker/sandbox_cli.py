@@ -1,0 +1,183 @@
+"""`bastion doctor` and `bastion sandbox run`: the sandbox, inspected and exercised.
+
+Both go through the same code as serving: plans from broker/sandbox/host.py,
+workers from broker.dispatch.spawn_worker, layers from confine.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+
+import anyio
+
+from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
+from broker.policy import PolicyError, Sandbox, load_policy
+from broker.sandbox.host import WORKER_KINDS, cgroup_host
+from broker.sandbox.plan import Plan, build_plan
+from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, profile_names
+from workers.protocol import RunRequest
+
+EXIT_CONFIG = 2
+EXIT_REFUSED = 3
+DEFAULT_RUN_TIMEOUT_S = 30.0
+
+
+def _settings(policy_file: str | None) -> Sandbox:
+    return load_policy(policy_file).sandbox if policy_file else Sandbox()
+
+
+# --- doctor ------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    kind: str
+    requirements: dict[str, str]
+    applied: dict[str, str]  # layer -> note ("" when applied plainly)
+    skipped: dict[str, str]  # layer -> reason
+
+
+def _parse_layers(entries: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    applied, skipped = {}, {}
+    for entry in entries:
+        name, _, note = entry.partition(" ")
+        note = note.strip("()")
+        if name.startswith("skipped:"):
+            skipped[name.removeprefix("skipped:")] = note
+        else:
+            applied[name] = note
+    return applied, skipped
+
+
+async def _probe(kind: str, settings: Sandbox, profiles_dir: str | None) -> Probe:
+    """Start one worker with every layer best-effort and see which ones hold."""
+    cgroups = cgroup_host()
+    try:
+        profile = load_profile(kind, profiles_dir)
+        required = build_plan(profile, settings.worker_user, list(settings.best_effort), cgroups).requirements
+        probe_plan = build_plan(profile, settings.worker_user, list(LAYER_ORDER), cgroups)
+        worker = await start_worker(spawn_worker(probe_plan, cgroups))
+        await worker.finish()
+    finally:
+        cgroups.close()
+    applied, skipped = _parse_layers(worker.layers)
+    return Probe(kind, dict(required), applied, skipped)
+
+
+def _doctor_table(probes: list[Probe]) -> tuple[list[str], bool]:
+    lines = [f"{'layer':<14} {'this host':<44} {'required by':<22} would be applied"]
+    servable = True
+    for layer in LAYER_ORDER:
+        first = probes[0]
+        support = f"yes ({first.applied[layer]})" if first.applied.get(layer) else ("yes" if layer in first.applied else f"NO: {first.skipped.get(layer, '?')}")
+        required_by = [probe.kind for probe in probes if probe.requirements[layer] == "required"]
+        missing = [probe.kind for probe in probes if layer in probe.skipped]
+        if not missing:
+            verdict = "yes"
+        elif set(missing) & set(required_by):
+            verdict, servable = "NO -> refuse to serve", False
+        else:
+            verdict = "skipped (policy allows best-effort)"
+        lines.append(f"{layer:<14} {support[:44]:<44} {', '.join(required_by) or '-':<22} {verdict}")
+    return lines, servable
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args.policy)
+        probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in WORKER_KINDS]
+    except (PolicyError, ProfileError) as exc:
+        print(f"bastion doctor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SandboxUnavailable as exc:
+        print(f"bastion doctor: a worker could not even start: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    lines, servable = _doctor_table(probes)
+    mode = "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
+    print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(WORKER_KINDS)}")
+    print("\n".join(lines))
+    print("verdict: " + ("every required layer is available; the policy can be served" if servable else "a required layer is missing; `bastion serve` would refuse to start"))
+    return 0 if servable else EXIT_REFUSED
+
+
+# --- sandbox run -----------------------------------------------------------------
+
+
+def _resolve_program(argv: list[str]) -> list[str]:
+    program = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+    if not program or not os.path.isfile(program):
+        raise ProfileError(f"no such program: {argv[0]}")
+    return [os.path.realpath(program), *argv[1:]]
+
+
+def _describe(result: WorkerResult, timed_out: bool, timeout_s: float) -> tuple[str, int]:
+    if timed_out:
+        return f"timed out after {timeout_s:g} s; killed", 124
+    if result.signal:
+        number = signal.Signals[result.signal].value
+        return f"killed by signal {result.signal}", 128 + number
+    return f"exited with status {result.exit_code}", result.exit_code or 0
+
+
+async def _run_confined(plan: Plan, request: RunRequest, pass_fd: str | None, timeout_s: float) -> tuple[list[str], str, int]:
+    cgroups = cgroup_host()
+    try:
+        worker = await start_worker(spawn_worker(plan, cgroups, stdout=None, stderr=None))
+        fd = os.open(pass_fd, os.O_RDONLY | os.O_CLOEXEC) if pass_fd else None
+        try:
+            worker.hand_over(request, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        result = WorkerResult()
+        with anyio.move_on_after(timeout_s) as scope:
+            await anyio.wait_readable(worker.pidfd)
+        await worker.finish(result)
+    finally:
+        cgroups.close()
+    message, code = _describe(result, scope.cancelled_caught, timeout_s)
+    return worker.layers, message, code
+
+
+def cmd_sandbox_run(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if bool(argv) == bool(args.python):
+        print("bastion sandbox run: give either -- ARGV or --python FILE", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        settings = _settings(args.policy)
+        argv = _resolve_program(argv) if argv else []
+        code_text = open(args.python, encoding="utf-8").read() if args.python else ""
+        plan = build_plan(load_profile(args.profile, args.profiles_dir), settings.worker_user, list(settings.best_effort), cgroup_host(), tuple(argv[:1]), run_mode=True)
+        layers, message, code = anyio.run(_run_confined, plan, RunRequest(argv=argv, python=code_text), args.pass_fd, args.timeout)
+    except (PolicyError, ProfileError, OSError) as exc:
+        print(f"bastion sandbox run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SandboxUnavailable as exc:
+        print(f"bastion sandbox run: refusing to run: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"bastion sandbox run: profile {args.profile}; layers: {', '.join(layers)}", file=sys.stderr)
+    print(f"bastion sandbox run: {message}", file=sys.stderr)
+    return code
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    doctor = commands.add_parser("doctor", help="report which sandbox layers this host supports")
+    doctor.add_argument("--policy", help="policy TOML file (its [sandbox] section); default settings otherwise")
+    doctor.add_argument("--profiles-dir", metavar="DIR", help="sandbox profiles from DIR instead of the shipped ones")
+    doctor.set_defaults(func=cmd_doctor)
+    sandbox = commands.add_parser("sandbox", help="sandbox tools").add_subparsers(dest="sandbox_command", required=True)
+    run = sandbox.add_parser("run", help="run a program or Python payload confined exactly as a worker kind")
+    run.add_argument("--profile", required=True, help=f"worker kind: {', '.join(profile_names())}")
+    run.add_argument("--profiles-dir", metavar="DIR", help="sandbox profiles from DIR instead of the shipped ones")
+    run.add_argument("--policy", help="policy TOML file (its [sandbox] section)")
+    run.add_argument("--pass-fd", metavar="PATH", help="open PATH read-only and hand it over as descriptor 3")
+    run.add_argument("--python", metavar="FILE", help="run this Python payload inside the confined worker itself")
+    run.add_argument("--timeout", type=float, default=DEFAULT_RUN_TIMEOUT_S, help="wall-clock limit in seconds")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- program [args...]")
+    run.set_defaults(func=cmd_sandbox_run)
