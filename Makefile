@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# A second venv on Debian's /usr/bin/python3 for the non-root run of the
+# end-to-end tests: an unprivileged user must be able to execute its interpreter.
+ROOTLESS_VENV  := .venv-rootless
+ROOTLESS_STAMP := $(ROOTLESS_VENV)/.installed-stamp
+SYSTEM_PYTHON  ?= /usr/bin/python3
 
-.PHONY: venv demo test test-sandbox run bench logs clean
+.PHONY: venv venv-rootless doctor demo test test-sandbox run bench logs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,13 +18,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(ROOTLESS_STAMP): pyproject.toml
+	test -x $(ROOTLESS_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(ROOTLESS_VENV)
+	$(ROOTLESS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(ROOTLESS_STAMP)
+
+venv-rootless: $(ROOTLESS_STAMP)
+
 ## demo: set up, then run a scripted MCP client session against examples/policy.toml
 demo: venv
 	$(PY) examples/demo.py
 
-## test: set up, then run the whole test suite
-test: venv
+## test: set up, then run the whole test suite (as root it includes the non-root run)
+test: venv $(if $(filter 0,$(shell id -u)),venv-rootless)
 	$(PY) -m pytest -q
+
+## doctor: which sandbox layers this host supports, for the example policy
+doctor: venv
+	$(VENV)/bin/bastion doctor --policy examples/policy.toml
 
 ## run: serve MCP over stdio with the example policy (for an MCP host or the Inspector)
 run: venv
@@ -30,4 +46,4 @@ logs:
 	$(PYTHON) examples/generate_logs.py
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(ROOTLESS_VENV) var build *.egg-info .pytest_cache

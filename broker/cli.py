@@ -73,12 +73,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         anyio.run(_serve_stdio, policy, args.debug_workers, args.profiles_dir)
-    except (AuditError, SandboxUnavailable, ProfileError) as exc:
-        log.error("refusing to serve: %s", exc)
-        return EXIT_REFUSED
     except KeyboardInterrupt:
         pass
+    except BaseException as exc:  # noqa: BLE001 - task groups wrap the start-up failure
+        refusal = _start_up_failure(exc)
+        if refusal is None:
+            raise
+        log.error("refusing to serve: %s", refusal)
+        return EXIT_REFUSED
     return 0
+
+
+def _start_up_failure(exc: BaseException) -> Exception | None:
+    """The audit/sandbox/profile error behind `exc`, even inside exception groups."""
+    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _start_up_failure(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,8 @@ def _parse_layers(entries: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     applied, skipped = {}, {}
     for entry in entries:
         name, _, note = entry.partition(" ")
-        note = note.strip("()")
+        if note.startswith("(") and note.endswith(")"):
+            note = note[1:-1]
         if name.startswith("skipped:"):
             skipped[name.removeprefix("skipped:")] = note
         else:
@@ -69,22 +70,31 @@ async def _probe(kind: str, settings: Sandbox, profiles_dir: str | None) -> Prob
     return Probe(kind, dict(required), applied, skipped)
 
 
-def _doctor_table(probes: list[Probe]) -> tuple[list[str], bool]:
-    lines = [f"{'layer':<14} {'this host':<44} {'required by':<22} would be applied"]
+def _support(probes: list[Probe], layer: str) -> str:
+    missing = [probe.kind for probe in probes if layer in probe.skipped]
+    if missing:
+        return "NO" if len(missing) == len(probes) else f"NO for {', '.join(missing)}"
+    notes = sorted({probe.applied[layer] for probe in probes if probe.applied.get(layer)})
+    return f"yes ({'; '.join(notes)})" if notes else "yes"
+
+
+def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
+    lines = [f"{'layer':<14} {'this host':<18} {'required by':<16} would be applied"]
+    reasons: list[str] = []
     servable = True
     for layer in LAYER_ORDER:
-        first = probes[0]
-        support = f"yes ({first.applied[layer]})" if first.applied.get(layer) else ("yes" if layer in first.applied else f"NO: {first.skipped.get(layer, '?')}")
         required_by = [probe.kind for probe in probes if probe.requirements[layer] == "required"]
         missing = [probe.kind for probe in probes if layer in probe.skipped]
         if not missing:
             verdict = "yes"
         elif set(missing) & set(required_by):
-            verdict, servable = "NO -> refuse to serve", False
+            verdict, servable = "NO: bastion serve refuses to start", False
         else:
-            verdict = "skipped (policy allows best-effort)"
-        lines.append(f"{layer:<14} {support[:44]:<44} {', '.join(required_by) or '-':<22} {verdict}")
-    return lines, servable
+            verdict = "no (the policy downgraded it to best-effort)"
+        if missing:
+            reasons.append(f"  {layer}: {next(p.skipped[layer] for p in probes if layer in p.skipped)}")
+        lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<16} {verdict}")
+    return lines, reasons, servable
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -97,10 +107,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except SandboxUnavailable as exc:
         print(f"bastion doctor: a worker could not even start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    lines, servable = _doctor_table(probes)
+    lines, reasons, servable = _doctor_table(probes)
     mode = "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
     print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(WORKER_KINDS)}")
     print("\n".join(lines))
+    if reasons:
+        print("why layers are missing:\n" + "\n".join(reasons))
     print("verdict: " + ("every required layer is available; the policy can be served" if servable else "a required layer is missing; `bastion serve` would refuse to start"))
     return 0 if servable else EXIT_REFUSED
 

@@ -32,7 +32,13 @@ def write_policy(directory: Path, logs: list[str | Path], audit: Path | None = N
     lines = []
     for log in logs:
         lines += ["[[logs]]", f"path = {json.dumps(str(log))}", ""]
-    lines += ["[audit]", f"path = {json.dumps(str(audit or directory / 'audit.jsonl'))}", "", "[limits]"]
+    lines += ["[audit]", f"path = {json.dumps(str(audit or directory / 'audit.jsonl'))}", ""]
+    # The rootless run (tests/test_rootless.py) downgrades layers a non-root
+    # broker cannot apply, exactly as an operator's policy would have to.
+    best_effort = [name for name in os.environ.get("BASTION_TEST_BEST_EFFORT", "").split(",") if name]
+    if best_effort:
+        lines += ["[sandbox]", f"best_effort = {json.dumps(best_effort)}", ""]
+    lines += ["[limits]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in limits.items()]
     policy = directory / "policy.toml"
     policy.write_text("\n".join(lines) + "\n")

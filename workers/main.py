@@ -50,6 +50,16 @@ def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Plan:
     return plan
 
 
+def _flush_and_exit(code: int, message: str = "") -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(message)
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
 def _run(request: RunRequest, fds: list[int]) -> None:
     """Become the program (or run the payload) exactly as confined. Never returns."""
     if fds and fds[0] != RUN_FD:
@@ -61,11 +71,10 @@ def _run(request: RunRequest, fds: list[int]) -> None:
         try:
             exec(compile(request.python, "<payload>", "exec"), namespace)  # noqa: S102 - the point of sandbox run
         except SystemExit as exc:
-            os._exit(exc.code if isinstance(exc.code, int) else 1)
+            _flush_and_exit(exc.code if isinstance(exc.code, int) else 1)
         except BaseException as exc:  # noqa: BLE001 - report, then exit like a crashed program
-            os.write(2, f"payload raised {type(exc).__name__}: {exc}\n".encode(errors="replace"))
-            os._exit(1)
-        os._exit(0)
+            _flush_and_exit(1, f"payload raised {type(exc).__name__}: {exc}\n")
+        _flush_and_exit(0)
     try:
         os.execve(request.argv[0], request.argv, {})
     except OSError as exc:
