@@ -81,22 +81,38 @@ def _harden_monitor(plan: Plan) -> Callable[[], None]:
 def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
     """Confine the calling worker; return the applied layers, in order."""
     steps = _Steps(plan)
+
+    def enter_namespaces() -> None:
+        namespaces.apply(
+            plan.namespaces, plan.user_namespace, (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid),
+            monitor_closes={channel_fd}, harden_monitor=_harden_monitor(plan),
+        )
+
+    def build_root() -> None:
+        steps.needs("filesystem", "namespaces")  # never pivot in the host's mount namespace
+        filesystem.apply(plan.binds, plan.tmpfs_bytes)
+
+    def restrict_access() -> str:
+        steps.needs("landlock", "no_new_privs")
+        return landlock.apply(plan.read_exec, plan.read_only, plan.landlock_scopes)
+
+    def filter_syscalls() -> None:
+        steps.needs("seccomp", "no_new_privs")
+        seccomp.apply(plan.seccomp_bpf)
+
     steps.run("session", lambda: session.apply(expected_parent))
     steps.run("fd_hygiene", lambda: fd_hygiene.apply({channel_fd}))
     steps.run("environment", environment.apply)
     steps.run("cgroup", lambda: cgroup.apply(plan.cgroup_dirs, plan.unavailable.get("cgroup", "")))
-    steps.run("namespaces", lambda: namespaces.apply(
-        plan.namespaces, plan.user_namespace, (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid),
-        monitor_closes={channel_fd}, harden_monitor=_harden_monitor(plan),
-    ))
-    steps.run("filesystem", lambda: (steps.needs("filesystem", "namespaces"), filesystem.apply(plan.binds, plan.tmpfs_bytes))[1])
+    steps.run("namespaces", enter_namespaces)
+    steps.run("filesystem", build_root)
     steps.run("capabilities", capabilities.drop_bounding)
     steps.run("identity", lambda: identity.apply(plan.uid, plan.gid, plan.user_namespace))
     steps.run("capabilities", capabilities.clear_all)
     steps.run("rlimits", lambda: rlimits.apply(plan.rlimits))
     steps.run("no_new_privs", no_new_privs.apply)
-    steps.run("landlock", lambda: (steps.needs("landlock", "no_new_privs"), landlock.apply(plan.read_exec, plan.read_only, plan.landlock_scopes))[1])
-    steps.run("seccomp", lambda: (steps.needs("seccomp", "no_new_privs"), seccomp.apply(plan.seccomp_bpf))[1])
+    steps.run("landlock", restrict_access)
+    steps.run("seccomp", filter_syscalls)
     return _merge(steps.applied)
 
 
