@@ -33,6 +33,10 @@ demo: venv
 test: venv $(if $(filter 0,$(shell id -u)),venv-rootless)
 	$(PY) -m pytest -q
 
+## test-sandbox: run only the sandbox escape attempts (tests/sandbox) and print their results table
+test-sandbox: venv
+	$(PY) -m pytest -q -m sandbox tests/sandbox
+
 ## doctor: which sandbox layers this host supports, for the example policy
 doctor: venv
 	$(VENV)/bin/bastion doctor --policy examples/policy.toml

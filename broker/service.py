@@ -122,6 +122,8 @@ class Bastion:
             end["detail"] = result.detail
         if result.failure is not None:
             end["error"] = f"{result.failure.code}: {result.failure.message}"
+            if result.failure.code == "engine_killed":
+                end["signal"] = result.failure.message  # the engine's death, reported by the worker
         return result
 
     def _end(self, call_id: int, name: str, started: float, end: dict[str, Any]) -> None:
@@ -185,9 +187,15 @@ def _raise_for(result: WorkerResult) -> None:
         return
     if result.outcome == "timeout":
         raise ToolError("timed out: the call ran past the policy's timeout_s and was stopped", "timeout")
+    if result.failure is not None and result.failure.code == "engine_killed":
+        # The engine, not the worker, broke a limit or the seccomp allowlist.
+        outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
+        raise ToolError(WORKER_FAILED, outcome)
     if result.outcome == "failed" and result.failure is not None and result.failure.code != "bad_request":
         raise ToolError(f"the search engine reported an error: {result.failure.message[:200]}", "failed")
-    raise ToolError(WORKER_FAILED, "sandbox_violation" if result.signal == "SIGSYS" else "worker_crashed")
+    if result.signal == "SIGSYS":
+        raise ToolError(WORKER_FAILED, "sandbox_violation")
+    raise ToolError(WORKER_FAILED, "protocol_error" if result.outcome == "protocol_error" else "worker_crashed")
 
 
 def _error(message: str) -> types.CallToolResult:

@@ -11,7 +11,7 @@ messages so a mismatched worker is refused before it sees a request.
 from __future__ import annotations
 
 import struct
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import msgspec
 
@@ -20,7 +20,8 @@ MAX_FRAME_BYTES = 1 << 20
 HEADER = struct.Struct(">I")
 
 # Failure codes a worker may report; anything else is a protocol violation.
-FailureCode = Literal["bad_request", "bad_pattern", "engine_error", "io_error", "too_large"]
+# engine_killed: the program the worker ran died of a signal (named in message).
+FailureCode = Literal["bad_request", "bad_pattern", "engine_error", "engine_killed", "io_error", "too_large"]
 
 
 class ProtocolError(Exception):
@@ -84,7 +85,7 @@ class SetupFailed(msgspec.Struct, tag="setup_failed", forbid_unknown_fields=True
 
 
 class Line(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    line_no: int
+    line_no: Annotated[int, msgspec.Meta(ge=1)]  # a hostile engine's "0:" is a protocol error
     text: str
 
 

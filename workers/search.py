@@ -9,6 +9,7 @@ as an option. Output is split into capped lines, sanitized and sent in batches.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 
 from workers.lines import LineSplitter
@@ -81,5 +82,7 @@ def search(request: SearchRequest, log_fd: int, grep: str, send: Send) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code in (0, 1) or more:
         send(Done(more=more))
+    elif code < 0:
+        send(Failed("engine_killed", signal.Signals(-code).name))
     else:
         send(Failed("engine_error", clean_text(errors).strip()[:500] or f"grep exited with {code}"))

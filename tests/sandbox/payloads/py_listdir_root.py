@@ -1,0 +1,3 @@
+"""List the worker's root directory."""
+
+attempt(lambda: os.listdir("/"), "listdir /")
