@@ -15,6 +15,7 @@ the call returns.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -80,10 +81,11 @@ class WorkerResult:
     max_rss_kb: int = 0
 
 
-def _import_paths() -> list[str]:
+@functools.cache
+def _import_paths() -> tuple[str, ...]:
     """Directories the worker needs on sys.path (it runs with -I -S: no site)."""
     wanted = {Path(workers.__file__).resolve().parent.parent, Path(msgspec.__file__).resolve().parent.parent}
-    return [str(path) for path in sorted(wanted)]
+    return tuple(str(path) for path in sorted(wanted))
 
 
 class Worker:

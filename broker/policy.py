@@ -11,10 +11,12 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
+
+from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -50,12 +52,6 @@ class Workers(msgspec.Struct, forbid_unknown_fields=True):
     # Idle, already-confined workers kept ready per kind, so sandbox start-up
     # is paid between calls rather than during one. Each still serves one call.
     prestart: Annotated[int, Meta(ge=0, le=16)] = 1
-
-
-LayerName = Literal[
-    "session", "fd_hygiene", "environment", "cgroup", "namespaces", "filesystem",
-    "capabilities", "identity", "rlimits", "no_new_privs", "landlock", "seccomp",
-]
 
 
 class Sandbox(msgspec.Struct, forbid_unknown_fields=True):

@@ -19,7 +19,8 @@ from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, star
 from broker.policy import PolicyError, Sandbox, load_policy
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
 from broker.sandbox.plan import Plan, build_plan
-from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, profile_names
+from broker.sandbox.cgroup import CgroupHost
+from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, profile_names, requirements
 from workers.protocol import RunRequest
 
 EXIT_CONFIG = 2
@@ -60,7 +61,7 @@ async def _probe(kind: str, settings: Sandbox, profiles_dir: str | None) -> Prob
     cgroups = cgroup_host()
     try:
         profile = load_profile(kind, profiles_dir)
-        required = build_plan(profile, settings.worker_user, list(settings.best_effort), cgroups).requirements
+        required = requirements(profile, list(settings.best_effort))
         probe_plan = build_plan(profile, settings.worker_user, list(LAYER_ORDER), cgroups)
         worker = await start_worker(spawn_worker(probe_plan, cgroups))
         await worker.finish()
@@ -136,8 +137,7 @@ def _describe(result: WorkerResult, timed_out: bool, timeout_s: float) -> tuple[
     return f"exited with status {result.exit_code}", result.exit_code or 0
 
 
-async def _run_confined(plan: Plan, request: RunRequest, pass_fd: str | None, timeout_s: float) -> tuple[list[str], str, int]:
-    cgroups = cgroup_host()
+async def _run_confined(plan: Plan, cgroups: CgroupHost, request: RunRequest, pass_fd: str | None, timeout_s: float) -> tuple[list[str], str, int]:
     try:
         worker = await start_worker(spawn_worker(plan, cgroups, stdout=None, stderr=None))
         fd = os.open(pass_fd, os.O_RDONLY | os.O_CLOEXEC) if pass_fd else None
@@ -165,8 +165,10 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
         settings = _settings(args.policy)
         argv = _resolve_program(argv) if argv else []
         code_text = open(args.python, encoding="utf-8").read() if args.python else ""
-        plan = build_plan(load_profile(args.profile, args.profiles_dir), settings.worker_user, list(settings.best_effort), cgroup_host(), tuple(argv[:1]), run_mode=True)
-        layers, message, code = anyio.run(_run_confined, plan, RunRequest(argv=argv, python=code_text), args.pass_fd, args.timeout)
+        profile = load_profile(args.profile, args.profiles_dir)
+        cgroups = cgroup_host()
+        plan = build_plan(profile, settings.worker_user, list(settings.best_effort), cgroups, tuple(argv[:1]), run_mode=True)
+        layers, message, code = anyio.run(_run_confined, plan, cgroups, RunRequest(argv=argv, python=code_text), args.pass_fd, args.timeout)
     except (PolicyError, ProfileError, OSError) as exc:
         print(f"bastion sandbox run: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -30,4 +30,5 @@ def plans_for(settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None =
 
 def downgrades(layers: dict[str, list[str]]) -> dict[str, list[str]]:
     """Per kind, the layers a worker reported as skipped (best-effort, not applied)."""
-    return {kind: [entry for entry in applied if entry.startswith("skipped:")] for kind, applied in layers.items() if any(e.startswith("skipped:") for e in applied)}
+    skipped = {kind: [entry for entry in applied if entry.startswith("skipped:")] for kind, applied in layers.items()}
+    return {kind: entries for kind, entries in skipped.items() if entries}

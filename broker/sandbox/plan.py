@@ -16,7 +16,7 @@ import msgspec
 
 from broker.sandbox import filesystem
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.profile import LAYER_ORDER, Cgroup, Profile, ProfileError, Requirement, Rlimits
+from broker.sandbox.profile import Cgroup, Profile, ProfileError, Requirement, Rlimits, requirements
 from broker.sandbox.seccomp_compile import SeccompUnavailable, compile_filter
 
 DEFAULT_WORKER_USER = "bastion-worker"
@@ -72,9 +72,6 @@ def build_plan(
     run_mode: bool = False,
 ) -> Plan:
     unavailable: dict[str, str] = {}
-    requirements = {name: getattr(profile.layers, name) for name in LAYER_ORDER}
-    for name in downgraded:
-        requirements[name] = "best_effort"
     executables = [*profile.executables, *extra_executables]
     try:
         binds = filesystem.bind_list(executables, profile.filesystem.read_only)
@@ -90,7 +87,7 @@ def build_plan(
     uid, gid = (NOBODY, NOBODY) if rootless else worker_ids(worker_user)
     return Plan(
         kind=profile.name,
-        requirements=requirements,
+        requirements=requirements(profile, downgraded),
         unavailable=unavailable,
         rlimits=profile.rlimits,
         namespaces=list(profile.namespaces.unshare),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -21,21 +21,12 @@ Requirement = Literal["required", "best_effort"]
 Namespace = Literal["mount", "pid", "net", "ipc", "uts", "cgroup"]
 Scope = Literal["abstract_unix_socket", "signal"]
 
-# The fixed order in which broker/sandbox/confine.py applies the layers.
-LAYER_ORDER = (
-    "session",
-    "fd_hygiene",
-    "environment",
-    "cgroup",
-    "namespaces",
-    "filesystem",
-    "capabilities",
-    "identity",
-    "rlimits",
-    "no_new_privs",
-    "landlock",
-    "seccomp",
-)
+# The layers, in the fixed order broker/sandbox/confine.py applies them.
+LayerName = Literal[
+    "session", "fd_hygiene", "environment", "cgroup", "namespaces", "filesystem",
+    "capabilities", "identity", "rlimits", "no_new_privs", "landlock", "seccomp",
+]
+LAYER_ORDER: tuple[str, ...] = get_args(LayerName)
 
 
 class ProfileError(Exception):
@@ -126,6 +117,15 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True):
     landlock: Landlock = msgspec.field(default_factory=Landlock)
     # Programs the worker may execute (absolute paths), e.g. the search engine.
     executables: list[str] = msgspec.field(default_factory=list)
+
+
+if Layers.__struct_fields__ != LAYER_ORDER:  # one list of layer names, checked at import
+    raise ImportError("profile.Layers must list exactly LAYER_ORDER, in order")
+
+
+def requirements(profile: Profile, downgraded: list[str]) -> dict[str, Requirement]:
+    """Each layer's requirement after the policy's explicit best-effort downgrades."""
+    return {name: "best_effort" if name in downgraded else getattr(profile.layers, name) for name in LAYER_ORDER}
 
 
 def _check(profile: Profile, source: str) -> Profile:
