@@ -10,6 +10,7 @@ import argparse
 import os
 import shutil
 import signal
+import stat
 import sys
 from dataclasses import dataclass
 
@@ -137,20 +138,33 @@ def _describe(result: WorkerResult, timed_out: bool, timeout_s: float) -> tuple[
     return f"exited with status {result.exit_code}", result.exit_code or 0
 
 
+def _open_regular(path: str) -> int:
+    """Open a file to hand over; directories and devices are refused (a directory
+    descriptor would reach host metadata through `..`, which Landlock does not mediate)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ProfileError(f"--pass-fd {path}: not a regular file; only regular files are handed to workers")
+    os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO from stalling the open itself
+    return fd
+
+
 async def _run_confined(plan: Plan, cgroups: CgroupHost, request: RunRequest, pass_fd: str | None, timeout_s: float) -> tuple[list[str], str, int]:
+    fd = None
     try:
+        fd = _open_regular(pass_fd) if pass_fd else None  # before any worker exists
         worker = await start_worker(spawn_worker(plan, cgroups, stdout=None, stderr=None))
-        fd = os.open(pass_fd, os.O_RDONLY | os.O_CLOEXEC) if pass_fd else None
-        try:
-            worker.hand_over(request, fd)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        worker.hand_over(request, fd)
+        if fd is not None:
+            os.close(fd)
+            fd = None
         result = WorkerResult()
         with anyio.move_on_after(timeout_s) as scope:
             await anyio.wait_readable(worker.pidfd)
         await worker.finish(result)
     finally:
+        if fd is not None:
+            os.close(fd)
         cgroups.close()
     message, code = _describe(result, scope.cancelled_caught, timeout_s)
     return worker.layers, message, code

@@ -111,3 +111,38 @@ def test_worker_root_holds_only_the_engine_and_its_libraries(tmp_path: Path) -> 
     static = tmp_path / "static"
     subprocess.run(["gcc", "-static", "-O1", "-x", "c", "-o", str(static), "-"], input=b"int main(void){return 0;}", check=True, timeout=120)
     assert shared_libraries(str(static)) == []
+
+
+@needs_root
+def test_sandbox_run_hands_over_regular_files_only(tmp_path: Path) -> None:
+    for path in (tmp_path, Path("/dev/null")):
+        proc = bastion("sandbox", "run", "--profile", "grep", "--pass-fd", str(path), "--", "/usr/bin/true")
+        assert proc.returncode == 2, proc.stderr
+        assert b"not a regular file" in proc.stderr and b"layers:" not in proc.stderr  # no worker ran
+
+
+@needs_root
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["grep", "resource"])
+async def test_a_worker_refuses_a_descriptor_that_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """Second line of defence behind the allowlist's S_ISREG check: a directory
+    descriptor would reach host metadata through `..`, so the worker refuses it."""
+    from broker.dispatch import spawn_worker, start_worker
+    from broker.sandbox.host import cgroup_host
+    from broker.sandbox.plan import build_plan
+    from workers.protocol import SearchRequest, TailRequest
+
+    cgroups = cgroup_host()
+    profile = load_profile(kind, None)
+    plan = build_plan(profile, "auto", [], cgroups, (), run_mode=False)
+    request = SearchRequest("x", 10, 100) if kind == "grep" else TailRequest(100, 100)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        worker = await start_worker(spawn_worker(plan, cgroups))
+        result = await worker.call(request, fd, deadline_s=20, max_bytes=1000)
+    finally:
+        os.close(fd)
+        cgroups.close()
+    assert result.failure is not None and result.failure.code == "bad_request", result
+    assert "not a regular file" in result.failure.message
+    assert result.lines == [] and result.exit_code == 0

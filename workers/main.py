@@ -12,6 +12,7 @@ from __future__ import annotations
 import array  # noqa: F401 - socket.recv_fds imports it lazily; the sandbox root has no stdlib
 import os
 import socket
+import stat
 import sys
 import traceback  # noqa: F401 - same reason: used when a payload raises
 
@@ -82,8 +83,17 @@ def _run(request: RunRequest, fds: list[int]) -> None:
         os._exit(127)
 
 
+def _all_regular_files(fds: list[int]) -> bool:
+    """Workers accept regular files only: a directory descriptor would reach host
+    metadata through `..` (Landlock does not mediate stat), a device or socket more."""
+    return all(stat.S_ISREG(os.fstat(fd).st_mode) for fd in fds)
+
+
 def _serve(channel: Channel, plan: Plan) -> None:
     request, fds = channel.receive()
+    if not _all_regular_files(fds):
+        channel.send(Failed("bad_request", "a handed descriptor is not a regular file"))
+        return
     if isinstance(request, RunRequest) and plan.allow_run:
         _run(request, fds)
     if len(fds) != 1:

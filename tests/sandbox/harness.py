@@ -158,6 +158,8 @@ def classify(code: int, stdout: str, stderr: str) -> Observed:
     signal_match = re.fullmatch(r"killed by signal (SIG[A-Z0-9]+)", fate)
     if any(line.startswith("ESCAPED") for line in results):
         outcome, detail = "escaped", next(line for line in results if line.startswith("ESCAPED"))
+    elif code == 2 and "not a regular file" in stderr:
+        outcome, detail = "refused", "not a regular file: nothing was handed over or run"
     elif fate.startswith("timed out"):
         outcome, detail = "timeout", "timeout"
     elif signal_match:

@@ -8,7 +8,11 @@ contained: the program saw its call fail ("blocked"), seccomp killed it
 After every run no listener may have been reached, no process of the run may
 be alive, and the target files must be untouched.
 
-Known weaknesses are kept as strict xfails (see DIRFD_WEAKNESS).
+A known weakness would be kept as a strict xfail (Attempt.known_weakness).
+Directory descriptors were one: `..` from a handed directory reaches host
+metadata, since Landlock does not mediate stat/readlink. Now only regular files
+are ever handed over (the CLI and the worker both refuse anything else), so
+those attempts expect "refused".
 """
 
 from __future__ import annotations
@@ -27,12 +31,7 @@ pytestmark = [pytest.mark.sandbox]
 
 BLOCKED = frozenset({"blocked"})
 SIGSYS = frozenset({"SIGSYS"})
-DIRFD_WEAKNESS = (
-    "a handed *directory* descriptor still points into the host mount tree; Landlock does not "
-    "mediate stat/readlink and newfstatat/readlinkat are allowlisted, so `..` reaches host metadata "
-    "(contents stay unreadable). The server never hands a directory (allowlist requires S_ISREG)."
-)
-
+REFUSED = frozenset({"refused"})  # the directory is never handed over
 
 def grep(
     attempt_id: str, expected: frozenset[str], *args: str, pass_fd: str | None = None, program: str = "attempt",
@@ -54,11 +53,11 @@ FILES = [
     grep("files/read-proc-1-root", BLOCKED, "read", "/proc/1/root/etc/passwd"),
     grep("files/list-proc-self-fd", BLOCKED, "opendir", "/proc/self/fd"),
     grep("files/list-root-dir", BLOCKED, "opendir", "/"),
-    grep("files/dirfd-open-secret", BLOCKED, "dirfd-open", "secret.txt", pass_fd="secret_dir"),
-    grep("files/dirfd-climb-read-passwd", BLOCKED, "dirfd-open", "{up}etc/passwd", pass_fd="secret_dir"),
-    grep("files/dirfd-stat-host-shadow", BLOCKED, "dirfd-stat", "{up}etc/shadow", pass_fd="secret_dir", known_weakness=DIRFD_WEAKNESS),
-    grep("files/dirfd-stat-host-pid", BLOCKED, "dirfd-stat", "{up}proc/{test_pid}", pass_fd="secret_dir", known_weakness=DIRFD_WEAKNESS),
-    grep("files/dirfd-readlink-host-proc", BLOCKED, "dirfd-readlink", "{up}proc/self", pass_fd="secret_dir", known_weakness=DIRFD_WEAKNESS),
+    grep("files/dirfd-open-secret", REFUSED, "dirfd-open", "secret.txt", pass_fd="secret_dir"),
+    grep("files/dirfd-climb-read-passwd", REFUSED, "dirfd-open", "{up}etc/passwd", pass_fd="secret_dir"),
+    grep("files/dirfd-stat-host-shadow", REFUSED, "dirfd-stat", "{up}etc/shadow", pass_fd="secret_dir"),
+    grep("files/dirfd-stat-host-pid", REFUSED, "dirfd-stat", "{up}proc/{test_pid}", pass_fd="secret_dir"),
+    grep("files/dirfd-readlink-host-proc", REFUSED, "dirfd-readlink", "{up}proc/self", pass_fd="secret_dir"),
     grep("files/create-in-root", BLOCKED, "create", "/pwned"),
     grep("files/create-in-tmp", BLOCKED, "create", "/tmp/pwned"),
     grep("files/mknod-device", SIGSYS, "mknod"),
@@ -113,7 +112,7 @@ RESOURCES = [
     grep("res/malloc-2gib", BLOCKED, "malloc-2g", detail="ENOMEM"),
     grep("res/memory-touch-2gib", frozenset({"SIGKILL", "blocked"}), "memory-touch"),
     grep("res/memory-touch-tight-cgroup", frozenset({"SIGKILL"}), "memory-touch", profiles="tight"),
-    grep("res/disk-write-handed-dir", BLOCKED, "dirfd-create", "pwned.txt", pass_fd="secret_dir"),
+    grep("res/disk-write-handed-dir", REFUSED, "dirfd-create", "pwned.txt", pass_fd="secret_dir"),
     grep("res/fd-exhaustion", BLOCKED, "fd-exhaust", detail="EMFILE"),
     grep("res/hang", frozenset({"timeout"}), "hang", timeout_s=2),
 ]
