@@ -2,23 +2,37 @@
 
 Each record is one line written with a single write() and flushed to disk
 (fdatasync) before the call goes on, so a "begin" record exists before any
-worker starts. Records carry a sequence number and `prev`, the SHA-256 of
-the previous line, which chains the file so that an edited, dropped or
-reordered line is detectable. If a record cannot be written, AuditError is
-raised and the caller refuses the call: no call runs unaudited.
+worker starts. Every record carries a sequence number, `prev` (SHA-256 of the
+previous line) and, last, `hash` (SHA-256 of the line without its hash field),
+so `bastion audit verify` finds an edited, dropped, inserted or reordered line
+(see broker/audit_verify.py). Arguments and previews are cut to a bounded size
+and redacted (broker/redact.py) before anything is written.
+
+If a record cannot be written, AuditError is raised, whatever was half-written
+is cut off again, and the caller refuses the call: no call runs unaudited.
+
+Rotation keeps the chain: when the file passes `max_bytes`, or was renamed or
+truncated by an external logrotate, the first record of the new file is an
+`audit_continued` record chained to the last record of the old one.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import time
 from typing import Any
 
+from broker.redact import redact
+
 GENESIS = "0" * 64
 MAX_STRING = 1024  # longer argument strings are cut in the audit record
 TAIL_BYTES = 1 << 20
+CONTINUED = "audit_continued"
+HASH_SUFFIX_BYTES = len(',"hash":""}') + 64
 
 
 class AuditError(Exception):
@@ -27,6 +41,18 @@ class AuditError(Exception):
 
 def line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def seal(body: bytes) -> bytes:
+    """Append the record's own hash: `{...}` -> `{...,"hash":"<sha256 of {...}>"}`."""
+    return body[:-1] + b',"hash":"' + hashlib.sha256(body).hexdigest().encode() + b'"}'
+
+
+def unseal(line: bytes) -> tuple[bytes, str] | None:
+    """The body a sealed line was hashed over, and the hash it claims (None if unsealed)."""
+    if len(line) <= HASH_SUFFIX_BYTES or not line.endswith(b'"}') or line[-HASH_SUFFIX_BYTES:-66] != b',"hash":"':
+        return None
+    return line[:-HASH_SUFFIX_BYTES] + b"}", line[-66:-2].decode("ascii", "replace")
 
 
 def _cut(value: Any) -> Any:
@@ -40,16 +66,34 @@ def _cut(value: Any) -> Any:
     return value
 
 
+def _open_locked(path: str) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(errno.EBUSY, "in use by another Bastion process (each server needs its own audit log)") from None
+    return fd
+
+
 class AuditLog:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int = 0, keep: int = 10) -> None:
         self.path = path
+        self.max_bytes = max_bytes  # 0: never rotate by size
+        self.keep = keep
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            self._fd = os.open(path, flags, 0o600)
+            self._fd = _open_locked(path)
         except OSError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror}") from None
         self._seq, self._prev = self._resume()
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """Sequence number and hash of the last record written (for anchoring elsewhere)."""
+        return self._seq, self._prev
 
     def _resume(self) -> tuple[int, str]:
         """Continue the chain of an existing file from its last record."""
@@ -60,7 +104,7 @@ class AuditLog:
         if not tail:
             return 0, GENESIS
         if not tail.endswith(b"\n"):
-            raise AuditError(f"audit log {self.path} ends with an incomplete record; inspect and repair it before serving")
+            raise AuditError(f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving")
         last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
             seq = int(json.loads(last)["seq"])
@@ -69,22 +113,107 @@ class AuditLog:
         return seq, line_hash(last)
 
     def write(self, event: str, **fields: Any) -> int:
-        """Durably append one record; return its sequence number."""
-        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **_cut(fields), "prev": self._prev}
-        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str) + "\n").encode()
+        """Durably append one record (after any rotation it needs); return its sequence number."""
+        try:
+            self._follow_rotation()
+            line = self._line(event, fields)
+            if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+                line = self._line(event, fields)
+            self._append(line)
+        except OSError as exc:
+            raise AuditError(f"cannot write audit log: {exc.strerror or exc}") from None
+        return self._seq
+
+    def _line(self, event: str, fields: dict[str, Any]) -> bytes:
+        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **redact(_cut(fields)), "prev": self._prev}
+        body = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str).encode()
+        return seal(body) + b"\n"
+
+    def _append(self, line: bytes) -> None:
         try:
             written = os.write(self._fd, line)
             if written != len(line):
-                raise OSError(f"short write ({written} of {len(line)} bytes)")
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
             os.fdatasync(self._fd)
-        except OSError as exc:
-            raise AuditError(f"cannot write audit log: {exc}") from None
+        except OSError:
+            self._cut_back()
+            raise
+        self._size += len(line)
         self._seq += 1
         self._prev = line_hash(line)
-        return self._seq
+
+    def _cut_back(self) -> None:
+        """Remove a half-written record so the file still ends with a whole line."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass  # verify will report the torn line; the next write tries again first
+
+    # --- rotation ----------------------------------------------------------
+
+    def _follow_rotation(self) -> None:
+        """Notice an external logrotate (rename+create or copytruncate) and continue the chain."""
+        current = os.fstat(self._fd)
+        try:
+            on_disk = os.stat(self.path, follow_symlinks=False)
+            renamed = (on_disk.st_dev, on_disk.st_ino) != (current.st_dev, current.st_ino)
+        except FileNotFoundError:
+            renamed = True
+        if renamed:
+            previous = _name_of(self._fd)
+            self._reopen()
+            self._append(self._line(CONTINUED, {"reason": "renamed_externally", "previous_file": previous}))
+        elif current.st_size < self._size:
+            self._size = current.st_size
+            self._append(self._line(CONTINUED, {"reason": "truncated_externally", "previous_file": None}))
+        elif current.st_size > self._size:
+            self._size = current.st_size  # foreign bytes: verify reports them; our chain goes on
+
+    def _rotate(self) -> None:
+        """Shift path.N-1 -> path.N ... path -> path.1, start a new file chained to the old."""
+        for index in range(self.keep, 0, -1):
+            older = f"{self.path}.{index}"
+            if index == self.keep:
+                _remove(older)
+            elif os.path.lexists(older):
+                os.rename(older, f"{self.path}.{index + 1}")
+        os.rename(self.path, f"{self.path}.1")
+        self._reopen()
+        self._append(self._line(CONTINUED, {"reason": "size_limit", "previous_file": os.path.basename(self.path) + ".1"}))
+
+    def _reopen(self) -> None:
+        fd = _open_locked(self.path)
+        os.close(self._fd)
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+        _sync_directory(self.path)
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _name_of(fd: int) -> str | None:
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return None if target.endswith(" (deleted)") else os.path.basename(target)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _sync_directory(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _now() -> str:

@@ -42,10 +42,35 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     max_line_bytes: Annotated[int, Meta(ge=64, le=1 << 20)] = 4096
     resource_bytes: Annotated[int, Meta(ge=1024, le=64 << 20)] = 1 << 20
     max_glob_files: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # Calls that may wait for a worker slot once max_workers are busy; beyond: "busy".
+    max_queue: Annotated[int, Meta(ge=0, le=10_000)] = 32
 
 
 class Audit(msgspec.Struct, forbid_unknown_fields=True):
     path: str
+    # Rotate when the file would pass this size (0: never; leave it to logrotate).
+    max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 0
+    # Rotated files kept (path.1 newest ... path.keep oldest); older ones are deleted.
+    keep: Annotated[int, Meta(ge=1, le=1000)] = 10
+
+
+# What a [rate_limit.tools.NAME] table may name: the tools and resources/read.
+RATE_LIMITED = ("query_logs", "check_ip_reputation", "resources/read")
+
+
+class Rate(msgspec.Struct, forbid_unknown_fields=True):
+    calls: Annotated[int, Meta(ge=1, le=1_000_000)]
+    window_s: Annotated[float, Meta(gt=0, le=86_400)]
+
+
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
+    # Token buckets: `calls` per `window_s` for each (client, tool), refilled
+    # continuously, and one global bucket shared by every client and tool.
+    calls: Annotated[int, Meta(ge=1, le=1_000_000)] = 60
+    window_s: Annotated[float, Meta(gt=0, le=86_400)] = 60
+    global_calls: Annotated[int, Meta(ge=1, le=10_000_000)] = 600
+    global_window_s: Annotated[float, Meta(gt=0, le=86_400)] = 60
+    tools: dict[str, Rate] = msgspec.field(default_factory=dict)
 
 
 class Workers(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,6 +93,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     workers: Workers = msgspec.field(default_factory=Workers)
     sandbox: Sandbox = msgspec.field(default_factory=Sandbox)
+    rate_limit: RateLimit = msgspec.field(default_factory=RateLimit)
     # Set by load_policy, not read from the file.
     source: str = ""
     sha256: str = ""
@@ -116,6 +142,9 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     if policy.source or policy.sha256:
         raise PolicyError("source/sha256: reserved keys, not settable in the file")
     _check_logs(policy, base)
+    for name in policy.rate_limit.tools:
+        if name not in RATE_LIMITED:
+            raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")
     policy.audit.path = _resolve(base, policy.audit.path, "audit.path")
     policy.source = source
     policy.sha256 = hashlib.sha256(data).hexdigest()
