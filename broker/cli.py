@@ -11,11 +11,12 @@ import argparse
 import logging
 import os
 import pwd
+import signal
 import sys
 
 import anyio
 
-from broker import sandbox_cli
+from broker import audit_verify, sandbox_cli
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
@@ -23,6 +24,7 @@ from broker.sandbox.host import cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
 from broker.server import build_server, package_version
 from broker.service import Bastion
+from broker.stdin_lines import StdinLines
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -40,7 +42,8 @@ def _os_user() -> str:
 async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | None) -> None:
     from mcp.server.stdio import stdio_server
 
-    audit = AuditLog(policy.audit.path)
+    audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
+    stop = {"reason": "stdin closed"}
     cgroups = cgroup_host()
     pool = WorkerPool(plans_for(policy.sandbox, cgroups, profiles_dir), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
@@ -54,15 +57,30 @@ async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | 
             for kind, entries in skipped.items():
                 log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
             log.info("serving stdio; policy %s; %d sandbox layers per worker", policy.source, len(pool.layers.get("grep", [])))
+            task_group.start_soon(_stop_on_signal, task_group.cancel_scope, stop)
             server = build_server(Bastion(policy, pool, audit, _os_user()))
-            async with stdio_server() as (read_stream, write_stream):
+            async with stdio_server(stdin=StdinLines(0)) as (read_stream, write_stream):  # type: ignore[arg-type]
                 await server.run(read_stream, write_stream, server.create_initialization_options())
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.close()
             task_group.cancel_scope.cancel()
-    audit.write("server_stop", policy_sha256=policy.sha256)
+    audit.write("server_stop", policy_sha256=policy.sha256, reason=stop["reason"])
+    seq, head = audit.head
     audit.close()
+    # An anchor outside the file: the chain's end cannot prove itself.
+    log.info("stopped; audit log head: seq %d sha256 %s", seq, head)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope, stop: dict[str, str]) -> None:
+    """SIGTERM/SIGINT: cancel every call in flight (each kills its worker and writes
+    its end record), then stop serving; the caller writes server_stop."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            stop["reason"] = signal.Signals(signum).name
+            log.info("%s received: cancelling calls in flight and stopping", stop["reason"])
+            scope.cancel()
+            return
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -82,6 +100,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("refusing to serve: %s", refusal)
         return EXIT_REFUSED
     return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    try:
+        report = audit_verify.verify(args.files)
+    except OSError as exc:
+        print(f"bastion audit verify: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    for note in report.notes:
+        print(f"note: {note}")
+    print(audit_verify.summary(report, len(args.files)))
+    return 1 if report.problem is not None else 0
 
 
 def _start_up_failure(exc: BaseException) -> Exception | None:
@@ -106,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
     serve.add_argument("--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones")
     serve.set_defaults(func=cmd_serve)
+    audit = commands.add_parser("audit", help="audit log tools").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="check the hash chain of audit log files; exit 1 at the first problem")
+    verify.add_argument("files", nargs="+", metavar="FILE", help="audit log files, oldest first (audit.jsonl.2 audit.jsonl.1 audit.jsonl)")
+    verify.set_defaults(func=cmd_audit_verify)
     sandbox_cli.add_commands(commands)
     return parser
 

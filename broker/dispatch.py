@@ -68,7 +68,7 @@ class SandboxUnavailable(Exception):
 class WorkerResult:
     """What one call produced and how the worker ended (for the reply and the audit)."""
 
-    outcome: str = "worker_crashed"  # ok | failed | timeout | output_capped | worker_crashed | protocol_error
+    outcome: str = "worker_crashed"  # ok | failed | timeout | output_capped | worker_crashed | protocol_error | cancelled
     lines: list[Line] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     more: bool = False
@@ -133,19 +133,25 @@ class Worker:
                     return
         raise SandboxUnavailable(f"{self.kind} worker did not finish sandbox set-up in time")
 
-    async def call(self, request: msgspec.Struct, fd: int, deadline_s: float, max_bytes: int) -> WorkerResult:
-        result = WorkerResult()
+    async def call(self, request: msgspec.Struct, fd: int, deadline_s: float, max_bytes: int, result: WorkerResult | None = None) -> WorkerResult:
+        """Serve one request; `result` (filled in even if the call is cancelled) is returned."""
+        result = result if result is not None else WorkerResult()
         try:
             self.hand_over(request, fd)
         except OSError as exc:
             result.detail = f"could not hand over the request: {exc}"
             await self.finish(result)
             return result
-        with anyio.move_on_after(deadline_s) as scope:
-            await self._read_replies(result, max_bytes)
-        if scope.cancelled_caught:
-            result.outcome = "timeout"
-        await self.finish(result)
+        try:
+            with anyio.move_on_after(deadline_s) as scope:
+                await self._read_replies(result, max_bytes)
+            if scope.cancelled_caught:
+                result.outcome = "timeout"
+        except anyio.get_cancelled_exc_class():
+            result.outcome = "cancelled"  # the client cancelled or went away
+            raise
+        finally:
+            await self.finish(result)  # shielded: the worker dies and is reaped even now
         return result
 
     def hand_over(self, request: msgspec.Struct, fd: int | None) -> None:

@@ -13,7 +13,9 @@ import os
 import time
 import traceback
 import urllib.parse
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
@@ -23,14 +25,31 @@ from broker.allowlist import Allowlist
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool, WorkerResult
 from broker.errors import ToolError, UnknownName
-from broker.policy import Policy
+from broker.policy import Policy, RateLimit
+from broker.ratelimit import Rate, RateLimiter
 from workers.protocol import SearchRequest, TailRequest
 
 log = logging.getLogger("bastion.service")
+T = TypeVar("T")
 
 WORKER_FAILED = "the worker running this call failed; the incident was recorded in the audit log"
+SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
+BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
+PREVIEW_CHARS = 500  # of the result, redacted, in the end record
 AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
 INTERNAL = "internal error; the details were recorded in the audit log"
+
+
+def rate_limiter(rules: RateLimit) -> RateLimiter:
+    return RateLimiter(
+        per_client=Rate(rules.calls, rules.window_s),
+        global_rate=Rate(rules.global_calls, rules.global_window_s),
+        per_tool={tool: Rate(rule.calls, rule.window_s) for tool, rule in rules.tools.items()},
+    )
+
+
+def _preview(text: str) -> str:
+    return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
 
 
 def log_uri(path: str) -> str:
@@ -50,43 +69,81 @@ class Bastion:
         self.allowlist = Allowlist(policy)
         self.pool = pool
         self.audit = audit
-        self.client = client
+        self.client = client  # the default identity (stdio: the OS user)
+        self.limiter = rate_limiter(policy.rate_limit)
         self._slots = anyio.Semaphore(policy.limits.max_workers)
+        self._queued = 0
+
+    # --- the audited envelope of every call ------------------------------------
+
+    async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+        """begin (durable) -> rate limit -> work -> end. Raises ToolError for the client."""
+        started = time.monotonic()
+        try:
+            call_id = self.audit.write("begin", client=client, tool=tool, arguments=arguments)
+        except AuditError as exc:
+            log.error("%s", exc)
+            raise ToolError(AUDIT_DOWN, "audit_failed") from None
+        end: dict[str, Any] = {"outcome": "internal_error"}
+        try:
+            self._admit(client, tool)
+            reply = await work(end)
+        except (ToolError, UnknownName) as exc:
+            if isinstance(exc, ToolError):
+                end.update(outcome=exc.outcome, error=exc.message)
+            raise
+        except SandboxUnavailable as exc:
+            end.update(outcome="internal_error", error=f"sandbox unavailable: {exc}")
+            raise ToolError(SANDBOX_DOWN, "internal_error") from None
+        except anyio.get_cancelled_exc_class():
+            end["outcome"] = "cancelled"
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client must never see internals
+            end.update(outcome="internal_error", error=repr(exc), trace=traceback.format_exc(limit=8))
+            raise ToolError(INTERNAL, "internal_error") from None
+        finally:
+            # Runs on cancellation too, so every begin has its end. If the end
+            # cannot be written the result is withheld (fail closed).
+            ended = self._end(call_id, client, tool, arguments, started, end)
+        if not ended:
+            raise ToolError(AUDIT_DOWN, "audit_failed")
+        return reply
+
+    def _admit(self, client: str, tool: str) -> None:
+        decision = self.limiter.check(client, tool)
+        if not decision.allowed:
+            wait = decision.retry_after_s
+            who = "for this client" if decision.scope == "client" else "for the server"
+            raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
+
+    def _end(self, call_id: int, client: str, tool: str, arguments: Any, started: float, end: dict[str, Any]) -> bool:
+        end["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
+        end["success"] = end["outcome"] in ("ok", "output_capped")
+        try:
+            self.audit.write("end", call=call_id, client=client, tool=tool, arguments=arguments, **end)
+        except AuditError as exc:
+            log.error("%s", exc)
+            return False
+        return True
 
     # --- tools ---------------------------------------------------------------
 
     def tools(self) -> list[types.Tool]:
         return [query_logs.tool(self.policy.limits)]
 
-    async def call_tool(self, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
-        started = time.monotonic()
-        try:
-            call_id = self.audit.write("begin", client=self.client, tool=name, arguments=arguments or {})
-        except AuditError as exc:
-            log.error("%s", exc)
-            return _error(AUDIT_DOWN)
-        end: dict[str, Any] = {"outcome": "internal_error"}
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None, client: str | None = None) -> types.CallToolResult:
         handlers = {query_logs.NAME: self._query_logs}
-        try:
+
+        async def work(end: dict[str, Any]) -> types.CallToolResult:
             if name not in handlers:
                 end.update(outcome="invalid", error="unknown tool")
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            reply = await handlers[name](arguments, end)
-        except UnknownName:
-            raise  # a protocol error (JSON-RPC invalid params), not a tool result
+            return await handlers[name](arguments, end)
+
+        try:
+            return await self._audited(name, arguments or {}, client or self.client, work)
         except ToolError as exc:
-            end.update(outcome=exc.outcome, error=exc.message)
-            reply = _error(exc.message)
-        except SandboxUnavailable as exc:
-            end.update(outcome="sandbox_unavailable", error=str(exc))
-            reply = _error("refused: the worker sandbox cannot be set up on this host")
-        except Exception as exc:  # noqa: BLE001 - the client must never see internals
-            end.update(outcome="internal_error", error=repr(exc), trace=traceback.format_exc(limit=8))
-            reply = _error(INTERNAL)
-        finally:
-            # Runs on cancellation too, so every begin has its end.
-            self._end(call_id, name, started, end)
-        return reply
+            return _error(exc.message)
 
     async def _query_logs(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
         args = query_logs.parse(arguments, self.policy.limits)
@@ -101,37 +158,41 @@ class Bastion:
         _raise_for(result)
         lines, cut = query_logs.cap_lines(result.lines, limits.max_output_bytes)
         reason = "max_output_bytes" if result.outcome == "output_capped" or cut else ("max_lines" if result.more else None)
-        end.update(outcome="ok" if reason != "max_output_bytes" else "output_capped", lines=len(lines), truncated_reason=reason)
+        end.update(
+            outcome="ok" if reason != "max_output_bytes" else "output_capped",
+            lines=len(lines),
+            truncated_reason=reason,
+            result_preview=_preview("\n".join(line.text for line in lines)),
+        )
         return query_logs.result(path, lines, reason)
 
     async def _run(self, kind: str, request: Any, fd: int, end: dict[str, Any]) -> WorkerResult:
         limits = self.policy.limits
-        async with self._slots:
-            worker = await self.pool.acquire(kind)
-            end["worker_pid"] = worker.pid
-            result = await worker.call(request, fd, limits.timeout_s, limits.max_output_bytes)
-        end.update(
-            outcome=result.outcome,
-            bytes=result.bytes_received,
-            exit_code=result.exit_code,
-            signal=result.signal,
-            cpu_s=result.cpu_s,
-            max_rss_kb=result.max_rss_kb,
-        )
-        if result.detail:
-            end["detail"] = result.detail
-        if result.failure is not None:
-            end["error"] = f"{result.failure.code}: {result.failure.message}"
-            if result.failure.code == "engine_killed":
-                end["signal"] = result.failure.message  # the engine's death, reported by the worker
+        result = WorkerResult()
+        try:
+            async with self._slot(limits.max_queue):
+                worker = await self.pool.acquire(kind)
+                end["worker_pid"] = worker.pid
+                await worker.call(request, fd, limits.timeout_s, limits.max_output_bytes, result)
+        finally:
+            if "worker_pid" in end:  # also when cancelled: how the worker ended
+                _record(end, result)
         return result
 
-    def _end(self, call_id: int, name: str, started: float, end: dict[str, Any]) -> None:
-        end["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
+    @asynccontextmanager
+    async def _slot(self, max_queue: int) -> AsyncIterator[None]:
+        """One of max_workers slots; wait in a bounded queue, else refuse as busy."""
+        if self._slots.value == 0 and self._queued >= max_queue:
+            raise ToolError(BUSY, "busy")
+        self._queued += 1
         try:
-            self.audit.write("end", call=call_id, client=self.client, tool=name, **end)
-        except AuditError as exc:
-            log.error("%s", exc)
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     # --- resources -----------------------------------------------------------
 
@@ -147,27 +208,15 @@ class Bastion:
             for entry in self.allowlist.logs()
         ]
 
-    async def read_resource(self, uri: str) -> str:
+    async def read_resource(self, uri: str, client: str | None = None) -> str:
         """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
-        started = time.monotonic()
-        try:
-            call_id = self.audit.write("begin", client=self.client, tool="resources/read", arguments={"uri": uri})
-        except AuditError as exc:
-            log.error("%s", exc)
-            raise ToolError(AUDIT_DOWN, "audit_failed") from None
-        end: dict[str, Any] = {"outcome": "internal_error"}
-        try:
+
+        async def work(end: dict[str, Any]) -> str:
             text = await self._tail(uri, end)
-            end["outcome"] = "ok"
+            end.update(outcome="ok", result_preview=_preview(text))
             return text
-        except ToolError as exc:
-            end.update(outcome=exc.outcome, error=exc.message)
-            raise
-        except Exception as exc:  # noqa: BLE001
-            end.update(error=repr(exc), trace=traceback.format_exc(limit=8))
-            raise ToolError(INTERNAL, "internal_error") from None
-        finally:
-            self._end(call_id, "resources/read", started, end)
+
+        return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
 
     async def _tail(self, uri: str, end: dict[str, Any]) -> str:
         if not isinstance(uri, str) or len(uri) > 8192:
@@ -182,6 +231,23 @@ class Bastion:
         return "".join(result.text)
 
 
+def _record(end: dict[str, Any], result: WorkerResult) -> None:
+    end.update(
+        outcome=result.outcome,
+        bytes=result.bytes_received,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        cpu_s=result.cpu_s,
+        max_rss_kb=result.max_rss_kb,
+    )
+    if result.detail:
+        end["detail"] = result.detail
+    if result.failure is not None:
+        end["error"] = f"{result.failure.code}: {result.failure.message}"
+        if result.failure.code == "engine_killed":
+            end["signal"] = result.failure.message  # the engine's death, reported by the worker
+
+
 def _raise_for(result: WorkerResult) -> None:
     if result.outcome in ("ok", "output_capped"):
         return
@@ -192,10 +258,10 @@ def _raise_for(result: WorkerResult) -> None:
         outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
         raise ToolError(WORKER_FAILED, outcome)
     if result.outcome == "failed" and result.failure is not None and result.failure.code != "bad_request":
-        raise ToolError(f"the search engine reported an error: {result.failure.message[:200]}", "failed")
+        raise ToolError(f"the search engine reported an error: {result.failure.message[:200]}", "internal_error")
     if result.signal == "SIGSYS":
         raise ToolError(WORKER_FAILED, "sandbox_violation")
-    raise ToolError(WORKER_FAILED, "protocol_error" if result.outcome == "protocol_error" else "worker_crashed")
+    raise ToolError(WORKER_FAILED, "worker_crashed")  # incl. garbage frames: the detail says which
 
 
 def _error(message: str) -> types.CallToolResult:

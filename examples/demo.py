@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,6 +20,7 @@ from mcp import Client, StdioServerParameters
 HERE = Path(__file__).resolve().parent
 POLICY = HERE / "policy.toml"
 LOGS = HERE / "logs"
+BASTION = Path(sys.executable).with_name("bastion")
 WIDTH = min(shutil.get_terminal_size((110, 20)).columns, 140)
 
 QUERIES = [
@@ -64,8 +66,7 @@ async def show_refusals(client: Client) -> None:
 
 
 async def main() -> None:
-    bastion = Path(sys.executable).with_name("bastion")
-    params = StdioServerParameters(command=str(bastion), args=["serve", "--policy", str(POLICY)], env={"PATH": os.environ.get("PATH", "")})
+    params = StdioServerParameters(command=str(BASTION), args=["serve", "--policy", str(POLICY)], env={"PATH": os.environ.get("PATH", "")})
     async with Client(params, read_timeout_seconds=30) as client:
         heading("Tools")
         for tool in (await client.list_tools()).tools:
@@ -83,6 +84,10 @@ async def main() -> None:
     audit = (HERE / ".." / "var" / "audit.jsonl").resolve()
     heading("Audit")
     print(f"  every call above has a begin and an end record in {audit}")
+    verdict = subprocess.run([str(BASTION), "audit", "verify", str(audit)], capture_output=True, text=True, timeout=120)
+    print(f"  $ bastion audit verify {audit.name}")
+    for line in (verdict.stdout + verdict.stderr).splitlines():
+        print(textwrap.shorten(f"  {line}", WIDTH, placeholder=" …"))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def write_policy(directory: Path, logs: list[str | Path], audit: Path | None = None, **limits: Any) -> Path:
-    """A policy file in `directory` allowlisting `logs`, with [limits] overrides."""
+def write_policy(directory: Path, logs: list[str | Path], audit: Path | None = None, *, toml: str = "", **limits: Any) -> Path:
+    """A policy file in `directory` allowlisting `logs`, with [limits] overrides and extra `toml` tables."""
     lines = []
     for log in logs:
         lines += ["[[logs]]", f"path = {json.dumps(str(log))}", ""]
@@ -40,6 +40,7 @@ def write_policy(directory: Path, logs: list[str | Path], audit: Path | None = N
         lines += ["[sandbox]", f"best_effort = {json.dumps(best_effort)}", ""]
     lines += ["[limits]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in limits.items()]
+    lines += ["", toml]
     policy = directory / "policy.toml"
     policy.write_text("\n".join(lines) + "\n")
     return policy

@@ -1,0 +1,203 @@
+"""A real `bastion serve` under stress: calls cancelled by the client, a
+sandboxed worker killed mid-call, SIGTERM and a closed stdin with calls in
+flight, and a bounded load test. After each: every begin has its end, the
+chain verifies, and no worker process is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import selectors
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from broker.audit_verify import verify
+from tests.conftest import BASTION, bastion_client, read_audit, wait_no_workers, worker_processes, write_policy
+
+SLOW_PATTERN = "[ab]*a[ab]{16}c"  # DFA-heavy in the C locale: about 0.6 s per MB
+NO_RATE_LIMIT = "[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n"
+
+
+@pytest.fixture(scope="module")
+def slow_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("slow") / "slow.log"
+    rng = random.Random(7)
+    with path.open("w") as file:
+        for _ in range(120_000):  # about 8 MB: several seconds for SLOW_PATTERN
+            file.write("".join(rng.choice("ab") for _ in range(66)) + "\n")
+    return path
+
+
+def call_records(audit: Path) -> Counter[str]:
+    return Counter(record["event"] for record in read_audit(audit))
+
+
+def assert_clean(audit: Path) -> list[dict[str, Any]]:
+    """Every begin has an end, the chain verifies, no worker is left."""
+    records = read_audit(audit)
+    begins = [r["seq"] for r in records if r["event"] == "begin"]
+    ended = [r["call"] for r in records if r["event"] == "end"]
+    assert sorted(begins) == sorted(ended)
+    report = verify([str(audit)])
+    assert report.problem is None, report.problem
+    assert wait_no_workers() == []
+    return records
+
+
+# --- raw JSON-RPC over stdio, to control signals and stdin precisely -------------------
+
+
+class RawServer:
+    def __init__(self, policy: Path) -> None:
+        self.proc = subprocess.Popen(
+            [str(BASTION), "serve", "--policy", str(policy)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+        self._buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def receive(self, request_id: int, timeout_s: float = 30) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                while b"\n" in self._buffer:
+                    line, self._buffer = self._buffer.split(b"\n", 1)
+                    message = json.loads(line)
+                    if message.get("id") == request_id:
+                        return message
+                if selector.select(timeout=0.1):
+                    chunk = os.read(self.proc.stdout.fileno(), 65536)
+                    assert chunk, "the server closed stdout"
+                    self._buffer += chunk
+        raise TimeoutError(f"no response to request {request_id}")
+
+    def initialize(self) -> None:
+        self.send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        assert "result" in self.receive(1)
+        self.send({"method": "notifications/initialized"})
+
+    def start_call(self, request_id: int, log: Path) -> None:
+        arguments = {"log_path": str(log), "pattern": SLOW_PATTERN, "max_lines": 5}
+        self.send({"id": request_id, "method": "tools/call", "params": {"name": "query_logs", "arguments": arguments}})
+
+    def wait_exit(self, timeout_s: float = 30) -> tuple[int, str]:
+        self.proc.wait(timeout=timeout_s)
+        assert self.proc.stderr is not None
+        return self.proc.returncode, self.proc.stderr.read().decode(errors="replace")
+
+
+def wait_for_call_in_flight(audit: Path, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if audit.exists() and call_records(audit)["begin"] >= 1 and len(worker_processes()) >= 2:
+            time.sleep(0.5)  # well inside the call, which takes seconds
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the call never started")
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "stdin_closed"])
+def test_stopping_with_a_call_in_flight(tmp_path: Path, slow_log: Path, stop: str) -> None:
+    policy = write_policy(tmp_path, [slow_log], timeout_s=60)
+    audit = tmp_path / "audit.jsonl"
+    server = RawServer(policy)
+    try:
+        server.initialize()
+        server.start_call(2, slow_log)
+        wait_for_call_in_flight(audit)
+        if stop == "SIGTERM":
+            server.proc.send_signal(signal.SIGTERM)
+        else:
+            assert server.proc.stdin is not None
+            server.proc.stdin.close()
+        code, stderr = server.wait_exit()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    assert code == 0, stderr
+    records = assert_clean(audit)
+    (end,) = [r for r in records if r["event"] == "end"]
+    assert end["outcome"] == "cancelled" and end["signal"] == "SIGKILL"
+    assert records[-1]["event"] == "server_stop"
+    assert records[-1]["reason"] == ("SIGTERM" if stop == "SIGTERM" else "stdin closed")
+    assert "audit log head: seq" in stderr
+
+
+@pytest.mark.anyio
+async def test_client_cancellation_kills_the_worker(tmp_path: Path, slow_log: Path) -> None:
+    policy = write_policy(tmp_path, [slow_log, Path(__file__)], timeout_s=60)
+    audit = tmp_path / "audit.jsonl"
+    async with bastion_client(policy) as client:
+        with anyio.move_on_after(2) as scope:  # abandoning the call sends notifications/cancelled
+            await client.call_tool("query_logs", {"log_path": str(slow_log), "pattern": SLOW_PATTERN})
+        assert scope.cancelled_caught
+        with anyio.fail_after(20):
+            while call_records(audit)["end"] < 1:
+                await anyio.sleep(0.05)
+        after = await client.call_tool("query_logs", {"log_path": str(Path(__file__)), "pattern": "cancelled"})
+        assert not after.is_error
+    records = assert_clean(audit)
+    first_end = next(r for r in records if r["event"] == "end")
+    assert first_end["outcome"] == "cancelled" and first_end["duration_ms"] < 20_000
+
+
+@pytest.mark.anyio
+async def test_a_sandboxed_worker_killed_mid_call(tmp_path: Path, slow_log: Path) -> None:
+    policy = write_policy(tmp_path, [slow_log], timeout_s=60)
+    audit = tmp_path / "audit.jsonl"
+    replies: list[Any] = []
+    async with bastion_client(policy) as client:
+        async with anyio.create_task_group() as group:
+            async def slow_call() -> None:
+                replies.append(await client.call_tool("query_logs", {"log_path": str(slow_log), "pattern": SLOW_PATTERN}))
+
+            group.start_soon(slow_call)
+            await anyio.to_thread.run_sync(wait_for_call_in_flight, audit)
+            for proc in worker_processes():  # the busy one and the idle spares
+                proc.send_signal(signal.SIGKILL)
+        (reply,) = replies
+        assert reply.is_error and "worker running this call failed" in reply.content[0].text
+        again = await client.call_tool("query_logs", {"log_path": str(slow_log), "pattern": "^zzz", "max_lines": 1})
+        assert not again.is_error
+    records = assert_clean(audit)
+    first_end = next(r for r in records if r["event"] == "end")
+    assert first_end["outcome"] == "worker_crashed" and first_end["signal"] == "SIGKILL"
+
+
+@pytest.mark.anyio
+async def test_load_500_calls_at_concurrency_16(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("".join(f"line {n} sshd Failed password from 203.0.113.{n % 250}\n" for n in range(2000)))
+    policy = write_policy(tmp_path, [log], toml=NO_RATE_LIMIT, max_queue=64)
+    audit = tmp_path / "audit.jsonl"
+    results: list[bool] = []
+    async with bastion_client(policy, timeout_s=120) as client:
+        async def caller(index: int) -> None:
+            for n in range(index, 500, 16):
+                reply = await client.call_tool("query_logs", {"log_path": str(log), "pattern": f"203\\.0\\.113\\.{n % 250}$", "max_lines": 10})
+                results.append(not reply.is_error and len(reply.structured_content["lines"]) >= 1)
+
+        with anyio.fail_after(300):
+            async with anyio.create_task_group() as group:
+                for index in range(16):
+                    group.start_soon(caller, index)
+    assert len(results) == 500 and all(results)
+    counts = call_records(audit)
+    assert (counts["begin"], counts["end"]) == (500, 500)
+    records = assert_clean(audit)
+    assert all(r["outcome"] == "ok" for r in records if r["event"] == "end")
