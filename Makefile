@@ -9,7 +9,7 @@ ROOTLESS_VENV  := .venv-rootless
 ROOTLESS_STAMP := $(ROOTLESS_VENV)/.installed-stamp
 SYSTEM_PYTHON  ?= /usr/bin/python3
 
-.PHONY: venv venv-rootless doctor demo test test-sandbox run bench logs clean
+.PHONY: venv venv-rootless doctor demo test test-sandbox run bench soak logs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ doctor: venv
 ## run: serve MCP over stdio with the example policy (for an MCP host or the Inspector)
 run: venv
 	$(VENV)/bin/bastion serve --policy examples/policy.toml
+
+## soak: many concurrent calls for SECONDS (default 120), then check audit chain and leftovers
+soak: venv
+	$(PY) bench/soak.py $(or $(SECONDS),120) $(or $(CONCURRENCY),16)
 
 ## logs: regenerate the deterministic sample logs
 logs:

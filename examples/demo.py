@@ -87,7 +87,7 @@ async def main() -> None:
     verdict = subprocess.run([str(BASTION), "audit", "verify", str(audit)], capture_output=True, text=True, timeout=120)
     print(f"  $ bastion audit verify {audit.name}")
     for line in (verdict.stdout + verdict.stderr).splitlines():
-        print(textwrap.shorten(f"  {line}", WIDTH, placeholder=" …"))
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

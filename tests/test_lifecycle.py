@@ -201,3 +201,28 @@ async def test_load_500_calls_at_concurrency_16(tmp_path: Path) -> None:
     assert (counts["begin"], counts["end"]) == (500, 500)
     records = assert_clean(audit)
     assert all(r["outcome"] == "ok" for r in records if r["event"] == "end")
+
+
+@pytest.mark.anyio
+async def test_audit_write_failure_refuses_calls_and_the_server_keeps_running(tmp_path: Path) -> None:
+    """The broker's file size limit drops to the audit log's size: calls are refused with a safe
+    error, nothing is half-written, and once the limit is lifted calls work again."""
+    import psutil
+
+    log = tmp_path / "auth.log"
+    log.write_text("sshd Failed password for root\n")
+    policy = write_policy(tmp_path, [log])
+    audit = tmp_path / "audit.jsonl"
+    args = {"log_path": str(log), "pattern": "Failed"}
+    async with bastion_client(policy) as client:
+        assert not (await client.call_tool("query_logs", args)).is_error
+        (server,) = [p for p in psutil.Process().children(recursive=True) if "serve" in p.cmdline()]
+        server.rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size + 50, psutil.RLIM_INFINITY))
+        refused = await client.call_tool("query_logs", args)
+        assert refused.is_error and refused.content[0].text == "refused: the audit log cannot be written, so no call can run"
+        assert (await client.list_tools()).tools  # still serving
+        assert verify([str(audit)]).problem is None  # no torn line
+        server.rlimit(psutil.RLIMIT_FSIZE, (psutil.RLIM_INFINITY, psutil.RLIM_INFINITY))
+        assert not (await client.call_tool("query_logs", args)).is_error
+    records = assert_clean(audit)
+    assert [r["outcome"] for r in records if r["event"] == "end"] == ["ok", "ok"]
