@@ -275,7 +275,9 @@ def test_secrets_are_redacted_before_writing(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))
     log.write("begin", arguments={"Nested": [{"API_KEY": "k-123456"}], "q": "Authorization: Bearer abc.def.ghi"})
+    log.write("end", result_preview="GET /login?user=bob&password=hunter2 HTTP/1.1", outcome="ok")
     log.close()
     text = path.read_text()
-    assert "k-123456" not in text and "abc.def.ghi" not in text
+    assert "k-123456" not in text and "abc.def.ghi" not in text and "hunter2" not in text
+    assert "user=bob" in text  # only the secret goes
     assert verify([str(path)]).problem is None
