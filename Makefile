@@ -9,7 +9,7 @@ ROOTLESS_VENV  := .venv-rootless
 ROOTLESS_STAMP := $(ROOTLESS_VENV)/.installed-stamp
 SYSTEM_PYTHON  ?= /usr/bin/python3
 
-.PHONY: venv venv-rootless doctor demo test test-sandbox run bench soak logs clean
+.PHONY: venv venv-rootless doctor demo test test-sandbox run bench soak logs intel clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ soak: venv
 ## logs: regenerate the deterministic sample logs
 logs:
 	$(PYTHON) examples/generate_logs.py
+
+## intel: regenerate the deterministic sample intel feeds and .mmdb files
+intel:
+	$(PYTHON) examples/intel/generate_intel.py
 
 clean:
 	rm -rf $(VENV) $(ROOTLESS_VENV) var build *.egg-info .pytest_cache

@@ -26,6 +26,7 @@ import os
 import time
 from typing import Any
 
+from broker.durable import remove_quietly, sync_directory
 from broker.redact import redact
 
 GENESIS = "0" * 64
@@ -175,7 +176,7 @@ class AuditLog:
         for index in range(self.keep, 0, -1):
             older = f"{self.path}.{index}"
             if index == self.keep:
-                _remove(older)
+                remove_quietly(older)
             elif os.path.lexists(older):
                 os.rename(older, f"{self.path}.{index + 1}")
         os.rename(self.path, f"{self.path}.1")
@@ -187,7 +188,7 @@ class AuditLog:
         os.close(self._fd)
         self._fd = fd
         self._size = os.fstat(fd).st_size
-        _sync_directory(self.path)
+        sync_directory(os.path.dirname(os.path.abspath(self.path)))
 
     def close(self) -> None:
         os.close(self._fd)
@@ -199,21 +200,6 @@ def _name_of(fd: int) -> str | None:
     except OSError:
         return None
     return None if target.endswith(" (deleted)") else os.path.basename(target)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _sync_directory(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:

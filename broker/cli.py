@@ -16,11 +16,11 @@ import sys
 
 import anyio
 
-from broker import audit_verify, sandbox_cli
+from broker import audit_verify, intel_cli, sandbox_cli
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
-from broker.sandbox.host import cgroup_host, downgrades, plans_for
+from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
 from broker.server import build_server, package_version
 from broker.service import Bastion
@@ -45,7 +45,8 @@ async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | 
     audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
     stop = {"reason": "stdin closed"}
     cgroups = cgroup_host()
-    pool = WorkerPool(plans_for(policy.sandbox, cgroups, profiles_dir), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
+    kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
+    pool = WorkerPool(plans_for(policy.sandbox, cgroups, profiles_dir, kinds), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
             await pool.start(task_group)
@@ -54,6 +55,8 @@ async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | 
                 "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
                 transport="stdio", layers=pool.layers, cgroup=cgroups.version or None, downgraded=skipped,
             )
+            if policy.intel is not None and not os.path.isfile(policy.intel.database):
+                log.warning("intel database %s does not exist: check_ip_reputation fails until `bastion intel compile` runs", policy.intel.database)
             for kind, entries in skipped.items():
                 log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
             log.info("serving stdio; policy %s; %d sandbox layers per worker", policy.source, len(pool.layers.get("grep", [])))
@@ -141,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("files", nargs="+", metavar="FILE", help="audit log files, oldest first (audit.jsonl.2 audit.jsonl.1 audit.jsonl)")
     verify.set_defaults(func=cmd_audit_verify)
     sandbox_cli.add_commands(commands)
+    intel_cli.add_commands(commands)
     return parser
 
 

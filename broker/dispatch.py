@@ -40,6 +40,7 @@ from workers.protocol import (
     Done,
     Failed,
     FrameReader,
+    IntelReport,
     Line,
     Lines,
     ProtocolError,
@@ -73,6 +74,7 @@ class WorkerResult:
     text: list[str] = field(default_factory=list)
     more: bool = False
     failure: Failed | None = None
+    intel: IntelReport | None = None
     detail: str = ""
     bytes_received: int = 0
     exit_code: int | None = None
@@ -133,7 +135,7 @@ class Worker:
                     return
         raise SandboxUnavailable(f"{self.kind} worker did not finish sandbox set-up in time")
 
-    async def call(self, request: msgspec.Struct, fd: int, deadline_s: float, max_bytes: int, result: WorkerResult | None = None) -> WorkerResult:
+    async def call(self, request: msgspec.Struct, fd: int | list[int], deadline_s: float, max_bytes: int, result: WorkerResult | None = None) -> WorkerResult:
         """Serve one request; `result` (filled in even if the call is cancelled) is returned."""
         result = result if result is not None else WorkerResult()
         try:
@@ -154,9 +156,10 @@ class Worker:
             await self.finish(result)  # shielded: the worker dies and is reaped even now
         return result
 
-    def hand_over(self, request: msgspec.Struct, fd: int | None) -> None:
-        """Send the one request, with the descriptor the worker may use."""
-        socket.send_fds(self.sock, [encode_frame(request)], [fd] if fd is not None else [])
+    def hand_over(self, request: msgspec.Struct, fd: int | list[int] | None) -> None:
+        """Send the one request, with the descriptor(s) the worker may use."""
+        fds = [] if fd is None else [fd] if isinstance(fd, int) else fd
+        socket.send_fds(self.sock, [encode_frame(request)], fds)
 
     async def _read_replies(self, result: WorkerResult, max_bytes: int) -> None:
         while True:
@@ -183,6 +186,8 @@ class Worker:
                 result.lines.extend(message.lines)
             elif isinstance(message, Text):
                 result.text.append(message.text)
+            elif isinstance(message, IntelReport) and result.intel is None:
+                result.intel = message
             elif isinstance(message, Done):
                 result.outcome, result.more = "ok", message.more
                 return True

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -54,8 +54,8 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
     keep: Annotated[int, Meta(ge=1, le=1000)] = 10
 
 
-# What a [rate_limit.tools.NAME] table may name: the tools and resources/read.
-RATE_LIMITED = ("query_logs", "check_ip_reputation", "resources/read")
+# What a [rate_limit.tools.NAME] table may name: the tools, resources/read and prompts/get.
+RATE_LIMITED = ("query_logs", "check_ip_reputation", "resources/read", "prompts/get")
 
 
 class Rate(msgspec.Struct, forbid_unknown_fields=True):
@@ -87,6 +87,33 @@ class Sandbox(msgspec.Struct, forbid_unknown_fields=True):
     best_effort: list[LayerName] = msgspec.field(default_factory=list)
 
 
+FeedName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
+
+class IntelFeed(msgspec.Struct, forbid_unknown_fields=True):
+    name: FeedName
+    path: str
+    format: Literal["netset", "csv", "tor_exits"]
+    category: Annotated[str, Meta(min_length=1, max_length=64)]
+    confidence: Annotated[int, Meta(ge=0, le=100)]
+    column: Annotated[int, Meta(ge=1, le=1000)] = 1      # csv: 1-based column of the address
+    header: bool = True                                   # csv: the first row names the columns
+    delimiter: Annotated[str, Meta(min_length=1, max_length=1)] = ","
+
+
+class Intel(msgspec.Struct, forbid_unknown_fields=True):
+    database: str                   # written by `bastion intel compile`, read by the server
+    feeds: list[IntelFeed] = msgspec.field(default_factory=list)
+    # A feed whose file is older than this is reported with a warning.
+    max_age_hours: Annotated[float, Meta(gt=0, le=24 * 3650)] = 48
+    # A listing at or above this confidence makes the verdict "malicious", below it "suspicious".
+    malicious_confidence: Annotated[int, Meta(ge=0, le=100)] = 75
+    refuse: list[str] = msgspec.field(default_factory=list)  # extra ranges never looked up (CIDR)
+    asn_mmdb: str = ""              # optional MaxMind-format ASN database
+    country_mmdb: str = ""          # optional MaxMind-format country database
+    history_days: Annotated[int, Meta(ge=1, le=3650)] = 365  # delisted entries kept this long
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     logs: list[LogEntry]
     audit: Audit
@@ -94,6 +121,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     workers: Workers = msgspec.field(default_factory=Workers)
     sandbox: Sandbox = msgspec.field(default_factory=Sandbox)
     rate_limit: RateLimit = msgspec.field(default_factory=RateLimit)
+    intel: Intel | None = None
     # Set by load_policy, not read from the file.
     source: str = ""
     sha256: str = ""
@@ -130,6 +158,24 @@ def _check_logs(policy: Policy, base: Path) -> None:
             raise PolicyError(f"{key}: '**' is not supported; list each directory level")
 
 
+def _check_intel(intel: Intel, base: Path) -> None:
+    from broker.ip_check import parse_networks
+
+    intel.database = _resolve(base, intel.database, "intel.database")
+    for key in ("asn_mmdb", "country_mmdb"):
+        if getattr(intel, key):
+            setattr(intel, key, _resolve(base, getattr(intel, key), f"intel.{key}"))
+    names = [feed.name for feed in intel.feeds]
+    if len(set(names)) != len(names):
+        raise PolicyError("intel.feeds: feed names must be unique")
+    for index, feed in enumerate(intel.feeds):
+        feed.path = _resolve(base, feed.path, f"intel.feeds[{index}].path")
+    try:
+        parse_networks(intel.refuse, "intel.refuse")
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+
+
 def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     try:
         policy = msgspec.toml.decode(data, type=Policy)
@@ -146,6 +192,8 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
         if name not in RATE_LIMITED:
             raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")
     policy.audit.path = _resolve(base, policy.audit.path, "audit.path")
+    if policy.intel is not None:
+        _check_intel(policy.intel, base)
     policy.source = source
     policy.sha256 = hashlib.sha256(data).hexdigest()
     return policy

@@ -10,7 +10,6 @@ import argparse
 import os
 import shutil
 import signal
-import stat
 import sys
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import anyio
 
 from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
 from broker.policy import PolicyError, Sandbox, load_policy
+from broker.regular_file import open_regular
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
 from broker.sandbox.plan import Plan, build_plan
 from broker.sandbox.cgroup import CgroupHost
@@ -138,21 +138,17 @@ def _describe(result: WorkerResult, timed_out: bool, timeout_s: float) -> tuple[
     return f"exited with status {result.exit_code}", result.exit_code or 0
 
 
-def _open_regular(path: str) -> int:
-    """Open a file to hand over; directories and devices are refused (a directory
-    descriptor would reach host metadata through `..`, which Landlock does not mediate)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ProfileError(f"--pass-fd {path}: not a regular file; only regular files are handed to workers")
-    os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO from stalling the open itself
-    return fd
+def _open_pass_fd(path: str) -> int:
+    try:
+        return open_regular(path)
+    except OSError as exc:
+        raise ProfileError(f"--pass-fd {path}: {exc.strerror}") from None
 
 
 async def _run_confined(plan: Plan, cgroups: CgroupHost, request: RunRequest, pass_fd: str | None, timeout_s: float) -> tuple[list[str], str, int]:
     fd = None
     try:
-        fd = _open_regular(pass_fd) if pass_fd else None  # before any worker exists
+        fd = _open_pass_fd(pass_fd) if pass_fd else None  # before any worker exists
         worker = await start_worker(spawn_worker(plan, cgroups, stdout=None, stderr=None))
         worker.hand_over(request, fd)
         if fd is not None:

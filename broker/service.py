@@ -20,14 +20,15 @@ from typing import Any, TypeVar
 import anyio
 import mcp_types as types
 
-from broker import query_logs
+from broker import intel_tool, prompts, query_logs
 from broker.allowlist import Allowlist
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool, WorkerResult
 from broker.errors import ToolError, UnknownName
-from broker.policy import Policy, RateLimit
+from broker.policy import Intel, Policy, RateLimit
 from broker.ratelimit import Rate, RateLimiter
-from workers.protocol import SearchRequest, TailRequest
+from broker.regular_file import open_regular
+from workers.protocol import IntelRequest, SearchRequest, TailRequest
 
 log = logging.getLogger("bastion.service")
 T = TypeVar("T")
@@ -88,9 +89,11 @@ class Bastion:
         try:
             self._admit(client, tool)
             reply = await work(end)
-        except (ToolError, UnknownName) as exc:
-            if isinstance(exc, ToolError):
-                end.update(outcome=exc.outcome, error=exc.message)
+        except ToolError as exc:
+            end.update(outcome=exc.outcome, error=exc.message)
+            raise
+        except UnknownName as exc:
+            end.update(outcome="invalid", error=str(exc))
             raise
         except SandboxUnavailable as exc:
             end.update(outcome="internal_error", error=f"sandbox unavailable: {exc}")
@@ -129,14 +132,16 @@ class Bastion:
     # --- tools ---------------------------------------------------------------
 
     def tools(self) -> list[types.Tool]:
-        return [query_logs.tool(self.policy.limits)]
+        tools = [query_logs.tool(self.policy.limits)]
+        return tools + [intel_tool.tool()] if self.policy.intel is not None else tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None, client: str | None = None) -> types.CallToolResult:
         handlers = {query_logs.NAME: self._query_logs}
+        if self.policy.intel is not None:
+            handlers[intel_tool.NAME] = self._check_ip_reputation
 
         async def work(end: dict[str, Any]) -> types.CallToolResult:
             if name not in handlers:
-                end.update(outcome="invalid", error="unknown tool")
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
             return await handlers[name](arguments, end)
 
@@ -179,6 +184,30 @@ class Bastion:
                 _record(end, result)
         return result
 
+    async def _check_ip_reputation(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
+        intel = self.policy.intel
+        assert intel is not None  # the tool is only offered when [intel] is configured
+        args = intel_tool.parse(arguments, intel)
+        end["address"] = args.address.canonical
+        fds, enrich, notes = _open_intel(intel)
+        request = IntelRequest(packed=intel_tool.packed(args.address), include_history=args.include_history,
+                               max_matches=intel_tool.MAX_MATCHES, enrich=enrich)
+        try:
+            result = await self._run("intel", request, fds, end)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if result.failure is not None and result.failure.code == "bad_database":
+            raise ToolError("the threat-intel database is damaged; an operator must recompile it (bastion intel compile)", "internal_error")
+        _raise_for(result)
+        if result.intel is None:
+            raise ToolError(WORKER_FAILED, "worker_crashed")
+        reply = intel_tool.result(args, result.intel, intel, notes)
+        assert reply.structured_content is not None
+        end.update(outcome="ok", verdict=reply.structured_content["verdict"], matches=len(reply.structured_content["matches"]),
+                   result_preview=_preview(reply.content[0].text if isinstance(reply.content[0], types.TextContent) else ""))
+        return reply
+
     @asynccontextmanager
     async def _slot(self, max_queue: int) -> AsyncIterator[None]:
         """One of max_workers slots; wait in a bounded queue, else refuse as busy."""
@@ -193,6 +222,38 @@ class Bastion:
             yield
         finally:
             self._slots.release()
+
+    # --- prompts -------------------------------------------------------------
+
+    def prompts(self) -> list[types.Prompt]:
+        return prompts.listing()
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None, client: str | None = None) -> types.GetPromptResult:
+        """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
+
+        async def work(end: dict[str, Any]) -> types.GetPromptResult:
+            description, args = prompts.parse(name, arguments)
+            intel = self.policy.intel is not None
+            if name == "analyze_incident":
+                text = prompts.analyze_incident(prompts.check_incident_id(args["incident_id"]), intel)
+            else:
+                since = prompts.check_since(args["since"]) if "since" in args else None
+                text = prompts.triage_auth_failures(self._auth_log(args.get("log_path")), since, intel)
+            end["outcome"] = "ok"
+            return types.GetPromptResult(description=description, messages=prompts.message(text))
+
+        return await self._audited("prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work)
+
+    def _auth_log(self, value: object) -> str:
+        if value is not None:
+            path, fd = self.allowlist.open(value)
+            os.close(fd)
+            return path
+        logs = [entry.path for entry in self.allowlist.logs()]
+        auth = [path for path in logs if os.path.basename(path).startswith("auth")]
+        if not logs:
+            raise ToolError("no allowlisted log exists right now")
+        return (auth or logs)[0]
 
     # --- resources -----------------------------------------------------------
 
@@ -231,6 +292,28 @@ class Bastion:
         return "".join(result.text)
 
 
+def _open_intel(intel: Intel) -> tuple[list[int], list[str], list[str]]:
+    """Descriptors for an intel worker: the compiled database, then the enrichment databases
+    that exist. A missing database is the operator's to fix; the client gets a clean error."""
+    try:
+        fds = [open_regular(intel.database)]
+    except OSError as exc:
+        log.error("cannot open the intel database %s: %s", intel.database, exc.strerror)
+        raise ToolError("threat intelligence is not available: the feed database has not been compiled "
+                        "(an operator must run `bastion intel compile`)", "internal_error") from None
+    enrich, notes = [], []
+    for kind, path in (("asn", intel.asn_mmdb), ("country", intel.country_mmdb)):
+        if not path:
+            continue
+        try:
+            fds.append(open_regular(path))
+            enrich.append(kind)
+        except OSError as exc:
+            log.warning("cannot open the %s database %s: %s", kind, path, exc.strerror)
+            notes.append(f"{kind} enrichment unavailable (its database cannot be opened)")
+    return fds, enrich, notes
+
+
 def _record(end: dict[str, Any], result: WorkerResult) -> None:
     end.update(
         outcome=result.outcome,
@@ -243,7 +326,7 @@ def _record(end: dict[str, Any], result: WorkerResult) -> None:
     if result.detail:
         end["detail"] = result.detail
     if result.failure is not None:
-        end["error"] = f"{result.failure.code}: {result.failure.message}"
+        end["worker_error"] = f"{result.failure.code}: {result.failure.message}"
         if result.failure.code == "engine_killed":
             end["signal"] = result.failure.message  # the engine's death, reported by the worker
 

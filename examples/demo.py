@@ -18,6 +18,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 POLICY = HERE / "policy.toml"
 LOGS = HERE / "logs"
 BASTION = Path(sys.executable).with_name("bastion")
@@ -65,7 +66,28 @@ async def show_refusals(client: Client) -> None:
         print(f"  {arguments}\n    -> {result.content[0].text}")
 
 
+def compile_intel() -> None:
+    heading("bastion intel compile: the sample feeds -> var/intel.db")
+    done = subprocess.run([str(BASTION), "intel", "compile", "--policy", str(POLICY)], capture_output=True, text=True, timeout=300)
+    for line in (done.stdout + done.stderr).splitlines():
+        print(f"  {line}"[:WIDTH])
+    if done.returncode != 0:
+        raise SystemExit("intel compile failed")
+
+
+async def check_attackers(client: Client) -> None:
+    """The brute-force sources found above, confirmed (or not) by the sample feeds."""
+    from generate_logs import BRUTE_FORCE_IPS
+
+    for address in (*BRUTE_FORCE_IPS[:5], "10.0.1.6"):
+        heading(f"check_ip_reputation: {address}")
+        result = await client.call_tool("check_ip_reputation", {"ip_address": address, "include_history": True})
+        for line in result.content[0].text.splitlines():
+            print(textwrap.fill(line, WIDTH, initial_indent="  ", subsequent_indent="      "))
+
+
 async def main() -> None:
+    compile_intel()
     params = StdioServerParameters(command=str(BASTION), args=["serve", "--policy", str(POLICY)], env={"PATH": os.environ.get("PATH", "")})
     async with Client(params, read_timeout_seconds=30) as client:
         heading("Tools")
@@ -80,6 +102,7 @@ async def main() -> None:
         contents = (await client.read_resource(resources[0].uri)).contents[0]
         for line in contents.text.splitlines()[-6:]:
             print(textwrap.shorten(f"  {line}", WIDTH, placeholder=" …"))
+        await check_attackers(client)
         await show_refusals(client)
     audit = (HERE / ".." / "var" / "audit.jsonl").resolve()
     heading("Audit")

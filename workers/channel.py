@@ -9,7 +9,7 @@ import msgspec
 
 from workers.protocol import FrameReader, ProtocolError, encode_frame, to_worker_reader
 
-MAX_FDS = 1
+MAX_FDS = 3  # an intel request: the database and two enrichment databases
 
 
 class Channel:
@@ -29,14 +29,16 @@ class Channel:
         """Block until one whole message has arrived; return it with any passed fds."""
         fds: list[int] = []
         while True:
-            data, new_fds, _flags, _addr = socket.recv_fds(self._sock, 65536, MAX_FDS)
+            data, new_fds, flags, _addr = socket.recv_fds(self._sock, 65536, MAX_FDS)
             for fd in new_fds:
                 os.set_inheritable(fd, False)
             fds.extend(new_fds)
+            if flags & socket.MSG_CTRUNC:
+                raise ProtocolError("more descriptors than a request may carry")
             if not data:
                 raise ProtocolError("broker closed the channel")
             messages = self._reader.feed(data)
             if len(messages) > 1 or len(fds) > MAX_FDS:
-                raise ProtocolError("more than one message or descriptor at once")
+                raise ProtocolError("more than one message, or too many descriptors, at once")
             if messages:
                 return messages[0], fds

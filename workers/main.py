@@ -23,6 +23,7 @@ from workers.channel import Channel
 from workers.protocol import (
     PROTOCOL_VERSION,
     Failed,
+    IntelRequest,
     ProtocolError,
     Ready,
     RunRequest,
@@ -46,6 +47,8 @@ def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Plan:
     plan = plan_from_wire(setup.plan)
     if plan.kind != setup.kind:
         raise ProtocolError("the plan is for another worker kind")
+    if plan.kind == "intel":
+        import workers.intel  # noqa: F401 - its C extension must load before the root is emptied
     layers = confine(plan, channel_fd, broker_pid)
     channel.send(Ready(version=PROTOCOL_VERSION, layers=layers))
     return plan
@@ -96,6 +99,11 @@ def _serve(channel: Channel, plan: Plan) -> None:
         return
     if isinstance(request, RunRequest) and plan.allow_run:
         _run(request, fds)
+    if plan.kind == "intel" and isinstance(request, IntelRequest):
+        from workers.intel import lookup  # already imported before confinement
+
+        lookup(request, fds, channel.send)
+        return
     if len(fds) != 1:
         raise ProtocolError("a request must carry exactly one descriptor")
     if plan.kind == "grep" and isinstance(request, SearchRequest) and plan.executables:

@@ -21,7 +21,8 @@ HEADER = struct.Struct(">I")
 
 # Failure codes a worker may report; anything else is a protocol violation.
 # engine_killed: the program the worker ran died of a signal (named in message).
-FailureCode = Literal["bad_request", "bad_pattern", "engine_error", "engine_killed", "io_error", "too_large"]
+# bad_database: the intel database handed over is missing pieces, corrupt or of another format.
+FailureCode = Literal["bad_request", "bad_pattern", "bad_database", "engine_error", "engine_killed", "io_error", "too_large"]
 
 
 class ProtocolError(Exception):
@@ -65,7 +66,18 @@ class RunRequest(msgspec.Struct, tag="run", forbid_unknown_fields=True):
     python: str = ""
 
 
-ToWorker = Union[Setup, SearchRequest, TailRequest, RunRequest]
+class IntelRequest(msgspec.Struct, tag="intel", forbid_unknown_fields=True):
+    """Look one validated address up in the compiled intel database (the first
+    descriptor); the next descriptors are the enrichment databases named in
+    `enrich`, in that order."""
+
+    packed: Annotated[bytes, msgspec.Meta(min_length=4, max_length=16)]  # 4 or 16 bytes, network order
+    include_history: bool
+    max_matches: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    enrich: list[Literal["asn", "country"]] = msgspec.field(default_factory=list)
+
+
+ToWorker = Union[Setup, SearchRequest, TailRequest, RunRequest, IntelRequest]
 
 # --- worker -> broker -------------------------------------------------------
 
@@ -114,7 +126,45 @@ class Failed(msgspec.Struct, tag="failed", forbid_unknown_fields=True):
     message: str
 
 
-FromWorker = Union[Ready, SetupFailed, Lines, Text, Done, Failed]
+class FeedInfo(msgspec.Struct, forbid_unknown_fields=True):
+    """One compiled feed, as recorded by `bastion intel compile`."""
+
+    name: str
+    category: str
+    confidence: int
+    source: str
+    sha256: str
+    entries: int
+    malformed: int
+    source_mtime: str  # ISO 8601 UTC: when the feed file was last written (its age)
+
+
+class IntelMatch(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    feed: Annotated[int, msgspec.Meta(ge=0)]  # index into IntelReport.feeds
+    prefix: str
+    first_seen: int  # unix seconds: first compile that saw this entry
+    last_seen: int   # unix seconds: last compile that saw it
+    active: bool     # False: delisted since (history only)
+
+
+class Enrichment(msgspec.Struct, forbid_unknown_fields=True):
+    asn: int | None = None
+    organization: str | None = None
+    country: str | None = None       # ISO 3166-1 alpha-2
+    country_name: str | None = None
+
+
+class IntelReport(msgspec.Struct, tag="intel_report", forbid_unknown_fields=True):
+    """The result of one intel lookup (followed by Done)."""
+
+    compiled_at: str
+    feeds: list[FeedInfo]
+    matches: list[IntelMatch]
+    enrichment: Enrichment
+    notes: list[str] = msgspec.field(default_factory=list)  # e.g. an enrichment database that could not be read
+
+
+FromWorker = Union[Ready, SetupFailed, Lines, Text, IntelReport, Done, Failed]
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -14,17 +14,17 @@ from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.plan import Plan, build_plan
 from broker.sandbox.profile import load_profile
 
-WORKER_KINDS = ("grep", "resource")
+WORKER_KINDS = ("grep", "resource", "intel")
 
 
 def cgroup_host() -> CgroupHost:
     return cgroup.detect(f"bastion-{os.getpid()}")
 
 
-def plans_for(settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None = None) -> dict[str, Plan]:
+def plans_for(settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None = None, kinds: tuple[str, ...] = WORKER_KINDS) -> dict[str, Plan]:
     return {
         kind: build_plan(load_profile(kind, profiles_dir), settings.worker_user, list(settings.best_effort), cgroups)
-        for kind in WORKER_KINDS
+        for kind in kinds
     }
 
 

@@ -2,8 +2,8 @@
 
 `bastion sandbox run --python FILE` exec()s the payload in the worker itself
 after every layer, under the grep profile (which may read, exec and fork)
-and under the resource profile (no openat, execve, clone or kill at all, so
-most attempts die of SIGSYS there). A positive control checks that the
+and under the resource and intel profiles (no openat, execve, clone or kill
+at all, so most attempts die of SIGSYS there). A positive control checks that the
 handed-over descriptor still reads correctly: a sandbox that broke
 everything would pass every other case.
 """
@@ -22,7 +22,7 @@ BLOCKED = frozenset({"blocked"})
 SIGSYS = frozenset({"SIGSYS"})
 OK = frozenset({"ok"})
 
-# payload file -> (expected under grep, expected under resource); None: not run under that profile.
+# payload file -> (expected under grep, under resource and intel); None: not run under that profile.
 PAYLOADS: dict[str, tuple[frozenset[str] | None, frozenset[str] | None]] = {
     "py_open_passwd.py": (BLOCKED, SIGSYS),
     "py_listdir_root.py": (BLOCKED, SIGSYS),
@@ -43,7 +43,8 @@ HANDS_A_FILE = {"py_write_handed.py", "py_read_handed.py"}
 def _attempts() -> list[Attempt]:
     found = []
     for payload, per_profile in PAYLOADS.items():
-        for profile, expected in zip(("grep", "resource"), per_profile):
+        grep, no_open = per_profile
+        for profile, expected in (("grep", grep), ("resource", no_open), ("intel", no_open)):
             if expected is None:
                 continue
             name = payload.removeprefix("py_").removesuffix(".py").replace("_", "-")
