@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import stat
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from broker.errors import ToolError
 from broker.policy import GLOB_CHARS, LogEntry, Policy
+from workers.protocol import MAX_SEARCH_FILES
 
 MAX_PATH_BYTES = 4096
 NOT_ALLOWED = "log_path is not an allowlisted log (see the resources list for valid paths)"
@@ -72,6 +74,49 @@ def _resolve_glob_prefix(pattern: str) -> str:
     return os.path.join(os.path.realpath(prefix), *parts[first_glob:])
 
 
+@dataclass(frozen=True)
+class OpenedLog:
+    path: str
+    fd: int
+    gzip: bool
+    mtime: float
+
+
+@dataclass(frozen=True)
+class SearchTarget:
+    log_path: str  # as the client named it
+    files: list[OpenedLog]
+
+    def close(self) -> None:
+        for log in self.files:
+            os.close(log.fd)
+
+
+ROTATION = re.compile(r"\.([1-9][0-9]{0,3})(\.gz)?")
+
+
+def _is_rotation_of(base: str, real: str) -> bool:
+    return real.startswith(base) and ROTATION.fullmatch(real[len(base):]) is not None
+
+
+def _rotations_of(path: str, limit: int) -> list[str]:
+    """path.N and path.N.gz that exist, oldest (highest N) first, at most `limit` of the newest."""
+    found = []
+    for candidate in glob.glob(glob.escape(path) + ".*"):
+        match = ROTATION.fullmatch(candidate[len(path):])
+        if match and os.path.isfile(candidate):
+            found.append((int(match.group(1)), candidate))
+    found.sort()
+    return [name for _, name in reversed(found[:limit])]
+
+
+def _mtime_then_name(path: str) -> tuple[float, str]:
+    try:
+        return os.stat(path).st_mtime, path
+    except OSError:
+        return 0.0, path
+
+
 class Allowlist:
     """The policy's [[logs]] entries, with their resolved forms cached."""
 
@@ -85,6 +130,8 @@ class Allowlist:
                 return entry
             if not entry.is_glob and entry.path == path:
                 return entry
+            if not entry.is_glob and entry.rotations and _is_rotation_of(entry.path, path):
+                return entry
         return None
 
     def _resolved_allowed(self, real: str) -> bool:
@@ -94,7 +141,36 @@ class Allowlist:
                 return True
             if not entry.is_glob and os.path.realpath(entry.path) == real:
                 return True
+            if not entry.is_glob and entry.rotations and _is_rotation_of(os.path.realpath(entry.path), real):
+                return True
         return False
+
+    def open_search(self, value: object) -> SearchTarget:
+        """The file(s) one search covers, opened: a file; a file and its rotations
+        (oldest first, the live file last); or every file a glob entry matches (oldest first)."""
+        path = check_path_text(value)
+        entry = self._entry_for(path)
+        if entry is not None and entry.is_glob and entry.path == path:
+            names = sorted(glob.glob(path), key=_mtime_then_name)[: min(self._max_glob_files, MAX_SEARCH_FILES)]
+            return self._open_all(path, [name for name in names if self._usable(name)])
+        if entry is not None and not entry.is_glob and entry.rotations:
+            return self._open_all(path, [*_rotations_of(path, MAX_SEARCH_FILES - 1), path])
+        _, fd = self.open(path)
+        return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)])
+
+    def _open_all(self, shown: str, paths: list[str]) -> SearchTarget:
+        opened: list[OpenedLog] = []
+        try:
+            for path in paths:
+                _, fd = self.open(path)
+                opened.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
+        except BaseException:
+            for log in opened:
+                os.close(log.fd)
+            raise
+        if not opened:
+            raise ToolError("log_path is allowlisted but no file of it exists right now")
+        return SearchTarget(shown, opened)
 
     def logs(self) -> list[AllowedLog]:
         """Every currently existing allowlisted file (globs expanded, bounded)."""

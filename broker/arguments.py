@@ -42,3 +42,9 @@ def check_string(value: object, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ToolError(f"{name} must be a non-empty string")
     return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    if type(value) is not bool:
+        raise ToolError(f"{name} must be true or false")
+    return value

@@ -75,6 +75,8 @@ class WorkerResult:
     more: bool = False
     failure: Failed | None = None
     intel: IntelReport | None = None
+    counts: list[int] | None = None
+    notes: list[str] = field(default_factory=list)
     detail: str = ""
     bytes_received: int = 0
     exit_code: int | None = None
@@ -190,6 +192,7 @@ class Worker:
                 result.intel = message
             elif isinstance(message, Done):
                 result.outcome, result.more = "ok", message.more
+                result.counts, result.notes = message.counts, message.notes
                 return True
             elif isinstance(message, Failed):
                 result.outcome, result.failure = "failed", message

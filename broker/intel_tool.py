@@ -16,7 +16,7 @@ from typing import Any
 
 import mcp_types as types
 
-from broker.arguments import check_names
+from broker.arguments import check_bool, check_names
 from broker.errors import ToolError
 from broker.ip_check import AddressRefused, CheckedAddress, check_address, parse_networks
 from broker.policy import Intel
@@ -122,9 +122,7 @@ def tool() -> types.Tool:
 
 def parse(arguments: object, intel: Intel) -> IntelArgs:
     args = check_names(arguments, ARGUMENTS, REQUIRED)
-    history = args.get("include_history", False)
-    if type(history) is not bool:
-        raise ToolError("include_history must be true or false")
+    history = check_bool(args.get("include_history", False), "include_history")
     try:
         address = check_address(args["ip_address"], parse_networks(intel.refuse, "intel.refuse"))
     except AddressRefused as exc:

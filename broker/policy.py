@@ -28,6 +28,8 @@ class PolicyError(Exception):
 class LogEntry(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     description: str = ""
+    # Also search path.1, path.2.gz ... (logrotate's names) as one log, oldest first.
+    rotations: bool = False
 
     @property
     def is_glob(self) -> bool:
@@ -42,6 +44,8 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     max_line_bytes: Annotated[int, Meta(ge=64, le=1 << 20)] = 4096
     resource_bytes: Annotated[int, Meta(ge=1024, le=64 << 20)] = 1 << 20
     max_glob_files: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    max_context: Annotated[int, Meta(ge=0, le=100)] = 10           # query_logs' context lines, each side
+    max_decompressed_bytes: Annotated[int, Meta(ge=1 << 20, le=1 << 40)] = 1 << 30  # per call, over all .gz files
     # Calls that may wait for a worker slot once max_workers are busy; beyond: "busy".
     max_queue: Annotated[int, Meta(ge=0, le=10_000)] = 32
 
@@ -156,6 +160,8 @@ def _check_logs(policy: Policy, base: Path) -> None:
         entry.path = _resolve(base, entry.path, key)
         if "**" in entry.path:
             raise PolicyError(f"{key}: '**' is not supported; list each directory level")
+        if entry.rotations and entry.is_glob:
+            raise PolicyError(f"logs[{index}].rotations: only for a single file, not a glob")
 
 
 def _check_intel(intel: Intel, base: Path) -> None:

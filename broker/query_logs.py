@@ -7,29 +7,39 @@ the client sees, within the output cap.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
 
-from broker.arguments import check_int, check_names, check_string
+from broker.arguments import check_bool, check_int, check_names, check_string
 from broker.ere import PatternError, check_ere
 from broker.errors import ToolError
 from broker.policy import Limits
+from broker.time_window import WindowError, parse_window
 from workers.protocol import Line
 
 NAME = "query_logs"
-ARGUMENTS = {"log_path", "pattern", "max_lines"}
+ARGUMENTS = {"log_path", "pattern", "max_lines", "since", "until", "context", "ignore_case", "count_only", "order"}
 REQUIRED = {"log_path", "pattern"}
 DEFAULT_MAX_LINES = 100
 TRUNCATION_REASONS = ["max_lines", "max_output_bytes"]
+ORDERS = ["oldest_first", "newest_first"]
+TIME_HELP = "ISO 8601 (2026-11-24, 2026-11-24T08:00:00Z, ...+01:00; no zone = UTC) or relative to now (-30m, -2h, -7d, -2w), or 'now'."
 
 
 @dataclass(frozen=True)
 class QueryArgs:
-    log_path: object  # checked by the allowlist when it opens the file
+    log_path: object  # checked by the allowlist when it opens the file(s)
     pattern: str
     max_lines: int
+    since: float | None = None
+    until: float | None = None
+    context: int = 0
+    ignore_case: bool = False
+    count_only: bool = False
+    newest_first: bool = False
 
 
 def input_schema(limits: Limits) -> dict[str, Any]:
@@ -38,7 +48,9 @@ def input_schema(limits: Limits) -> dict[str, Any]:
         "properties": {
             "log_path": {
                 "type": "string",
-                "description": "Absolute path of an allowlisted log, exactly as listed in resources/list.",
+                "description": "Absolute path of an allowlisted log, exactly as listed in resources/list; a log with "
+                "rotations covers its rotated files too (auth.log.1, auth.log.2.gz ...); an allowlisted glob "
+                "(e.g. /var/log/nginx/*.log) covers every file it matches.",
                 "maxLength": 4096,
             },
             "pattern": {
@@ -55,6 +67,18 @@ def input_schema(limits: Limits) -> dict[str, Any]:
                 "maximum": limits.max_lines,
                 "default": min(DEFAULT_MAX_LINES, limits.max_lines),
             },
+            "since": {"type": "string", "maxLength": 40, "description": "Only lines at or after this time. " + TIME_HELP},
+            "until": {"type": "string", "maxLength": 40, "description": "Only lines at or before this time. " + TIME_HELP},
+            "context": {
+                "type": "integer", "minimum": 0, "maximum": limits.max_context, "default": 0,
+                "description": "Lines of context before and after each match (marked context=true).",
+            },
+            "ignore_case": {"type": "boolean", "default": False, "description": "Match letters case-insensitively (ASCII)."},
+            "count_only": {"type": "boolean", "default": False, "description": "Return the number of matching lines per file, no lines."},
+            "order": {
+                "type": "string", "enum": ORDERS, "default": "oldest_first",
+                "description": "oldest_first: the first matches in time order; newest_first: the most recent matches, newest first.",
+            },
         },
         "required": sorted(REQUIRED),
         "additionalProperties": False,
@@ -69,15 +93,31 @@ OUTPUT_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"line_no": {"type": "integer", "minimum": 1}, "text": {"type": "string"}},
-                "required": ["line_no", "text"],
+                "properties": {
+                    "file": {"type": "string"},
+                    "line_no": {"type": "integer", "minimum": 1},
+                    "text": {"type": "string"},
+                    "context": {"type": "boolean"},
+                },
+                "required": ["file", "line_no", "text", "context"],
                 "additionalProperties": False,
             },
         },
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "compressed": {"type": "boolean"}, "matches": {"type": ["integer", "null"]}},
+                "required": ["path", "compressed", "matches"],
+                "additionalProperties": False,
+            },
+        },
+        "total_matches": {"type": ["integer", "null"]},
         "truncated": {"type": "boolean"},
         "truncated_reason": {"type": ["string", "null"], "enum": [*TRUNCATION_REASONS, None]},
+        "notes": {"type": "array", "items": {"type": "string"}},
     },
-    "required": ["log_path", "lines", "truncated", "truncated_reason"],
+    "required": ["log_path", "lines", "files", "total_matches", "truncated", "truncated_reason", "notes"],
     "additionalProperties": False,
 }
 
@@ -95,7 +135,7 @@ def tool(limits: Limits) -> types.Tool:
     )
 
 
-def parse(arguments: object, limits: Limits) -> QueryArgs:
+def parse(arguments: object, limits: Limits, now: float | None = None) -> QueryArgs:
     args = check_names(arguments, ARGUMENTS, REQUIRED)
     pattern = check_string(args["pattern"], "pattern")
     try:
@@ -103,7 +143,22 @@ def parse(arguments: object, limits: Limits) -> QueryArgs:
     except PatternError as exc:
         raise ToolError(f"invalid pattern: {exc}") from None
     max_lines = check_int(args.get("max_lines", min(DEFAULT_MAX_LINES, limits.max_lines)), "max_lines", 1, limits.max_lines)
-    return QueryArgs(log_path=args["log_path"], pattern=pattern, max_lines=max_lines)
+    try:
+        since, until = parse_window(args.get("since"), args.get("until"), time.time() if now is None else now)
+    except WindowError as exc:
+        raise ToolError(str(exc)) from None
+    order = args.get("order", "oldest_first")
+    if order not in ORDERS:
+        raise ToolError(f"order must be one of: {', '.join(ORDERS)}")
+    count_only = check_bool(args.get("count_only", False), "count_only")
+    context = check_int(args.get("context", 0), "context", 0, limits.max_context)
+    if count_only and context:
+        raise ToolError("context cannot be combined with count_only (no lines are returned)")
+    return QueryArgs(
+        log_path=args["log_path"], pattern=pattern, max_lines=max_lines, since=since, until=until, context=context,
+        ignore_case=check_bool(args.get("ignore_case", False), "ignore_case"), count_only=count_only,
+        newest_first=order == "newest_first",
+    )
 
 
 def cap_lines(lines: list[Line], max_bytes: int) -> tuple[list[Line], bool]:
@@ -116,22 +171,39 @@ def cap_lines(lines: list[Line], max_bytes: int) -> tuple[list[Line], bool]:
     return lines, False
 
 
-def result(log_path: str, lines: list[Line], truncated_reason: str | None) -> types.CallToolResult:
+def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[Line], counts: list[int] | None,
+           truncated_reason: str | None, notes: list[str]) -> types.CallToolResult:
     structured = {
         "log_path": log_path,
-        "lines": [{"line_no": line.line_no, "text": line.text} for line in lines],
+        "lines": [{"file": paths[line.file], "line_no": line.line_no, "text": line.text, "context": line.context} for line in lines],
+        "files": [
+            {"path": path, "compressed": gz, "matches": counts[index] if counts is not None and index < len(counts) else None}
+            for index, (path, gz) in enumerate(zip(paths, compressed))
+        ],
+        "total_matches": sum(counts) if counts is not None else None,
         "truncated": truncated_reason is not None,
         "truncated_reason": truncated_reason,
+        "notes": notes,
     }
     return types.CallToolResult(content=[types.TextContent(type="text", text=_as_text(structured))], structured_content=structured)
 
 
 def _as_text(structured: dict[str, Any]) -> str:
+    if structured["total_matches"] is not None:
+        per_file = "\n".join(f"{f['path']}: {f['matches']}" for f in structured["files"])
+        return f"{structured['total_matches']} matching line(s) in {structured['log_path']}\n{per_file}"
     lines = structured["lines"]
-    head = f"{len(lines)} matching line(s) in {structured['log_path']}"
+    matches = sum(1 for line in lines if not line["context"])
+    head = f"{matches} matching line(s) in {structured['log_path']}"
+    if len(structured["files"]) > 1:
+        head += f" ({len(structured['files'])} files)"
     if structured["truncated_reason"] == "max_lines":
         head += " (stopped at max_lines; more matches exist)"
     elif structured["truncated_reason"] == "max_output_bytes":
         head += " (output cap reached; narrow the pattern)"
-    body = "\n".join(f"{line['line_no']}: {line['text']}" for line in lines)
-    return f"{head}\n{body}" if body else head
+    several = len(structured["files"]) > 1
+    body = "\n".join(
+        (f"{line['file']}:" if several else "") + f"{line['line_no']}{'-' if line['context'] else ':'} {line['text']}" for line in lines
+    )
+    notes = "".join(f"\nnote: {note}" for note in structured["notes"])
+    return (f"{head}\n{body}" if body else head) + notes

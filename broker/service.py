@@ -21,14 +21,14 @@ import anyio
 import mcp_types as types
 
 from broker import intel_tool, prompts, query_logs
-from broker.allowlist import Allowlist
+from broker.allowlist import Allowlist, SearchTarget
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool, WorkerResult
 from broker.errors import ToolError, UnknownName
 from broker.policy import Intel, Policy, RateLimit
 from broker.ratelimit import Rate, RateLimiter
 from broker.regular_file import open_regular
-from workers.protocol import IntelRequest, SearchRequest, TailRequest
+from workers.protocol import IntelRequest, SearchFile, SearchRequest, TailRequest
 
 log = logging.getLogger("bastion.service")
 T = TypeVar("T")
@@ -37,6 +37,7 @@ WORKER_FAILED = "the worker running this call failed; the incident was recorded 
 SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
 BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
 PREVIEW_CHARS = 500  # of the result, redacted, in the end record
+MAX_NOTES = 10  # worker notes (truncated gzip, decompression cap) passed on to the client
 AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
 INTERNAL = "internal error; the details were recorded in the audit log"
 
@@ -47,6 +48,14 @@ def rate_limiter(rules: RateLimit) -> RateLimiter:
         global_rate=Rate(rules.global_calls, rules.global_window_s),
         per_tool={tool: Rate(rule.calls, rule.window_s) for tool, rule in rules.tools.items()},
     )
+
+
+def _name_files(note: str, paths: list[str]) -> str:
+    """The worker says "file #N"; the client should see the path. Bounded: notes come from a worker."""
+    note = "".join(char if char.isprintable() else "?" for char in note[:300])
+    for index, path in enumerate(paths):
+        note = note.replace(f"file #{index}:", f"{os.path.basename(path)}:")
+    return note
 
 
 def _preview(text: str) -> str:
@@ -151,25 +160,41 @@ class Bastion:
             return _error(exc.message)
 
     async def _query_logs(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
-        args = query_logs.parse(arguments, self.policy.limits)
-        path, fd = self.allowlist.open(args.log_path)
         limits = self.policy.limits
-        request = SearchRequest(pattern=args.pattern, max_lines=args.max_lines, max_line_bytes=limits.max_line_bytes)
+        args = query_logs.parse(arguments, limits)
+        target = self.allowlist.open_search(args.log_path)
+        request = SearchRequest(
+            pattern=args.pattern, max_lines=args.max_lines, max_line_bytes=limits.max_line_bytes,
+            files=[SearchFile(gzip=log.gzip, mtime=log.mtime) for log in target.files],
+            ignore_case=args.ignore_case, context=args.context, count_only=args.count_only,
+            newest_first=args.newest_first, since=args.since, until=args.until,
+            max_decompressed_bytes=limits.max_decompressed_bytes,
+        )
+        if args.newest_first:
+            target = SearchTarget(target.log_path, target.files[::-1])
+            request.files.reverse()
         try:
-            result = await self._run("grep", request, fd, end)
-            end["bytes_scanned"] = os.lseek(fd, 0, os.SEEK_CUR)
+            result = await self._run("grep", request, [log.fd for log in target.files], end)
+            end["bytes_scanned"] = sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
         finally:
-            os.close(fd)
+            target.close()
         _raise_for(result)
-        lines, cut = query_logs.cap_lines(result.lines, limits.max_output_bytes)
+        return self._search_reply(target, result, end)
+
+    def _search_reply(self, target: SearchTarget, result: WorkerResult, end: dict[str, Any]) -> types.CallToolResult:
+        paths = [log.path for log in target.files]
+        lines, cut = query_logs.cap_lines([line for line in result.lines if line.file < len(paths)], self.policy.limits.max_output_bytes)
         reason = "max_output_bytes" if result.outcome == "output_capped" or cut else ("max_lines" if result.more else None)
+        notes = [_name_files(note, paths) for note in result.notes[:MAX_NOTES]]
         end.update(
             outcome="ok" if reason != "max_output_bytes" else "output_capped",
+            files=len(paths),
             lines=len(lines),
             truncated_reason=reason,
             result_preview=_preview("\n".join(line.text for line in lines)),
         )
-        return query_logs.result(path, lines, reason)
+        counts = result.counts[: len(paths)] if result.counts is not None else None
+        return query_logs.result(target.log_path, paths, [log.gzip for log in target.files], lines, counts, reason, notes)
 
     async def _run(self, kind: str, request: Any, fd: int, end: dict[str, Any]) -> WorkerResult:
         limits = self.policy.limits

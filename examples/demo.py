@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 
 import anyio
@@ -28,6 +29,18 @@ QUERIES = [
     ("SSH brute force: failed passwords", LOGS / "auth.log", r"Failed password for (invalid user )?[a-z]+ from ", 8),
     ("An accepted login for the account that was being brute-forced", LOGS / "auth.log", r"Accepted password for deploy|COMMAND=/usr/bin/cat /etc/shadow", 5),
     ("Web scanners probing nginx", LOGS / "access.log", r"Nikto|sqlmap|/\.env|wp-login\.php", 6),
+]
+
+
+# Searches over the rotated auth logs (auth.log, .1, .2.gz, .3.gz): newest first, with a time window.
+WINDOWED = [
+    ("The most persistent source, across all four days of rotated logs (newest first)",
+     {"pattern": r"Failed password for .* from 218\.92\.0\.107 port ", "max_lines": 6, "order": "newest_first"}),
+    ("Per-file counts of failed passwords on Nov 22-23 only (time window over rotations, one of them gzip'd)",
+     {"pattern": "Failed password", "count_only": True, "since": "2026-11-22T00:00:00Z", "until": "2026-11-23T23:59:59Z"}),
+    ("The intruder probing the 'deploy' account the day before the break-in, with context",
+     {"pattern": r"Failed password for deploy from 193\.32\.162\.157", "max_lines": 2, "context": 1,
+      "since": "2026-11-23T00:00:00Z", "until": "2026-11-23T23:59:59Z"}),
 ]
 
 
@@ -51,6 +64,24 @@ async def run_queries(client: Client) -> None:
             print("  ERROR:", result.content[0].text)
         else:
             show_lines(result.structured_content)
+
+
+async def run_windowed(client: Client) -> None:
+    for title, arguments in WINDOWED:
+        heading(f"query_logs: {title}")
+        print(f"  log_path=auth.log (+ rotations)  {arguments}")
+        result = await client.call_tool("query_logs", {"log_path": str(LOGS / "auth.log"), **arguments})
+        if result.is_error:
+            print("  ERROR:", result.content[0].text)
+            continue
+        data = result.structured_content
+        if data["total_matches"] is not None:
+            for file in data["files"]:
+                print(f"  {Path(file['path']).name:<16} {file['matches']:>5} matching lines")
+            continue
+        for line in data["lines"]:
+            mark = "-" if line["context"] else ":"
+            print(textwrap.shorten(f"  {Path(line['file']).name}:{line['line_no']}{mark} {line['text']}", WIDTH, placeholder=" …"))
 
 
 async def show_refusals(client: Client) -> None:
@@ -86,7 +117,19 @@ async def check_attackers(client: Client) -> None:
             print(textwrap.fill(line, WIDTH, initial_indent="  ", subsequent_indent="      "))
 
 
+def date_sample_logs() -> None:
+    """RFC 3164 stamps have no year: it comes from each file's modification time. A fresh
+    checkout dates every file today, so give the samples the times logrotate would have left."""
+    day_end = {"": 25, ".1": 24, ".2.gz": 23, ".3.gz": 22}  # auth.log covers Nov 24, .1 Nov 23, ...
+    for path in LOGS.iterdir():
+        suffix = path.name.split(".log", 1)[1] if ".log" in path.name else ""
+        if path.is_file() and suffix in day_end:
+            stamp = datetime(2026, 11, day_end[suffix], tzinfo=timezone.utc).timestamp()
+            os.utime(path, (stamp, stamp))
+
+
 async def main() -> None:
+    date_sample_logs()
     compile_intel()
     params = StdioServerParameters(command=str(BASTION), args=["serve", "--policy", str(POLICY)], env={"PATH": os.environ.get("PATH", "")})
     async with Client(params, read_timeout_seconds=30) as client:
@@ -98,6 +141,7 @@ async def main() -> None:
         for resource in resources:
             print(f"  {resource.uri}  ({resource.description})")
         await run_queries(client)
+        await run_windowed(client)
         heading(f"resources/read: last lines of {resources[0].name}")
         contents = (await client.read_resource(resources[0].uri)).contents[0]
         for line in contents.text.splitlines()[-6:]:

@@ -8,6 +8,30 @@ called ``web-01``:
 * ``syslog``     - systemd units, kernel UFW blocks, cron, dhclient (RFC 3164)
 * ``access.log`` - nginx "combined" access log of a small web shop
 
+and the earlier days as logrotate (daily, ``compress`` + ``delaycompress``)
+leaves them next to the current file: the newest rotation plain, older ones
+gzipped. Each is about half the size of the current day:
+
+* ``auth.log.1`` (2026-11-23), ``auth.log.2.gz`` (11-22), ``auth.log.3.gz`` (11-21)
+* ``access.log.1`` (2026-11-23), ``access.log.2.gz`` (11-22)
+
+The same attackers show up on earlier days (``HISTORY``; ``rotated_attackers()``
+says who is in which file), so a search across rotations finds them more than
+once; nobody gets in before 2026-11-24.
+
+Two more directories hold test material, not part of the demo's story:
+
+* ``newyear/auth.log.1`` (2026-12-31 18:00-23:59) and ``newyear/auth.log``
+  (2027-01-01 00:00-05:59): RFC 3164 stamps carry no year, so a reader has to
+  infer it across New Year. One 12-hour log split at midnight: a session
+  opened on Dec 31 is closed on Jan 1.
+* ``broken/truncated.log.gz``: a valid gzip stream (``auth.log.3.gz``) cut in
+  half; decompressing it fully must fail with EOFError / zlib.error.
+* ``broken/bomb.log.gz``: a gzip bomb, about 1.2 MB that inflates to over
+  1 GiB of one repeated access-log line, for tests of decompression limits.
+  DEFLATE cannot compress better than about 1032:1, so a smaller file cannot
+  hold 1 GiB. Never decompress it without a limit.
+
 Everything here is synthetic: each line is generated from a seeded PRNG and
 none of it was recorded on a real system. The attacker addresses are real
 public addresses picked so that address-based lookups have something
@@ -17,10 +41,12 @@ Mixed into the normal traffic are the attack traces the demo searches for:
 SSH brute force from ``BRUTE_FORCE_IPS``, one successful password login
 (``COMPROMISED_LOGIN``) followed by sudo misuse, web scanners from
 ``SCANNER_IPS``, and a few deliberately hostile lines (an ANSI escape, invalid
-UTF-8, a NUL byte, a 10,000-character request) for the output sanitizer.
+UTF-8, a NUL byte, a 10,000-character request) for the output sanitizer; the
+hostile lines are only in the current day's files.
 
-The same seed always yields byte-identical files, so the output is committed
-and ``tests/test_sample_logs.py`` checks that it stays in sync.
+The same seed always yields byte-identical files (gzip members carry no name
+and mtime 0), so the output is committed and ``tests/test_sample_logs.py``
+checks that it stays in sync. Writing the bomb takes a few seconds.
 
 Usage: python examples/generate_logs.py [--out DIR] [--seed N] [--lines N]
 """
@@ -29,13 +55,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
+import io
 import ipaddress
 import os
 import random
+import struct
 import sys
 import tempfile
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -127,18 +157,19 @@ def stream(seed: int, name: str) -> random.Random:
     return random.Random(f"{seed}:{name}")  # str seeds hash with SHA-512: stable
 
 
-def wallclock(t: float) -> datetime:
-    return START + timedelta(seconds=int(t))
+def wallclock(t: float, origin: datetime = START) -> datetime:
+    """Event times are seconds after an origin: START for today's files."""
+    return origin + timedelta(seconds=int(t))
 
 
-def rfc3164(t: float) -> str:
+def rfc3164(t: float, origin: datetime = START) -> str:
     # Month names are spelled out so the output never depends on the locale.
-    d = wallclock(t)
+    d = wallclock(t, origin)
     return f"{_MONTHS[d.month - 1]} {d.day:>2} {d:%H:%M:%S}"
 
 
-def clf_time(t: float) -> str:
-    d = wallclock(t)
+def clf_time(t: float, origin: datetime = START) -> str:
+    d = wallclock(t, origin)
     return f"{d.day:02d}/{_MONTHS[d.month - 1]}/{d.year}:{d:%H:%M:%S} +0000"
 
 
@@ -186,17 +217,23 @@ def public_ipv4(rng: random.Random) -> str:
 class Log:
     """Collects timestamped lines; sorting on render keeps timestamps monotonic."""
 
+    origin: datetime = START  # wall-clock time of t = 0
     events: list[tuple[float, int, bytes]] = field(default_factory=list)
 
     def add(self, t: float, line: bytes) -> None:
         self.events.append((t, len(self.events), line))
 
     def syslog(self, t: float, tag: str, msg: str | bytes) -> None:
-        self.add(t, f"{rfc3164(t)} {HOST} {tag}: ".encode() + to_bytes(msg))
+        self.add(t, f"{rfc3164(t, self.origin)} {HOST} {tag}: ".encode() + to_bytes(msg))
 
-    def render(self) -> bytes:
+    def request(self, t: float, ip: str, request: str | bytes, status: int, size: int,
+                referer: str, ua: str | bytes) -> None:
+        self.add(t, access_line(t, ip, request, status, size, referer, ua, self.origin))
+
+    def render(self, lo: float = float("-inf"), hi: float = float("inf")) -> bytes:
+        """The lines of events in [lo, hi), in time order."""
         # The insertion counter breaks ties, so lines of one episode keep their order.
-        return b"".join(line + b"\n" for _, _, line in sorted(self.events))
+        return b"".join(line + b"\n" for t, _, line in sorted(self.events) if lo <= t < hi)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -314,35 +351,37 @@ def plan_cron(rng: random.Random) -> list[CronRun]:
     return sorted(runs, key=lambda r: r.t)
 
 
-def ansible_command(rng: random.Random, t: float) -> str:
+def ansible_command(rng: random.Random, t: float, origin: datetime = START) -> str:
     token = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=32))
-    stamp = f"{START.timestamp() + t:.2f}"
+    stamp = f"{origin.timestamp() + t:.2f}"
     tmp = f"ansible-tmp-{stamp}-{rng.randint(20000, 99999)}-{rng.randint(10**13, 10**14)}"
     module = rng.choice(ANSIBLE_MODULES)
     return (f"/bin/sh -c echo BECOME-SUCCESS-{token} ; /usr/bin/python3 "
             f"/home/ops/.ansible/tmp/{tmp}/AnsiballZ_{module}.py")
 
 
-def draw_commands(rng: random.Random, p: Profile, start: float, end: float) -> list[Sudo]:
+def draw_commands(rng: random.Random, p: Profile, start: float, end: float,
+                  origin: datetime = START) -> list[Sudo]:
     if not p.commands:
         return []
     low = 1 if not p.interactive else 0  # automation always escalates
     times = sorted(rng.uniform(start + 2, end - 3) for _ in range(rng.randint(low, p.max_sudo)))
     commands = []
     for t in times:
-        text = ansible_command(rng, t) if p.commands == ("ansible",) else rng.choice(p.commands)
+        text = ansible_command(rng, t, origin) if p.commands == ("ansible",) \
+            else rng.choice(p.commands)
         commands.append(Sudo(t, text, rng.uniform(0.05, 1.5)))
     return commands
 
 
-def draw_session(rng: random.Random) -> Session:
+def draw_session(rng: random.Random, origin: datetime = START) -> Session:
     p = rng.choices(PROFILES, weights=[x.weight for x in PROFILES])[0]
     start = min(hour_weighted(rng, p.hours), SPAN - 600)
     end = min(start + rng.uniform(*p.minutes) * 60, SPAN - 2)
     return Session(
         user=p.user, ip=rng.choice(p.ips), port=ephemeral_port(rng), start=start,
         end=end, interactive=p.interactive, key=fingerprint(p.user, p.key),
-        pwd=p.pwd, commands=draw_commands(rng, p, start, end),
+        pwd=p.pwd, commands=draw_commands(rng, p, start, end, origin),
     )
 
 
@@ -350,11 +389,11 @@ def session_lines(s: Session) -> int:
     return 3 + 3 * len(s.commands) + 5  # open, sudo triples, close (see add_session)
 
 
-def plan_sessions(rng: random.Random, budget: int) -> list[Session]:
+def plan_sessions(rng: random.Random, budget: int, origin: datetime = START) -> list[Session]:
     sessions: list[Session] = []
     used = 0
     while used < budget:
-        s = draw_session(rng)
+        s = draw_session(rng, origin)
         sessions.append(s)
         used += session_lines(s)
     return sessions
@@ -367,10 +406,11 @@ def intruder_session() -> Session:
                    end=start + 42 * 60 + 23, interactive=True, pwd="/home/deploy")
 
 
-def assign_ids(rng: random.Random, sessions: list[Session]) -> None:
+def assign_ids(rng: random.Random, sessions: list[Session],
+               first_id: int = FIRST_SESSION_ID) -> None:
     """Give session ids, PIDs and terminals in start order, as the host would."""
     busy: dict[int, float] = {}  # pts number -> end of the session holding it
-    for sid, s in enumerate(sorted(sessions, key=lambda x: x.start), FIRST_SESSION_ID):
+    for sid, s in enumerate(sorted(sessions, key=lambda x: x.start), first_id):
         s.sid = sid
         s.pid = pid_at(rng, s.start)
         if s.interactive:
@@ -801,8 +841,8 @@ class Visitor(NamedTuple):
 
 
 def access_line(t: float, ip: str, request: str | bytes, status: int, size: int,
-                referer: str, ua: str | bytes) -> bytes:
-    return (f'{ip} - - [{clf_time(t)}] "'.encode() + to_bytes(request)
+                referer: str, ua: str | bytes, origin: datetime = START) -> bytes:
+    return (f'{ip} - - [{clf_time(t, origin)}] "'.encode() + to_bytes(request)
             + f'" {status} {size} "{referer}" "'.encode() + to_bytes(ua) + b'"')
 
 
@@ -848,10 +888,10 @@ def add_assets(log: Log, rng: random.Random, t: float, v: Visitor, page_url: str
     for path, size in ASSETS:
         t += rng.uniform(0.03, 0.25)
         status, body = (304, 0) if cached else (200, size)
-        log.add(t, access_line(t, v.ip, f"GET {path} HTTP/2.0", status, body, page_url, v.ua))
+        log.request(t, v.ip, f"GET {path} HTTP/2.0", status, body, page_url, v.ua)
     icon, status, size = ("/apple-touch-icon.png", 404, NGINX_404) if v.apple_mobile \
         else ("/favicon.ico", 200, 4286)
-    log.add(t + 0.3, access_line(t + 0.3, v.ip, f"GET {icon} HTTP/2.0", status, size, "-", v.ua))
+    log.request(t + 0.3, v.ip, f"GET {icon} HTTP/2.0", status, size, "-", v.ua)
 
 
 def add_visit(log: Log, rng: random.Random, visitors: list[Visitor]) -> None:
@@ -863,13 +903,13 @@ def add_visit(log: Log, rng: random.Random, visitors: list[Visitor]) -> None:
         if t >= SPAN - 5:
             break
         path, status, size = pick_page(rng)
-        log.add(t, access_line(t, v.ip, f"GET {path} HTTP/2.0", status, size, referer, v.ua))
+        log.request(t, v.ip, f"GET {path} HTTP/2.0", status, size, referer, v.ua)
         url = f"{SITE}{path}"
         if n == 0:
             add_assets(log, rng, t, v, url, returning)
         for method, extra, st, sz in page_extras(rng, path):
             te = t + rng.uniform(0.4, 1.6)
-            log.add(te, access_line(te, v.ip, f"{method} {extra} HTTP/2.0", st, sz, url, v.ua))
+            log.request(te, v.ip, f"{method} {extra} HTTP/2.0", st, sz, url, v.ua)
         referer = url
         t += rng.uniform(8, 140)
 
@@ -878,21 +918,21 @@ def add_bot_visit(log: Log, rng: random.Random) -> None:
     prefix, ua = rng.choice(BOTS)
     ip = f"{prefix}{rng.randint(2, 220)}"
     t = rng.uniform(0, SPAN - 2000)
-    log.add(t, access_line(t, ip, "GET /robots.txt HTTP/1.1", 200, 67, "-", ua))
+    log.request(t, ip, "GET /robots.txt HTTP/1.1", 200, 67, "-", ua)
     if "Googlebot" in ua and rng.random() < 0.5:
         t += rng.uniform(1, 5)
-        log.add(t, access_line(t, ip, "GET /sitemap.xml HTTP/1.1", 200, 3921, "-", ua))
+        log.request(t, ip, "GET /sitemap.xml HTTP/1.1", 200, 3921, "-", ua)
     for _ in range(rng.randint(2, 6)):
         t += rng.uniform(20, 300)
         path, status, size = pick_page(rng)
-        log.add(t, access_line(t, ip, f"GET {path} HTTP/1.1", status, size, "-", ua))
+        log.request(t, ip, f"GET {path} HTTP/1.1", status, size, "-", ua)
 
 
 def add_health_checks(log: Log, rng: random.Random) -> None:
     for t in range(17, SPAN, 300):
         tt = t + rng.uniform(0, 0.2)
-        log.add(tt, access_line(tt, MONITOR_IP, "GET /healthz HTTP/1.1", 200, 2, "-",
-                                "Blackbox Exporter/0.25.0"))
+        log.request(tt, MONITOR_IP, "GET /healthz HTTP/1.1", 200, 2, "-",
+                    "Blackbox Exporter/0.25.0")
 
 
 NIKTO_PATHS = ("/", "/robots.txt", "/wp-login.php", "/wp-admin/", "/xmlrpc.php", "/.env",
@@ -937,43 +977,43 @@ def scan_nikto(log: Log, rng: random.Random) -> None:
     for n, path in enumerate(NIKTO_PATHS, start=1):
         status, size = scan_status(path)
         ua = NIKTO_UA.format(n * 3 + rng.randrange(3))
-        log.add(t, access_line(t, ip, f"GET {path} HTTP/1.1", status, size, "-", ua))
+        log.request(t, ip, f"GET {path} HTTP/1.1", status, size, "-", ua)
         if n == 19:  # null-byte path truncation probe
             t += rng.uniform(0.2, 1.5)
-            log.add(t, access_line(t, ip, NUL_REQUEST, 404, NGINX_404, "-", ua))
+            log.request(t, ip, NUL_REQUEST, 404, NGINX_404, "-", ua)
         t += rng.uniform(0.2, 1.5)
 
 
 def scan_sqlmap(log: Log, rng: random.Random) -> None:
     ip, t = "141.98.11.23", 4 * 3600 + 11 * 60 + 40.0
-    log.add(t, access_line(t, ip, "GET / HTTP/1.1", 200, 18234, "-", INVALID_UTF8_USER_AGENT))
+    log.request(t, ip, "GET / HTTP/1.1", 200, 18234, "-", INVALID_UTF8_USER_AGENT)
     t += 25
     for payload in SQLI_PAYLOADS:
         # Two payloads make the app throw: the kind of lead an analyst wants.
         status, size = (500, 6612) if "SLEEP" in payload or "EXTRACTVALUE" in payload \
             else (200, 18234 + rng.randint(-40, 40))
-        log.add(t, access_line(t, ip, f"GET /index.php?id={payload} HTTP/1.1", status, size,
-                               "-", SQLMAP_UA))
+        log.request(t, ip, f"GET /index.php?id={payload} HTTP/1.1", status, size,
+                    "-", SQLMAP_UA)
         t += 5.2 if "SLEEP" in payload or "pg_sleep" in payload else rng.uniform(0.3, 1.2)
 
 
 def scan_zgrab(log: Log, rng: random.Random) -> None:
     ip = "185.220.101.47"
     t = 7 * 3600 + 4 * 60 + 10.0
-    log.add(t, access_line(t, ip, "GET / HTTP/1.0", 200, 18234, "-", MASSCAN_UA))
+    log.request(t, ip, "GET / HTTP/1.0", 200, 18234, "-", MASSCAN_UA)
     # A TLS ClientHello sent to port 80; nginx writes the bytes hex-escaped.
     hello = r"\x16\x03\x01\x00\xEE\x01\x00\x00\xEA\x03\x03"
-    log.add(t + 1, access_line(t + 1, ip, hello, 400, NGINX_400, "-", "-"))
+    log.request(t + 1, ip, hello, 400, NGINX_400, "-", "-")
     for base in (11 * 3600 + 40 * 60, 16 * 3600 + 20 * 60):
         t = base + rng.uniform(0, 30)
         for path in ("/", "/.env", "/.git/config", "/wp-login.php", "/phpmyadmin/"):
             status, size = scan_status(path)
-            log.add(t, access_line(t, ip, f"GET {path} HTTP/1.1", status, size, "-", ZGRAB_UA))
+            log.request(t, ip, f"GET {path} HTTP/1.1", status, size, "-", ZGRAB_UA)
             t += rng.uniform(0.1, 0.8)
     t = 11 * 3600 + 41 * 60 + 20.0
     prefix, suffix = "GET /search?q=", " HTTP/1.1"
     request = prefix + "A" * (LONG_REQUEST_LENGTH - len(prefix) - len(suffix)) + suffix
-    log.add(t, access_line(t, ip, request, 414, 182, "-", ZGRAB_UA))
+    log.request(t, ip, request, 414, 182, "-", ZGRAB_UA)
 
 
 def make_visitors(rng: random.Random, count: int) -> list[Visitor]:
@@ -990,22 +1030,308 @@ def build_access(seed: int, lines: int) -> bytes:
     add_health_checks(log, rng)
     for scan in (scan_nikto, scan_sqlmap, scan_zgrab):
         scan(log, rng)
-    visitors = make_visitors(rng, 700)
+    add_traffic(log, rng, make_visitors(rng, 700), lines)
+    return log.render()
+
+
+def add_traffic(log: Log, rng: random.Random, visitors: list[Visitor], lines: int) -> None:
     while len(log) < lines:
         if rng.random() < 0.08:
             add_bot_visit(log, rng)
         else:
             add_visit(log, rng, visitors)
+
+
+# --- Rotated history: earlier days, as logrotate (daily, delaycompress) leaves them
+
+ROTATED_SHARE = 2  # an earlier day gets lines // ROTATED_SHARE lines, to keep the repo small
+GZIP_LEVEL = 9
+
+
+class Campaign(NamedTuple):
+    """SSH password guessing from one address on an earlier day."""
+
+    ip: str
+    user: str                 # "" = a different invalid user each time, "-" = pre-auth probes
+    tries: tuple[int, int]    # passwords per connection (6 trips MaxAuthTries)
+    start: str                # "HH:MM" UTC after the origin's midnight; may exceed 24:00
+    connections: int
+    gap: tuple[float, float]  # minutes between connections
+
+
+class Probe(NamedTuple):
+    """A short web scan from one address on an earlier day."""
+
+    ip: str
+    start: str  # "HH:MM" UTC
+    ua: str
+    paths: tuple[str, ...]
+
+
+class Day(NamedTuple):
+    date: str                   # ISO date, UTC
+    auth: str                   # file names under the output directory; "" = none
+    access: str
+    campaigns: tuple[Campaign, ...]
+    probes: tuple[Probe, ...]
+
+
+OLD_CHROME_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                 "(KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36")
+
+# Newest first, like the rotation numbers. The attackers of 2026-11-24 were
+# already at it: 218.92.0.107 every day, 193.32.162.157 found "deploy" the day
+# before it got in. No attempt succeeds before 2026-11-24.
+HISTORY: tuple[Day, ...] = (
+    Day("2026-11-23", "auth.log.1", "access.log.1", (
+        Campaign("218.92.0.107", "root", (3, 3), "05:40", 30, (20, 35)),
+        Campaign("193.32.162.157", "", (1, 2), "13:05", 14, (0.5, 1.5)),
+        Campaign("193.32.162.157", "deploy", (3, 3), "13:41", 2, (2, 4)),
+        Campaign("185.220.101.47", "root", (6, 6), "21:12", 4, (1, 3)),
+    ), (
+        Probe("45.155.205.233", "13:22", OLD_CHROME_UA,
+              ("/", "/.env", "/.git/config", "/wp-login.php", "/admin/", "/config.php.bak",
+               "/.aws/credentials", "/phpinfo.php")),
+        Probe("185.220.101.47", "21:05", ZGRAB_UA, ("/", "/.env")),
+    )),
+    Day("2026-11-22", "auth.log.2.gz", "access.log.2.gz", (
+        Campaign("218.92.0.107", "root", (3, 3), "08:15", 22, (25, 40)),
+        Campaign("141.98.11.23", "-", (0, 0), "02:03", 12, (1, 2)),
+        Campaign("45.155.205.233", "", (1, 3), "16:47", 18, (0.3, 1.3)),
+    ), (
+        Probe("141.98.11.23", "01:58", MASSCAN_UA, ("/",)),
+        Probe("141.98.11.23", "01:59", ZGRAB_UA,
+              ("/", "/.git/config", "/phpmyadmin/", "/wp-login.php")),
+        Probe("45.155.205.233", "16:40", OLD_CHROME_UA,
+              ("/.env", "/wp-login.php", "/xmlrpc.php", "/.git/HEAD")),
+    )),
+    Day("2026-11-21", "auth.log.3.gz", "", (
+        Campaign("218.92.0.107", "root", (3, 3), "10:30", 16, (30, 45)),
+        Campaign("2a06:4880:1000::d5", "", (1, 1), "19:20", 12, (1, 2.5)),
+    ), ()),
+)
+
+
+def rotated_attackers() -> dict[str, tuple[str, ...]]:
+    """Rotated file name -> attacker addresses in it (for the demo and the tests)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for day in HISTORY:
+        if day.auth:
+            found[day.auth] = tuple(dict.fromkeys(c.ip for c in day.campaigns))
+        if day.access:
+            found[day.access] = tuple(dict.fromkeys(p.ip for p in day.probes))
+    return found
+
+
+def day_origin(iso_date: str) -> datetime:
+    return datetime.fromisoformat(iso_date).replace(tzinfo=timezone.utc)
+
+
+def clock(hhmm: str) -> float:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 3600 + int(minutes) * 60.0
+
+
+def add_campaign(log: Log, rng: random.Random, c: Campaign, until: float = SPAN - 120) -> None:
+    t = clock(c.start) + rng.uniform(0, 59)
+    for _ in range(c.connections):
+        if t >= until:  # a rotated file holds its own day and nothing else
+            break
+        if c.user == "-":
+            probe_without_login(log, rng, t, c.ip)
+        elif c.user:
+            try_known_user(log, rng, t, c.ip, c.user, rng.randint(*c.tries))
+        else:
+            try_invalid_user(log, rng, t, c.ip, rng.choice(INVALID_USERS), rng.randint(*c.tries))
+        t += rng.uniform(*c.gap) * 60
+
+
+def add_probe(log: Log, rng: random.Random, p: Probe) -> None:
+    t = clock(p.start) + rng.uniform(0, 59)
+    version = "1.0" if p.ua == MASSCAN_UA else "1.1"
+    for path in p.paths:
+        status, size = scan_status(path)
+        log.request(t, p.ip, f"GET {path} HTTP/{version}", status, size, "-", p.ua)
+        t += rng.uniform(0.2, 2.0)
+
+
+def build_auth_day(seed: int, day: Day, lines: int, last_id: int) -> tuple[bytes, int]:
+    """One earlier day of auth.log; returns it and how many sessions it used.
+
+    Session ids count down from ``last_id``, so they run on into the next day.
+    """
+    tag = f"@{day.date}"  # separate PRNG streams per day
+    log = Log(origin=day_origin(day.date))
+    rng = stream(seed, "attacks" + tag)
+    for campaign in day.campaigns:
+        add_campaign(log, rng, campaign)
+    cron = plan_cron(stream(seed, "cron" + tag))
+    budget = lines - 2 * len(cron) - len(log)
+    sessions = plan_sessions(stream(seed, "sessions" + tag), budget, log.origin)
+    assign_ids(stream(seed, "pids" + tag), sessions, last_id + 1 - len(sessions))
+    add_cron_sessions(log, cron)
+    for s in sessions:
+        add_session(log, s)
+    return log.render(), len(sessions)
+
+
+def build_access_day(seed: int, day: Day, lines: int) -> bytes:
+    log = Log(origin=day_origin(day.date))
+    rng = stream(seed, f"access@{day.date}")
+    add_health_checks(log, rng)
+    for probe in day.probes:
+        add_probe(log, rng, probe)
+    add_traffic(log, rng, make_visitors(rng, 300), lines)
     return log.render()
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip with no name and mtime 0, so equal input gives equal bytes."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buf,
+                       mtime=0) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+# --- New Year: year inference across a rotation ------------------------------------
+# RFC 3164 stamps carry no year: a reader must notice that "Jan  1" in auth.log
+# follows "Dec 31" in auth.log.1. Both files come from one 12-hour log split at
+# midnight, so a session opened in the old year closes in the new one.
+
+NEWYEAR_ORIGIN = datetime(2026, 12, 31, tzinfo=timezone.utc)
+NEWYEAR_FROM, NEWYEAR_MIDNIGHT, NEWYEAR_UNTIL = 18 * 3600, SPAN, SPAN + 6 * 3600
+NEWYEAR_FIRST_SESSION_ID = 3911  # about 56 sessions a day since FIRST_SESSION_ID
+NEWYEAR_CAMPAIGNS = (
+    Campaign("218.92.0.107", "root", (3, 3), "18:12", 40, (14, 26)),
+    Campaign("2a06:4880:1000::d5", "", (1, 2), "24:00", 8, (0.5, 1.5)),
+)
+
+
+def newyear_session(rng: random.Random, p: Profile, start: float,
+                    minutes: float | None = None) -> Session:
+    end = start + (minutes if minutes is not None else rng.uniform(*p.minutes)) * 60
+    return Session(user=p.user, ip=rng.choice(p.ips), port=ephemeral_port(rng), start=start,
+                   end=end, interactive=p.interactive, key=fingerprint(p.user, p.key),
+                   pwd=p.pwd, commands=draw_commands(rng, p, start, end, NEWYEAR_ORIGIN))
+
+
+def build_newyear(seed: int) -> dict[str, bytes]:
+    rng = stream(seed, "newyear")
+    log = Log(origin=NEWYEAR_ORIGIN)
+    cron = plan_cron(rng) + [replace(r, t=r.t + SPAN, pid=r.pid + int(0.9 * SPAN))
+                             for r in plan_cron(rng)]
+    add_cron_sessions(log, [r for r in cron
+                            if NEWYEAR_FROM <= r.t and r.t + r.duration < NEWYEAR_UNTIL])
+    ansible, deploy, alice = PROFILES[3], PROFILES[4], PROFILES[0]
+    sessions = [newyear_session(rng, deploy, NEWYEAR_FROM + rng.uniform(30, 40) * 60)]
+    t = NEWYEAR_FROM + rng.uniform(10, 40) * 60
+    while t < NEWYEAR_UNTIL - 15 * 60:
+        sessions.append(newyear_session(rng, ansible, t))
+        t += rng.uniform(70, 130) * 60
+    # alice is on call: logged in before midnight, out after it, sudo on both sides.
+    on_call = newyear_session(rng, alice, NEWYEAR_MIDNIGHT - rng.uniform(20, 25) * 60, 41.5)
+    on_call.commands = [
+        Sudo(NEWYEAR_MIDNIGHT - rng.uniform(4, 6) * 60,
+             "/usr/bin/journalctl -u nginx --since today", rng.uniform(0.2, 1.0)),
+        Sudo(NEWYEAR_MIDNIGHT + rng.uniform(6, 8) * 60, "/usr/bin/systemctl reload nginx",
+             rng.uniform(0.2, 1.0)),
+    ]
+    sessions.append(on_call)
+    assign_ids(rng, sessions, NEWYEAR_FIRST_SESSION_ID)
+    for s in sessions:
+        add_session(log, s)
+    for campaign in NEWYEAR_CAMPAIGNS:
+        add_campaign(log, rng, campaign, until=NEWYEAR_UNTIL - 120)
+    times = [t for t, _, _ in log.events]
+    assert NEWYEAR_FROM <= min(times) and max(times) < NEWYEAR_UNTIL, "outside the window"
+    return {"newyear/auth.log.1": log.render(NEWYEAR_FROM, NEWYEAR_MIDNIGHT),
+            "newyear/auth.log": log.render(NEWYEAR_MIDNIGHT, NEWYEAR_UNTIL)}
+
+
+def generate_history(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> dict[str, bytes]:
+    """Rotated files (relative name -> bytes) and the New Year pair."""
+    files: dict[str, bytes] = {}
+    last_id = FIRST_SESSION_ID - 1
+    for day in HISTORY:
+        if day.auth:
+            text, used = build_auth_day(seed, day, lines // ROTATED_SHARE, last_id)
+            last_id -= used
+            files[day.auth] = gzip_bytes(text) if day.auth.endswith(".gz") else text
+        if day.access:
+            text = build_access_day(seed, day, lines // ROTATED_SHARE)
+            files[day.access] = gzip_bytes(text) if day.access.endswith(".gz") else text
+    files.update(build_newyear(seed))
+    return files
+
+
+# --- Broken archives: for tests of the decompression limits ------------------------
+
+# One overlong request (nginx answers 414), repeated until the stream inflates
+# to BOMB_BYTES. The address is from a documentation range (RFC 5737). Long
+# runs of one byte compress best: DEFLATE cannot beat about 1032:1, so the
+# file is about 1/900 of BOMB_BYTES whatever the content.
+BOMB_BYTES = 1 << 30  # at least this much once decompressed
+BOMB_REQUEST = "GET /search?q=" + "A" * 16_000 + " HTTP/1.1"
+BOMB_LINE = access_line(11 * 3600 + 41 * 60 + 20, "198.51.100.7", BOMB_REQUEST, 414, 182,
+                        "-", ZGRAB_UA) + b"\n"
+GZIP_HEADER = b"\x1f\x8b\x08\x00" + bytes(4) + b"\x02\xff"  # no name, mtime 0, level 9
+
+
+def build_bomb(line: bytes = BOMB_LINE, at_least: int = BOMB_BYTES) -> bytes:
+    """gzip of ``line`` repeated past ``at_least`` bytes, compressed piece by piece."""
+    count = -(-at_least // len(line))
+    per_piece = max(1, (1 << 20) // len(line))  # about 1 MiB handed to zlib at a time
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts, crc, left = [GZIP_HEADER], 0, count
+    while left:
+        piece = line * min(left, per_piece)
+        parts.append(deflate.compress(piece))
+        crc = zlib.crc32(piece, crc)
+        left -= min(left, per_piece)
+    parts.append(deflate.flush())
+    parts.append(struct.pack("<II", crc, (count * len(line)) & 0xFFFFFFFF))  # CRC32, ISIZE
+    return b"".join(parts)
+
+
+def generate_broken(history: dict[str, bytes]) -> dict[str, bytes]:
+    """A gzip stream cut in half (the oldest rotated auth.log) and a gzip bomb."""
+    oldest = next(d.auth for d in reversed(HISTORY) if d.auth.endswith(".gz"))
+    whole = history[oldest]
+    return {"broken/truncated.log.gz": whole[:len(whole) // 2],
+            "broken/bomb.log.gz": build_bomb()}
 
 
 # --- Output ----------------------------------------------------------------------
 
 def generate(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> dict[str, bytes]:
-    """Return file name -> content; pure, so tests can call it directly."""
+    """Return file name -> content of today's files; pure, so tests can call it directly."""
     scn = build_scenario(seed, lines)
     return {"auth.log": build_auth(scn), "syslog": build_syslog(scn, lines),
             "access.log": build_access(seed, lines)}
+
+
+def generate_all(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> dict[str, bytes]:
+    """Every file, by path relative to the output directory (builds the bomb: seconds)."""
+    history = generate_history(seed, lines)
+    return {**generate(seed, lines), **history, **generate_broken(history)}
+
+
+NL = b"\n"
+
+
+def describe(data: bytes) -> str:
+    """Summary for the progress line; inflates at most 8 MiB of a .gz."""
+    if not data.startswith(GZIP_HEADER[:3]):
+        return f"{data.count(NL)} lines, {len(data)} bytes"
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = inflate.decompress(data, 8 << 20)
+    if inflate.eof:
+        return f"{len(data)} bytes gzip of {text.count(NL)} lines, {len(text)} bytes"
+    if inflate.unconsumed_tail:
+        isize = int.from_bytes(data[-4:], "little")
+        return f"{len(data)} bytes gzip, inflates to {isize} bytes (not expanded)"
+    return f"{len(data)} bytes gzip, truncated after {text.count(NL)} lines"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -1037,19 +1363,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"PRNG seed (default: {DEFAULT_SEED})")
     parser.add_argument("--lines", type=positive_int, default=DEFAULT_LINES,
-                        help="approximate lines per file; attack traces and scheduled "
-                             f"jobs are always included (default: {DEFAULT_LINES})")
+                        help="approximate lines per file of the current day (earlier days "
+                             "get half); attack traces and scheduled jobs are always "
+                             f"included (default: {DEFAULT_LINES})")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, data in generate(args.seed, args.lines).items():
+    for name, data in generate_all(args.seed, args.lines).items():
         path = args.out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
-        count = data.count(b"\n")
-        print(f"{path}: {count} lines, {len(data)} bytes", file=sys.stderr)
+        print(f"{path}: {describe(data)}", file=sys.stderr)
     return 0
 
 

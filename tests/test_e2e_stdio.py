@@ -38,7 +38,7 @@ async def test_list_and_search_sample_log(sample_policy: Path, mode: str) -> Non
         assert client.server_info is not None and client.server_info.name == "bastion"
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert set(tools) == {"query_logs"}
-        assert tools["query_logs"].output_schema["required"] == ["log_path", "lines", "truncated", "truncated_reason"]
+        assert tools["query_logs"].output_schema["required"] == ["log_path", "lines", "files", "total_matches", "truncated", "truncated_reason", "notes"]
         result = await client.call_tool("query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 5})
     assert not result.is_error
     structured = result.structured_content

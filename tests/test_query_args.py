@@ -56,7 +56,7 @@ def test_unknown_arguments_are_listed(extra: dict[str, Any], listed: list[str]) 
     assert message.startswith("unknown argument(s): ")
     for name in listed:
         assert name in message
-    assert "accepted: log_path, max_lines, pattern" in message
+    assert "accepted: context, count_only, ignore_case, log_path, max_lines, order, pattern, since, until" in message
 
 
 def test_unknown_argument_names_are_bounded() -> None:
@@ -162,6 +162,42 @@ def test_cap_lines_never_splits_a_line() -> None:
         assert was_cut == (len(got) < len(lines))
 
 
+# --- the search options --------------------------------------------------------------
+
+NOW = 1_795_800_000.0  # 2026-11-27T14:40:00Z
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01"}, "until"),
+        ({"since": 1795800000}, "since"),
+        ({"since": "2026-11-25", "until": "2026-11-24"}, "since is after until"),
+        ({"context": 11}, "context must be between 0 and 10"),
+        ({"context": True}, "context must be an integer"),
+        ({"context": 2, "count_only": True}, "cannot be combined with count_only"),
+        ({"ignore_case": "yes"}, "ignore_case must be true or false"),
+        ({"count_only": 1}, "count_only must be true or false"),
+        ({"order": "newest"}, "order must be one of: oldest_first, newest_first"),
+        ({"order": None}, "order must be one of"),
+    ],
+)
+def test_bad_search_options(extra: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ToolError, match=needle):
+        parse({"log_path": LOG, "pattern": "x", **extra}, LIMITS, now=NOW)
+
+
+def test_search_options_are_parsed() -> None:
+    args = parse({"log_path": LOG, "pattern": "x", "since": "-2h", "until": "now", "context": 3, "ignore_case": True,
+                  "order": "newest_first"}, LIMITS, now=NOW)
+    assert (args.since, args.until) == (NOW - 7200, NOW)
+    assert args.context == 3 and args.ignore_case and args.newest_first and not args.count_only
+    defaults = parse({"log_path": LOG, "pattern": "x"}, LIMITS, now=NOW)
+    assert (defaults.since, defaults.until, defaults.context, defaults.ignore_case, defaults.count_only, defaults.newest_first) == (
+        None, None, 0, False, False, False)
+
+
 # --- schemas -----------------------------------------------------------------
 
 
@@ -187,6 +223,13 @@ def test_input_schema(policy_max: int) -> None:
         ({"log_path": LOG, "pattern": ""}, False),
         ({"log_path": LOG, "pattern": "x", "extra": 1}, False),
         ({"log_path": LOG}, False),
+        ({"log_path": LOG, "pattern": "x", "context": 10, "ignore_case": True, "order": "newest_first"}, True),
+        ({"log_path": LOG, "pattern": "x", "context": 11}, False),
+        ({"log_path": LOG, "pattern": "x", "context": -1}, False),
+        ({"log_path": LOG, "pattern": "x", "order": "random"}, False),
+        ({"log_path": LOG, "pattern": "x", "ignore_case": 1}, False),
+        ({"log_path": LOG, "pattern": "x", "count_only": "true"}, False),
+        ({"log_path": LOG, "pattern": "x", "since": "2026-11-24", "until": "2026-11-25T00:00:00Z"}, True),
     ],
 )
 def test_input_schema_agrees_with_parse(arguments: dict[str, Any], valid: bool) -> None:
@@ -210,14 +253,17 @@ def test_input_schema_agrees_with_parse(arguments: dict[str, Any], valid: bool) 
     ],
 )
 def test_result_matches_output_schema(lines: list[Line], reason: str | None, head: str) -> None:
-    call = result(LOG, lines, reason)
+    call = result(LOG, [LOG], [False], lines, None, reason, [])
     structured = call.structured_content
     jsonschema.validate(structured, OUTPUT_SCHEMA)
     assert structured == {
         "log_path": LOG,
-        "lines": [{"line_no": line.line_no, "text": line.text} for line in lines],
+        "lines": [{"file": LOG, "line_no": line.line_no, "text": line.text, "context": False} for line in lines],
+        "files": [{"path": LOG, "compressed": False, "matches": None}],
+        "total_matches": None,
         "truncated": reason is not None,
         "truncated_reason": reason,
+        "notes": [],
     }
     assert not call.is_error
     text = call.content[0].text
@@ -226,13 +272,41 @@ def test_result_matches_output_schema(lines: list[Line], reason: str | None, hea
         assert f"{line.line_no}: {line.text}" in text.splitlines()
 
 
+def test_result_with_several_files_context_and_counts() -> None:
+    files = [LOG + ".1", LOG]
+    lines = [Line(4, "before", 0, True), Line(5, "hit", 0, False), Line(2, "hit", 1, False)]
+    call = result(LOG, files, [False, False], lines, None, None, ["auth.log.1: something"])
+    jsonschema.validate(call.structured_content, OUTPUT_SCHEMA)
+    text = call.content[0].text.splitlines()
+    assert text[0] == f"2 matching line(s) in {LOG} (2 files)"
+    assert text[1:] == [f"{LOG}.1:4- before", f"{LOG}.1:5: hit", f"{LOG}:2: hit", "note: auth.log.1: something"]
+    counted = result(LOG, files, [False, True], [], [3, 4], None, [])
+    jsonschema.validate(counted.structured_content, OUTPUT_SCHEMA)
+    assert counted.structured_content["total_matches"] == 7
+    assert [f["matches"] for f in counted.structured_content["files"]] == [3, 4]
+
+
+GOOD_RESULT: dict[str, Any] = {
+    "log_path": LOG, "lines": [{"file": LOG, "line_no": 1, "text": "a", "context": False}],
+    "files": [{"path": LOG, "compressed": False, "matches": None}], "total_matches": None,
+    "truncated": False, "truncated_reason": None, "notes": [],
+}
+
+
+def test_the_good_result_is_valid() -> None:
+    jsonschema.validate(GOOD_RESULT, OUTPUT_SCHEMA)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
-        {"log_path": LOG, "lines": [], "truncated": False, "truncated_reason": "timeout"},
-        {"log_path": LOG, "lines": [{"line_no": 0, "text": "a"}], "truncated": False, "truncated_reason": None},
-        {"log_path": LOG, "lines": [], "truncated": False},
-        {"log_path": LOG, "lines": [], "truncated": False, "truncated_reason": None, "extra": 1},
+        {**GOOD_RESULT, "truncated_reason": "timeout"},
+        {**GOOD_RESULT, "lines": [{"file": LOG, "line_no": 0, "text": "a", "context": False}]},
+        {**GOOD_RESULT, "lines": [{"line_no": 1, "text": "a"}]},
+        {key: value for key, value in GOOD_RESULT.items() if key != "truncated_reason"},
+        {key: value for key, value in GOOD_RESULT.items() if key != "notes"},
+        {**GOOD_RESULT, "files": [{"path": LOG, "compressed": "no", "matches": None}]},
+        {**GOOD_RESULT, "extra": 1},
     ],
 )
 def test_output_schema_is_strict(bad: dict[str, Any]) -> None:

@@ -7,9 +7,9 @@ import socket
 
 import msgspec
 
-from workers.protocol import FrameReader, ProtocolError, encode_frame, to_worker_reader
+from workers.protocol import MAX_SEARCH_FILES, FrameReader, ProtocolError, encode_frame, to_worker_reader
 
-MAX_FDS = 3  # an intel request: the database and two enrichment databases
+MAX_FDS = MAX_SEARCH_FILES  # a search over rotations or a glob; an intel request needs 3
 
 
 class Channel:

@@ -104,11 +104,12 @@ def _serve(channel: Channel, plan: Plan) -> None:
 
         lookup(request, fds, channel.send)
         return
+    if plan.kind == "grep" and isinstance(request, SearchRequest) and plan.executables and fds:
+        search(request, fds, plan.executables[0], channel.send)
+        return
     if len(fds) != 1:
         raise ProtocolError("a request must carry exactly one descriptor")
-    if plan.kind == "grep" and isinstance(request, SearchRequest) and plan.executables:
-        search(request, fds[0], plan.executables[0], channel.send)
-    elif plan.kind == "resource" and isinstance(request, TailRequest):
+    if plan.kind == "resource" and isinstance(request, TailRequest):
         tail(request, fds[0], channel.send)
     else:
         channel.send(Failed("bad_request", f"a {plan.kind} worker cannot serve this request"))

@@ -17,6 +17,7 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 1 << 20
+MAX_SEARCH_FILES = 32  # descriptors one search may carry (rotations, glob matches)
 HEADER = struct.Struct(">I")
 
 # Failure codes a worker may report; anything else is a protocol violation.
@@ -40,12 +41,27 @@ class Setup(msgspec.Struct, tag="setup", forbid_unknown_fields=True):
     plan: bytes  # msgpack-encoded sandbox plan (broker/sandbox/plan.py)
 
 
+class SearchFile(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """One handed-over descriptor of a search, in the order the fds arrive."""
+
+    gzip: bool = False      # decompress in the worker (rotated .gz files)
+    mtime: float = 0.0      # the file's modification time: the year of RFC 3164 stamps is inferred from it
+
+
 class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
-    """Search the handed-over descriptor for a validated ERE."""
+    """Search the handed-over descriptors, in order, for a validated ERE."""
 
     pattern: str
     max_lines: int
     max_line_bytes: int
+    files: list[SearchFile] = msgspec.field(default_factory=lambda: [SearchFile()])
+    ignore_case: bool = False
+    context: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+    count_only: bool = False
+    newest_first: bool = False  # the files arrive newest first; return the most recent matches
+    since: float | None = None  # unix seconds, inclusive
+    until: float | None = None
+    max_decompressed_bytes: int = 1 << 30
 
 
 class TailRequest(msgspec.Struct, tag="tail", forbid_unknown_fields=True):
@@ -99,6 +115,8 @@ class SetupFailed(msgspec.Struct, tag="setup_failed", forbid_unknown_fields=True
 class Line(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     line_no: Annotated[int, msgspec.Meta(ge=1)]  # a hostile engine's "0:" is a protocol error
     text: str
+    file: Annotated[int, msgspec.Meta(ge=0)] = 0  # index into the request's files
+    context: bool = False  # a context line around a match, not a match itself
 
 
 class Lines(msgspec.Struct, tag="lines", forbid_unknown_fields=True):
@@ -117,6 +135,8 @@ class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):
     """The last frame of a successful call."""
 
     more: bool  # more matches (or bytes) existed beyond what was returned
+    counts: list[int] | None = None  # count_only: matching lines per file
+    notes: list[str] = msgspec.field(default_factory=list)  # e.g. a truncated gzip file, a decompression cap
 
 
 class Failed(msgspec.Struct, tag="failed", forbid_unknown_fields=True):

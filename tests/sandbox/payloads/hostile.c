@@ -7,10 +7,10 @@
  *   probe_PORT_PID  try /etc/shadow, a TCP connect to 127.0.0.1:PORT (in a
  *                   child, since socket() is fatal) and kill(PID, 0); report
  *                   the results as one `1:` line
- *   flood           endless `1:xxxx` lines (bounded at 1e6)
+ *   flood           endless `1:0:xxxx` lines (bounded at 1e6)
  *   hang            sleep (bounded at 60 s)
- *   garbage         lines without the `N:` prefix
- *   badbytes        `N:` lines full of control and invalid UTF-8 bytes
+ *   garbage         lines without the `N:B:` prefix
+ *   badbytes        `N:B:` lines full of control and invalid UTF-8 bytes
  *   bignum          a line number far beyond 64 bits
  *   negative        line numbers -7 and 0
  *   syscall         call socket(), which the seccomp allowlist forbids
@@ -86,7 +86,7 @@ static int probe(const char *args) {
     tcp_probe(port, tcp, sizeof tcp);
     int rc = kill(pid, 0);
     snprintf(sig, sizeof sig, rc < 0 ? "BLOCKED %s" : "ESCAPED signalled", errname(errno));
-    snprintf(line, sizeof line, "1:shadow=%s; tcp=%s; kill=%s\n", shadow, tcp, sig);
+    snprintf(line, sizeof line, "1:0:shadow=%s; tcp=%s; kill=%s\n", shadow, tcp, sig);
     puts1(line);
     return 0;
 }
@@ -94,8 +94,7 @@ static int probe(const char *args) {
 static int flood(void) {
     static char line[FLOOD_WIDTH + 3];
     memset(line, 'x', sizeof line);
-    line[0] = '1';
-    line[1] = ':';
+    memcpy(line, "1:0:", 4);  /* grep -n -b output: line number, byte offset */
     line[sizeof line - 1] = '\n';
     for (int i = 0; i < FLOOD_LINES; i++) put(line, sizeof line);
     return 0;
@@ -104,7 +103,7 @@ static int flood(void) {
 static int hang(void) {
     struct timespec ts = {60, 0};
     nanosleep(&ts, NULL);
-    puts1("1:woke up after 60 s\n");
+    puts1("1:0:woke up after 60 s\n");
     return 0;
 }
 
@@ -118,20 +117,20 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(pattern, "badbytes") == 0) {
-        put("1:\x1b[31mred\x1b[0m \xff\xfe \xe2\x80\xae bidi \x00 nul \x07 bell\n2:plain\n", 48);
+        put("1:0:\x1b[31mred\x1b[0m \xff\xfe \xe2\x80\xae bidi \x00 nul \x07 bell\n2:47:plain\n", 53);
         return 0;
     }
     if (strcmp(pattern, "bignum") == 0) {
-        puts1("99999999999999999999999999999:huge line number\n");
+        puts1("99999999999999999999999999999:0:huge line number\n");
         return 0;
     }
     if (strcmp(pattern, "negative") == 0) {
-        puts1("-7:negative line number\n0:zero line number\n");
+        puts1("-7:0:negative line number\n0:0:zero line number\n");
         return 0;
     }
     if (strcmp(pattern, "syscall") == 0) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        printf("1:socket returned %d\n", fd);
+        printf("1:0:socket returned %d\n", fd);
         return 0;
     }
     return 2;
