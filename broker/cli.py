@@ -11,10 +11,14 @@ import argparse
 import logging
 import os
 import pwd
+import re
 import signal
 import sys
 
 import anyio
+import anyio.abc
+import uvicorn
+from mcp.server.lowlevel import Server
 
 from broker import audit_verify, intel_cli, sandbox_cli
 from broker.audit import AuditError, AuditLog
@@ -23,6 +27,9 @@ from broker.policy import Policy, PolicyError, load_policy
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
 from broker.server import build_server, package_version
+from broker.http_auth import new_token, paste_lines
+from broker.http_serve import Bind, check_bind, http_app, parse_bind, uvicorn_server
+from broker.sd_notify import sd_notify
 from broker.service import Bastion
 from broker.stdin_lines import StdinLines
 
@@ -39,31 +46,22 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | None) -> None:
-    from mcp.server.stdio import stdio_server
-
+async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None) -> None:
     audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
-    stop = {"reason": "stdin closed"}
+    stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
     pool = WorkerPool(plans_for(policy.sandbox, cgroups, profiles_dir, kinds), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
             await pool.start(task_group)
-            skipped = downgrades(pool.layers)
-            audit.write(
-                "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
-                transport="stdio", layers=pool.layers, cgroup=cgroups.version or None, downgraded=skipped,
-            )
-            if policy.intel is not None and not os.path.isfile(policy.intel.database):
-                log.warning("intel database %s does not exist: check_ip_reputation fails until `bastion intel compile` runs", policy.intel.database)
-            for kind, entries in skipped.items():
-                log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
-            log.info("serving stdio; policy %s; %d sandbox layers per worker", policy.source, len(pool.layers.get("grep", [])))
-            task_group.start_soon(_stop_on_signal, task_group.cancel_scope, stop)
-            server = build_server(Bastion(policy, pool, audit, _os_user()))
-            async with stdio_server(stdin=StdinLines(0)) as (read_stream, write_stream):  # type: ignore[arg-type]
-                await server.run(read_stream, write_stream, server.create_initialization_options())
+            _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
+            server = build_server(Bastion(policy, pool, audit, _os_user() if bind is None else "http"))
+            if bind is None:
+                task_group.start_soon(_stop_on_signal, task_group.cancel_scope, stop, None)
+                await _run_stdio(server)
+            else:
+                await _run_http(server, policy, bind, task_group, stop)
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.close()
@@ -75,15 +73,64 @@ async def _serve_stdio(policy: Policy, worker_stderr: bool, profiles_dir: str | 
     log.info("stopped; audit log head: seq %d sha256 %s", seq, head)
 
 
-async def _stop_on_signal(scope: anyio.CancelScope, stop: dict[str, str]) -> None:
+def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int | None, transport: str) -> None:
+    skipped = downgrades(pool.layers)
+    audit.write(
+        "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
+        transport=transport, layers=pool.layers, cgroup=cgroup, downgraded=skipped,
+    )
+    if policy.intel is not None and not os.path.isfile(policy.intel.database):
+        log.warning("intel database %s does not exist: check_ip_reputation fails until `bastion intel compile` runs", policy.intel.database)
+    for kind, entries in skipped.items():
+        log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
+    log.info("serving %s; policy %s; %d sandbox layers per worker", transport, policy.source, len(pool.layers.get("grep", [])))
+
+
+async def _run_stdio(server: Server) -> None:
+    from mcp.server.stdio import stdio_server
+
+    sd_notify("READY=1")
+    async with stdio_server(stdin=StdinLines(0)) as (read_stream, write_stream):  # type: ignore[arg-type]
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+async def _run_http(server: Server, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]) -> None:
+    web = uvicorn_server(http_app(server, bind, policy.http), bind)
+    task_group.start_soon(_stop_on_signal, None, stop, web)
+    task_group.start_soon(_announce_when_started, web, bind)
+    await web.serve()
+    if not web.started:
+        raise OSError(f"could not listen on {bind.uds or f'{bind.host}:{bind.port}'} (see the messages above)")
+
+
+async def _announce_when_started(web: uvicorn.Server, bind: Bind) -> None:
+    with anyio.move_on_after(30):
+        while not web.started:
+            await anyio.sleep(0.02)
+        if bind.uds:
+            os.chmod(bind.uds, 0o660)  # uvicorn makes it 0666; the token is not the only gate
+        log.info("listening on %s", bind.uds or bind.url)
+        sd_notify("READY=1")
+
+
+async def _stop_on_signal(scope: anyio.CancelScope | None, stop: dict[str, str], web: uvicorn.Server | None) -> None:
     """SIGTERM/SIGINT: cancel every call in flight (each kills its worker and writes
     its end record), then stop serving; the caller writes server_stop."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            stop["reason"] = signal.Signals(signum).name
+            if stop.get("signalled"):
+                log.info("%s received again: stopping now", signal.Signals(signum).name)
+                if web is not None:
+                    web.force_exit = True
+                continue
+            stop.update(signalled="yes", reason=signal.Signals(signum).name)
             log.info("%s received: cancelling calls in flight and stopping", stop["reason"])
-            scope.cancel()
-            return
+            sd_notify("STOPPING=1")
+            if web is not None:
+                web.should_exit = True  # uvicorn drains, then the session manager cancels what is left
+            if scope is not None:
+                scope.cancel()
+                return
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -93,7 +140,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("policy error: %s", exc)
         return EXIT_CONFIG
     try:
-        anyio.run(_serve_stdio, policy, args.debug_workers, args.profiles_dir)
+        bind = parse_bind(args.http) if args.http else None
+        if bind is not None:
+            check_bind(bind, policy.http)
+    except PolicyError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    try:
+        anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind)
     except KeyboardInterrupt:
         pass
     except BaseException as exc:  # noqa: BLE001 - task groups wrap the start-up failure
@@ -102,6 +156,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         log.error("refusing to serve: %s", refusal)
         return EXIT_REFUSED
+    return 0
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", args.name):
+        print("bastion token new: NAME must be 1-64 letters, digits and _ . @ - (starting with a letter or digit)", file=sys.stderr)
+        return EXIT_CONFIG
+    token = new_token()
+    print(f"token for {args.name} (shown once; give it to that client only):\n\n    {token}\n")
+    print("add to the policy, then restart bastion:\n")
+    print(paste_lines(args.name, token))
     return 0
 
 
@@ -119,7 +184,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _start_up_failure(exc: BaseException) -> Exception | None:
     """The audit/sandbox/profile error behind `exc`, even inside exception groups."""
-    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError)):
+    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError, OSError)):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -134,11 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bastion {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve MCP over stdio")
+    serve = commands.add_parser("serve", help="serve MCP over stdio (default) or Streamable HTTP (--http)")
+    serve.add_argument("--http", metavar="ADDR", help="serve Streamable HTTP on HOST:PORT (loopback) or unix:/path/to/socket")
     serve.add_argument("--policy", required=True, help="policy TOML file")
     serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
     serve.add_argument("--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones")
     serve.set_defaults(func=cmd_serve)
+    token = commands.add_parser("token", help="HTTP client tokens").add_subparsers(dest="token_command", required=True)
+    token_new = token.add_parser("new", help="print a fresh bearer token once, and the [[http.clients]] lines for the policy")
+    token_new.add_argument("name", help="the client's name, as it will appear in audit records")
+    token_new.set_defaults(func=cmd_token_new)
     audit = commands.add_parser("audit", help="audit log tools").add_subparsers(dest="audit_command", required=True)
     verify = audit.add_parser("verify", help="check the hash chain of audit log files; exit 1 at the first problem")
     verify.add_argument("files", nargs="+", metavar="FILE", help="audit log files, oldest first (audit.jsonl.2 audit.jsonl.1 audit.jsonl)")

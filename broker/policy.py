@@ -118,6 +118,21 @@ class Intel(msgspec.Struct, forbid_unknown_fields=True):
     history_days: Annotated[int, Meta(ge=1, le=3650)] = 365  # delisted entries kept this long
 
 
+class HttpClient(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    token_sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]  # from `bastion token new NAME`
+    revoked: bool = False  # kept so the name stays on record; its token is refused
+
+
+class Http(msgspec.Struct, forbid_unknown_fields=True):
+    clients: list[HttpClient] = msgspec.field(default_factory=list)
+    # Binding anything but loopback or a unix socket must be asked for explicitly.
+    allow_non_loopback: bool = False
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)    # extra Host header values (host:port)
+    allowed_origins: list[str] = msgspec.field(default_factory=list)  # extra Origin values (scheme://host:port)
+    max_sessions: Annotated[int, Meta(ge=1, le=1000)] = 32
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     logs: list[LogEntry]
     audit: Audit
@@ -126,6 +141,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     sandbox: Sandbox = msgspec.field(default_factory=Sandbox)
     rate_limit: RateLimit = msgspec.field(default_factory=RateLimit)
     intel: Intel | None = None
+    http: Http = msgspec.field(default_factory=Http)
     # Set by load_policy, not read from the file.
     source: str = ""
     sha256: str = ""
@@ -200,6 +216,9 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     policy.audit.path = _resolve(base, policy.audit.path, "audit.path")
     if policy.intel is not None:
         _check_intel(policy.intel, base)
+    names = [client.name for client in policy.http.clients]
+    if len(set(names)) != len(names):
+        raise PolicyError("http.clients: client names must be unique")
     policy.source = source
     policy.sha256 = hashlib.sha256(data).hexdigest()
     return policy

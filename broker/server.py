@@ -14,6 +14,7 @@ from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 
 from broker.errors import ToolError, UnknownName
+from broker.http_auth import http_client_name
 from broker.service import Bastion
 
 INSTRUCTIONS = (
@@ -37,7 +38,7 @@ def build_server(bastion: Bastion) -> Server:
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            return await bastion.call_tool(params.name, params.arguments)
+            return await bastion.call_tool(params.name, params.arguments, http_client_name())
         except UnknownName as exc:
             raise MCPError(code=types.INVALID_PARAMS, message=str(exc)) from None
 
@@ -50,7 +51,7 @@ def build_server(bastion: Bastion) -> Server:
     async def read_resource(ctx: ServerRequestContext, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         uri = str(params.uri)
         try:
-            text = await bastion.read_resource(uri)
+            text = await bastion.read_resource(uri, http_client_name())
         except ToolError as exc:
             code = types.INVALID_PARAMS if exc.outcome == "invalid" else types.INTERNAL_ERROR
             raise MCPError(code=code, message=exc.message) from None
@@ -61,7 +62,7 @@ def build_server(bastion: Bastion) -> Server:
 
     async def get_prompt(ctx: ServerRequestContext, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
-            return await bastion.get_prompt(params.name, params.arguments)
+            return await bastion.get_prompt(params.name, params.arguments, http_client_name())
         except (ToolError, UnknownName) as exc:
             code = types.INTERNAL_ERROR if isinstance(exc, ToolError) and exc.outcome != "invalid" else types.INVALID_PARAMS
             raise MCPError(code=code, message=exc.message if isinstance(exc, ToolError) else str(exc)) from None

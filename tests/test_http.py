@@ -1,0 +1,237 @@
+"""Streamable HTTP end to end: `bastion serve --http 127.0.0.1:PORT` with per-client
+tokens, the SDK's own Streamable HTTP client, DNS-rebinding protection, per-client
+rate limits, the audit naming the client, and a clean SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from broker.audit_verify import verify
+from broker.http_auth import digest
+from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
+
+AUTH = SAMPLE_LOGS / "auth.log"
+TOKENS = {"alice": "bst_alice-token-for-tests-only", "bob": "bst_bob-token-for-tests-only", "mallory": "bst_revoked-token"}
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_policy(tmp_path: Path, rate: str = "") -> Path:
+    clients = "".join(
+        f'[[http.clients]]\nname = "{name}"\ntoken_sha256 = "{digest(token)}"\n' + ("revoked = true\n" if name == "mallory" else "") + "\n"
+        for name, token in TOKENS.items()
+    )
+    return write_policy(tmp_path, [AUTH], toml=clients + rate)
+
+
+class Served:
+    def __init__(self, policy: Path, port: int) -> None:
+        self.port, self.url = port, f"http://127.0.0.1:{port}/mcp"
+        self.proc = subprocess.Popen(
+            [str(BASTION), "serve", "--policy", str(policy), "--http", f"127.0.0.1:{port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("the HTTP server did not start")
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        return self.proc.returncode, stderr.decode(errors="replace")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(http_policy(tmp_path), free_port())
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+
+
+@asynccontextmanager
+async def http_client(url: str, token: str, **headers: str) -> AsyncIterator[Client]:
+    client = create_mcp_http_client(headers={"Authorization": f"Bearer {token}", **headers})
+    async with client, Client(streamable_http_client(url, http_client=client), read_timeout_seconds=30) as mcp_client:
+        yield mcp_client
+
+
+def post(url: str, headers: dict[str, str]) -> httpx2.Response:
+    base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    return httpx2.post(url, headers={**base, **headers}, content=json.dumps(INITIALIZE), timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-token"}, 401),
+        ({"Authorization": f"Bearer {TOKENS['mallory']}"}, 401),  # revoked in the policy
+        ({"Authorization": f"Basic {TOKENS['alice']}"}, 401),
+        ({"Authorization": f"Bearer {TOKENS['alice']}", "Host": "evil.example:80"}, 421),
+        ({"Authorization": f"Bearer {TOKENS['alice']}", "Origin": "http://evil.example"}, 403),
+    ],
+    ids=["no-token", "wrong-token", "revoked-token", "not-bearer", "forged-host", "forged-origin"],
+)
+def test_refused_requests(served: Served, headers: dict[str, str], status: int) -> None:
+    response = post(served.url, headers)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer ")
+    assert TOKENS["alice"] not in response.text
+
+
+def test_a_good_token_is_accepted_at_the_http_level(served: Served) -> None:
+    response = post(served.url, {"Authorization": f"Bearer {TOKENS['alice']}"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.anyio
+async def test_tools_work_and_the_audit_names_the_client(tmp_path: Path, served: Served) -> None:
+    async with http_client(served.url, TOKENS["alice"]) as client:
+        tools = [tool.name for tool in (await client.list_tools()).tools]
+        result = await client.call_tool("query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 2})
+        resource = await client.read_resource(f"file://{AUTH}")
+    assert tools == ["query_logs"] and not result.is_error and resource.contents
+    code, stderr = served.stop()
+    assert code == 0, stderr
+    records = read_audit(tmp_path / "audit.jsonl")
+    ends = [r for r in records if r["event"] == "end"]
+    assert [(r["client"], r["tool"]) for r in ends] == [("alice", "query_logs"), ("alice", "resources/read")]
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert all(token not in text and digest(token) not in text for token in TOKENS.values())
+    assert records[0]["transport"].startswith("http ") and records[-1]["reason"] == "SIGTERM"
+    assert verify([str(tmp_path / "audit.jsonl")]).problem is None
+    assert wait_no_workers() == []
+
+
+@pytest.mark.anyio
+async def test_two_clients_are_rate_limited_separately(tmp_path: Path) -> None:
+    rate = "[rate_limit]\ncalls = 2\nwindow_s = 60\nglobal_calls = 100\nglobal_window_s = 60\n"
+    server = Served(http_policy(tmp_path, rate), free_port())
+    try:
+        args = {"log_path": str(AUTH), "pattern": "sshd", "max_lines": 1}
+        async with http_client(server.url, TOKENS["alice"]) as alice, http_client(server.url, TOKENS["bob"]) as bob:
+            alice_results = [await alice.call_tool("query_logs", args) for _ in range(3)]
+            bob_result = await bob.call_tool("query_logs", args)
+        assert [r.is_error for r in alice_results] == [False, False, True]
+        assert "retry_after_s=" in alice_results[-1].content[0].text
+        assert not bob_result.is_error
+    finally:
+        code, stderr = server.stop()
+    assert code == 0, stderr
+    outcomes = [(r["client"], r["outcome"]) for r in read_audit(tmp_path / "audit.jsonl") if r["event"] == "end"]
+    assert outcomes == [("alice", "ok"), ("alice", "ok"), ("alice", "denied_rate"), ("bob", "ok")]
+
+
+@pytest.mark.anyio
+async def test_sigterm_with_a_call_in_flight_drains_and_exits_cleanly(tmp_path: Path) -> None:
+    import random
+
+    slow = tmp_path / "slow.log"
+    rng = random.Random(5)
+    slow.write_text("".join("".join(rng.choice("ab") for _ in range(66)) + "\n" for _ in range(60_000)))
+    clients = "".join(f'[[http.clients]]\nname = "{n}"\ntoken_sha256 = "{digest(t)}"\n\n' for n, t in TOKENS.items() if n != "mallory")
+    policy = write_policy(tmp_path, [slow], toml=clients, timeout_s=60)
+    server = Served(policy, free_port())
+    replies: list[Any] = []
+    try:
+        await _call_then_sigterm(server, slow, tmp_path, replies)
+    except Exception:  # noqa: BLE001 - the client may see the connection drop as the server stops
+        pass
+    finally:
+        code, stderr = server.stop()
+    assert code == 0, stderr
+    records = read_audit(tmp_path / "audit.jsonl")
+    (end,) = [r for r in records if r["event"] == "end"]
+    assert end["outcome"] in ("cancelled", "ok") and end["client"] == "alice"
+    assert records[-1]["event"] == "server_stop" and records[-1]["reason"] == "SIGTERM"
+    assert verify([str(tmp_path / "audit.jsonl")]).problem is None
+    assert wait_no_workers() == []
+
+
+async def _call_then_sigterm(server: Served, slow: Path, tmp_path: Path, replies: list[Any]) -> None:
+    async with http_client(server.url, TOKENS["alice"]) as client:
+        async with anyio.create_task_group() as group:
+            async def slow_call() -> None:
+                try:
+                    replies.append(await client.call_tool("query_logs", {"log_path": str(slow), "pattern": "[ab]*a[ab]{16}c"}))
+                except Exception as exc:  # noqa: BLE001 - the server went away: acceptable for the client
+                    replies.append(exc)
+
+            group.start_soon(slow_call)
+            with anyio.fail_after(20):
+                while not [r for r in read_audit(tmp_path / "audit.jsonl") if r["event"] == "begin"]:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.5)
+            server.proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(40):
+                while server.proc.poll() is None:
+                    await anyio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("0.0.0.0:8765", "not loopback"),
+        ("localhost:8765", "IP address"),
+        ("127.0.0.1:99999", "HOST:PORT"),
+        ("unix:relative.sock", "absolute path"),
+    ],
+)
+def test_refused_bind_addresses(tmp_path: Path, address: str, needle: str) -> None:
+    proc = subprocess.run([str(BASTION), "serve", "--policy", str(http_policy(tmp_path)), "--http", address],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and needle in proc.stderr and proc.stdout == ""
+
+
+def test_http_without_clients_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run([str(BASTION), "serve", "--policy", str(write_policy(tmp_path, [AUTH])), "--http", "127.0.0.1:8765"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "[[http.clients]]" in proc.stderr
+
+
+def test_token_new_prints_a_token_and_its_policy_lines() -> None:
+    proc = subprocess.run([str(BASTION), "token", "new", "analyst-7"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    token = next(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("bst_"))
+    assert f'token_sha256 = "{digest(token)}"' in proc.stdout and 'name = "analyst-7"' in proc.stdout
+    bad = subprocess.run([str(BASTION), "token", "new", "../evil"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
