@@ -67,7 +67,9 @@ def check_bind(bind: Bind, http: Http) -> None:
 
 def transport_security(bind: Bind, http: Http) -> TransportSecuritySettings:
     if bind.uds:
-        hosts, origins = ["localhost", "localhost:*"], ["http://localhost", "http://localhost:*"]
+        # Reached through a local port forward (ssh -L PORT:/run/bastion/mcp.sock): loopback names only.
+        hosts = ["localhost", "localhost:*", "127.0.0.1:*", "[::1]:*"]
+        origins = ["http://localhost", "http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
     else:
         host = f"[{bind.host}]" if ":" in bind.host else bind.host
         hosts = [f"{host}:{bind.port}"] + ([f"localhost:{bind.port}"] if ipaddress.ip_address(bind.host).is_loopback else [])

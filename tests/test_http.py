@@ -235,3 +235,24 @@ def test_token_new_prints_a_token_and_its_policy_lines() -> None:
     assert f'token_sha256 = "{digest(token)}"' in proc.stdout and 'name = "analyst-7"' in proc.stdout
     bad = subprocess.run([str(BASTION), "token", "new", "../evil"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
+
+
+def test_unix_socket_serves_with_tokens_and_is_not_world_accessible(tmp_path: Path) -> None:
+    sock = tmp_path / "mcp.sock"
+    proc = subprocess.Popen([str(BASTION), "serve", "--policy", str(http_policy(tmp_path)), "--http", f"unix:{sock}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (sock.exists() and sock.stat().st_mode & 0o777 == 0o660) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.stat().st_mode & 0o777 == 0o660
+        transport = httpx2.HTTPTransport(uds=str(sock))
+        with httpx2.Client(transport=transport, base_url="http://127.0.0.1:8765") as client:
+            base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+            denied = client.post("/mcp", headers=base, content=json.dumps(INITIALIZE))
+            allowed = client.post("/mcp", headers={**base, "Authorization": f"Bearer {TOKENS['bob']}"}, content=json.dumps(INITIALIZE))
+        assert denied.status_code == 401 and allowed.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
