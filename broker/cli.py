@@ -58,7 +58,7 @@ async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, 
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
             server = build_server(Bastion(policy, pool, audit, _os_user() if bind is None else "http"))
             if bind is None:
-                task_group.start_soon(_stop_on_signal, task_group.cancel_scope, stop, None)
+                await task_group.start(_stop_on_signal, task_group.cancel_scope, stop, None)
                 await _run_stdio(server)
             else:
                 await _run_http(server, policy, bind, task_group, stop)
@@ -96,7 +96,7 @@ async def _run_stdio(server: Server) -> None:
 
 async def _run_http(server: Server, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]) -> None:
     web = uvicorn_server(http_app(server, bind, policy.http), bind)
-    task_group.start_soon(_stop_on_signal, None, stop, web)
+    await task_group.start(_stop_on_signal, None, stop, web)
     task_group.start_soon(_announce_when_started, web, bind)
     await web.serve()
     if not web.started:
@@ -113,10 +113,14 @@ async def _announce_when_started(web: uvicorn.Server, bind: Bind) -> None:
         sd_notify("READY=1")
 
 
-async def _stop_on_signal(scope: anyio.CancelScope | None, stop: dict[str, str], web: uvicorn.Server | None) -> None:
+async def _stop_on_signal(
+    scope: anyio.CancelScope | None, stop: dict[str, str], web: uvicorn.Server | None,
+    *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     """SIGTERM/SIGINT: cancel every call in flight (each kills its worker and writes
     its end record), then stop serving; the caller writes server_stop."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()  # handlers are in place before READY=1 goes out
         async for signum in signals:
             if stop.get("signalled"):
                 log.info("%s received again: stopping now", signal.Signals(signum).name)
