@@ -45,6 +45,10 @@ doctor: venv
 run: venv
 	$(VENV)/bin/bastion serve --policy examples/policy.toml
 
+## bench: benchmarks vs a naive single-process baseline (QUICK=1: 200 MB instead of 1 GB); prints a table + bench/results.json
+bench: venv
+	$(PY) bench/run.py $(if $(QUICK),--quick)
+
 ## soak: many concurrent calls for SECONDS (default 120), then check audit chain and leftovers
 soak: venv
 	$(PY) bench/soak.py $(or $(SECONDS),120) $(or $(CONCURRENCY),16)
