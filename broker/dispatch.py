@@ -82,7 +82,8 @@ class WorkerResult:
     exit_code: int | None = None
     signal: str | None = None
     cpu_s: float = 0.0
-    max_rss_kb: int = 0
+    max_rss_kb: int = 0  # rusage: includes the broker's size, which the child inherits at spawn
+    peak_memory_kb: int | None = None  # the worker's own cgroup peak (None without cgroups)
 
 
 @functools.cache
@@ -228,6 +229,7 @@ class Worker:
         self._reaped = True
         self.sock.close()
         os.close(self.pidfd)
+        peak = cgroup.peak_memory(self.cgroup_dirs)
         cgroup.remove(self.cgroup_dirs)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         if result is None:
@@ -238,6 +240,7 @@ class Worker:
             result.exit_code = os.WEXITSTATUS(status)
         result.cpu_s = round(usage.ru_utime + usage.ru_stime, 4)
         result.max_rss_kb = usage.ru_maxrss
+        result.peak_memory_kb = peak // 1024 if peak is not None else None
 
 
 class WorkerPool:

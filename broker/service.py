@@ -347,6 +347,7 @@ def _record(end: dict[str, Any], result: WorkerResult) -> None:
         signal=result.signal,
         cpu_s=result.cpu_s,
         max_rss_kb=result.max_rss_kb,
+        peak_memory_kb=result.peak_memory_kb,
     )
     if result.detail:
         end["detail"] = result.detail

@@ -200,7 +200,10 @@ async def test_load_500_calls_at_concurrency_16(tmp_path: Path) -> None:
     counts = call_records(audit)
     assert (counts["begin"], counts["end"]) == (500, 500)
     records = assert_clean(audit)
-    assert all(r["outcome"] == "ok" for r in records if r["event"] == "end")
+    ends = [r for r in records if r["event"] == "end"]
+    assert all(r["outcome"] == "ok" for r in ends)
+    if os.geteuid() == 0:  # per-worker cgroups: the worker's own peak, far below the inherited maxrss
+        assert all(0 < r["peak_memory_kb"] < r["max_rss_kb"] for r in ends)
 
 
 @pytest.mark.anyio

@@ -120,6 +120,21 @@ def detect(broker_tag: str) -> CgroupHost:
     return CgroupHost("", (), "no cgroup v2 memory+pids controllers and no v1 memory and pids hierarchies")
 
 
+PEAK_FILES = ("memory.peak", "memory.max_usage_in_bytes")  # v2 (kernel >= 5.19), v1
+
+
+def peak_memory(dirs: list[str]) -> int | None:
+    """The worker's peak memory use in bytes, as its own cgroup counted it. Unlike
+    rusage's maxrss it does not include the broker's size, which a child inherits."""
+    for path in dirs:
+        for name in PEAK_FILES:
+            try:
+                return int((Path(path) / name).read_text().strip())
+            except (OSError, ValueError):
+                continue
+    return None
+
+
 def remove(dirs: list[str]) -> None:
     """Remove a reaped worker's cgroups, killing anything left inside first."""
     for path in dirs:
