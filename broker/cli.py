@@ -51,7 +51,8 @@ async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, 
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
-    pool = WorkerPool(plans_for(policy.sandbox, cgroups, profiles_dir, kinds), cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
+    plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
+    pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
             await pool.start(task_group)

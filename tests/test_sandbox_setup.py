@@ -146,3 +146,14 @@ async def test_a_worker_refuses_a_descriptor_that_is_not_a_regular_file(tmp_path
     assert result.failure is not None and result.failure.code == "bad_request", result
     assert "not a regular file" in result.failure.message
     assert result.lines == [] and result.exit_code == 0
+
+
+def test_cpu_limit_is_never_below_the_policy_timeout() -> None:
+    """RLIMIT_CPU backs up the wall-clock deadline; it must not cut a scan the policy allows."""
+    from broker.sandbox.host import _cpu_at_least
+
+    profile = load_profile("grep", None)
+    assert _cpu_at_least(profile, 100).rlimits.cpu_s == 101
+    assert _cpu_at_least(profile, 5).rlimits.cpu_s == profile.rlimits.cpu_s == 20
+    assert _cpu_at_least(profile, 3600).rlimits.cpu_s == 3600
+    assert profile.rlimits.cpu_s == 20  # the shipped profile itself is untouched

@@ -6,13 +6,16 @@ three confine workers through the same code.
 
 from __future__ import annotations
 
+import math
 import os
+
+import msgspec
 
 from broker.policy import Sandbox
 from broker.sandbox import cgroup
 from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.plan import Plan, build_plan
-from broker.sandbox.profile import load_profile
+from broker.sandbox.profile import Profile, load_profile
 
 WORKER_KINDS = ("grep", "resource", "intel")
 
@@ -21,11 +24,23 @@ def cgroup_host() -> CgroupHost:
     return cgroup.detect(f"bastion-{os.getpid()}")
 
 
-def plans_for(settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None = None, kinds: tuple[str, ...] = WORKER_KINDS) -> dict[str, Plan]:
+def plans_for(
+    settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None = None, kinds: tuple[str, ...] = WORKER_KINDS,
+    timeout_s: float = 0,
+) -> dict[str, Plan]:
     return {
-        kind: build_plan(load_profile(kind, profiles_dir), settings.worker_user, list(settings.best_effort), cgroups)
+        kind: build_plan(_cpu_at_least(load_profile(kind, profiles_dir), timeout_s), settings.worker_user, list(settings.best_effort), cgroups)
         for kind in kinds
     }
+
+
+def _cpu_at_least(profile: Profile, timeout_s: float) -> Profile:
+    """RLIMIT_CPU is a backstop behind the wall-clock deadline: never below the policy's
+    timeout_s, or a long scan the policy allows would die of SIGKILL at the profile's limit."""
+    wanted = min(3600, math.ceil(timeout_s) + 1)
+    if wanted <= profile.rlimits.cpu_s:
+        return profile
+    return msgspec.structs.replace(profile, rlimits=msgspec.structs.replace(profile.rlimits, cpu_s=wanted))
 
 
 def downgrades(layers: dict[str, list[str]]) -> dict[str, list[str]]:
