@@ -354,6 +354,14 @@ def test_nested_order_most_specific_then_feed(tmp_path: Path) -> None:
         assert database.meta.compiled_at == "1970-01-01T00:00:05Z"
 
 
+def test_output_directory_is_created(tmp_path: Path) -> None:
+    """A fresh checkout has no var/ yet: `make demo` compiles before anything else creates it."""
+    (tmp_path / "a").write_text("203.0.113.0/24\n")
+    output = tmp_path / "not" / "yet" / "intel.db"
+    report = compile_feeds([FeedSource("a", str(tmp_path / "a"), "netset", "x", 50)], str(output), now=5)
+    assert report.entries == 1 and output.is_file()
+
+
 def test_empty_database(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("# nothing listed today\n")
     report = compile_feeds([FeedSource("a", str(tmp_path / "a"), "netset", "x", 50)], str(tmp_path / "db"), now=5)
