@@ -12,13 +12,14 @@ import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any
 
 import mcp_types as types
 
 from broker.arguments import check_bool, check_names
 from broker.errors import ToolError
-from broker.ip_check import AddressRefused, CheckedAddress, check_address, parse_networks
+from broker.ip_check import AddressRefused, CheckedAddress, Network, check_address
 from broker.policy import Intel
 from workers.protocol import IntelReport
 
@@ -120,11 +121,11 @@ def tool() -> types.Tool:
     )
 
 
-def parse(arguments: object, intel: Intel) -> IntelArgs:
+def parse(arguments: object, refused: Sequence[Network]) -> IntelArgs:
     args = check_names(arguments, ARGUMENTS, REQUIRED)
     history = check_bool(args.get("include_history", False), "include_history")
     try:
-        address = check_address(args["ip_address"], parse_networks(intel.refuse, "intel.refuse"))
+        address = check_address(args["ip_address"], refused)
     except AddressRefused as exc:
         raise ToolError(f"ip_address refused: {exc}") from None
     return IntelArgs(address=address, include_history=history)
@@ -148,14 +149,7 @@ def _age_hours(stamp: str, now: float) -> float:
 
 def result(args: IntelArgs, report: IntelReport, intel: Intel, notes: list[str], now: float | None = None) -> types.CallToolResult:
     now = time.time() if now is None else now
-    feeds = [
-        {
-            "name": feed.name, "category": feed.category, "confidence": feed.confidence, "entries": feed.entries,
-            "malformed_lines": feed.malformed, "updated": feed.source_mtime, "age_hours": _age_hours(feed.source_mtime, now),
-            "stale": _age_hours(feed.source_mtime, now) > intel.max_age_hours,
-        }
-        for feed in report.feeds
-    ]
+    feeds = [_feed(feed, _age_hours(feed.source_mtime, now), intel.max_age_hours) for feed in report.feeds]
     matches = [_match(match, report, feeds) for match in report.matches if match.feed < len(feeds)]
     warnings = [f"feed {feed['name']} is {feed['age_hours']} hours old (policy max_age_hours {intel.max_age_hours:g}): refresh it" for feed in feeds if feed["stale"]]
     warnings += notes + report.notes
@@ -170,6 +164,13 @@ def result(args: IntelArgs, report: IntelReport, intel: Intel, notes: list[str],
         "warnings": warnings,
     }
     return types.CallToolResult(content=[types.TextContent(type="text", text=_as_text(structured))], structured_content=structured)
+
+
+def _feed(feed: Any, age_hours: float, max_age_hours: float) -> dict[str, Any]:
+    return {
+        "name": feed.name, "category": feed.category, "confidence": feed.confidence, "entries": feed.entries,
+        "malformed_lines": feed.malformed, "updated": feed.source_mtime, "age_hours": age_hours, "stale": age_hours > max_age_hours,
+    }
 
 
 def _match(match: Any, report: IntelReport, feeds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from broker.allowlist import Allowlist, SearchTarget
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerPool, WorkerResult
 from broker.errors import ToolError, UnknownName
+from broker.ip_check import parse_networks
 from broker.policy import Intel, Policy, RateLimit
 from broker.ratelimit import Rate, RateLimiter
 from broker.regular_file import open_regular
@@ -81,6 +82,8 @@ class Bastion:
         self.audit = audit
         self.client = client  # the default identity (stdio: the OS user)
         self.limiter = rate_limiter(policy.rate_limit)
+        # Validated by load_policy; parsed once here rather than on every lookup.
+        self.intel_refused = parse_networks(policy.intel.refuse, "intel.refuse") if policy.intel is not None else []
         self._slots = anyio.Semaphore(policy.limits.max_workers)
         self._queued = 0
 
@@ -212,7 +215,7 @@ class Bastion:
     async def _check_ip_reputation(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
         intel = self.policy.intel
         assert intel is not None  # the tool is only offered when [intel] is configured
-        args = intel_tool.parse(arguments, intel)
+        args = intel_tool.parse(arguments, self.intel_refused)
         end["address"] = args.address.canonical
         fds, enrich, notes = _open_intel(intel)
         request = IntelRequest(packed=intel_tool.packed(args.address), include_history=args.include_history,

@@ -347,3 +347,25 @@ def test_logs_and_open_agree_on_dot_files(tree: dict[str, Path], allowlist: Allo
     hidden.write_bytes(b"hidden\n")
     listed = str(hidden) in {log.path for log in allowlist.logs()}
     assert accepted_by_open(allowlist, hidden) == listed
+
+
+def test_a_search_over_rotations_takes_at_most_32_files_the_newest_ones(tmp_path: Path) -> None:
+    """SCM_RIGHTS and the worker's open-file limit bound one search: the oldest rotations are left out."""
+    from workers.protocol import MAX_SEARCH_FILES
+
+    log = tmp_path / "auth.log"
+    log.write_text("live\n")
+    for n in range(1, 41):
+        (tmp_path / f"auth.log.{n}{'.gz' if n > 1 else ''}").write_bytes(b"x")
+    (tmp_path / "auth.log.old").write_text("not a rotation name\n")
+    policy = write_policy(tmp_path, [log])
+    policy.write_text(policy.read_text().replace(f'path = "{log}"', f'path = "{log}"\nrotations = true'))
+    allowlist = Allowlist(parse_policy(policy.read_bytes(), tmp_path))
+    opened = allowlist.open_search(str(log))
+    try:
+        names = [Path(f.path).name for f in opened.files]
+        assert len(names) == MAX_SEARCH_FILES == 32
+        assert names[0] == "auth.log.31.gz" and names[-2:] == ["auth.log.1", "auth.log"]  # oldest kept first, live last
+        assert [f.gzip for f in opened.files[:2]] == [True, True] and not opened.files[-1].gzip
+    finally:
+        opened.close()

@@ -194,9 +194,12 @@ class FileSearch:
         self.stop = False
         # Enough matches already: this file is only asked whether it holds one more.
         self.probe = call.full and not self.request.count_only
+        # Decided once per file, not per line of grep's output.
+        self.windowed = _windowed(self.request)
+        self.grep_counts = self.request.count_only and not self.windowed  # grep -c prints one number
 
     def limit(self) -> int | None:
-        if self.request.count_only or _windowed(self.request) or (self.request.newest_first and not self.probe):
+        if self.request.count_only or self.windowed or (self.request.newest_first and not self.probe):
             return None
         return self.request.max_lines - self.call.matches + 1
 
@@ -255,7 +258,7 @@ class FileSearch:
     # --- grep's output -----------------------------------------------------------------
 
     def _line(self, prefix: bytes, length: int) -> None:
-        if self.request.count_only and not _windowed(self.request):
+        if self.grep_counts:
             number = prefix.split(b":")[-1]
             self.count = int(number) if number.isdigit() else 0
             return
@@ -263,7 +266,7 @@ class FileSearch:
         if hit is None:
             self._close_group()
             return
-        if _windowed(self.request) and not self._in_window(hit):
+        if self.windowed and not self._in_window(hit):
             return
         if self.request.count_only:
             self.count += 1
