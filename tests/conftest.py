@@ -27,11 +27,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def write_policy(directory: Path, logs: list[str | Path], audit: Path | None = None, *, toml: str = "", **limits: Any) -> Path:
-    """A policy file in `directory` allowlisting `logs`, with [limits] overrides and extra `toml` tables."""
+def write_policy(directory: Path, logs: list[str | Path | dict[str, Any]], audit: Path | None = None, *, toml: str = "", **limits: Any) -> Path:
+    """A policy file in `directory` allowlisting `logs` (paths, or [[logs]] tables as dicts),
+    with [limits] overrides and extra `toml` tables."""
     lines = []
     for log in logs:
-        lines += ["[[logs]]", f"path = {json.dumps(str(log))}", ""]
+        entry = log if isinstance(log, dict) else {"path": str(log)}
+        lines += ["[[logs]]", *(f"{key} = {json.dumps(value)}" for key, value in entry.items()), ""]
     lines += ["[audit]", f"path = {json.dumps(str(audit or directory / 'audit.jsonl'))}", ""]
     # The rootless run (tests/test_rootless.py) downgrades layers a non-root
     # broker cannot apply, exactly as an operator's policy would have to.

@@ -358,8 +358,7 @@ def test_a_search_over_rotations_takes_at_most_32_files_the_newest_ones(tmp_path
     for n in range(1, 41):
         (tmp_path / f"auth.log.{n}{'.gz' if n > 1 else ''}").write_bytes(b"x")
     (tmp_path / "auth.log.old").write_text("not a rotation name\n")
-    policy = write_policy(tmp_path, [log])
-    policy.write_text(policy.read_text().replace(f'path = "{log}"', f'path = "{log}"\nrotations = true'))
+    policy = write_policy(tmp_path, [{"path": str(log), "rotations": True}])
     allowlist = Allowlist(parse_policy(policy.read_bytes(), tmp_path))
     opened = allowlist.open_search(str(log))
     try:

@@ -5,7 +5,6 @@ and the limits around them (gzip bomb, truncated gzip, rotation mid-search)."""
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import random
 import zlib
@@ -16,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import bastion_client, read_audit
+from tests.conftest import bastion_client, read_audit, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -40,19 +39,11 @@ def write_day(path: Path, day: int, attacker: str, compress: bool = False, mtime
     os.utime(path, (when, when))
 
 
+NO_RATE_LIMIT = "[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n"
+
+
 def policy_file(tmp_path: Path, entries: list[dict[str, Any]], **limits: Any) -> Path:
-    lines = []
-    for entry in entries:
-        lines += ["[[logs]]"] + [f"{key} = {json.dumps(value)}" for key, value in entry.items()] + [""]
-    lines += ["[audit]", f"path = {json.dumps(str(tmp_path / 'audit.jsonl'))}", ""]
-    best_effort = [name for name in os.environ.get("BASTION_TEST_BEST_EFFORT", "").split(",") if name]
-    if best_effort:
-        lines += ["[sandbox]", f"best_effort = {json.dumps(best_effort)}", ""]
-    lines += ["[limits]"] + [f"{key} = {json.dumps(value)}" for key, value in limits.items()]
-    lines += ["", "[rate_limit]", "calls = 100000", "window_s = 1", "global_calls = 100000", "global_window_s = 1"]
-    path = tmp_path / "policy.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_policy(tmp_path, entries, toml=NO_RATE_LIMIT, **limits)
 
 
 @pytest.fixture
