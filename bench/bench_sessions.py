@@ -28,7 +28,7 @@ from mcp.client.stdio import stdio_client
 
 BENCH = Path(__file__).resolve().parent
 BASELINE_SCRIPT = BENCH / "baseline_server.py"
-WORKER_MARK = "from workers.main import main"
+WORKER_NAME = "bastion-worker"  # workers.main sets it as the process name
 SAMPLE_INTERVAL_S = 0.02
 FIND_TIMEOUT_S = 10.0
 
@@ -127,7 +127,7 @@ def worker_rss(broker: psutil.Process) -> int:
     peak = 0
     for proc in children:
         try:
-            if any(WORKER_MARK in part for part in proc.cmdline()):
+            if proc.name() == WORKER_NAME:
                 peak = max(peak, proc.memory_info().rss)
         except psutil.Error:
             continue

@@ -78,6 +78,7 @@ FLAT_MIB = 10.0
 @dataclass(frozen=True)
 class Config:
     quick: bool
+    cases: tuple[str, ...]
     latency_calls: int
     scan_runs: int
     concurrency_s: float
@@ -86,10 +87,10 @@ class Config:
     lookups: int = 100_000
 
     @classmethod
-    def make(cls, quick: bool) -> Config:
+    def make(cls, quick: bool, cases: tuple[str, ...]) -> Config:
         if quick:
-            return cls(quick, latency_calls=50, scan_runs=1, concurrency_s=2, intel_rounds=3, intel_calls_per_round=8)
-        return cls(quick, latency_calls=200, scan_runs=3, concurrency_s=5, intel_rounds=5, intel_calls_per_round=8)
+            return cls(quick, cases, latency_calls=50, scan_runs=1, concurrency_s=2, intel_rounds=3, intel_calls_per_round=8)
+        return cls(quick, cases, latency_calls=200, scan_runs=3, concurrency_s=5, intel_rounds=5, intel_calls_per_round=8)
 
 
 @dataclass
@@ -530,6 +531,8 @@ async def run_cases(bench: Bench) -> None:
     phases: dict[str, float] = {}
     failures: dict[str, str] = {}
     for name, case in CASES:
+        if name not in bench.config.cases:
+            continue
         say(f"case {name} ...")
         started = time.monotonic()
         try:
@@ -563,6 +566,8 @@ def say(message: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Bastion vs a naive MCP server, side by side.")
     parser.add_argument("--quick", action="store_true", help="200 MB big log, 100k feed, fewer calls and runs")
+    parser.add_argument("--cases", default=",".join(name for name, _ in CASES),
+                        help=f"comma-separated subset of: {', '.join(name for name, _ in CASES)} (default all)")
     parser.add_argument("--json", type=Path, default=BENCH / "results.json", help="where to write the results (default bench/results.json)")
     return parser.parse_args(argv)
 
@@ -594,7 +599,11 @@ def main() -> None:
     args = parse_args(sys.argv[1:])
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        run(Config.make(args.quick), args.json)
+        cases = tuple(name.strip() for name in args.cases.split(",") if name.strip())
+        unknown = set(cases) - {name for name, _ in CASES}
+        if unknown:
+            raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}")
+        run(Config.make(args.quick, cases), args.json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

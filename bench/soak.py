@@ -30,7 +30,7 @@ PATTERNS = ["Failed password for", "Accepted (password|publickey)", "sudo: .*COM
 
 
 def broker_rss_mb() -> float:
-    servers = [p for p in psutil.Process().children(recursive=True) if "serve" in " ".join(p.cmdline())]
+    servers = [p for p in psutil.Process().children() if "serve" in " ".join(p.cmdline())]
     return max((p.memory_info().rss for p in servers), default=0) / 2**20
 
 

@@ -1,8 +1,9 @@
 """Append-only audit log (JSON Lines), written before and after every call.
 
-Each record is one line written with a single write() and flushed to disk
-(fdatasync) before the call goes on, so a "begin" record exists before any
-worker starts. Every record carries a sequence number, `prev` (SHA-256 of the
+Each record is one line written with a single write(). A "begin" record is
+in the file (the kernel's, so it survives the broker crashing) before any
+worker starts; the "end" record's fdatasync puts both on disk before the
+result is released, so one sync per call, not two, is on its path. Every record carries a sequence number, `prev` (SHA-256 of the
 previous line) and, last, `hash` (SHA-256 of the line without its hash field),
 so `bastion audit verify` finds an edited, dropped, inserted or reordered line
 (see broker/audit_verify.py). Arguments and previews are cut to a bounded size
@@ -90,6 +91,7 @@ class AuditLog:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror}") from None
         self._seq, self._prev = self._resume()
         self._size = os.fstat(self._fd).st_size
+        self._unsynced = False  # a record written with sync=False is not on disk yet
 
     @property
     def head(self) -> tuple[int, str]:
@@ -113,15 +115,16 @@ class AuditLog:
             raise AuditError(f"audit log {self.path} does not end with a Bastion record") from None
         return seq, line_hash(last)
 
-    def write(self, event: str, **fields: Any) -> int:
-        """Durably append one record (after any rotation it needs); return its sequence number."""
+    def write(self, event: str, *, sync: bool = True, **fields: Any) -> int:
+        """Append one record (after any rotation it needs); return its sequence number.
+        With sync (the default) it and every record before it are on disk on return."""
         try:
             self._follow_rotation()
             line = self._line(event, fields)
             if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
                 line = self._line(event, fields)
-            self._append(line)
+            self._append(line, sync)
         except OSError as exc:
             raise AuditError(f"cannot write audit log: {exc.strerror or exc}") from None
         return self._seq
@@ -131,18 +134,20 @@ class AuditLog:
         body = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str).encode()
         return seal(body) + b"\n"
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, line: bytes, sync: bool = True) -> None:
         try:
             written = os.write(self._fd, line)
             if written != len(line):
                 raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
-            os.fdatasync(self._fd)
+            if sync:
+                os.fdatasync(self._fd)
         except OSError:
             self._cut_back()
             raise
         self._size += len(line)
         self._seq += 1
         self._prev = line_hash(line)
+        self._unsynced = not sync
 
     def _cut_back(self) -> None:
         """Remove a half-written record so the file still ends with a whole line."""
@@ -183,7 +188,13 @@ class AuditLog:
         self._reopen()
         self._append(self._line(CONTINUED, {"reason": "size_limit", "previous_file": os.path.basename(self.path) + ".1"}))
 
+    def _sync_pending(self) -> None:
+        if self._unsynced:
+            os.fdatasync(self._fd)
+            self._unsynced = False
+
     def _reopen(self) -> None:
+        self._sync_pending()  # the old file's last record, before we let go of it
         fd = _open_locked(self.path)
         os.close(self._fd)
         self._fd = fd
@@ -191,7 +202,10 @@ class AuditLog:
         sync_directory(os.path.dirname(os.path.abspath(self.path)))
 
     def close(self) -> None:
-        os.close(self._fd)
+        try:
+            self._sync_pending()
+        finally:
+            os.close(self._fd)
 
 
 def _name_of(fd: int) -> str | None:

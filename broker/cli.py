@@ -22,7 +22,8 @@ from mcp.server.lowlevel import Server
 
 from broker import audit_verify, intel_cli, sandbox_cli
 from broker.audit import AuditError, AuditLog
-from broker.dispatch import SandboxUnavailable, WorkerPool
+from broker.dispatch import SandboxUnavailable
+from broker.pool import WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError

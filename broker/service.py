@@ -23,7 +23,8 @@ import mcp_types as types
 from broker import intel_tool, prompts, query_logs
 from broker.allowlist import Allowlist, SearchTarget
 from broker.audit import AuditError, AuditLog
-from broker.dispatch import SandboxUnavailable, WorkerPool, WorkerResult
+from broker.dispatch import SandboxUnavailable, WorkerResult
+from broker.pool import WorkerPool
 from broker.errors import ToolError, UnknownName
 from broker.ip_check import parse_networks
 from broker.policy import Intel, Policy, RateLimit
@@ -90,10 +91,11 @@ class Bastion:
     # --- the audited envelope of every call ------------------------------------
 
     async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
-        """begin (durable) -> rate limit -> work -> end. Raises ToolError for the client."""
+        """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
         started = time.monotonic()
         try:
-            call_id = self.audit.write("begin", client=client, tool=tool, arguments=arguments)
+            # Not synced on its own: the end record's fdatasync covers it, before any result leaves.
+            call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments)
         except AuditError as exc:
             log.error("%s", exc)
             raise ToolError(AUDIT_DOWN, "audit_failed") from None
@@ -203,8 +205,7 @@ class Bastion:
         limits = self.policy.limits
         result = WorkerResult()
         try:
-            async with self._slot(limits.max_queue):
-                worker = await self.pool.acquire(kind)
+            async with self._slot(limits.max_queue), self.pool.worker(kind) as worker:
                 end["worker_pid"] = worker.pid
                 await worker.call(request, fd, limits.timeout_s, limits.max_output_bytes, result)
         finally:
@@ -348,6 +349,7 @@ def _record(end: dict[str, Any], result: WorkerResult) -> None:
         bytes=result.bytes_received,
         exit_code=result.exit_code,
         signal=result.signal,
+        stopped_after_reply=result.stopped_after_reply,
         cpu_s=result.cpu_s,
         max_rss_kb=result.max_rss_kb,
         peak_memory_kb=result.peak_memory_kb,

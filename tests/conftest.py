@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE_LOGS = EXAMPLES / "logs"
 BASTION = Path(sys.executable).with_name("bastion")
-WORKER_MARK = "from workers.main import main"
+WORKER_NAME = "bastion-worker"  # workers.main sets it as the process name
 
 
 @pytest.fixture
@@ -54,9 +54,8 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
 
 def worker_processes() -> list[psutil.Process]:
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if any(WORKER_MARK in part for part in cmdline):
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == WORKER_NAME:
             found.append(proc)
     return found
 

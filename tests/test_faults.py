@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,11 @@ from broker.audit import AuditLog
 from broker.audit_verify import verify
 from broker.dispatch import Worker
 from broker.policy import load_policy
+from broker.sandbox.cgroup import CgroupHost
 from broker.service import Bastion
 from tests.conftest import ROOT, read_audit, write_policy
+
+NO_CGROUPS = CgroupHost("", (), "stand-in workers have none")
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +85,7 @@ def fake_worker(mode: str, env: dict[str, str] | None = None) -> Worker:
     )
     child.close()
     parent.setblocking(False)
-    return Worker("grep", proc, parent, [])
+    return Worker("grep", proc.pid, parent, NO_CGROUPS, [], proc)
 
 
 @dataclass
@@ -91,10 +96,11 @@ class FakePool:
     env: dict[str, str] = field(default_factory=dict)
     started: list[Worker] = field(default_factory=list)
 
-    async def acquire(self, kind: str) -> Worker:
+    @asynccontextmanager
+    async def worker(self, kind: str) -> AsyncIterator[Worker]:
         worker = fake_worker(self.modes.pop(0) if self.modes else "ok", self.env)
         self.started.append(worker)
-        return worker
+        yield worker
 
 
 @pytest.fixture

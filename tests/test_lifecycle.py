@@ -219,7 +219,7 @@ async def test_audit_write_failure_refuses_calls_and_the_server_keeps_running(tm
     args = {"log_path": str(log), "pattern": "Failed"}
     async with bastion_client(policy) as client:
         assert not (await client.call_tool("query_logs", args)).is_error
-        (server,) = [p for p in psutil.Process().children(recursive=True) if "serve" in p.cmdline()]
+        (server,) = [p for p in psutil.Process().children() if "serve" in p.cmdline()]
         server.rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size + 50, psutil.RLIM_INFINITY))
         refused = await client.call_tool("query_logs", args)
         assert refused.is_error and refused.content[0].text == "refused: the audit log cannot be written, so no call can run"

@@ -17,6 +17,7 @@ import sys
 import traceback  # noqa: F401 - same reason: used when a payload raises
 
 from broker.sandbox.confine import confine
+from broker.sandbox.syscalls import set_process_name
 from broker.sandbox.layer import LayerError
 from broker.sandbox.plan import Plan, plan_from_wire
 from workers.channel import Channel
@@ -37,6 +38,7 @@ from workers.tail import tail
 
 EXIT_PROTOCOL = 65
 EXIT_SETUP = 70
+WORKER_NAME = "bastion-worker"  # what ps and psutil show (comm), also for forked workers
 RUN_FD = 3  # where `bastion sandbox run --pass-fd` puts the handed-over file
 
 
@@ -117,11 +119,20 @@ def _serve(channel: Channel, plan: Plan) -> None:
 
 def main(argv: list[str]) -> int:
     channel_fd, broker_pid = int(argv[0]), int(argv[1])
+    set_process_name(WORKER_NAME)
     channel = Channel(socket.socket(fileno=channel_fd))
     try:
         return _main(channel, channel_fd, broker_pid)
     finally:
         channel.close()
+
+
+def run(argv: list[str]) -> None:
+    """main(), then exit at once: interpreter finalisation would cost the call
+    ~15 ms (the broker waits for the exit) and a confined worker has nothing
+    to flush or clean up but its standard streams."""
+    code = main(argv)
+    _flush_and_exit(code)
 
 
 def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
@@ -140,4 +151,4 @@ def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run(sys.argv[1:])

@@ -186,6 +186,22 @@ class IntelReport(msgspec.Struct, tag="intel_report", forbid_unknown_fields=True
 
 FromWorker = Union[Ready, SetupFailed, Lines, Text, IntelReport, Done, Failed]
 
+# --- broker <-> launcher ----------------------------------------------------
+# The launcher (workers/launcher.py) is a pre-imported process that forks new
+# workers on request. It only ever hears from the broker, never from a client.
+
+
+class Fork(msgspec.Struct, tag="fork", forbid_unknown_fields=True):
+    """Start one worker on the socket descriptor that comes with this frame."""
+
+
+class Forked(msgspec.Struct, tag="forked", forbid_unknown_fields=True):
+    """The new worker's pid (a child of the broker), or why none was started."""
+
+    pid: int = 0
+    error: str = ""
+
+
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -234,3 +250,11 @@ def to_worker_reader() -> FrameReader:
 
 def from_worker_reader() -> FrameReader:
     return FrameReader(FromWorker)
+
+
+def to_launcher_reader() -> FrameReader:
+    return FrameReader(Fork)
+
+
+def from_launcher_reader() -> FrameReader:
+    return FrameReader(Forked)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import signal
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -21,6 +22,7 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 if platform.machine() != "x86_64":  # syscall numbers below are x86_64's
     raise ImportError("the Bastion sandbox supports x86_64 Linux only")
 
+NR_CLONE = 56
 NR_PIVOT_ROOT = 155
 NR_CAPGET = 125
 NR_CAPSET = 126
@@ -28,6 +30,7 @@ NR_LANDLOCK_CREATE_RULESET = 444
 NR_LANDLOCK_ADD_RULE = 445
 NR_LANDLOCK_RESTRICT_SELF = 446
 
+CLONE_PARENT = 0x00008000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -47,6 +50,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -68,8 +72,32 @@ def syscall(number: int, *args: object) -> int:
     return _check(_libc.syscall(ctypes.c_long(number), *args))
 
 
+# Holds the GIL across the call (ctypes.CDLL releases it), so the cloned child
+# starts with the interpreter in exactly the state the parent had.
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
+_libc_gil.syscall.restype = ctypes.c_long
+
+
+def fork_as_sibling() -> int:
+    """clone(CLONE_PARENT | SIGCHLD): fork(), except that the child's parent is
+    the caller's parent, which can then wait for it, read its rusage and hold a
+    pidfd as for its own child. Returns 0 in the child, its pid in the caller.
+
+    Only for a single-threaded caller: unlike os.fork() this runs neither
+    Python's at-fork hooks nor glibc's (the child's cached thread id stays the
+    parent's, which only raise()/pthread_kill() would notice).
+    """
+    return _check(_libc_gil.syscall(ctypes.c_long(NR_CLONE), ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD), None, None, None, None))
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5))
+
+
+def set_process_name(name: str) -> None:
+    """The thread's comm (what ps shows, 15 bytes at most); a cosmetic, so failures are ignored."""
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    _libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0)
 
 
 def unshare(flags: int) -> None:
