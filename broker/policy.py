@@ -39,7 +39,9 @@ class LogEntry(msgspec.Struct, forbid_unknown_fields=True):
 class Limits(msgspec.Struct, forbid_unknown_fields=True):
     max_lines: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10
-    max_output_bytes: Annotated[int, Meta(ge=1024, le=1 << 30)] = 10 * 1024 * 1024
+    # Bytes a worker may send back per call. It also bounds the broker's memory:
+    # the SDK needs ~14x the result's text to build and send one reply.
+    max_output_bytes: Annotated[int, Meta(ge=1024, le=1 << 30)] = 1 << 20
     max_workers: Annotated[int, Meta(ge=1, le=256)] = 4
     max_line_bytes: Annotated[int, Meta(ge=64, le=1 << 20)] = 4096
     resource_bytes: Annotated[int, Meta(ge=1024, le=64 << 20)] = 1 << 20

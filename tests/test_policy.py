@@ -33,7 +33,7 @@ def test_bundled_example_policy() -> None:
     assert policy.sha256 == hashlib.sha256(policy_file.read_bytes()).hexdigest()
     assert policy.source == str(policy_file)
     assert policy.limits == Limits(
-        max_lines=1000, timeout_s=10, max_output_bytes=10485760, max_workers=4, max_line_bytes=4096, resource_bytes=1048576
+        max_lines=1000, timeout_s=10, max_output_bytes=1048576, max_workers=4, max_line_bytes=4096, resource_bytes=1048576
     )
     assert policy.workers == Workers(prestart=1)
 
