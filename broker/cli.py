@@ -27,6 +27,7 @@ from broker.pool import WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
+from broker.search_engine import has_ripgrep
 from broker.server import build_server, package_version
 from broker.http_auth import new_token, paste_lines
 from broker.http_serve import Bind, check_bind, http_app, parse_bind, uvicorn_server
@@ -53,6 +54,8 @@ async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, 
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
     plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
+    if policy.search.engine == "rg" and not has_ripgrep(plans["grep"]):
+        raise ProfileError("[search] engine = \"rg\", but ripgrep is not installed (/usr/bin/rg)")
     pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:

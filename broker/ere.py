@@ -143,14 +143,24 @@ class _Parser:
     def concat(self) -> Node:
         items: list[Node] = []
         while self.peek() not in (None, "|", ")"):
+            start = self.pos
             atom = self.atom()
+            # An anchor that something precedes (or follows) can never hold, and
+            # engines disagree on such patterns next to zero-width \b: refuse them.
+            if items and _anchored(atom, "^", first=True):
+                self.pos = start
+                raise self.fail("'^' anchors only at the very start of the pattern or of a branch; for a literal write \\^")
+            if items and _anchored(items[-1], "$", first=False):
+                self.pos = start
+                raise self.fail("'$' anchors only at the very end of the pattern or of a branch; for a literal write \\$")
             items.append(self.quantified(atom))
         return items[0] if len(items) == 1 else Concat(tuple(items))
 
     def quantified(self, atom: Node) -> Node:
         if self.peek() not in QUANTIFIERS:
             return atom
-        if isinstance(atom, Anchor) or (isinstance(atom, Escape) and atom.letter in ANCHOR_ESCAPES):
+        if (isinstance(atom, Anchor) or (isinstance(atom, Escape) and atom.letter in ANCHOR_ESCAPES)
+                or _anchored(atom, "^", first=True) or _anchored(atom, "$", first=False)):
             raise self.fail("an anchor cannot be repeated")
         if isinstance(atom, Literal) and ord(atom.char) > 0x7F:
             raise self.fail(f"repeating the non-ASCII character {atom.char!r} would repeat only its last byte; "
@@ -304,6 +314,19 @@ class _Parser:
         return name
 
 
+def _anchored(node: Node, kind: str, first: bool) -> bool:
+    """Whether `node` can begin (first) or end (not first) with the anchor `kind`."""
+    if isinstance(node, Anchor):
+        return node.kind == kind
+    if isinstance(node, (Group, Repeat)):
+        return _anchored(node.body, kind, first)
+    if isinstance(node, Concat):
+        return bool(node.items) and _anchored(node.items[0] if first else node.items[-1], kind, first)
+    if isinstance(node, Alternation):
+        return any(_anchored(branch, kind, first) for branch in node.branches)
+    return False
+
+
 # --- size of the automaton an engine would build --------------------------------
 
 
@@ -331,3 +354,51 @@ def parse_ere(pattern: str) -> Node:
 
 def check_ere(pattern: str) -> None:
     parse_ere(pattern)
+
+
+# --- the same pattern for ripgrep (Rust regex syntax, bytes mode) ----------------
+
+# regex-syntax's meta characters: escaped wherever they stand for themselves.
+RUST_META = frozenset("\\.+*?()|[]{}^$#&-~")
+
+
+def to_rust_regex(node: Node) -> str:
+    r"""Render a parsed pattern so that ripgrep matches exactly the lines GNU grep -E
+    matches in the C locale. `(?-u)` makes the regex byte-oriented like grep there:
+    `.` and negated brackets match any byte, \w \s \b and case folding are ASCII, and
+    a non-ASCII literal is its UTF-8 bytes (the parser refuses the constructs where
+    grep would treat those bytes separately: repeating one, or one in brackets)."""
+    return "(?-u)" + _rust(node)
+
+
+def _rust(node: Node) -> str:
+    if isinstance(node, Literal):
+        return _rust_char(node.char)
+    if isinstance(node, AnyChar):
+        return "."
+    if isinstance(node, Anchor):
+        return node.kind
+    if isinstance(node, Escape):
+        return "\\" + node.letter
+    if isinstance(node, Bracket):
+        items = [_rust_char(c) for c in node.chars]
+        items += [f"{_rust_char(low)}-{_rust_char(high)}" for low, high in node.ranges]
+        items += [f"[:{name}:]" for name in node.classes]
+        return "[" + ("^" if node.negated else "") + "".join(items) + "]"
+    if isinstance(node, Group):
+        return "(?:" + _rust(node.body) + ")"
+    if isinstance(node, Repeat):
+        high = "" if node.high is None else str(node.high)
+        count = {(0, ""): "*", (1, ""): "+", (0, "1"): "?"}.get((node.low, high))
+        if count is None:
+            count = f"{{{node.low}}}" if high == str(node.low) else f"{{{node.low},{high}}}"
+        return _rust(node.body) + count
+    if isinstance(node, Concat):
+        return "".join(_rust(item) for item in node.items)
+    return "|".join(_rust(branch) for branch in node.branches)
+
+
+def _rust_char(char: str) -> str:
+    if ord(char) > 0x7F:
+        return "".join(f"\\x{byte:02X}" for byte in char.encode())
+    return "\\" + char if char in RUST_META else char

@@ -85,6 +85,12 @@ class Workers(msgspec.Struct, forbid_unknown_fields=True):
     prestart: Annotated[int, Meta(ge=0, le=16)] = 1
 
 
+class Search(msgspec.Struct, forbid_unknown_fields=True):
+    # query_logs' engine: "auto" = ripgrep when installed (for searches without
+    # context lines), else GNU grep; "grep" never uses ripgrep; "rg" requires it.
+    engine: Literal["auto", "grep", "rg"] = "auto"
+
+
 class Sandbox(msgspec.Struct, forbid_unknown_fields=True):
     # "auto": a bastion-worker account if the host has one, else 65534 (nobody).
     worker_user: str = "auto"
@@ -140,6 +146,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     audit: Audit
     limits: Limits = msgspec.field(default_factory=Limits)
     workers: Workers = msgspec.field(default_factory=Workers)
+    search: Search = msgspec.field(default_factory=Search)
     sandbox: Sandbox = msgspec.field(default_factory=Sandbox)
     rate_limit: RateLimit = msgspec.field(default_factory=RateLimit)
     intel: Intel | None = None

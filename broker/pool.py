@@ -19,6 +19,7 @@ import anyio.abc
 
 from broker.dispatch import REAP_TIMEOUT_S, SETUP_TIMEOUT_S, SandboxUnavailable, Worker, start_worker
 from broker.launcher import Launcher
+from broker.search_engine import has_ripgrep
 from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.plan import Plan
 
@@ -40,6 +41,9 @@ class WorkerPool:
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.layers: dict[str, list[str]] = {}
+
+    def has_ripgrep(self) -> bool:
+        return "grep" in self._plans and has_ripgrep(self._plans["grep"])
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start one worker of every kind now; raise SandboxUnavailable if any cannot be confined."""

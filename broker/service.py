@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 import mcp_types as types
 
-from broker import intel_tool, prompts, query_logs
+from broker import intel_tool, prompts, query_logs, search_engine
 from broker.allowlist import Allowlist, SearchTarget
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, WorkerResult
@@ -85,6 +85,7 @@ class Bastion:
         self.limiter = rate_limiter(policy.rate_limit)
         # Validated by load_policy; parsed once here rather than on every lookup.
         self.intel_refused = parse_networks(policy.intel.refuse, "intel.refuse") if policy.intel is not None else []
+        self.ripgrep = pool.has_ripgrep()
         self._slots = anyio.Semaphore(policy.limits.max_workers)
         self._queued = 0
 
@@ -175,6 +176,8 @@ class Bastion:
             newest_first=args.newest_first, since=args.since, until=args.until,
             max_decompressed_bytes=limits.max_decompressed_bytes,
         )
+        request = search_engine.choose(request, self.policy.search.engine, self.ripgrep)
+        end["engine"] = request.engine
         if args.newest_first:
             target = SearchTarget(target.log_path, target.files[::-1])
             request.files.reverse()

@@ -96,6 +96,9 @@ class FakePool:
     env: dict[str, str] = field(default_factory=dict)
     started: list[Worker] = field(default_factory=list)
 
+    def has_ripgrep(self) -> bool:
+        return False  # stand-in workers speak the protocol, not an engine
+
     @asynccontextmanager
     async def worker(self, kind: str) -> AsyncIterator[Worker]:
         worker = fake_worker(self.modes.pop(0) if self.modes else "ok", self.env)

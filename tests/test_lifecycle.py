@@ -22,7 +22,8 @@ import pytest
 from broker.audit_verify import verify
 from tests.conftest import BASTION, bastion_client, read_audit, wait_no_workers, worker_processes, write_policy
 
-SLOW_PATTERN = "[ab]*a[ab]{16}c"  # DFA-heavy in the C locale: about 0.6 s per MB
+SLOW_PATTERN = "[ab]*a[ab]{16}c"  # DFA-heavy for GNU grep in the C locale: about 0.6 s per MB
+GREP_ONLY = '[search]\nengine = "grep"\n'  # ripgrep runs SLOW_PATTERN too fast to catch a call in flight
 NO_RATE_LIMIT = "[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n"
 
 
@@ -113,7 +114,7 @@ def wait_for_call_in_flight(audit: Path, timeout_s: float = 20) -> None:
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "stdin_closed"])
 def test_stopping_with_a_call_in_flight(tmp_path: Path, slow_log: Path, stop: str) -> None:
-    policy = write_policy(tmp_path, [slow_log], timeout_s=60)
+    policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
     audit = tmp_path / "audit.jsonl"
     server = RawServer(policy)
     try:
@@ -140,7 +141,7 @@ def test_stopping_with_a_call_in_flight(tmp_path: Path, slow_log: Path, stop: st
 
 @pytest.mark.anyio
 async def test_client_cancellation_kills_the_worker(tmp_path: Path, slow_log: Path) -> None:
-    policy = write_policy(tmp_path, [slow_log, Path(__file__)], timeout_s=60)
+    policy = write_policy(tmp_path, [slow_log, Path(__file__)], toml=GREP_ONLY, timeout_s=60)
     audit = tmp_path / "audit.jsonl"
     async with bastion_client(policy) as client:
         with anyio.move_on_after(2) as scope:  # abandoning the call sends notifications/cancelled
@@ -158,7 +159,7 @@ async def test_client_cancellation_kills_the_worker(tmp_path: Path, slow_log: Pa
 
 @pytest.mark.anyio
 async def test_a_sandboxed_worker_killed_mid_call(tmp_path: Path, slow_log: Path) -> None:
-    policy = write_policy(tmp_path, [slow_log], timeout_s=60)
+    policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
     audit = tmp_path / "audit.jsonl"
     replies: list[Any] = []
     async with bastion_client(policy) as client:

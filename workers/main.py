@@ -107,7 +107,7 @@ def _serve(channel: Channel, plan: Plan) -> None:
         lookup(request, fds, channel.send)
         return
     if plan.kind == "grep" and isinstance(request, SearchRequest) and plan.executables and fds:
-        search(request, fds, plan.executables[0], channel.send)
+        search(request, fds, plan.executables, channel.send)
         return
     if len(fds) != 1:
         raise ProtocolError("a request must carry exactly one descriptor")

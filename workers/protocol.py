@@ -62,6 +62,10 @@ class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
     since: float | None = None  # unix seconds, inclusive
     until: float | None = None
     max_decompressed_bytes: int = 1 << 30
+    # "rg": run ripgrep with rg_pattern, the same validated pattern rendered by
+    # the broker (broker/ere.py to_rust_regex); only without context lines.
+    engine: Literal["grep", "rg"] = "grep"
+    rg_pattern: str = ""
 
 
 class TailRequest(msgspec.Struct, tag="tail", forbid_unknown_fields=True):

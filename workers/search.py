@@ -1,4 +1,10 @@
-"""Worker kind "grep": search handed-over descriptors with GNU grep -E.
+"""Worker kind "grep": search handed-over descriptors with GNU grep -E or ripgrep.
+
+The broker picks the engine: ripgrep (2-4x faster on large logs) when the host
+has it and the search has no context lines, with the pattern it rendered for
+ripgrep from the same validated ERE; GNU grep otherwise. Both print the same
+"N:B:text" lines, parsed strictly below. "grep" in the rest of this module
+means whichever engine runs.
 
 One grep per file, in the order the broker handed the files over (oldest
 first, or newest first for the most recent matches). A plain file is grep's
@@ -92,8 +98,14 @@ class Call:
             self.batch, self.batch_bytes = [], 0
 
 
+RG_ENV = {"HOME": "/"}  # else ripgrep looks the user up through NSS (a socket to nscd)
+
+
 def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]:
-    argv = [grep, "-E", "-a", "-n", "-b"]
+    if request.engine == "rg":
+        argv = [grep, "--no-config", "--threads=1", "--text", "--line-number", "--byte-offset", "--color=never"]
+    else:
+        argv = [grep, "-E", "-a", "-n", "-b"]
     if request.ignore_case:
         argv.append("-i")
     if request.count_only and not _windowed(request):
@@ -102,6 +114,8 @@ def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]
         argv += ["-C", str(request.context)]
     if limit is not None:
         argv += ["-m", str(limit)]
+    if request.engine == "rg":
+        return argv + ["-e", request.rg_pattern, "-"]
     return argv + ["-e", request.pattern]
 
 
@@ -227,7 +241,8 @@ class FileSearch:
             in_r, in_w = os.pipe()
             feeder, stdin = Feeder(_gunzip(self.fd, self.call, f"file #{self.index}"), in_w), in_r
         actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
-        pid = os.posix_spawn(self.grep, grep_argv(self.grep, self.request, self.limit()), {}, file_actions=actions)
+        env = RG_ENV if self.request.engine == "rg" else {}
+        pid = os.posix_spawn(self.grep, grep_argv(self.grep, self.request, self.limit()), env, file_actions=actions)
         os.close(out_w)
         os.close(err_w)
         if feeder is not None:
@@ -316,7 +331,7 @@ class FileSearch:
         if code not in (0, 1) and not self.stop and code != -signal.SIGPIPE:
             if code < 0:
                 raise EngineFailure("engine_killed", signal.Signals(-code).name)
-            raise EngineFailure("engine_error", clean_text(errors).strip()[:500] or f"grep exited with {code}")
+            raise EngineFailure("engine_error", clean_text(errors).strip()[:500] or f"{self.request.engine} exited with {code}")
         if self.request.count_only:
             self.call.counts.append(self.count)
         elif self.request.newest_first and not self.probe:
@@ -341,9 +356,19 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def search(request: SearchRequest, fds: list[int], grep: str, send: Send) -> None:
+def engine_path(request: SearchRequest, executables: list[str]) -> str | None:
+    """The engine's executable among the worker's, or None if it has not got it."""
+    wanted = "rg" if request.engine == "rg" else "grep"
+    return next((path for path in executables if os.path.basename(path) == wanted), None)
+
+
+def search(request: SearchRequest, fds: list[int], executables: list[str], send: Send) -> None:
     if len(fds) != len(request.files):
         send(Failed("bad_request", "one descriptor per file of the request is needed"))
+        return
+    grep = engine_path(request, executables)
+    if grep is None or (request.engine == "rg" and (request.context or not request.rg_pattern)):
+        send(Failed("bad_request", f"this worker cannot run {request.engine} for this request"))
         return
     call = Call(request, send)
     try:

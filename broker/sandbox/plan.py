@@ -72,7 +72,8 @@ def build_plan(
     run_mode: bool = False,
 ) -> Plan:
     unavailable: dict[str, str] = {}
-    executables = [*profile.executables, *extra_executables]
+    present = [path for path in profile.optional_executables if os.access(path, os.X_OK)]
+    executables = [*profile.executables, *present, *extra_executables]
     try:
         binds = filesystem.bind_list(executables, profile.filesystem.read_only)
     except (OSError, ValueError) as exc:

@@ -117,6 +117,8 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True):
     landlock: Landlock = msgspec.field(default_factory=Landlock)
     # Programs the worker may execute (absolute paths), e.g. the search engine.
     executables: list[str] = msgspec.field(default_factory=list)
+    # Programs it may execute if the host has them (e.g. ripgrep); left out otherwise.
+    optional_executables: list[str] = msgspec.field(default_factory=list)
 
 
 if Layers.__struct_fields__ != LAYER_ORDER:  # one list of layer names, checked at import
@@ -129,7 +131,8 @@ def requirements(profile: Profile, downgraded: list[str]) -> dict[str, Requireme
 
 
 def _check(profile: Profile, source: str) -> Profile:
-    for key, paths in (("executables", profile.executables), ("filesystem.read_only", profile.filesystem.read_only)):
+    for key, paths in (("executables", profile.executables), ("optional_executables", profile.optional_executables),
+                       ("filesystem.read_only", profile.filesystem.read_only)):
         for path in paths:
             if not Path(path).is_absolute() or "\x00" in path:
                 raise ProfileError(f"{source}: {key}: {path!r} must be an absolute path")

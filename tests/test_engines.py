@@ -1,0 +1,203 @@
+"""GNU grep -E and ripgrep must select exactly the same lines for every accepted pattern.
+
+query_logs validates a pattern once (broker/ere.py) and runs it with either
+engine: `grep -E` in the C locale, or ripgrep with the pattern rendered by
+to_rust_regex. A line either matches or not, so the engines agree when they
+select the same lines. Checked here over a corpus with ASCII, UTF-8, invalid
+UTF-8, tabs and punctuation, for a curated list of patterns (every construct
+of the accepted language and its corners) and for random patterns built from
+the same grammar, with and without ignore_case.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sandbox_profiles
+from broker.ere import PatternError, parse_ere, to_rust_regex
+from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, read_audit, write_policy
+
+RG = shutil.which("rg")
+pytestmark = pytest.mark.skipif(RG is None, reason="ripgrep is not installed (the grep engine is used then)")
+
+CORPUS: list[bytes] = [
+    b"Oct  1 00:00:13 web-01 sshd[51844]: Failed password for jenkins from 141.55.83.134 port 56071 ssh2",
+    b"Oct  1 00:00:14 web-01 sshd[76032]: Accepted publickey for alice from 10.0.0.7 port 22 ssh2",
+    b"Oct  1 00:00:15 web-01 sudo:    bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/cat /etc/shadow",
+    b"Invalid user admin from 203.0.113.9 port 4242",
+    b"",
+    b"   ",
+    b"\t\ttabbed\tline\t",
+    b"caf\xc3\xa9 cr\xc3\xa8me br\xc3\xbbl\xc3\xa9e",
+    b"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e log line",
+    b"invalid utf-8 \xff\xfe here \xc3 alone",
+    b"brackets [x] {y} (z) <w> a|b a+b a*b a?b a.b a^b a$b a\\b",
+    b"punct #&-~ !\"%',/:;=@_`",
+    b"UPPER lower MiXeD 0123456789 0xDEADbeef",
+    b"foo.bar foobar foo-bar foo_bar foo bar",
+    b"aaa ab abab ababab aabb x",
+    b"GET /wp-login.php HTTP/1.1\" 404 /.env",
+    b"word_boundary-test word boundary_",
+    b"end$",
+    b"^start",
+    b"]",
+    b"-",
+    b"a" * 300,
+]
+
+PATTERNS = [
+    "Failed password", "Accepted (password|publickey) for", "sudo: .*COMMAND=", "Invalid user [a-z]+ from",
+    "^Oct", "ssh2$", "^$", "^ +$", "^[[:space:]]*$", "^", "$", "x", "a|b", "(a|)b", "a|", "()", "x()y",
+    ".", "..", "^.$", "[.]", "\\.", "\\$", "\\^", "\\|", "\\(z\\)", "\\[x\\]", "\\{y\\}", "a\\+b", "a\\*b", "a\\?b", "a\\\\b",
+    "[]]", "[]a]", "[^]]", "[a-]", "[-a]", "[^-]", "[a-c]+", "[^a-z ]", "[[:upper:]]+", "[[:lower:]]{3}", "[[:digit:]]{2,3}",
+    "[[:alnum:]_]+", "[[:punct:]]", "[[:blank:]]", "[[:cntrl:]]", "[[:print:]]{80}", "[[:graph:]]", "[[:xdigit:]]{8}",
+    "[^[:print:]]", "[^[:alpha:][:space:]]", "[#&~-]", "#", "&", "~", "-", "[&&]", "[~~]", "[--]", "[\\]", "[a\\]",
+    "\\bfoo\\b", "\\Bbar", "foo\\B", "\\w+", "\\W", "\\s", "\\S+", "\\bword\\b", "^\\w", "\\w$",
+    "a{3}", "a{2,}", "a{1,2}b", "(ab){2}", "(ab){2,3}", "(a|b){3}", "a{0}", "a{0}b", "a{0,1}x", "(a*)*", "(a+)+b",
+    "caf\u00e9", "(\u00e9)+", "cr\u00e8me|br", "\u65e5\u672c", ".\u00a9", "utf-8 .", "here . alone", "[^a-z]here",
+    "wp-login\\.php|/\\.env", "0x[[:xdigit:]]+", "MiXeD", "mixed", "UPPER|lower", "[A-Z]{5}", "([a-z]+) \\1x",
+]
+
+
+def _grep(pattern: str, ignore_case: bool, corpus: Path) -> set[int]:
+    argv = ["grep", "-E", "-a", "-n"] + (["-i"] if ignore_case else []) + ["-e", pattern, str(corpus)]
+    done = subprocess.run(argv, capture_output=True, env={"LC_ALL": "C"}, timeout=30)
+    assert done.returncode in (0, 1), done.stderr
+    return {int(line.split(b":", 1)[0]) for line in done.stdout.splitlines()}
+
+
+def _rg(pattern: str, ignore_case: bool, corpus: Path) -> set[int]:
+    assert RG is not None
+    argv = [RG, "--no-config", "-j1", "-a", "-n", "--no-heading", "--no-filename"] + (["-i"] if ignore_case else [])
+    done = subprocess.run(argv + ["-e", pattern, str(corpus)], capture_output=True, env={"HOME": "/"}, timeout=30)
+    assert done.returncode in (0, 1), (pattern, done.stderr)
+    return {int(line.split(b":", 1)[0]) for line in done.stdout.splitlines()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("engines") / "corpus.log"
+    path.write_bytes(b"\n".join(CORPUS) + b"\n")
+    return path
+
+
+def _same_lines(pattern: str, corpus: Path) -> None:
+    rendered = to_rust_regex(parse_ere(pattern))
+    for ignore_case in (False, True):
+        expected = _grep(pattern, ignore_case, corpus)
+        assert _rg(rendered, ignore_case, corpus) == expected, (pattern, rendered, ignore_case)
+
+
+@pytest.mark.parametrize("pattern", [p for p in PATTERNS if p != "([a-z]+) \\1x"])
+def test_curated_patterns_select_the_same_lines(pattern: str, corpus: Path) -> None:
+    _same_lines(pattern, corpus)
+
+
+def test_backreferences_never_reach_an_engine() -> None:
+    with pytest.raises(PatternError, match="backreferences"):
+        parse_ere("([a-z]+) \\1x")
+
+
+ATOMS = ["a", "b", "x", "o", "f", " ", ".", "\\.", "\\w", "\\s", "\\b", "[a-f]", "[^ ]", "[[:digit:]]", "[[:upper:]]",
+         "\u00e9", "-", "#", "&", "~", "^", "$", "[]x-]", "\\|"]
+
+
+def _random_pattern(rng: random.Random, depth: int = 0) -> str:
+    parts = []
+    for _ in range(rng.randint(1, 4)):
+        if depth < 2 and rng.random() < 0.2:
+            inner = "|".join(_random_pattern(rng, depth + 1) for _ in range(rng.randint(1, 3)))
+            atom = f"({inner})"
+        else:
+            atom = rng.choice(ATOMS)
+        if rng.random() < 0.35 and atom not in ("^", "$", "\\b", "\u00e9"):
+            atom += rng.choice(["*", "+", "?", "{2}", "{1,3}", "{0,2}", "{2,}"])
+        parts.append(atom)
+    return "".join(parts)
+
+
+def test_random_patterns_select_the_same_lines(corpus: Path) -> None:
+    rng = random.Random(20261128)
+    checked = 0
+    for _ in range(400):  # bounded; patterns the parser refuses are skipped
+        pattern = _random_pattern(rng)
+        try:
+            parse_ere(pattern)
+        except PatternError:
+            continue
+        _same_lines(pattern, corpus)
+        checked += 1
+    assert checked > 250
+
+
+@pytest.mark.parametrize("pattern", ["a^b", "a$b", "x(^a)", "(a$)b", "(^a)*", "(a|b$)+", "$x", "x^"])
+def test_anchors_that_something_precedes_or_follows_are_refused(pattern: str) -> None:
+    with pytest.raises(PatternError, match="anchor"):
+        parse_ere(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["^a|b$", "(^a|b)", "^(a|b)$", "(^a|b$)", "^$", "((^a))c", "a(b$)"])
+def test_anchors_at_the_ends_are_accepted(pattern: str) -> None:
+    parse_ere(pattern)
+
+
+# --- end to end: the same answers through sandboxed workers, either engine ------------
+
+SAMPLE_CALLS: list[dict[str, Any]] = [
+    {"pattern": "Failed password for (root|admin)", "max_lines": 7},
+    {"pattern": "failed PASSWORD", "ignore_case": True, "max_lines": 3},
+    {"pattern": "sshd", "count_only": True},
+    {"pattern": "Accepted (password|publickey)", "order": "newest_first", "max_lines": 4},
+    {"pattern": "session opened", "since": "2026-11-22T00:00:00Z", "until": "2026-11-23T12:00:00Z", "max_lines": 50},
+    {"pattern": "Invalid user [a-z]+ from", "context": 1, "max_lines": 3},
+    {"pattern": "^zzz-nothing", "max_lines": 5},
+    {"pattern": "\u00e9", "max_lines": 5},
+]
+
+
+def _policy(directory: Path, log: Path, engine: str) -> Path:
+    directory.mkdir()
+    toml = f'[search]\nengine = "{engine}"\n[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n'
+    return write_policy(directory, [{"path": str(log), "rotations": True}], toml=toml)
+
+
+async def _answers(policy: Path, log: Path) -> list[Any]:
+    answers = []
+    async with bastion_client(policy) as client:
+        for arguments in SAMPLE_CALLS:
+            result = await client.call_tool("query_logs", {"log_path": str(log), **arguments})
+            assert not result.is_error, result.content
+            answers.append(result.structured_content)
+    return answers
+
+
+@pytest.mark.anyio
+async def test_both_engines_give_the_same_answers_end_to_end(tmp_path: Path) -> None:
+    """Rotations (plain and gzip), windows, case, counts, order: identical results;
+    the audit names the engine, and context lines always go to grep."""
+    log = SAMPLE_LOGS / "auth.log"
+    by_grep = await _answers(_policy(tmp_path / "grep", log, "grep"), log)
+    by_rg = await _answers(_policy(tmp_path / "rg", log, "rg"), log)
+    assert by_rg == by_grep
+    assert any(answer["lines"] for answer in by_rg) and any(answer["total_matches"] for answer in by_rg)
+    engines = [r["engine"] for r in read_audit(tmp_path / "rg" / "audit.jsonl") if r["event"] == "end"]
+    assert engines == ["grep" if "context" in call else "rg" for call in SAMPLE_CALLS]
+    assert {r["engine"] for r in read_audit(tmp_path / "grep" / "audit.jsonl") if r["event"] == "end"} == {"grep"}
+
+
+def test_engine_rg_without_ripgrep_refuses_to_serve(tmp_path: Path) -> None:
+    """Fail closed on a promise the host cannot keep: a profile whose ripgrep is missing."""
+    profiles = tmp_path / "profiles"
+    shutil.copytree(Path(sandbox_profiles.__file__).parent, profiles, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    grep_toml = profiles / "grep.toml"
+    grep_toml.write_text(grep_toml.read_text().replace('optional_executables = ["/usr/bin/rg"]', 'optional_executables = ["/nonexistent/rg"]'))
+    policy = _policy(tmp_path / "p", SAMPLE_LOGS / "auth.log", "rg")
+    served = subprocess.run([str(BASTION), "serve", "--policy", str(policy), "--profiles-dir", str(profiles)],
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert served.returncode != 0 and b"refusing to serve" in served.stderr and b"ripgrep is not installed" in served.stderr
