@@ -357,9 +357,10 @@ def _close_quietly(fd: int) -> None:
 
 
 def engine_path(request: SearchRequest, executables: list[str]) -> str | None:
-    """The engine's executable among the worker's, or None if it has not got it."""
-    wanted = "rg" if request.engine == "rg" else "grep"
-    return next((path for path in executables if os.path.basename(path) == wanted), None)
+    """The engine's executable: the profile's first for grep, ripgrep if the worker has it."""
+    if request.engine != "rg":
+        return executables[0] if executables else None
+    return next((path for path in executables if os.path.basename(path) == "rg"), None)
 
 
 def search(request: SearchRequest, fds: list[int], executables: list[str], send: Send) -> None:

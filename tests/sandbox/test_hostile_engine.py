@@ -137,7 +137,10 @@ CASES = [
 
 @pytest.fixture(scope="session")
 def hostile_profiles(programs: dict[str, Path], scratch: Path) -> Path:
-    return profiles_copy(scratch / "profiles-hostile", {'executables = ["/usr/bin/grep"]': f'executables = ["{programs["hostile"]}"]'})
+    return profiles_copy(scratch / "profiles-hostile", {  # the hostile program is the only engine: no ripgrep
+        'executables = ["/usr/bin/grep"]': f'executables = ["{programs["hostile"]}"]',
+        'optional_executables = ["/usr/bin/rg"]': "optional_executables = []",
+    })
 
 
 @asynccontextmanager
