@@ -47,6 +47,7 @@ run: venv
 
 ## bench: benchmarks vs a naive single-process baseline (QUICK=1: 200 MB instead of 1 GB); prints a table + bench/results.json
 bench: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 ## soak: many concurrent calls for SECONDS (default 120), then check audit chain and leftovers

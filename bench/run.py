@@ -29,6 +29,7 @@ Usage: .venv/bin/python bench/run.py [--quick] [--json PATH]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -55,6 +56,7 @@ sys.path.insert(0, str(BENCH))
 from bench_data import (  # noqa: E402
     ALL_PATTERN, DATA_DIR, FREQUENT_PATTERN, LISTED_IP, RARE_PATTERN, SMALL_PATTERN, UNLISTED_IP, Dataset, dataset_summary, prepare,
 )
+from bench_chart import latency_chart  # noqa: E402
 from bench_report import Row, at_least, at_most, median, percentile, ratio, table, write_json  # noqa: E402
 from bench_sessions import (  # noqa: E402
     PeakSampler, Session, Timed, baseline_session, bastion_session, kill_descendants, rss, timed_call, worker_rss,
@@ -175,14 +177,21 @@ async def interleaved(sessions: list[Session], call: Callable[[Session], Awaitab
     """`count` calls per session, in bursts of BURST, the order of sessions alternating."""
     results: dict[str, list[Timed]] = {session.name: [] for session in sessions}
     order = list(sessions)
-    for _ in range(count):  # at least one call per pass while any is short: bounded
-        if all(len(results[session.name]) >= count for session in order):
-            break
-        for session in order:
-            for _ in range(min(BURST, count - len(results[session.name]))):
-                results[session.name].append(await call(session))
-                await anyio.sleep(pause_s)
-        order.reverse()
+    # This client's own garbage collections (it holds the MCP SDK too) would land
+    # inside whichever server's call is in flight: collect between bursts instead.
+    gc.disable()
+    try:
+        for _ in range(count):  # at least one call per pass while any is short: bounded
+            if all(len(results[session.name]) >= count for session in order):
+                break
+            for session in order:
+                for _ in range(min(BURST, count - len(results[session.name]))):
+                    results[session.name].append(await call(session))
+                    await anyio.sleep(pause_s)
+                gc.collect()
+            order.reverse()
+    finally:
+        gc.enable()
     return results
 
 
@@ -597,10 +606,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cases", default=",".join(name for name, _ in CASES),
                         help=f"comma-separated subset of: {', '.join(name for name, _ in CASES)} (default all)")
     parser.add_argument("--json", type=Path, default=BENCH / "results.json", help="where to write the results (default bench/results.json)")
+    parser.add_argument("--chart", type=Path, default=BENCH / "latency.png", help="latency chart PNG (default bench/latency.png)")
     return parser.parse_args(argv)
 
 
-def run(config: Config, json_path: Path) -> None:
+def run(config: Config, json_path: Path, chart_path: Path) -> None:
     started = time.monotonic()
     details: dict[str, Any] = {"quick": config.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": host_details()}
     data = prepare(config.quick, say)
@@ -621,6 +631,10 @@ def run(config: Config, json_path: Path) -> None:
     print(f"\ntotal {details['total_s']:.0f} s; phases {details['phase_s']}; server stderr in {DATA_DIR}/*.stderr.log")
     write_json(json_path, bench.rows, details)
     print(f"results written to {json_path}")
+    if "latency_ms" in details:
+        title = f"query_logs latency, Bastion (sandboxed) vs naive baseline; {details['host']['cpus']} CPUs, {details['started']}"
+        why_not = latency_chart(details["latency_ms"], chart_path, title)
+        print(f"latency chart: {why_not}" if why_not else f"latency chart written to {chart_path}")
 
 
 def main() -> None:
@@ -631,7 +645,7 @@ def main() -> None:
         unknown = set(cases) - {name for name, _ in CASES}
         if unknown:
             raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}")
-        run(Config.make(args.quick, cases), args.json)
+        run(Config.make(args.quick, cases), args.json, args.chart)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -25,6 +25,8 @@ from broker.sandbox.plan import Plan
 
 log = logging.getLogger("bastion.pool")
 
+REFILL_DELAY_S = 0.015
+
 
 class WorkerPool:
     """Ready, confined, single-use workers per kind, refilled in the background."""
@@ -38,6 +40,7 @@ class WorkerPool:
         self._starting: dict[str, int] = {kind: 0 for kind in plans}  # refills under way
         self._waiting: dict[str, int] = {kind: 0 for kind in plans}  # callers waiting for one
         self._added: dict[str, anyio.Event] = {kind: anyio.Event() for kind in plans}
+        self._wanted: dict[str, anyio.Event] = {kind: anyio.Event() for kind in plans}  # a caller waits
         self._closed = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self.layers: dict[str, list[str]] = {}
@@ -68,6 +71,11 @@ class WorkerPool:
 
     async def _refill_one(self, kind: str) -> None:
         try:
+            # Let the call that just ended send its reply first (~5 ms of SDK work
+            # that a worker confining itself would compete with on a small host),
+            # unless a caller is already waiting for this worker.
+            with anyio.move_on_after(REFILL_DELAY_S):
+                await self._wanted[kind].wait()
             worker = await self._start_worker(kind)
             if self._closed:
                 await worker.finish()
@@ -101,6 +109,8 @@ class WorkerPool:
             if self._starting[kind] <= self._waiting[kind]:
                 return await self._start_worker(kind)  # no refill left for this caller
             self._waiting[kind] += 1
+            self._wanted[kind].set()
+            self._wanted[kind] = anyio.Event()
             try:
                 await self._added[kind].wait()
             finally:

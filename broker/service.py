@@ -176,7 +176,8 @@ class Bastion:
             newest_first=args.newest_first, since=args.since, until=args.until,
             max_decompressed_bytes=limits.max_decompressed_bytes,
         )
-        request = search_engine.choose(request, self.policy.search.engine, self.ripgrep)
+        size = sum(os.fstat(log.fd).st_size for log in target.files)
+        request = search_engine.choose(request, self.policy.search.engine, self.ripgrep, size)
         end["engine"] = request.engine
         if args.newest_first:
             target = SearchTarget(target.log_path, target.files[::-1])

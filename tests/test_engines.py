@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 import sandbox_profiles
+from broker import search_engine
 from broker.ere import PatternError, parse_ere, to_rust_regex
+from workers.protocol import SearchRequest
 from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, read_audit, write_policy
 
 RG = shutil.which("rg")
@@ -201,3 +203,16 @@ def test_engine_rg_without_ripgrep_refuses_to_serve(tmp_path: Path) -> None:
     served = subprocess.run([str(BASTION), "serve", "--policy", str(policy), "--profiles-dir", str(profiles)],
                             stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     assert served.returncode != 0 and b"refusing to serve" in served.stderr and b"ripgrep is not installed" in served.stderr
+
+
+def test_auto_takes_ripgrep_for_large_scans_only() -> None:
+    def engine(policy: str, ripgrep: bool, size: int, context: int = 0) -> str:
+        request = SearchRequest(pattern="a(b|c)", max_lines=10, max_line_bytes=100, context=context)
+        return search_engine.choose(request, policy, ripgrep, size).engine
+
+    big, small = search_engine.RG_MIN_BYTES, search_engine.RG_MIN_BYTES - 1
+    assert engine("auto", True, big) == "rg" and engine("auto", True, small) == "grep"
+    assert engine("auto", False, big) == "grep" and engine("grep", True, big) == "grep"
+    assert engine("rg", True, small) == "rg" and engine("rg", True, big, context=2) == "grep"
+    chosen = search_engine.choose(SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), "rg", True, 0)
+    assert chosen.rg_pattern == "(?-u)a(?:b|c)" and chosen.pattern == "a(b|c)"

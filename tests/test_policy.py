@@ -35,7 +35,7 @@ def test_bundled_example_policy() -> None:
     assert policy.limits == Limits(
         max_lines=1000, timeout_s=10, max_output_bytes=1048576, max_workers=4, max_line_bytes=4096, resource_bytes=1048576
     )
-    assert policy.workers == Workers(prestart=1)
+    assert policy.workers == Workers(prestart=2)
 
 
 def test_load_policy_resolves_against_file_directory(tmp_path: Path) -> None:
