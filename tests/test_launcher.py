@@ -1,0 +1,114 @@
+"""The launcher that forks workers (workers/launcher.py, broker/launcher.py).
+
+Workers it forks are the broker's own children, in sessions of their own; it
+is replaced when it dies, dies with the broker, and refuses anything but a
+Fork frame with one descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from broker.dispatch import python_argv
+from broker.launcher import BOOT
+from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, wait_no_workers, worker_processes, write_policy
+from workers.launcher import LAUNCHER_NAME
+from workers.main import EXIT_PROTOCOL
+from workers.protocol import Fork, encode_frame
+
+pytestmark = pytest.mark.anyio
+AUTH = SAMPLE_LOGS / "auth.log"
+
+ARGS = {"log_path": str(AUTH), "pattern": "sshd", "max_lines": 2}
+
+
+def server_process() -> psutil.Process:
+    (server,) = [p for p in psutil.Process().children() if "serve" in " ".join(p.cmdline())]
+    return server
+
+
+def launchers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == LAUNCHER_NAME]
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_workers_are_the_brokers_children_in_their_own_sessions(tmp_path: Path) -> None:
+    async with bastion_client(write_policy(tmp_path, [AUTH])) as client:
+        assert not (await client.call_tool("query_logs", ARGS)).is_error
+        broker = server_process()
+        (launcher,) = [p for p in broker.children() if p.name() == LAUNCHER_NAME]
+        workers = [p for p in worker_processes() if p.ppid() == broker.pid]  # monitors; PID 1s are their children
+        assert workers, "no idle worker is a child of the broker"
+        for worker in workers:
+            assert os.getsid(worker.pid) == worker.pid and os.getpgid(worker.pid) == worker.pid
+        assert launcher.ppid() == broker.pid and all(w.ppid() != launcher.pid for w in worker_processes())
+
+
+async def test_a_killed_launcher_is_replaced(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, [AUTH], toml="[workers]\nprestart = 0\n")  # every call needs a new worker
+    async with bastion_client(policy) as client:
+        assert not (await client.call_tool("query_logs", ARGS)).is_error
+        (first,) = [p for p in server_process().children() if p.name() == LAUNCHER_NAME]
+        first.send_signal(signal.SIGKILL)
+        await anyio.to_thread.run_sync(wait_for, lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE)
+        again = await client.call_tool("query_logs", ARGS)
+        assert not again.is_error and again.structured_content["lines"]
+        (second,) = [p for p in server_process().children() if p.name() == LAUNCHER_NAME]
+        assert second.pid != first.pid
+
+
+def test_the_launcher_and_workers_die_with_the_broker(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, [AUTH])
+    server = subprocess.Popen([str(BASTION), "serve", "--policy", str(policy)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: any(p.ppid() == server.pid for p in launchers())), "no launcher came up"
+        assert wait_for(lambda: any(p.ppid() == server.pid for p in worker_processes()))
+        server.kill()  # SIGKILL: no clean-up code runs, only the parent-death signal
+        server.wait(timeout=10)
+        assert wait_for(lambda: not [p for p in launchers() if p.status() != psutil.STATUS_ZOMBIE])
+        assert wait_no_workers() == []
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+@pytest.mark.parametrize("frame", ["garbage", "fork_without_fd", "two_fds"])
+def test_the_launcher_refuses_anything_but_one_fork_with_one_descriptor(frame: str) -> None:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    launcher = subprocess.Popen(python_argv(BOOT, child.fileno()), env={}, pass_fds=(child.fileno(),), start_new_session=True)
+    child.close()
+    spare_a, spare_b = socket.socketpair()
+    try:
+        if frame == "garbage":
+            parent.sendall(b"\x00\x00\x00\x05hello")
+        elif frame == "fork_without_fd":
+            parent.sendall(encode_frame(Fork()))
+        else:
+            socket.send_fds(parent, [encode_frame(Fork())], [spare_a.fileno(), spare_b.fileno()])
+        assert launcher.wait(timeout=30) == EXIT_PROTOCOL
+        assert parent.recv(100) == b""  # it forked nothing and said nothing
+    finally:
+        for sock in (parent, spare_a, spare_b):
+            sock.close()
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
