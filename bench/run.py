@@ -614,6 +614,8 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
     started = time.monotonic()
     details: dict[str, Any] = {"quick": config.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": host_details()}
     data = prepare(config.quick, say)
+    say("flushing dirty pages (fresh data would otherwise be written back during the timed calls) ...")
+    os.sync()  # Bastion fdatasyncs its audit log per call; a writeback storm would land on it, not on the baseline
     for name in ("bastion", "baseline"):
         (DATA_DIR / f"{name}.stderr.log").write_text("")
     database = DATA_DIR / f"intel-{data.feed_entries}.db"
