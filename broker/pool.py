@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -42,6 +42,7 @@ class WorkerPool:
         self._added: dict[str, anyio.Event] = {kind: anyio.Event() for kind in plans}
         self._wanted: dict[str, anyio.Event] = {kind: anyio.Event() for kind in plans}  # a caller waits
         self._closed = False
+        self._after = 0  # background work after calls, still running
         self._task_group: anyio.abc.TaskGroup | None = None
         self.layers: dict[str, list[str]] = {}
 
@@ -116,11 +117,24 @@ class WorkerPool:
             finally:
                 self._waiting[kind] -= 1
 
+    def after_call(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` in the background (stopping a worker once its reply is out); close() waits for it."""
+        if self._task_group is None:
+            raise RuntimeError("the pool is not started")
+        self._after += 1
+        self._task_group.start_soon(self._run_after, work)
+
+    async def _run_after(self, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        finally:
+            self._after -= 1
+
     async def close(self) -> None:
-        """Stop refilling, let workers being started finish, kill and reap every idle one."""
+        """Stop refilling, let workers being started or stopped finish, kill and reap every idle one."""
         self._closed = True
         with anyio.move_on_after(SETUP_TIMEOUT_S + REAP_TIMEOUT_S):
-            while any(self._starting.values()):
+            while any(self._starting.values()) or self._after:
                 await anyio.sleep(0.01)
         for idle in self._idle.values():
             while idle:

@@ -8,6 +8,7 @@ go to the audit log only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ import mcp_types as types
 from broker import intel_tool, prompts, query_logs, search_engine
 from broker.allowlist import Allowlist, SearchTarget
 from broker.audit import AuditError, AuditLog
-from broker.dispatch import SandboxUnavailable, WorkerResult
+from broker.dispatch import SandboxUnavailable, Worker, WorkerResult
 from broker.pool import WorkerPool
 from broker.errors import ToolError, UnknownName
 from broker.ip_check import parse_networks
@@ -33,6 +34,8 @@ from broker.regular_file import open_regular
 from workers.protocol import IntelRequest, SearchFile, SearchRequest, TailRequest
 
 log = logging.getLogger("bastion.service")
+UNREAPED = "_unreaped"  # end-record scratch key (never written): a worker to stop once the reply is out
+STOP_DELAY_S = 0.02  # the SDK sends a reply in ~4 ms on a 2-core host; the worker waits idle meanwhile
 T = TypeVar("T")
 
 WORKER_FAILED = "the worker running this call failed; the incident was recorded in the audit log"
@@ -122,7 +125,10 @@ class Bastion:
         finally:
             # Runs on cancellation too, so every begin has its end. If the end
             # cannot be written the result is withheld (fail closed).
+            unreaped = end.pop(UNREAPED, None)
             ended = self._end(call_id, client, tool, arguments, started, end)
+            if unreaped is not None:  # after the end record: its worker_exit record follows it
+                self.pool.after_call(functools.partial(self._stop, *unreaped, call_id, client, tool))
         if not ended:
             raise ToolError(AUDIT_DOWN, "audit_failed")
         return reply
@@ -211,11 +217,22 @@ class Bastion:
         try:
             async with self._slot(limits.max_queue), self.pool.worker(kind) as worker:
                 end["worker_pid"] = worker.pid
-                await worker.call(request, fd, limits.timeout_s, limits.max_output_bytes, result)
+                await worker.call(request, fd, limits.timeout_s, limits.max_output_bytes, result, stop_later=True)
+                if not result.reaped:
+                    end[UNREAPED] = (worker, result)
         finally:
             if "worker_pid" in end:  # also when cancelled: how the worker ended
                 _record(end, result)
         return result
+
+    async def _stop(self, worker: Worker, result: WorkerResult, call_id: int, client: str, tool: str) -> None:
+        """Stop a worker that sent its final reply, once the reply is out; record how it ended."""
+        await anyio.sleep(STOP_DELAY_S)
+        await worker.finish(result)
+        try:
+            self.audit.write("worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **_fate(result))
+        except AuditError as exc:
+            log.error("%s", exc)
 
     async def _check_ip_reputation(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
         intel = self.policy.intel
@@ -347,17 +364,20 @@ def _open_intel(intel: Intel) -> tuple[list[int], list[str], list[str]]:
     return fds, enrich, notes
 
 
+def _fate(result: WorkerResult) -> dict[str, Any]:
+    """How a reaped worker ended, from wait4 and its cgroup."""
+    return {
+        "exit_code": result.exit_code, "signal": result.signal, "stopped_after_reply": result.stopped_after_reply,
+        "cpu_s": result.cpu_s, "max_rss_kb": result.max_rss_kb, "peak_memory_kb": result.peak_memory_kb,
+    }
+
+
 def _record(end: dict[str, Any], result: WorkerResult) -> None:
-    end.update(
-        outcome=result.outcome,
-        bytes=result.bytes_received,
-        exit_code=result.exit_code,
-        signal=result.signal,
-        stopped_after_reply=result.stopped_after_reply,
-        cpu_s=result.cpu_s,
-        max_rss_kb=result.max_rss_kb,
-        peak_memory_kb=result.peak_memory_kb,
-    )
+    end.update(outcome=result.outcome, bytes=result.bytes_received)
+    if result.reaped:
+        end.update(_fate(result))
+    else:
+        end["worker_exit"] = "follows"  # it sent its final reply; stopped and reaped once the reply is out
     if result.detail:
         end["detail"] = result.detail
     if result.failure is not None:

@@ -60,6 +60,19 @@ def worker_processes() -> list[psutil.Process]:
     return found
 
 
+def serve_process() -> psutil.Process:
+    """The one `bastion serve` this test process started (zombies of earlier tests skipped)."""
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            if "serve" in proc.cmdline():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    (server,) = found
+    return server
+
+
 def wait_no_workers(timeout_s: float = 5.0) -> list[psutil.Process]:
     """Poll (bounded) until no worker process is left; return any that remain."""
     deadline = time.monotonic() + timeout_s

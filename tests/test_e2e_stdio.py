@@ -208,9 +208,12 @@ async def test_every_call_is_audited_and_no_worker_is_left(sample_policy: Path, 
     begins = {r["seq"] for r in records if r["event"] == "begin"}
     assert begins == {r["call"] for r in records if r["event"] == "end"}
     ok = next(r for r in records if r["event"] == "end" and r["outcome"] == "ok")
-    # Killed by the broker once its reply was in (or, rarely, already gone by itself).
-    assert ok["stopped_after_reply"] is True or ok["exit_code"] == 0
-    assert ok["signal"] is None and ok["cpu_s"] > 0 and ok["max_rss_kb"] > 0
+    # Stopped once the reply was out: how it ended is in the worker_exit record after the end.
+    assert ok["worker_exit"] == "follows" and "cpu_s" not in ok
+    (fate,) = [r for r in records if r["event"] == "worker_exit" and r["call"] == ok["call"]]
+    assert fate["seq"] > ok["seq"] and fate["worker_pid"] == ok["worker_pid"] and fate["tool"] == "query_logs"
+    assert fate["stopped_after_reply"] is True and fate["signal"] is None and fate["exit_code"] is None
+    assert fate["cpu_s"] > 0 and fate["max_rss_kb"] > 0
     assert wait_no_workers() == []
 
 

@@ -95,6 +95,10 @@ class FakePool:
     modes: list[str]
     env: dict[str, str] = field(default_factory=dict)
     started: list[Worker] = field(default_factory=list)
+    deferred: list[Any] = field(default_factory=list)  # stopping a worker after its reply (the real pool runs it)
+
+    def after_call(self, work: Any) -> None:
+        self.deferred.append(work)
 
     def has_ripgrep(self) -> bool:
         return False  # stand-in workers speak the protocol, not an engine

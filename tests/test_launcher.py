@@ -20,7 +20,7 @@ import pytest
 
 from broker.dispatch import python_argv
 from broker.launcher import BOOT
-from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, wait_no_workers, worker_processes, write_policy
+from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, serve_process, wait_no_workers, worker_processes, write_policy
 from workers.launcher import LAUNCHER_NAME
 from workers.main import EXIT_PROTOCOL
 from workers.protocol import Fork, encode_frame
@@ -29,11 +29,6 @@ pytestmark = pytest.mark.anyio
 AUTH = SAMPLE_LOGS / "auth.log"
 
 ARGS = {"log_path": str(AUTH), "pattern": "sshd", "max_lines": 2}
-
-
-def server_process() -> psutil.Process:
-    (server,) = [p for p in psutil.Process().children() if "serve" in " ".join(p.cmdline())]
-    return server
 
 
 def launchers() -> list[psutil.Process]:
@@ -52,7 +47,7 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-unt
 async def test_workers_are_the_brokers_children_in_their_own_sessions(tmp_path: Path) -> None:
     async with bastion_client(write_policy(tmp_path, [AUTH])) as client:
         assert not (await client.call_tool("query_logs", ARGS)).is_error
-        broker = server_process()
+        broker = serve_process()
         (launcher,) = [p for p in broker.children() if p.name() == LAUNCHER_NAME]
         workers = [p for p in worker_processes() if p.ppid() == broker.pid]  # monitors; PID 1s are their children
         assert workers, "no idle worker is a child of the broker"
@@ -65,12 +60,12 @@ async def test_a_killed_launcher_is_replaced(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, [AUTH], toml="[workers]\nprestart = 0\n")  # every call needs a new worker
     async with bastion_client(policy) as client:
         assert not (await client.call_tool("query_logs", ARGS)).is_error
-        (first,) = [p for p in server_process().children() if p.name() == LAUNCHER_NAME]
+        (first,) = [p for p in serve_process().children() if p.name() == LAUNCHER_NAME]
         first.send_signal(signal.SIGKILL)
         await anyio.to_thread.run_sync(wait_for, lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE)
         again = await client.call_tool("query_logs", ARGS)
         assert not again.is_error and again.structured_content["lines"]
-        (second,) = [p for p in server_process().children() if p.name() == LAUNCHER_NAME]
+        (second,) = [p for p in serve_process().children() if p.name() == LAUNCHER_NAME]
         assert second.pid != first.pid
 
 

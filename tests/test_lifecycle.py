@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from broker.audit_verify import verify
-from tests.conftest import BASTION, bastion_client, read_audit, wait_no_workers, worker_processes, write_policy
+from tests.conftest import BASTION, bastion_client, read_audit, serve_process, wait_no_workers, worker_processes, write_policy
 
 SLOW_PATTERN = "[ab]*a[ab]{16}c"  # DFA-heavy for GNU grep in the C locale: about 0.6 s per MB
 GREP_ONLY = '[search]\nengine = "grep"\n'  # ripgrep runs SLOW_PATTERN too fast to catch a call in flight
@@ -47,6 +47,9 @@ def assert_clean(audit: Path) -> list[dict[str, Any]]:
     begins = [r["seq"] for r in records if r["event"] == "begin"]
     ended = [r["call"] for r in records if r["event"] == "end"]
     assert sorted(begins) == sorted(ended)
+    follows = {r["call"]: r["seq"] for r in records if r["event"] == "end" and r.get("worker_exit") == "follows"}
+    exits = {r["call"]: r["seq"] for r in records if r["event"] == "worker_exit"}
+    assert exits.keys() == follows.keys() and all(exits[call] > follows[call] for call in follows)
     report = verify([str(audit)])
     assert report.problem is None, report.problem
     assert wait_no_workers() == []
@@ -203,8 +206,10 @@ async def test_load_500_calls_at_concurrency_16(tmp_path: Path) -> None:
     records = assert_clean(audit)
     ends = [r for r in records if r["event"] == "end"]
     assert all(r["outcome"] == "ok" for r in ends)
-    if os.geteuid() == 0:  # per-worker cgroups: the worker's own peak, far below the inherited maxrss
-        assert all(0 < r["peak_memory_kb"] < r["max_rss_kb"] for r in ends)
+    fates = [r for r in records if r["event"] == "worker_exit"]
+    assert len(fates) == 500 and all(r["stopped_after_reply"] and r["signal"] is None for r in fates)
+    if os.geteuid() == 0:  # per-worker cgroups: the worker's own peak, below the maxrss it shares with the launcher
+        assert all(0 < r["peak_memory_kb"] < r["max_rss_kb"] for r in fates)
 
 
 @pytest.mark.anyio
@@ -220,7 +225,7 @@ async def test_audit_write_failure_refuses_calls_and_the_server_keeps_running(tm
     args = {"log_path": str(log), "pattern": "Failed"}
     async with bastion_client(policy) as client:
         assert not (await client.call_tool("query_logs", args)).is_error
-        (server,) = [p for p in psutil.Process().children() if "serve" in p.cmdline()]
+        server = serve_process()
         server.rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size + 50, psutil.RLIM_INFINITY))
         refused = await client.call_tool("query_logs", args)
         assert refused.is_error and refused.content[0].text == "refused: the audit log cannot be written, so no call can run"

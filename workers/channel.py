@@ -20,6 +20,11 @@ class Channel:
     def send(self, message: msgspec.Struct) -> None:
         self._sock.sendall(encode_frame(message))
 
+    def wait_closed(self) -> None:
+        """Block until the broker closes its end (or kills us); whatever arrives is ignored."""
+        while self._sock.recv(4096):
+            pass
+
     def close(self) -> None:
         # Explicitly: finalizing an open socket formats its repr (getsockname),
         # a syscall the seccomp allowlist has no reason to permit.

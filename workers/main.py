@@ -128,11 +128,19 @@ def main(argv: list[str]) -> int:
 
 
 def run(argv: list[str]) -> None:
-    """main(), then exit at once: interpreter finalisation would cost the call
-    ~15 ms (the broker waits for the exit) and a confined worker has nothing
-    to flush or clean up but its standard streams."""
+    """main(), then exit at once: interpreter finalisation would cost ~15 ms and
+    a confined worker has nothing to flush or clean up but its standard streams."""
     code = main(argv)
     _flush_and_exit(code)
+
+
+def _linger(channel: Channel) -> None:
+    """After the final reply, wait for the broker to stop us: our exit (namespace and
+    mount teardown) would compete with the broker sending the reply on."""
+    try:
+        channel.wait_closed()
+    except OSError:
+        pass
 
 
 def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
@@ -147,6 +155,7 @@ def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
         _serve(channel, plan)
     except (ProtocolError, BrokenPipeError, ConnectionResetError):
         return EXIT_PROTOCOL
+    _linger(channel)
     return 0
 
 
