@@ -410,10 +410,24 @@ async def big_output_probe(bench: Bench, bastion: Session) -> dict[str, Any]:
             "broker_duration_ms": last_audit_end(bench.audit).get("duration_ms")}
 
 
+def audited_calls(audit: Path) -> list[dict[str, Any]]:
+    """Bastion's end records, each with the fields of its worker_exit record when one follows
+    (a worker that replied is stopped and recorded once the reply is out)."""
+    records = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+    exits = {r["call"]: r for r in records if r.get("event") == "worker_exit"}
+    return [{**r, **{k: v for k, v in exits.get(r["call"], {}).items() if k not in ("seq", "ts", "event", "prev", "hash")}}
+            for r in records if r.get("event") == "end"]
+
+
 def last_audit_end(audit: Path) -> dict[str, Any]:
     """Bastion's own account of its latest call (the broker's duration, the worker's rusage)."""
-    ends = [line for line in audit.read_text().splitlines() if '"event":"end"' in line]
-    return json.loads(ends[-1]) if ends else {}
+    deadline = time.monotonic() + 2.0  # its worker_exit record follows ~20 ms after the reply
+    while True:
+        ends = audited_calls(audit)
+        last = ends[-1] if ends else {}
+        if last.get("worker_exit") != "follows" or "cpu_s" in last or time.monotonic() > deadline:
+            return last
+        time.sleep(0.02)
 
 
 def memory_rows(bench: Bench, peaks: dict[str, list[float]], lines: dict[str, int], big: dict[str, Any]) -> None:
@@ -584,7 +598,7 @@ async def run_cases(bench: Bench) -> None:
 
 def audit_summary(audit: Path) -> dict[str, dict[str, float | None]]:
     """Per tool, from Bastion's audit: calls, median worker CPU time and max_rss_kb as the audit records them."""
-    ends = [json.loads(line) for line in audit.read_text().splitlines() if '"event":"end"' in line] if audit.exists() else []
+    ends = audited_calls(audit)
     summary: dict[str, dict[str, float | None]] = {}
     for tool in sorted({end.get("tool", "?") for end in ends}):
         mine = [end for end in ends if end.get("tool") == tool]
