@@ -74,9 +74,10 @@ class WorkerPool:
         try:
             # Let the call that just ended send its reply first (~5 ms of SDK work
             # that a worker confining itself would compete with on a small host),
-            # unless a caller is already waiting for this worker.
-            with anyio.move_on_after(REFILL_DELAY_S):
-                await self._wanted[kind].wait()
+            # while another worker is still ready and nobody waits for this one.
+            if self._idle[kind]:
+                with anyio.move_on_after(REFILL_DELAY_S):
+                    await self._wanted[kind].wait()
             worker = await self._start_worker(kind)
             if self._closed:
                 await worker.finish()
