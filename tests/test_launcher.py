@@ -107,3 +107,23 @@ def test_the_launcher_refuses_anything_but_one_fork_with_one_descriptor(frame: s
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-worker cgroups need root")
+async def test_each_ready_worker_is_alone_in_its_own_memory_and_pids_cgroups(tmp_path: Path) -> None:
+    """Workers join through v1 'tasks' (their own thread; cheaper than cgroup.procs):
+    the whole process, and nothing else, must be in the worker's cgroups."""
+    async with bastion_client(write_policy(tmp_path, [AUTH])) as client:
+        assert not (await client.call_tool("query_logs", ARGS)).is_error
+        broker = serve_process()
+        workers = [p for p in worker_processes() if p.ppid() == broker.pid]
+        assert workers
+        seen: set[str] = set()
+        for worker in workers:
+            lines = Path(f"/proc/{worker.pid}/cgroup").read_text().splitlines()
+            own = [line.split(":", 2)[2] for line in lines if f"/bastion-{broker.pid}/w" in line]
+            assert own, lines  # v2: one line; v1: the memory and the pids hierarchy
+            assert not seen & set(own), "two workers share a cgroup"
+            seen.update(own)
+            for task in os.listdir(f"/proc/{worker.pid}/task"):  # every thread moved, not just one
+                assert Path(f"/proc/{worker.pid}/task/{task}/cgroup").read_text() == Path(f"/proc/{worker.pid}/cgroup").read_text()
