@@ -31,6 +31,25 @@ AUTH = SAMPLE_LOGS / "auth.log"
 ARGS = {"log_path": str(AUTH), "pattern": "sshd", "max_lines": 2}
 
 
+def the_launcher(broker: psutil.Process) -> psutil.Process:
+    """The broker's launcher child (a worker just forked carries its name for a moment)."""
+
+    def named_launcher() -> list[psutil.Process]:
+        return [p for p in broker.children() if _named(p, LAUNCHER_NAME)]
+
+    wait_for(lambda: len(named_launcher()) == 1)
+    found = named_launcher()
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _named(proc: psutil.Process, name: str) -> bool:
+    try:
+        return proc.name() == name
+    except psutil.Error:
+        return False
+
+
 def launchers() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["name"]) if p.info["name"] == LAUNCHER_NAME]
 
@@ -48,7 +67,7 @@ async def test_workers_are_the_brokers_children_in_their_own_sessions(tmp_path: 
     async with bastion_client(write_policy(tmp_path, [AUTH])) as client:
         assert not (await client.call_tool("query_logs", ARGS)).is_error
         broker = serve_process()
-        (launcher,) = [p for p in broker.children() if p.name() == LAUNCHER_NAME]
+        launcher = the_launcher(broker)
         workers = [p for p in worker_processes() if p.ppid() == broker.pid]  # monitors; PID 1s are their children
         assert workers, "no idle worker is a child of the broker"
         for worker in workers:
@@ -60,12 +79,12 @@ async def test_a_killed_launcher_is_replaced(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, [AUTH], toml="[workers]\nprestart = 0\n")  # every call needs a new worker
     async with bastion_client(policy) as client:
         assert not (await client.call_tool("query_logs", ARGS)).is_error
-        (first,) = [p for p in serve_process().children() if p.name() == LAUNCHER_NAME]
+        first = the_launcher(serve_process())
         first.send_signal(signal.SIGKILL)
         await anyio.to_thread.run_sync(wait_for, lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE)
         again = await client.call_tool("query_logs", ARGS)
         assert not again.is_error and again.structured_content["lines"]
-        (second,) = [p for p in serve_process().children() if p.name() == LAUNCHER_NAME]
+        second = the_launcher(serve_process())
         assert second.pid != first.pid
 
 

@@ -31,7 +31,7 @@ import sys
 import workers.intel  # noqa: F401 - imported once here, so no intel worker pays for it
 from broker.sandbox import session, syscalls
 from broker.sandbox.layer import LayerError
-from workers.main import EXIT_PROTOCOL, main
+from workers.main import EXIT_PROTOCOL, WORKER_NAME, main
 from workers.protocol import Fork, Forked, ProtocolError, encode_frame, to_launcher_reader
 
 
@@ -72,6 +72,7 @@ def _become_worker(channel_fd: int, control: socket.socket, broker_pid: int) -> 
     """In the new process: a session of its own, then the ordinary worker. Never returns."""
     code = 70
     try:
+        syscalls.set_process_name(WORKER_NAME)  # until now it carried the launcher's name
         control.detach()  # fd_hygiene closes it; the object must not close it again
         os.setsid()
         code = main([str(channel_fd), str(broker_pid)])
