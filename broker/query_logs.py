@@ -14,7 +14,7 @@ from typing import Any
 import mcp_types as types
 
 from broker.arguments import check_bool, check_int, check_names, check_string
-from broker.ere import PatternError, check_ere
+from broker.ere import Node, PatternError, parse_ere
 from broker.errors import ToolError
 from broker.policy import Limits
 from broker.time_window import WindowError, parse_window
@@ -33,6 +33,7 @@ TIME_HELP = "ISO 8601 (2026-11-24, 2026-11-24T08:00:00Z, ...+01:00; no zone = UT
 class QueryArgs:
     log_path: object  # checked by the allowlist when it opens the file(s)
     pattern: str
+    pattern_tree: Node  # the pattern as parsed once: rendered again for ripgrep
     max_lines: int
     since: float | None = None
     until: float | None = None
@@ -139,7 +140,7 @@ def parse(arguments: object, limits: Limits, now: float | None = None) -> QueryA
     args = check_names(arguments, ARGUMENTS, REQUIRED)
     pattern = check_string(args["pattern"], "pattern")
     try:
-        check_ere(pattern)
+        tree = parse_ere(pattern)
     except PatternError as exc:
         raise ToolError(f"invalid pattern: {exc}") from None
     max_lines = check_int(args.get("max_lines", min(DEFAULT_MAX_LINES, limits.max_lines)), "max_lines", 1, limits.max_lines)
@@ -155,7 +156,7 @@ def parse(arguments: object, limits: Limits, now: float | None = None) -> QueryA
     if count_only and context:
         raise ToolError("context cannot be combined with count_only (no lines are returned)")
     return QueryArgs(
-        log_path=args["log_path"], pattern=pattern, max_lines=max_lines, since=since, until=until, context=context,
+        log_path=args["log_path"], pattern=pattern, pattern_tree=tree, max_lines=max_lines, since=since, until=until, context=context,
         ignore_case=check_bool(args.get("ignore_case", False), "ignore_case"), count_only=count_only,
         newest_first=order == "newest_first",
     )

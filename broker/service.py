@@ -183,7 +183,7 @@ class Bastion:
             max_decompressed_bytes=limits.max_decompressed_bytes,
         )
         size = sum(os.fstat(log.fd).st_size for log in target.files)
-        request = search_engine.choose(request, self.policy.search.engine, self.ripgrep, size)
+        request = search_engine.choose(request, args.pattern_tree, self.policy.search.engine, self.ripgrep, size)
         end["engine"] = request.engine
         if args.newest_first:
             target = SearchTarget(target.log_path, target.files[::-1])

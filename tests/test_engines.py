@@ -21,7 +21,8 @@ import pytest
 
 import sandbox_profiles
 from broker import search_engine
-from broker.ere import PatternError, parse_ere, to_rust_regex
+from broker.ere import PatternError, parse_ere
+from broker.search_engine import to_rust_regex
 from workers.protocol import SearchRequest
 from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, read_audit, write_policy
 
@@ -208,11 +209,11 @@ def test_engine_rg_without_ripgrep_refuses_to_serve(tmp_path: Path) -> None:
 def test_auto_takes_ripgrep_for_large_scans_only() -> None:
     def engine(policy: str, ripgrep: bool, size: int, context: int = 0) -> str:
         request = SearchRequest(pattern="a(b|c)", max_lines=10, max_line_bytes=100, context=context)
-        return search_engine.choose(request, policy, ripgrep, size).engine
+        return search_engine.choose(request, parse_ere(request.pattern), policy, ripgrep, size).engine
 
     big, small = search_engine.RG_MIN_BYTES, search_engine.RG_MIN_BYTES - 1
     assert engine("auto", True, big) == "rg" and engine("auto", True, small) == "grep"
     assert engine("auto", False, big) == "grep" and engine("grep", True, big) == "grep"
     assert engine("rg", True, small) == "rg" and engine("rg", True, big, context=2) == "grep"
-    chosen = search_engine.choose(SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), "rg", True, 0)
+    chosen = search_engine.choose(SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), parse_ere("a(b|c)"), "rg", True, 0)
     assert chosen.rg_pattern == "(?-u)a(?:b|c)" and chosen.pattern == "a(b|c)"

@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 
 from broker import query_logs
+from broker.ere import parse_ere
 from broker.errors import ToolError
 from broker.policy import Limits
 from broker.query_logs import DEFAULT_MAX_LINES, OUTPUT_SCHEMA, QueryArgs, cap_lines, input_schema, parse, result
@@ -93,7 +94,7 @@ def test_good_max_lines(max_lines: int) -> None:
 def test_default_max_lines(policy_max: int, default: int) -> None:
     assert DEFAULT_MAX_LINES == 100
     parsed = parse({"log_path": LOG, "pattern": "x"}, Limits(max_lines=policy_max))
-    assert parsed == QueryArgs(log_path=LOG, pattern="x", max_lines=default)
+    assert parsed == QueryArgs(log_path=LOG, pattern="x", pattern_tree=parse_ere("x"), max_lines=default)
 
 
 @pytest.mark.parametrize(("policy_max", "requested"), [(50, 51), (50, 100), (1, 2)])

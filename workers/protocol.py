@@ -63,7 +63,7 @@ class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
     until: float | None = None
     max_decompressed_bytes: int = 1 << 30
     # "rg": run ripgrep with rg_pattern, the same validated pattern rendered by
-    # the broker (broker/ere.py to_rust_regex); only without context lines.
+    # the broker (broker/search_engine.py to_rust_regex); only without context lines.
     engine: Literal["grep", "rg"] = "grep"
     rg_pattern: str = ""
 
