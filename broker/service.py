@@ -25,6 +25,7 @@ from broker import intel_tool, prompts, query_logs, search_engine
 from broker.allowlist import Allowlist, SearchTarget
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, Worker, WorkerResult
+from broker.worker_outcome import WORKER_FAILED, fate, raise_for, record
 from broker.pool import WorkerPool
 from broker.errors import ToolError, UnknownName
 from broker.ip_check import parse_networks
@@ -38,7 +39,6 @@ UNREAPED = "_unreaped"  # end-record scratch key (never written): a worker to st
 STOP_DELAY_S = 0.02  # the SDK sends a reply in ~4 ms on a 2-core host; the worker waits idle meanwhile
 T = TypeVar("T")
 
-WORKER_FAILED = "the worker running this call failed; the incident was recorded in the audit log"
 SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
 BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
 PREVIEW_CHARS = 500  # of the result, redacted, in the end record
@@ -193,7 +193,7 @@ class Bastion:
             end["bytes_scanned"] = sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
         finally:
             target.close()
-        _raise_for(result)
+        raise_for(result)
         return self._search_reply(target, result, end)
 
     def _search_reply(self, target: SearchTarget, result: WorkerResult, end: dict[str, Any]) -> types.CallToolResult:
@@ -222,7 +222,7 @@ class Bastion:
                     end[UNREAPED] = (worker, result)
         finally:
             if "worker_pid" in end:  # also when cancelled: how the worker ended
-                _record(end, result)
+                record(end, result)
         return result
 
     async def _stop(self, worker: Worker, result: WorkerResult, call_id: int, client: str, tool: str) -> None:
@@ -230,7 +230,7 @@ class Bastion:
         await anyio.sleep(STOP_DELAY_S)
         await worker.finish(result)
         try:
-            self.audit.write("worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **_fate(result))
+            self.audit.write("worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **fate(result))
         except AuditError as exc:
             log.error("%s", exc)
 
@@ -249,7 +249,7 @@ class Bastion:
                 os.close(fd)
         if result.failure is not None and result.failure.code == "bad_database":
             raise ToolError("the threat-intel database is damaged; an operator must recompile it (bastion intel compile)", "internal_error")
-        _raise_for(result)
+        raise_for(result)
         if result.intel is None:
             raise ToolError(WORKER_FAILED, "worker_crashed")
         reply = intel_tool.result(args, result.intel, intel, notes)
@@ -338,7 +338,7 @@ class Bastion:
             result = await self._run("resource", TailRequest(max_bytes=limits.resource_bytes, max_line_bytes=limits.max_line_bytes), fd, end)
         finally:
             os.close(fd)
-        _raise_for(result)
+        raise_for(result)
         return "".join(result.text)
 
 
@@ -362,44 +362,6 @@ def _open_intel(intel: Intel) -> tuple[list[int], list[str], list[str]]:
             log.warning("cannot open the %s database %s: %s", kind, path, exc.strerror)
             notes.append(f"{kind} enrichment unavailable (its database cannot be opened)")
     return fds, enrich, notes
-
-
-def _fate(result: WorkerResult) -> dict[str, Any]:
-    """How a reaped worker ended, from wait4 and its cgroup."""
-    return {
-        "exit_code": result.exit_code, "signal": result.signal, "stopped_after_reply": result.stopped_after_reply,
-        "cpu_s": result.cpu_s, "max_rss_kb": result.max_rss_kb, "peak_memory_kb": result.peak_memory_kb,
-    }
-
-
-def _record(end: dict[str, Any], result: WorkerResult) -> None:
-    end.update(outcome=result.outcome, bytes=result.bytes_received)
-    if result.reaped:
-        end.update(_fate(result))
-    else:
-        end["worker_exit"] = "follows"  # it sent its final reply; stopped and reaped once the reply is out
-    if result.detail:
-        end["detail"] = result.detail
-    if result.failure is not None:
-        end["worker_error"] = f"{result.failure.code}: {result.failure.message}"
-        if result.failure.code == "engine_killed":
-            end["signal"] = result.failure.message  # the engine's death, reported by the worker
-
-
-def _raise_for(result: WorkerResult) -> None:
-    if result.outcome in ("ok", "output_capped"):
-        return
-    if result.outcome == "timeout":
-        raise ToolError("timed out: the call ran past the policy's timeout_s and was stopped", "timeout")
-    if result.failure is not None and result.failure.code == "engine_killed":
-        # The engine, not the worker, broke a limit or the seccomp allowlist.
-        outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
-        raise ToolError(WORKER_FAILED, outcome)
-    if result.outcome == "failed" and result.failure is not None and result.failure.code != "bad_request":
-        raise ToolError(f"the search engine reported an error: {result.failure.message[:200]}", "internal_error")
-    if result.signal == "SIGSYS":
-        raise ToolError(WORKER_FAILED, "sandbox_violation")
-    raise ToolError(WORKER_FAILED, "worker_crashed")  # incl. garbage frames: the detail says which
 
 
 def _error(message: str) -> types.CallToolResult:

@@ -39,6 +39,7 @@ give a wrong answer but cannot read outside the mapping.
 from __future__ import annotations
 
 import binascii
+import functools
 import mmap
 import socket
 import struct
@@ -74,8 +75,11 @@ MAX_COUNT = 1 << 32  # entry ids and word offsets are u32
 # Lookup hot path: prebound, and an IPv4 view of ENTRY that skips the 12 zero bytes.
 _unpack = ENTRY.unpack_from
 _unpack_v4 = struct.Struct("<IBBBx12x4sQQ").unpack_from
-_ntoa = socket.inet_ntoa
-_ntop = socket.inet_ntop
+# Per version: how an entry is unpacked, its longest prefix, how its network is written.
+_ENTRY_FORMAT = {
+    4: (_unpack_v4, 32, socket.inet_ntoa),
+    6: (_unpack, 128, functools.partial(socket.inet_ntop, socket.AF_INET6)),
+}
 _CRC_AT = HEADER.size - 4  # the CRC is the header's last field
 
 # Errors a damaged table body can provoke inside a lookup; all become IntelDatabaseError.
@@ -267,7 +271,7 @@ class IntelDatabase:
                 i = bisect_right(self._v4_start, value, index[bucket], index[bucket + 1]) - 1
                 if i < 0 or value > self._v4_end[i]:
                     return []
-                return self._matches_v4(self._ids(self._v4_member[i]))
+                return self._matches(4, self._ids(self._v4_member[i]))
             except _BODY_ERRORS as exc:
                 raise self._damaged(exc) from None
         if version == 6:
@@ -292,7 +296,7 @@ class IntelDatabase:
         end_hi = self._v6_end_hi[i]
         if high > end_hi or (high == end_hi and low > self._v6_end_lo[i]):
             return []
-        return self._matches_v6(self._ids(self._v6_member[i]))
+        return self._matches(6, self._ids(self._v6_member[i]))
 
     def _ids(self, offset: int) -> Sequence[int]:
         words = self._members
@@ -304,22 +308,14 @@ class IntelDatabase:
             raise IntelDatabaseError("intel database membership list runs past its section")
         return ids
 
-    def _matches_v4(self, ids: Sequence[int]) -> list[Match]:
+    def _matches(self, wanted: int, ids: Sequence[int]) -> list[Match]:
+        unpack, longest, text = _ENTRY_FORMAT[wanted]
         entries, feeds, found = self._entries, self._n_feeds, []
         for entry in ids:
-            feed, version, plen, active, address, first, last = _unpack_v4(entries, entry * ENTRY_SIZE)
-            if version != 4 or plen > 32 or feed >= feeds:
+            feed, version, plen, active, network, first, last = unpack(entries, entry * ENTRY_SIZE)
+            if version != wanted or plen > longest or feed >= feeds:
                 raise IntelDatabaseError(f"intel database entry {entry} is inconsistent")
-            found.append(Match(feed, f"{_ntoa(address)}/{plen}", first, last, active != 0))
-        return found
-
-    def _matches_v6(self, ids: Sequence[int]) -> list[Match]:
-        entries, feeds, found = self._entries, self._n_feeds, []
-        for entry in ids:
-            feed, version, plen, active, network, first, last = _unpack(entries, entry * ENTRY_SIZE)
-            if version != 6 or plen > 128 or feed >= feeds:
-                raise IntelDatabaseError(f"intel database entry {entry} is inconsistent")
-            found.append(Match(feed, f"{_ntop(socket.AF_INET6, network)}/{plen}", first, last, active != 0))
+            found.append(Match(feed, f"{text(network)}/{plen}", first, last, active != 0))
         return found
 
     def _damaged(self, exc: Exception) -> IntelDatabaseError:

@@ -1,0 +1,56 @@
+"""What a worker's end means: the fields it adds to the audit and the error a client sees.
+
+A worker that sent its final reply is stopped after the reply is out, so its
+fate goes to a later worker_exit record; any other end (timeout, crash,
+garbage, SIGSYS, cancellation) is known before the end record and decides the
+outcome the client and the audit see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.dispatch import WorkerResult
+from broker.errors import ToolError
+
+WORKER_FAILED = "the worker running this call failed; the incident was recorded in the audit log"
+
+
+def fate(result: WorkerResult) -> dict[str, Any]:
+    """How a reaped worker ended, from wait4 and its cgroup."""
+    return {
+        "exit_code": result.exit_code, "signal": result.signal, "stopped_after_reply": result.stopped_after_reply,
+        "cpu_s": result.cpu_s, "max_rss_kb": result.max_rss_kb, "peak_memory_kb": result.peak_memory_kb,
+    }
+
+
+def record(end: dict[str, Any], result: WorkerResult) -> None:
+    """The worker's part of the call's end record."""
+    end.update(outcome=result.outcome, bytes=result.bytes_received)
+    if result.reaped:
+        end.update(fate(result))
+    else:
+        end["worker_exit"] = "follows"  # it sent its final reply; stopped and reaped once the reply is out
+    if result.detail:
+        end["detail"] = result.detail
+    if result.failure is not None:
+        end["worker_error"] = f"{result.failure.code}: {result.failure.message}"
+        if result.failure.code == "engine_killed":
+            end["signal"] = result.failure.message  # the engine's death, reported by the worker
+
+
+def raise_for(result: WorkerResult) -> None:
+    """Nothing for a usable result; else the ToolError (message, audit outcome) for the client."""
+    if result.outcome in ("ok", "output_capped"):
+        return
+    if result.outcome == "timeout":
+        raise ToolError("timed out: the call ran past the policy's timeout_s and was stopped", "timeout")
+    if result.failure is not None and result.failure.code == "engine_killed":
+        # The engine, not the worker, broke a limit or the seccomp allowlist.
+        outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
+        raise ToolError(WORKER_FAILED, outcome)
+    if result.outcome == "failed" and result.failure is not None and result.failure.code != "bad_request":
+        raise ToolError(f"the search engine reported an error: {result.failure.message[:200]}", "internal_error")
+    if result.signal == "SIGSYS":
+        raise ToolError(WORKER_FAILED, "sandbox_violation")
+    raise ToolError(WORKER_FAILED, "worker_crashed")  # incl. garbage frames: the detail says which
