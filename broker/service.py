@@ -79,9 +79,10 @@ def uri_path(uri: str) -> object:
 
 
 class Bastion:
-    def __init__(self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str) -> None:
+    def __init__(self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str, allowlist: Allowlist | None = None) -> None:
         self.policy = policy
-        self.allowlist = Allowlist(policy)
+        # `bastion serve` pins the allowlist before anything else starts (a refusal is a policy error).
+        self.allowlist = allowlist if allowlist is not None else Allowlist(policy)
         self.pool = pool
         self.audit = audit
         self.client = client  # the default identity (stdio: the OS user)
