@@ -255,6 +255,15 @@ class Allowlist:
                 found.setdefault(path, AllowedLog(path, pinned.entry.description))
         return list(found.values())
 
+    def files(self, pinned: PinnedEntry) -> list[str]:
+        """The servable files an entry covers now, named relative to its pinned directory
+        (globs bounded like logs()), for the ownership checks in broker/log_dir_modes.py."""
+        if pinned.entry.is_glob:
+            return sorted(_below(pinned.shown, path) for _, path in self._glob_members(pinned))[: self._max_glob_files]
+        rotations = self._rotations(pinned, self._max_glob_files) if pinned.entry.rotations else []
+        names = [pinned.name + path[len(pinned.entry.path):] for path in rotations]
+        return [*names, pinned.name] if self._literal_exists(pinned) else names
+
     def _literal_exists(self, pinned: PinnedEntry) -> bool:
         if pinned.dirfd is None:
             return False
