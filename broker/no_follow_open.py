@@ -56,13 +56,28 @@ def open_beneath(dirfd: int, path: str, flags: int) -> int:
     ELOOP: a symlink on the way; EXDEV: the path would leave `dirfd`."""
     for _ in range(EAGAIN_RETRIES):
         try:
-            return openat2(dirfd, path, flags | os.O_NOFOLLOW, NO_FOLLOW_BENEATH)
+            return _not_a_link(openat2(dirfd, path, flags | os.O_NOFOLLOW, NO_FOLLOW_BENEATH), flags, path)
         except OSError as exc:
             if exc.errno == errno.ENOSYS:
                 return open_by_walk(dirfd, path, flags)
+            if exc.errno == errno.ENOTDIR and _is_symlink(dirfd, path):
+                raise _eloop(path) from None  # O_DIRECTORY on a final symlink; say what it is
             if exc.errno != errno.EAGAIN:
                 raise
     raise OSError(errno.EAGAIN, "the directory kept changing during the lookup", path)
+
+
+def _eloop(path: str) -> OSError:
+    return OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+
+
+def _not_a_link(fd: int, flags: int, path: str) -> int:
+    """O_PATH|O_NOFOLLOW hands out a descriptor of a final symlink itself (even under
+    RESOLVE_NO_SYMLINKS): refuse that too."""
+    if flags & os.O_PATH and stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _eloop(path)
+    return fd
 
 
 def _parts(path: str) -> list[str]:
@@ -87,13 +102,9 @@ def _open_component(dirfd: int, name: str, flags: int) -> int:
     except OSError as exc:
         # O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR: report it as openat2 does.
         if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_symlink(dirfd, name):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name) from None
+            raise _eloop(name) from None
         raise
-    # O_PATH|O_NOFOLLOW opens a symlink itself rather than failing.
-    if flags & os.O_PATH and stat.S_ISLNK(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name)
-    return fd
+    return _not_a_link(fd, flags, name)
 
 
 def open_by_walk(dirfd: int, path: str, flags: int) -> int:
