@@ -14,6 +14,7 @@ import errno
 import gc
 import os
 import stat
+import subprocess
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from broker.errors import ToolError
 from broker.no_follow_open import open_beneath, open_by_walk
 from broker.policy import PolicyError, load_policy
 from broker.service import log_uri
-from tests.conftest import bastion_client, write_policy
+from tests.conftest import BASTION, bastion_client, write_policy
 
 MARKER = f"SECRET-{uuid.uuid4().hex}"  # in files outside the allowlist only
 SYMLINK = "is a symlink or lies behind one, and symlinks are never followed"
@@ -347,6 +348,16 @@ def test_a_symlinked_directory_on_the_path_is_refused_at_load(site: Site, entry:
     with pytest.raises(PolicyError) as raised:
         site.allowlist([site.root / entry])
     assert str(raised.value).startswith(f"logs[3].path: {site.root / 'alias'} is a symlink, on the path of {site.root / entry}; ")
+
+
+def test_serve_refuses_a_symlinked_entry_before_anything_starts(site: Site) -> None:
+    link = site.logs / "link.log"
+    link.symlink_to(site.shadow)
+    served = subprocess.run([str(BASTION), "serve", "--policy", str(site.policy([link]))], capture_output=True, timeout=60,
+                            input=b"", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    assert served.returncode == 2 and served.stdout == b""
+    assert f"policy error: logs[3].path: {link} is a symlink; ".encode() in served.stderr
+    assert b"serving" not in served.stderr
 
 
 def test_follow_symlinks_pins_the_target_once(site: Site, kernel: str) -> None:
