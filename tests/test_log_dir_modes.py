@@ -105,10 +105,15 @@ def test_rotations_and_nested_glob_directories_are_checked(tmp_path: Path, logs:
     host.mkdir(parents=True)
     (host / "auth.log").write_text("x\n")
     os.chown(host, WWW, WWW)
-    found = texts(tmp_path, [{"path": str(logs / "app.log"), "rotations": True}, tmp_path / "remote" / "*" / "auth.log"])
-    assert sorted(found) == sorted([
+    deep = tmp_path / "deep" / "a"
+    (deep / "b").mkdir(parents=True)
+    (deep / "b" / "x.log").write_text("x\n")
+    os.chown(deep, WWW, WWW)  # one level above the file's own directory
+    entries = [{"path": str(logs / "app.log"), "rotations": True}, tmp_path / "remote" / "*" / "auth.log", tmp_path / "deep" / "*" / "*" / "x.log"]
+    assert sorted(texts(tmp_path, entries)) == sorted([
         f"{WWW_NAME} {log_dir_modes.FILE.format(path=logs / 'app.log.1')}",
         f"{WWW_NAME} {log_dir_modes.DIRECTORY.format(path=host)}",
+        f"{WWW_NAME} {log_dir_modes.DIRECTORY.format(path=deep)}",
     ])
 
 
