@@ -115,9 +115,10 @@ HARD_LINKED = "has more than one name (a hard link), so it may be some other fil
 
 
 def _servable(st: os.stat_result) -> bool:
-    # A second name could be a hard link to a file outside the allowlist
-    # (where fs.protected_hardlinks is off); log files have one name.
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+    # A second name could be a hard link to a file outside the allowlist (where
+    # fs.protected_hardlinks is off); log files have one name, or none once
+    # rotated away after the open (still the file that was beneath the directory).
+    return stat.S_ISREG(st.st_mode) and st.st_nlink <= 1
 
 
 def _is_rotation_of(base: str, path: str) -> bool:
