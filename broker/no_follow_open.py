@@ -58,10 +58,10 @@ def open_beneath(dirfd: int, path: str, flags: int) -> int:
         try:
             return _not_a_link(openat2(dirfd, path, flags | os.O_NOFOLLOW, NO_FOLLOW_BENEATH), flags, path)
         except OSError as exc:
-            if exc.errno == errno.ENOSYS:
+            # ENOTDIR is also what O_DIRECTORY on a final symlink gets: the walk, which
+            # follows nothing either, tells the two apart (ELOOP for a link).
+            if exc.errno in (errno.ENOSYS, errno.ENOTDIR):
                 return open_by_walk(dirfd, path, flags)
-            if exc.errno == errno.ENOTDIR and _is_symlink(dirfd, path):
-                raise _eloop(path) from None  # O_DIRECTORY on a final symlink; say what it is
             if exc.errno != errno.EAGAIN:
                 raise
     raise OSError(errno.EAGAIN, "the directory kept changing during the lookup", path)

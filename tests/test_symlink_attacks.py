@@ -176,6 +176,12 @@ def test_plain_names_open_close_on_exec(tree: int, opener: Callable[[int, str, i
 def test_a_symlink_anywhere_is_eloop(tree: int, opener: Callable[[int, str, int], int], path: str) -> None:
     assert open_error(opener, tree, path) == errno.ELOOP
     assert open_error(opener, tree, path, os.O_PATH) == errno.ELOOP  # O_PATH|O_NOFOLLOW would open the link itself
+    assert open_error(opener, tree, path, os.O_RDONLY | os.O_DIRECTORY) == errno.ELOOP  # not ENOTDIR
+
+
+@OPENERS
+def test_a_file_in_the_middle_of_a_path_is_enotdir(tree: int, opener: Callable[[int, str, int], int]) -> None:
+    assert open_error(opener, tree, "f/x") == errno.ENOTDIR
 
 
 @OPENERS
