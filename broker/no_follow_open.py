@@ -89,7 +89,8 @@ def _parts(path: str) -> list[str]:
     return parts or ["."]
 
 
-def _is_symlink(dirfd: int, name: str) -> bool:
+def is_symlink_at(dirfd: int, name: str) -> bool:
+    """Is `name` (one component) in `dirfd` a symlink now?"""
     try:
         return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
     except OSError:
@@ -101,7 +102,7 @@ def _open_component(dirfd: int, name: str, flags: int) -> int:
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError as exc:
         # O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR: report it as openat2 does.
-        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_symlink(dirfd, name):
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and is_symlink_at(dirfd, name):
             raise _eloop(name) from None
         raise
     return _not_a_link(fd, flags, name)

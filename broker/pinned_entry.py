@@ -15,7 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from broker.no_follow_open import open_beneath
+from broker.no_follow_open import is_symlink_at, open_beneath
 from broker.policy import GLOB_CHARS, LogEntry, PolicyError
 
 DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
@@ -95,14 +95,8 @@ def pin(entry: LogEntry, key: str) -> PinnedEntry:
         if exc.errno == errno.ELOOP:  # a symlink appeared between the check and the open
             raise _refuse(key, entry, first_symlink(real) or real) from None
         return PinnedEntry(entry, shown, real, name, None, f"{real}: {exc.strerror}")
-    if not entry.is_glob and not entry.follow_symlinks and _is_symlink(dirfd, name):
+    if not entry.is_glob and not entry.follow_symlinks and is_symlink_at(dirfd, name):
         os.close(dirfd)
         raise _refuse(key, entry, entry.path)
     return PinnedEntry(entry, shown, real, name, dirfd)
 
-
-def _is_symlink(dirfd: int, name: str) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
