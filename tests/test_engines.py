@@ -24,6 +24,7 @@ from broker import search_engine
 from broker.ere import PatternError, parse_ere
 from broker.search_engine import to_rust_regex
 from workers.protocol import SearchRequest
+from workers.search import RG_RAW_BYTES
 from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, read_audit, write_policy
 
 RG = shutil.which("rg")
@@ -77,7 +78,7 @@ def _grep(pattern: str, ignore_case: bool, corpus: Path) -> set[int]:
 
 def _rg(pattern: str, ignore_case: bool, corpus: Path) -> set[int]:
     assert RG is not None
-    argv = [RG, "--no-config", "-j1", "-a", "-n", "--no-heading", "--no-filename"] + (["-i"] if ignore_case else [])
+    argv = [RG, "--no-config", "-j1", "-a", *RG_RAW_BYTES, "-n", "--no-heading", "--no-filename"] + (["-i"] if ignore_case else [])
     done = subprocess.run(argv + ["-e", pattern, str(corpus)], capture_output=True, env={"HOME": "/"}, timeout=30)
     assert done.returncode in (0, 1), (pattern, done.stderr)
     return {int(line.split(b":", 1)[0]) for line in done.stdout.splitlines()}
@@ -217,3 +218,70 @@ def test_auto_takes_ripgrep_for_large_scans_only() -> None:
     assert engine("rg", True, small) == "rg" and engine("rg", True, big, context=2) == "grep"
     chosen = search_engine.choose(SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), parse_ere("a(b|c)"), "rg", True, 0)
     assert chosen.rg_pattern == "(?-u)a(?:b|c)" and chosen.pattern == "a(b|c)"
+
+
+# --- byte-order marks: the bytes are searched as they are, by either engine ---------
+
+BOMS = {"utf-16le": b"\xff\xfe", "utf-16be": b"\xfe\xff", "utf-8": b"\xef\xbb\xbf"}
+BOM_LINES = [b"Oct  1 00:00:%02d web-01 sshd[%d]: Failed password for root from 10.0.0.%d port 22 ssh2" % (i % 60, 4000 + i, i % 250)
+             for i in range(99)] + [b"Oct  1 00:01:40 web-01 sshd[4100]: Accepted publickey for alice"]
+BOM_CALLS: list[dict[str, Any]] = [
+    {"pattern": "Failed password", "count_only": True},
+    {"pattern": "Failed password", "max_lines": 2},
+    {"pattern": "^Oct", "max_lines": 2},  # the first line starts with the mark, not with Oct
+    {"pattern": "Accepted", "order": "newest_first", "max_lines": 1},  # byte offsets count the mark
+]
+
+
+async def _bom_answers(policy: Path, logs: list[Path]) -> list[Any]:
+    answers = []
+    async with bastion_client(policy) as client:
+        for log in logs:
+            for arguments in BOM_CALLS:
+                result = await client.call_tool("query_logs", {"log_path": str(log), **arguments})
+                assert not result.is_error, result.content
+                answers.append(result.structured_content)
+    return answers
+
+
+@pytest.mark.anyio
+async def test_a_byte_order_mark_changes_nothing_on_either_engine(tmp_path: Path) -> None:
+    """ripgrep transcoded files starting with a UTF-16 mark (and dropped a UTF-8 one):
+    such a log answered 0 'Failed password' lines on the large-file path."""
+    logs = []
+    for name, mark in BOMS.items():
+        logs.append(tmp_path / f"{name}.log")
+        logs[-1].write_bytes(mark + b"\n".join(BOM_LINES) + b"\n")
+    entries: list[str | Path | dict[str, Any]] = list(logs)
+    answers = {}
+    for engine in ("grep", "rg"):
+        (tmp_path / engine).mkdir()
+        toml = f'[search]\nengine = "{engine}"\n'
+        answers[engine] = await _bom_answers(write_policy(tmp_path / engine, entries, toml=toml), logs)
+    assert answers["rg"] == answers["grep"]
+    counts = [answer["total_matches"] for answer in answers["rg"][0::len(BOM_CALLS)]]
+    assert counts == [99, 99, 99]
+    assert [len(answer["lines"]) for answer in answers["rg"][2::len(BOM_CALLS)]] == [2, 2, 2]
+    assert {line["line_no"] for answer in answers["rg"][2::len(BOM_CALLS)] for line in answer["lines"]} == {2, 3}
+
+
+@pytest.mark.anyio
+async def test_a_byte_order_mark_changes_nothing_at_any_size(tmp_path: Path) -> None:
+    """Under "auto" a small log goes to grep and one of RG_MIN_BYTES to ripgrep: a
+    UTF-16 mark on both gives the same answer, scaled by the copies."""
+    small, large = tmp_path / "small.log", tmp_path / "large.log"
+    body = b"\n".join(BOM_LINES) + b"\n"
+    copies = search_engine.RG_MIN_BYTES // len(body) + 1
+    small.write_bytes(BOMS["utf-16le"] + body)
+    large.write_bytes(BOMS["utf-16le"] + body * copies)
+    toml = '[search]\nengine = "auto"\n'
+    policy = write_policy(tmp_path, [small, large], toml=toml)
+    counts = []
+    async with bastion_client(policy) as client:
+        for log in (small, large):
+            result = await client.call_tool("query_logs", {"log_path": str(log), "pattern": "Failed password", "count_only": True})
+            assert not result.is_error, result.content
+            counts.append(result.structured_content["total_matches"])
+    assert counts == [99, 99 * copies]
+    engines = [record["engine"] for record in read_audit(tmp_path / "audit.jsonl") if record["event"] == "end"]
+    assert engines == ["grep", "rg"]

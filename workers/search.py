@@ -99,11 +99,15 @@ class Call:
 
 
 RG_ENV = {"HOME": "/"}  # else ripgrep looks the user up through NSS (a socket to nscd)
+# Bytes as they are, like grep: by default ripgrep transcodes a file that starts
+# with a UTF-16 or UTF-8 byte-order mark, so whoever writes a log's first bytes
+# could hide all of its lines from a large-file search.
+RG_RAW_BYTES = ["--encoding", "none"]
 
 
 def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]:
     if request.engine == "rg":
-        argv = [grep, "--no-config", "--threads=1", "--text", "--line-number", "--byte-offset", "--color=never"]
+        argv = [grep, "--no-config", "--threads=1", "--text", *RG_RAW_BYTES, "--line-number", "--byte-offset", "--color=never"]
     else:
         argv = [grep, "-E", "-a", "-n", "-b"]
     if request.ignore_case:
