@@ -324,6 +324,14 @@ def test_grep_is_given_the_rendering_not_the_clients_text() -> None:
     assert chosen.engine == "grep" and chosen.pattern == "[_`a-z]"
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", ["([[:print:]]{255}){39}", "(\\w{99}){99}", "((a|b|c|d){50}){40}", "((\u00e9){255}){30}"])
+def test_patterns_at_the_size_limit_run_on_both_engines(pattern: str, corpus: Path) -> None:
+    """The largest automata the parser allows: no engine refuses them (e.g. a size limit)."""
+    _same_lines(pattern, corpus)
+
+
 # --- byte-order marks: the bytes are searched as they are, by either engine ---------
 
 BOMS = {"utf-16le": b"\xff\xfe", "utf-16be": b"\xfe\xff", "utf-8": b"\xef\xbb\xbf"}
