@@ -47,9 +47,9 @@ def choose(request: SearchRequest, pattern: Node, policy_engine: str, ripgrep: b
 
 # ERE's special characters outside brackets: escaped wherever they stand for themselves.
 GREP_META = frozenset(".[]()*+?{}|^$\\")
-# Inside brackets these are special by position (or, for '\\', in some engines):
-# rendered singly, in safe places, never as the end of a range.
-BRACKET_SPECIAL = frozenset("]^-[\\")
+# Inside brackets these are literal only in certain places (or, '\\', only in
+# some engines): rendered singly, where they are literal, never ending a range.
+BRACKET_SPECIAL = "[\\]^-"
 # Ranges never cross these boundaries. With -i, GNU grep case-folds a range's
 # ends before checking their order, so [_-z] (folded: _-Z) is an "Invalid range
 # end"; a range inside A-Z or a-z, or holding no letter at all, folds safely.
@@ -81,15 +81,19 @@ def to_grep_ere(node: Node) -> str:
 
 
 def _grep_bracket(node: Bracket) -> str:
-    members = set(map(ord, node.chars))
+    members = bytearray(128)  # the bracket's set (ASCII only: the parser refuses more)
+    for char in node.chars:
+        members[ord(char)] = 1
     for low, high in node.ranges:
-        members.update(range(ord(low), ord(high) + 1))
-    head = ["]"] if ord("]") in members else []  # first: a ']' anywhere else would close
+        members[ord(low):ord(high) + 1] = b"\1" * (ord(high) - ord(low) + 1)
+    # ']' first (anywhere else it would close), '[' after the ranges (so that
+    # no ':', '.' or '=' follows it), '^' not first (it would negate), '-' last.
+    head = ["]"] if members[ord("]")] else []
+    tail = [char for char in "[\\^-" if members[ord(char)]]
+    for char in BRACKET_SPECIAL:
+        members[ord(char)] = 0
     head += [f"[:{name}:]" for name in node.classes]
-    head += [_grep_run(low, high) for low, high in _runs(sorted(c for c in members if chr(c) not in BRACKET_SPECIAL))]
-    # '[' after every run, so that no ':', '.' or '=' follows it; '-' last, so
-    # that it makes no range; '^' anywhere but first, where it would negate.
-    tail = [char for char in "[\\^-" if ord(char) in members]
+    head += _grep_runs(members)
     if not head and tail[:1] == ["^"] and not node.negated:
         if tail == ["^"]:
             return "\\^"
@@ -97,19 +101,17 @@ def _grep_bracket(node: Bracket) -> str:
     return "[" + ("^" if node.negated else "") + "".join(head + tail) + "]"
 
 
-def _runs(codes: list[int]) -> list[tuple[int, int]]:
-    """Sorted codes as maximal runs, each inside one of RANGE_SPANS."""
-    runs: list[tuple[int, int]] = []
-    for code in codes:
-        if runs and runs[-1][1] == code - 1 and _span(code) == _span(runs[-1][0]):
-            runs[-1] = (runs[-1][0], code)
-        else:
-            runs.append((code, code))
+def _grep_runs(members: bytearray) -> list[str]:
+    """The members as ranges, none crossing a RANGE_SPANS boundary (bounded: one pass)."""
+    runs = []
+    for low, high in RANGE_SPANS:
+        start = members.find(1, low, high + 1)
+        while start != -1:
+            end = members.find(0, start, high + 1)
+            end = high + 1 if end == -1 else end
+            runs.append(_grep_run(start, end - 1))
+            start = members.find(1, end, high + 1)
     return runs
-
-
-def _span(code: int) -> int:
-    return next(index for index, (low, high) in enumerate(RANGE_SPANS) if low <= code <= high)
 
 
 def _grep_run(low: int, high: int) -> str:
