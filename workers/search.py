@@ -148,13 +148,15 @@ def _parse(prefix: bytes, length: int) -> Hit | None:
 def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
     """Decompressed chunks of a gzip file (several members allowed), within the call's cap."""
     inflater = zlib.decompressobj(wbits=31)
+    in_member = False  # a member has begun and not ended: the file ends inside it
     while True:
         data = os.read(fd, GZIP_IN_CHUNK)
         if not data:
-            if not inflater.eof or inflater.unconsumed_tail:
+            if in_member:
                 call.notes.append(f"{name}: truncated gzip file; searched what could be decompressed")
             return
         while data:
+            in_member = True
             try:
                 out = inflater.decompress(data, GZIP_OUT_CHUNK)
             except zlib.error:
@@ -162,7 +164,7 @@ def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
                 return
             data = inflater.unconsumed_tail
             if inflater.eof:  # the next member, if any, starts in unused_data
-                data, inflater = inflater.unused_data, zlib.decompressobj(wbits=31)
+                data, inflater, in_member = inflater.unused_data, zlib.decompressobj(wbits=31), False
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
                 call.notes.append(f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)")
