@@ -1,8 +1,8 @@
 """Worker kind "grep": search handed-over descriptors with GNU grep -E or ripgrep.
 
 The broker picks the engine: ripgrep (2-4x faster on large logs) when the host
-has it and the search has no context lines, with the pattern it rendered for
-ripgrep from the same validated ERE; GNU grep otherwise. Both print the same
+has it and the search has no context lines, GNU grep otherwise, and renders
+the validated ERE for each (never the client's own text). Both print the same
 "N:B:text" lines, parsed strictly below. "grep" in the rest of this module
 means whichever engine runs.
 
