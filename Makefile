@@ -9,16 +9,36 @@ ROOTLESS_VENV  := .venv-rootless
 ROOTLESS_STAMP := $(ROOTLESS_VENV)/.installed-stamp
 SYSTEM_PYTHON  ?= /usr/bin/python3
 
-.PHONY: venv venv-rootless doctor demo test test-sandbox run bench soak logs intel clean
+# OS packages, installed by `deps` when missing (as root; otherwise it prints the
+# apt-get command and stops). Python packages come from PyPI into the venvs.
+#   grep, ripgrep     the engines grep workers run (rg optional in production)
+#   python3-venv      Debian's python3 has no venv/ensurepip without it
+# and for the tests:
+#   util-linux        setpriv and unshare, for the non-root run
+#   gcc, libc6-dev    the sandbox escape suite compiles hostile C programs
+#   systemd           systemd-analyze checks the units in deploy/
+#   python3-seccomp   only so the test comparing it with PyPI pyseccomp runs
+#                     (nothing at run time needs it)
+DEMO_PACKAGES := grep ripgrep python3-venv
+TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-seccomp
+# Decided from the goals, not per target, so `make demo test` installs the test set once.
+DEPS_PACKAGES ?= $(if $(filter test test-sandbox deps,$(or $(MAKECMDGOALS),venv)),$(TEST_PACKAGES),$(DEMO_PACKAGES))
 
-$(STAMP): pyproject.toml
+.PHONY: deps venv venv-rootless doctor demo test test-sandbox run bench soak logs intel fresh-check clean
+
+## deps: install missing OS packages (root), or print the command to run (non-root)
+deps:
+	@sh tools/os-packages.sh $(DEPS_PACKAGES)
+
+# deps is order-only: the venv is not rebuilt each time, but never before the OS has python3-venv.
+$(STAMP): pyproject.toml | deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-$(ROOTLESS_STAMP): pyproject.toml
+$(ROOTLESS_STAMP): pyproject.toml | deps
 	test -x $(ROOTLESS_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(ROOTLESS_VENV)
 	$(ROOTLESS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(ROOTLESS_STAMP)
