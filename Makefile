@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed-stamp
 ROOTLESS_VENV  := .venv-rootless
 ROOTLESS_STAMP := $(ROOTLESS_VENV)/.installed-stamp
 SYSTEM_PYTHON  ?= /usr/bin/python3
+# In a checkout, what the example policy writes (${state}/: audit log, intel
+# database) goes to the git-ignored var/, as it always did; an installed copy
+# uses bastion's default state directory (~/.local/state/bastion).
+EXAMPLE := --policy examples/policy.toml --state-dir var
 
 # OS packages, installed by `deps` when missing (as root; otherwise it prints the
 # apt-get command and stops). Python packages come from PyPI into the venvs.
@@ -47,7 +51,7 @@ venv-rootless: $(ROOTLESS_STAMP)
 
 ## demo: set up, then run a scripted MCP client session against examples/policy.toml
 demo: venv
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py --state-dir var
 
 ## test: set up, then run the whole test suite (as root it includes the non-root run)
 test: venv $(if $(filter 0,$(shell id -u)),venv-rootless)
@@ -59,11 +63,11 @@ test-sandbox: venv
 
 ## doctor: which sandbox layers this host supports, for the example policy
 doctor: venv
-	$(VENV)/bin/bastion doctor --policy examples/policy.toml
+	$(VENV)/bin/bastion doctor $(EXAMPLE)
 
 ## run: serve MCP over stdio with the example policy (for an MCP host or the Inspector)
 run: venv
-	$(VENV)/bin/bastion serve --policy examples/policy.toml
+	$(VENV)/bin/bastion serve $(EXAMPLE)
 
 ## bench: benchmarks vs a naive single-process baseline (QUICK=1: 200 MB instead of 1 GB); prints a table + bench/results.json
 bench: venv

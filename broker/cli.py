@@ -149,7 +149,7 @@ async def _stop_on_signal(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, args.state_dir)
     except PolicyError as exc:
         log.error("policy error: %s", exc)
         return EXIT_CONFIG
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve MCP over stdio (default) or Streamable HTTP (--http)")
     serve.add_argument("--http", metavar="ADDR", help="serve Streamable HTTP on HOST:PORT (loopback) or unix:/path/to/socket")
     serve.add_argument("--policy", required=True, help="policy TOML file")
+    serve.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
     serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
     serve.add_argument("--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones")
     serve.set_defaults(func=cmd_serve)
