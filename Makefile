@@ -37,6 +37,9 @@ deps:
 # deps is order-only: the venv is not rebuilt each time, but never before the OS has python3-venv.
 $(STAMP): pyproject.toml | deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# The distribution was called bastion-mcp before: drop it from a venv made then,
+	@# or both would claim the bastion command.
+	@$(PY) -m pip uninstall --quiet --yes bastion-mcp >/dev/null 2>&1 || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
@@ -44,6 +47,7 @@ venv: $(STAMP)
 
 $(ROOTLESS_STAMP): pyproject.toml | deps
 	test -x $(ROOTLESS_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(ROOTLESS_VENV)
+	@$(ROOTLESS_VENV)/bin/python -m pip uninstall --quiet --yes bastion-mcp >/dev/null 2>&1 || true
 	$(ROOTLESS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(ROOTLESS_STAMP)
 
