@@ -90,5 +90,9 @@ logs:
 intel:
 	$(PYTHON) examples/intel/generate_intel.py
 
+## fresh-check: make demo from a clean clone in a fresh, cached Debian 12 root (root only; prints timings)
+fresh-check:
+	bash tools/fresh-check.sh
+
 clean:
 	rm -rf $(VENV) $(ROOTLESS_VENV) var build *.egg-info .pytest_cache
