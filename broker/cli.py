@@ -21,14 +21,13 @@ import anyio.abc
 import uvicorn
 from mcp.server.lowlevel import Server
 
-from broker import audit_verify, intel_cli, sandbox_cli
+from broker import audit_verify, intel_cli, preflight, sandbox_cli
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable
 from broker.pool import WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
-from broker.search_engine import has_ripgrep
 from broker.server import build_server, package_version
 from broker.http_auth import new_token, paste_lines
 from broker.http_serve import Bind, check_bind, http_app, parse_bind, uvicorn_server
@@ -50,13 +49,14 @@ def _os_user() -> str:
 
 
 async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None) -> None:
+    # The same checks as `bastion doctor` (broker/preflight.py), so the two agree.
+    for finding in preflight.enforce(preflight.check(policy, profiles_dir)):
+        log.warning("%s: %s", finding.subject, finding.message)
     audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
     plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
-    if policy.search.engine == "rg" and not has_ripgrep(plans["grep"]):
-        raise ProfileError("[search] engine = \"rg\", but ripgrep is not installed (/usr/bin/rg)")
     pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
@@ -89,11 +89,11 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int
         "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
         transport=transport, layers=pool.layers, cgroup=cgroup, downgraded=skipped,
     )
-    if policy.intel is not None and not os.path.isfile(policy.intel.database):
-        log.warning("intel database %s does not exist: check_ip_reputation fails until `bastion intel compile` runs", policy.intel.database)
     for kind, entries in skipped.items():
         log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
-    log.info("serving %s; policy %s; %d sandbox layers per worker", transport, policy.source, len(pool.layers.get("grep", [])))
+    layers = pool.layers.get("grep", [])
+    applied = len(layers) - len(skipped.get("grep", []))
+    log.info("serving %s; policy %s; %d of %d sandbox layers applied per worker", transport, policy.source, applied, len(layers))
 
 
 async def _run_stdio(server: Server) -> None:
@@ -198,7 +198,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _start_up_failure(exc: BaseException) -> Exception | None:
     """The audit/sandbox/profile error behind `exc`, even inside exception groups."""
-    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError, OSError)):
+    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError, OSError, preflight.PreflightRefusal)):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import anyio
 
+from broker import preflight
 from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
-from broker.policy import PolicyError, Sandbox, load_policy
+from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.regular_file import open_regular
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
 from broker.sandbox.plan import Plan, build_plan
@@ -81,6 +82,7 @@ def _support(probes: list[Probe], layer: str) -> str:
 
 
 def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
+    root = os.geteuid() == 0
     lines = [f"{'layer':<14} {'this host':<18} {'required by':<16} would be applied"]
     reasons: list[str] = []
     servable = True
@@ -94,15 +96,27 @@ def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
         else:
             verdict = "no (the policy downgraded it to best-effort)"
         if missing:
-            reasons.append(f"  {layer}: {next(p.skipped[layer] for p in probes if layer in p.skipped)}")
+            why = next(p.skipped[layer] for p in probes if layer in p.skipped)
+            reasons.append(f"  {layer}: {why}\n      fix: {preflight.layer_fix(layer, why, root)}")
         lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<16} {verdict}")
     return lines, reasons, servable
 
 
+def _policy_checks(findings: list[preflight.Finding]) -> list[str]:
+    lines = ["policy checks (the same as bastion serve makes at start-up):"]
+    for finding in findings:
+        lines.append(f"  {'REFUSES' if finding.refuses else 'warning'} {finding.subject}: {finding.message}")
+    return lines if findings else [lines[0] + " all passed"]
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args.policy)
-        probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in WORKER_KINDS]
+        policy: Policy | None = load_policy(args.policy, args.state_dir) if args.policy else None
+        settings = policy.sandbox if policy else Sandbox()
+        findings = preflight.check(policy, args.profiles_dir) if policy else []
+        # Like serve: the intel workers are only started for a policy with [intel].
+        kinds = [kind for kind in WORKER_KINDS if kind != "intel" or policy is None or policy.intel is not None]
+        probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in kinds]
     except (PolicyError, ProfileError) as exc:
         print(f"bastion doctor: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -111,12 +125,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     lines, reasons, servable = _doctor_table(probes)
     mode = "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
-    print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(WORKER_KINDS)}")
+    print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(kinds)}")
     print("\n".join(lines))
     if reasons:
         print("why layers are missing:\n" + "\n".join(reasons))
-    print("verdict: " + ("every required layer is available; the policy can be served" if servable else "a required layer is missing; `bastion serve` would refuse to start"))
-    return 0 if servable else EXIT_REFUSED
+    if policy is not None:
+        print("\n".join(_policy_checks(findings)))
+    print("verdict: " + _verdict(servable, bool(preflight.refusals(findings))))
+    return 0 if servable and not preflight.refusals(findings) else EXIT_REFUSED
+
+
+def _verdict(layers_ok: bool, refused: bool) -> str:
+    if not layers_ok:
+        return "a required layer is missing; `bastion serve` would refuse to start"
+    if refused:
+        return "a policy check failed (REFUSES above); `bastion serve` would refuse to start"
+    return "every required layer is available; the policy can be served"
 
 
 # --- sandbox run -----------------------------------------------------------------
