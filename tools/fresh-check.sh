@@ -11,7 +11,10 @@
 # 4. `make demo` as root inside its own mount and pid namespaces, entered with
 #    pivot_root (the workers' own pivot_root needs a root that is a mount point),
 #    with a fresh /proc, a minimal /dev, sysfs and the host's cgroup hierarchy
-#    (the workers create per-call cgroups), and the host's resolv.conf for apt and pip.
+#    (the workers create per-call cgroups), and the host's resolv.conf for apt and pip;
+#    when the host tells pip which CA bundle to trust (PIP_CERT, e.g. behind a TLS-
+#    inspecting egress proxy), a copy of that bundle and only that. No software,
+#    pip configuration, index or wheel cache of this machine goes in.
 # Prints how long each step took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,17 +89,25 @@ inside() {
     ln -s /proc/self/fd "$root/dev/fd"
     mkdir "$root/dev/shm" "$root/dev/pts"
     mount -t tmpfs -o mode=1777,nosuid,nodev shm "$root/dev/shm"
+    mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"  # apt logs through a pty
+    ln -s pts/ptmx "$root/dev/ptmx"
     mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
     mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
     mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$root/tmp"
     cp /etc/resolv.conf "$root/etc/resolv.conf"
+    local trust=()
+    if [ -n "${PIP_CERT:-}" ] && [ -r "$PIP_CERT" ]; then
+        mkdir -p "$root/etc/ssl"
+        cp "$PIP_CERT" "$root/etc/ssl/host-pip-ca.pem"
+        trust=(PIP_CERT=/etc/ssl/host-pip-ca.pem)
+    fi
     mkdir -p "$root/.oldroot"
     cd "$root"
     pivot_root . .oldroot
     cd /
     umount -l /.oldroot
     rmdir /.oldroot
-    exec env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb LANG=C.UTF-8 \
+    exec env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb LANG=C.UTF-8 "${trust[@]}" \
         sh -c 'cd /root/bastion && make demo'
 }
 
