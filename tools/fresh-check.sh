@@ -4,7 +4,7 @@
 #
 # 1. a minimal Debian 12 root (debootstrap --variant=minbase, from the Debian
 #    mirror this machine's apt uses), built once and cached in .fresh-root/base
-#    (git-ignored; `rm -rf .fresh-root` forces a rebuild);
+#    (git-ignored; or $FRESH_CACHE/base; delete it to force a rebuild);
 # 2. each run gets a throw-away copy of it (an overlay: the cache stays pristine,
 #    so `make deps` must really install grep, ripgrep and python3-venv there);
 # 3. a clean clone of the current commit (uncommitted files cannot help);
@@ -19,7 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STATE=.fresh-root
+# FRESH_CACHE: where the root is cached (CI keeps it outside its throw-away clone).
+STATE=${FRESH_CACHE:-.fresh-root}
 BASE=$STATE/base
 RUN=$STATE/run
 SUITE=bookworm
@@ -48,7 +49,7 @@ mirror() {
 
 build_base() {
     if [ -x "$BASE/usr/bin/python3" ] && [ -x "$BASE/usr/bin/make" ]; then
-        echo "   cached root: $BASE (rm -rf $STATE to rebuild)"
+        echo "   cached root: $BASE (rm -rf $BASE to rebuild it)"
         return
     fi
     command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
@@ -79,7 +80,7 @@ clone_head() {
 # Runs inside `unshare --mount --pid --fork`: assemble the root, enter it, run make demo.
 inside() {
     local root=$RUN/root dev
-    mount -t overlay overlay -o "lowerdir=$PWD/$BASE,upperdir=$PWD/$RUN/upper,workdir=$PWD/$RUN/work" "$root"
+    mount -t overlay overlay -o "lowerdir=$BASE,upperdir=$RUN/upper,workdir=$RUN/work" "$root"
     mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
     mount -t tmpfs -o mode=755,nosuid dev "$root/dev"
     for dev in null zero full random urandom tty; do
@@ -108,7 +109,8 @@ inside() {
     umount -l /.oldroot
     rmdir /.oldroot
     exec env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb LANG=C.UTF-8 "${trust[@]}" \
-        sh -c 'cd /root/bastion && make demo'
+        sh -c 'cd /root/bastion && make demo && echo "fresh-check: seccomp binding used in this root: $(.venv/bin/python -c \
+            "from broker.sandbox.seccomp_compile import binding, binding_name; print(binding_name(binding()))")"'
 }
 
 # Each line of make demo's output, prefixed with the seconds since it started;
@@ -128,6 +130,9 @@ stamp_lines() {
 
 main() {
     mkdir -p "$STATE"
+    STATE=$(cd "$STATE" && pwd)  # absolute: the namespace side changes directory
+    BASE=$STATE/base
+    RUN=$STATE/run
     begin "minimal Debian 12 root"; build_base; done_step "1. root (debootstrap, or the cache)"
     begin "throw-away copy of the root"; fresh_copy; done_step "2. throw-away overlay of the root"
     begin "clean clone of HEAD"; clone_head; done_step "3. clean clone of HEAD"
