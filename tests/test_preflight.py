@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,3 +135,30 @@ def test_doctor_checks_the_policy_it_is_given_with_its_state_dir(tmp_path: Path)
 ])
 def test_every_missing_layer_comes_with_a_fix(layer: str, reason: str, root: bool, fix: str) -> None:
     assert fix in layer_fix(layer, reason, root)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A directory an unprivileged user can reach (pytest's own are root-only)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to serve as an unprivileged user")
+    path = Path(tempfile.mkdtemp(prefix="bastion-preflight-"))
+    os.chown(path, 65534, 65534)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_start_up_line_counts_only_the_layers_applied(scratch: Path) -> None:
+    """A non-root broker skips the cgroup layer (best-effort): 11 of 12, not "12 layers"."""
+    rootless = Path(__file__).resolve().parent.parent / ".venv-rootless" / "bin" / "bastion"
+    if not rootless.exists():
+        pytest.skip(".venv-rootless is missing (make test creates it as root)")
+    tmp_path = scratch
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[[logs]]\npath = "{AUTH}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n[sandbox]\nbest_effort = ["cgroup"]\n')
+    command = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+               "env", "-i", f"HOME={tmp_path}", "PATH=/usr/bin:/bin", str(rootless), "serve", "--policy", str(policy)]
+    served = subprocess.run(command, input="", capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert served.returncode == 0, served.stderr
+    assert "11 of 12 sandbox layers applied per worker" in served.stderr
+    assert "WITHOUT best-effort layers: skipped:cgroup" in served.stderr
