@@ -12,9 +12,10 @@
 #    pivot_root (the workers' own pivot_root needs a root that is a mount point),
 #    with a fresh /proc, a minimal /dev, sysfs and the host's cgroup hierarchy
 #    (the workers create per-call cgroups), and the host's resolv.conf for apt and pip;
-#    when the host tells pip which CA bundle to trust (PIP_CERT, e.g. behind a TLS-
-#    inspecting egress proxy), a copy of that bundle and only that. No software,
-#    pip configuration, index or wheel cache of this machine goes in.
+#    when the host tells pip which CA bundle to trust (PIP_CERT, or `cert` in the
+#    system pip.conf; e.g. behind a TLS-inspecting egress proxy), a copy of that
+#    bundle and only that. No software, other pip setting, index or wheel cache of
+#    this machine goes in.
 # Prints how long each step took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +78,16 @@ clone_head() {
     fi
 }
 
+# The CA bundle the host's pip trusts, if the host chose one.
+host_pip_ca() {
+    local conf cert
+    if [ -n "${PIP_CERT:-}" ] && [ -r "$PIP_CERT" ]; then echo "$PIP_CERT"; return; fi
+    for conf in /etc/pip.conf /etc/xdg/pip/pip.conf; do
+        cert=$(sed -n 's/^ *cert *= *//p' "$conf" 2>/dev/null | head -n 1)
+        if [ -n "$cert" ] && [ -r "$cert" ]; then echo "$cert"; return; fi
+    done
+}
+
 # Runs inside `unshare --mount --pid --fork`: assemble the root, enter it, run make demo.
 inside() {
     local root=$RUN/root dev
@@ -96,10 +107,11 @@ inside() {
     mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
     mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$root/tmp"
     cp /etc/resolv.conf "$root/etc/resolv.conf"
-    local trust=()
-    if [ -n "${PIP_CERT:-}" ] && [ -r "$PIP_CERT" ]; then
+    local trust=() bundle
+    bundle=$(host_pip_ca)
+    if [ -n "$bundle" ]; then
         mkdir -p "$root/etc/ssl"
-        cp "$PIP_CERT" "$root/etc/ssl/host-pip-ca.pem"
+        cp "$bundle" "$root/etc/ssl/host-pip-ca.pem"
         trust=(PIP_CERT=/etc/ssl/host-pip-ca.pem)
     fi
     mkdir -p "$root/.oldroot"
@@ -137,7 +149,7 @@ main() {
     begin "throw-away copy of the root"; fresh_copy; done_step "2. throw-away overlay of the root"
     begin "clean clone of HEAD"; clone_head; done_step "3. clean clone of HEAD"
     begin "make demo inside the root, in its own mount and pid namespaces"
-    export -f inside
+    export -f inside host_pip_ca
     export BASE RUN
     set +e
     unshare --mount --pid --fork --propagation private bash -c inside 2>&1 | stamp_lines
@@ -152,6 +164,7 @@ main() {
         echo "fresh-check: FAILED: make demo exited with status $status inside the fresh root" >&2
         exit 1
     fi
+    rm -rf "$RUN"  # the throw-away copy (~0.5 GB); kept after a failure, to look into
     echo "fresh-check: PASSED: make demo did all its set-up and ran on a fresh Debian 12"
 }
 
