@@ -31,7 +31,7 @@ DEFAULT_RUN_TIMEOUT_S = 30.0
 
 
 def _settings(policy_file: str | None) -> Sandbox:
-    return load_policy(policy_file).sandbox if policy_file else Sandbox()  # only [sandbox] is used: no state dir
+    return load_policy(policy_file).sandbox if policy_file else Sandbox()
 
 
 # --- doctor ------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser("doctor", help="report which sandbox layers this host supports")
-    doctor.add_argument("--policy", help="policy TOML file (its [sandbox] section); default settings otherwise")
+    doctor.add_argument("--policy", help="policy TOML file: its layers and every check serve makes; default [sandbox] settings otherwise")
     doctor.add_argument("--profiles-dir", metavar="DIR", help="sandbox profiles from DIR instead of the shipped ones")
     doctor.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
     doctor.set_defaults(func=cmd_doctor)
