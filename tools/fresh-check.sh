@@ -10,8 +10,9 @@
 # 3. a clean clone of the current commit (uncommitted files cannot help);
 # 4. `make demo` as root inside its own mount and pid namespaces, entered with
 #    pivot_root (the workers' own pivot_root needs a root that is a mount point),
-#    with a fresh /proc, a minimal /dev, sysfs and the host's cgroup hierarchy
-#    (the workers create per-call cgroups), and the host's resolv.conf for apt and pip;
+#    with a fresh /proc, a minimal /dev, sysfs, a cgroup subtree of its own (the
+#    workers create per-call cgroups; see delegate_cgroups), and the host's
+#    resolv.conf for apt and pip;
 #    when the host tells pip which CA bundle to trust (PIP_CERT, or `cert` in the
 #    system pip.conf; e.g. behind a TLS-inspecting egress proxy), a copy of that
 #    bundle and only that. No software, other pip setting, index or wheel cache of
@@ -78,6 +79,48 @@ clone_head() {
     fi
 }
 
+# The fresh root sees, as its /sys/fs/cgroup, one new child cgroup per hierarchy
+# (v1 memory and pids, or the v2 tree), as a container would. Bastion names its
+# cgroups after the broker's pid and treats a bastion-PID whose /proc/PID is gone as
+# stale: pids inside this pid namespace mean nothing on the host, so sharing the
+# host's own hierarchy lets brokers on either side delete each other's cgroups.
+CG_TAG=fresh-check-$$
+cgroup_subtrees() {
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        echo /sys/fs/cgroup
+        return
+    fi
+    local controller
+    for controller in memory pids; do
+        [ -f "/sys/fs/cgroup/$controller/cgroup.procs" ] && echo "/sys/fs/cgroup/$controller"
+    done
+    return 0
+}
+
+delegate_cgroups() {
+    local root=$1 hierarchy
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        mkdir -p "/sys/fs/cgroup/$CG_TAG"
+        echo "+memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
+        mount --bind "/sys/fs/cgroup/$CG_TAG" "$root/sys/fs/cgroup"
+        return
+    fi
+    mount -t tmpfs -o mode=755,nosuid,nodev,noexec cgroup "$root/sys/fs/cgroup"
+    for hierarchy in $(cgroup_subtrees); do
+        mkdir -p "$hierarchy/$CG_TAG" "$root/sys/fs/cgroup/${hierarchy##*/}"
+        mount --bind "$hierarchy/$CG_TAG" "$root/sys/fs/cgroup/${hierarchy##*/}"
+    done
+}
+
+# After the run: every process of the pid namespace is gone, so the subtree is empty.
+remove_cgroups() {
+    local hierarchy
+    for hierarchy in $(cgroup_subtrees); do
+        [ -d "$hierarchy/$CG_TAG" ] && find "$hierarchy/$CG_TAG" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    return 0
+}
+
 # The CA bundle the host's pip trusts, if the host chose one.
 host_pip_ca() {
     local conf cert
@@ -104,7 +147,7 @@ inside() {
     mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"  # apt logs through a pty
     ln -s pts/ptmx "$root/dev/ptmx"
     mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
-    mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
+    delegate_cgroups "$root"
     mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$root/tmp"
     cp /etc/resolv.conf "$root/etc/resolv.conf"
     local trust=() bundle
@@ -149,12 +192,13 @@ main() {
     begin "throw-away copy of the root"; fresh_copy; done_step "2. throw-away overlay of the root"
     begin "clean clone of HEAD"; clone_head; done_step "3. clean clone of HEAD"
     begin "make demo inside the root, in its own mount and pid namespaces"
-    export -f inside host_pip_ca
-    export BASE RUN
+    export -f inside host_pip_ca delegate_cgroups cgroup_subtrees
+    export BASE RUN CG_TAG
     set +e
     unshare --mount --pid --fork --propagation private bash -c inside 2>&1 | stamp_lines
     local status=${PIPESTATUS[0]}
     set -e
+    remove_cgroups
     done_step "4. make demo (all of it)"
     summarise_marks
     echo
