@@ -81,7 +81,8 @@ def _audit_problem(path: str) -> str:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
     except BlockingIOError:
-        return f"cannot open audit log {path}: in use by another Bastion process (each server needs its own audit log)"
+        return (f"cannot open audit log {path}: in use by another Bastion process (each server needs its own audit log; "
+                "if that is the running service, this policy is being served)")
     finally:
         os.close(fd)
     return _tail_problem(path)
