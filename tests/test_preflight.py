@@ -4,6 +4,7 @@ both commands, plus the fixes doctor prints for layers it cannot apply."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -66,6 +67,16 @@ def audit_unwritable(tmp_path: Path) -> tuple[Path, list[str]]:
     return write_policy(tmp_path, [AUTH], audit), []
 
 
+HELD: list[int] = []  # descriptors holding an audit log's lock until the test ends
+
+
+def audit_locked(tmp_path: Path) -> tuple[Path, list[str]]:
+    fd = os.open(tmp_path / "audit.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a running server holds it
+    HELD.append(fd)
+    return write_policy(tmp_path, [AUTH]), []
+
+
 def intel_db_missing(tmp_path: Path) -> tuple[Path, list[str]]:
     intel = f'[intel]\ndatabase = "{tmp_path / "intel.db"}"\nasn_mmdb = "{tmp_path / "none.mmdb"}"\n'
     return write_policy(tmp_path, [AUTH], toml=intel), []
@@ -92,6 +103,7 @@ CASES: list[tuple[Setup, bool, str]] = [
     (audit_is_a_symlink, False, "audit"),
     (audit_torn, False, "incomplete record"),
     (audit_unwritable, False, "audit"),
+    (audit_locked, False, "in use by another Bastion process"),
     (intel_db_missing, True, "intel compile"),
     (engine_missing, False, "ripgrep is not installed"),
     (log_missing, True, "gone.log does not exist"),
@@ -101,6 +113,8 @@ CASES: list[tuple[Setup, bool, str]] = [
 @pytest.fixture
 def unfreeze(tmp_path: Path) -> Iterator[None]:
     yield
+    while HELD:
+        os.close(HELD.pop())
     if os.geteuid() == 0 and (tmp_path / "audit.jsonl").exists():
         subprocess.run(["chattr", "-i", str(tmp_path / "audit.jsonl")], capture_output=True)
 
