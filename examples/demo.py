@@ -183,7 +183,8 @@ async def serve_and_show(options: list[str]) -> None:
             errlog.seek(0)
             said = errlog.read()
             reason = last_meaningful(said) if said.strip() else f"{type(exc).__name__}: {exc}"
-            raise DemoFailed(f"the MCP session with bastion serve failed: {reason}") from None
+            raise DemoFailed(f"the MCP session with bastion serve failed: {reason}\n"
+                             f"demo: `bastion doctor {' '.join(options)}` (in a checkout: make doctor) shows what to change") from None
         errlog.seek(0)
         heading("What bastion serve logged (stderr)")
         for line in errlog.read().splitlines():

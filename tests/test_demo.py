@@ -35,9 +35,10 @@ def test_a_refusal_to_serve_is_one_line_and_a_failure(tmp_path: Path) -> None:
     done = run_demo(example_policy_copy(tmp_path, str(a_directory)), tmp_path / "state")
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
-    (last,) = done.stderr.strip().splitlines()[-1:]
-    assert last.startswith("demo: the MCP session with bastion serve failed: bastion: ERROR refusing to serve:")
-    assert "not-a-file" in last or "directory" in last.lower()
+    reason, hint = done.stderr.strip().splitlines()[-2:]
+    assert reason.startswith("demo: the MCP session with bastion serve failed: bastion: ERROR refusing to serve:")
+    assert "audit.path" in reason and "not-a-file: not a regular file" in reason
+    assert hint.startswith("demo: `bastion doctor --policy ")
 
 
 def test_a_policy_error_is_reported_before_anything_starts(tmp_path: Path) -> None:
