@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except DemoFailed as exc:
         print(f"\ndemo: {exc}", file=sys.stderr)
         return 1
+    except (OSError, subprocess.SubprocessError) as exc:  # bastion missing, a step hanging past its timeout
+        print(f"\ndemo: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0
