@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from broker import state_dir as state_dir_module
 from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -197,10 +198,18 @@ def _check_logs(policy: Policy, base: Path) -> None:
             raise PolicyError(f"logs[{index}].rotations: only for a single file, not a glob")
 
 
-def _check_intel(intel: Intel, base: Path) -> None:
+def _state_path(base: Path, value: str, key: str, state_dir: str | None) -> str:
+    """A path Bastion writes: it may start with ${state}/ (broker/state_dir.py)."""
+    try:
+        return _resolve(base, state_dir_module.expand(value, state_dir), key)
+    except state_dir_module.StateDirError as exc:
+        raise PolicyError(f"{key}: {exc}") from None
+
+
+def _check_intel(intel: Intel, base: Path, state_dir: str | None) -> None:
     from broker.ip_check import parse_networks
 
-    intel.database = _resolve(base, intel.database, "intel.database")
+    intel.database = _state_path(base, intel.database, "intel.database", state_dir)
     for key in ("asn_mmdb", "country_mmdb"):
         if getattr(intel, key):
             setattr(intel, key, _resolve(base, getattr(intel, key), f"intel.{key}"))
@@ -215,7 +224,7 @@ def _check_intel(intel: Intel, base: Path) -> None:
         raise PolicyError(str(exc)) from None
 
 
-def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
+def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: str | None = None) -> Policy:
     try:
         policy = msgspec.toml.decode(data, type=Policy)
     except msgspec.ValidationError as exc:
@@ -230,9 +239,9 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     for name in policy.rate_limit.tools:
         if name not in RATE_LIMITED:
             raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")
-    policy.audit.path = _resolve(base, policy.audit.path, "audit.path")
+    policy.audit.path = _state_path(base, policy.audit.path, "audit.path", state_dir)
     if policy.intel is not None:
-        _check_intel(policy.intel, base)
+        _check_intel(policy.intel, base, state_dir)
     names = [client.name for client in policy.http.clients]
     if len(set(names)) != len(names):
         raise PolicyError("http.clients: client names must be unique")
@@ -241,10 +250,10 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     return policy
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
+def load_policy(path: str | os.PathLike[str], state_dir: str | None = None) -> Policy:
     file = Path(path)
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {file}: {exc.strerror}") from None
-    return parse_policy(data, file.resolve().parent, str(file))
+    return parse_policy(data, file.resolve().parent, str(file), state_dir)
