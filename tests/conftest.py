@@ -71,16 +71,20 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def worker_processes() -> list[psutil.Process]:
-    """The worker processes this test run started, leaked ones included (see become_subreaper)."""
+def own_processes(name: str) -> list[psutil.Process]:
+    """Processes of this name that this test run started, leaked ones included (see become_subreaper)."""
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.name() == WORKER_NAME:
+            if proc.name() == name:
                 found.append(proc)
         except psutil.Error:
             continue  # gone meanwhile
     return found
+
+
+def worker_processes() -> list[psutil.Process]:
+    return own_processes(WORKER_NAME)
 
 
 def serve_process() -> psutil.Process:
