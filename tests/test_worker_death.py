@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -83,10 +84,22 @@ def _busy_worker(broker: psutil.Process, timeout_s: float = 10) -> psutil.Proces
     raise TimeoutError("no worker is running the engine")
 
 
-def _start_slow_call(tmp_path: Path, slow_log: Path, profiles: Path | None = None) -> tuple[RawServer, Path]:
+@pytest.fixture
+def servers() -> Iterator[list[RawServer]]:
+    """Servers a test started; killed at the end if a failed assertion left one running."""
+    started: list[RawServer] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def _start_slow_call(servers: list[RawServer], tmp_path: Path, slow_log: Path, profiles: Path | None = None) -> tuple[RawServer, Path]:
     policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
     audit = tmp_path / "audit.jsonl"
     server = RawServer(policy, [] if profiles is None else ["--profiles-dir", str(profiles)])
+    servers.append(server)
     server.initialize()
     server.start_call(2, slow_log)
     wait_for_call_in_flight(audit)
@@ -94,9 +107,9 @@ def _start_slow_call(tmp_path: Path, slow_log: Path, profiles: Path | None = Non
 
 
 @pytest.mark.parametrize("pid_namespace", [True, False], ids=["shipped", "no_pid_namespace"])
-def test_a_sigkilled_broker_leaves_no_process_of_its_tree(tmp_path: Path, slow_log: Path, pid_namespace: bool) -> None:
+def test_a_sigkilled_broker_leaves_no_process_of_its_tree(servers: list[RawServer], tmp_path: Path, slow_log: Path, pid_namespace: bool) -> None:
     profiles = None if pid_namespace else _profiles_without_pid_namespace(tmp_path / "profiles")
-    server, _ = _start_slow_call(tmp_path, slow_log, profiles)
+    server, _ = _start_slow_call(servers, tmp_path, slow_log, profiles)
     broker = psutil.Process(server.proc.pid)
     _busy_worker(broker)
     tree = _tree(broker)
@@ -116,8 +129,8 @@ def test_a_sigkilled_broker_leaves_no_process_of_its_tree(tmp_path: Path, slow_l
     assert wait_no_workers(timeout_s=1.0) == []
 
 
-def test_killing_the_workers_monitor_ends_the_call_as_crashed(tmp_path: Path, slow_log: Path) -> None:
-    server, audit = _start_slow_call(tmp_path, slow_log)
+def test_killing_the_workers_monitor_ends_the_call_as_crashed(servers: list[RawServer], tmp_path: Path, slow_log: Path) -> None:
+    server, audit = _start_slow_call(servers, tmp_path, slow_log)
     monitor = _busy_worker(psutil.Process(server.proc.pid))
     inner = monitor.children(recursive=True)
     monitor.send_signal(signal.SIGKILL)
