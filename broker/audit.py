@@ -80,15 +80,16 @@ def _cut(value: Any) -> Any:
 
 
 def _open_locked(path: str) -> int:
-    """The audit file, for appending (and reading its tail): a regular file of ours, locked."""
+    """The audit file, for appending (and reading its tail): a regular file of ours, locked.
+
+    O_RDWR opens a FIFO at once (Linux) and O_NONBLOCK keeps any other special
+    file (a tty waiting for carrier) from stalling: the fstat check decides."""
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "it is a symbolic link, not a regular file") from None
-        if exc.errno == errno.ENXIO:  # O_NONBLOCK write-open of a FIFO that nobody reads
-            raise OSError(errno.ENXIO, "it is a FIFO, not a regular file") from None  # (O_RDWR opens one, fstat says so)
         raise
     try:
         _check_ours(fd)
