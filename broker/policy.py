@@ -17,9 +17,11 @@ import msgspec
 from msgspec import Meta
 
 from broker import state_dir as state_dir_module
+from broker.regular_file import read_regular
 from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
+MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; a huge one is a mistake or an attack
 
 
 class PolicyError(Exception):
@@ -251,9 +253,12 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
 
 
 def load_policy(path: str | os.PathLike[str], state_dir: str | None = None) -> Policy:
+    """Parse the policy file. It may be a symlink (config management makes them; who can
+    replace the link can replace the file), but it must end at a regular file: a FIFO
+    planted there would stall the open (broker/regular_file.py)."""
     file = Path(path)
     try:
-        data = file.read_bytes()
+        data = read_regular(str(file), MAX_POLICY_BYTES)
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {file}: {exc.strerror}") from None
     return parse_policy(data, file.resolve().parent, str(file), state_dir)

@@ -22,6 +22,7 @@ from broker import log_dir_modes
 from broker.allowlist import Allowlist
 from broker.errors import ToolError
 from broker.policy import Intel, Policy
+from broker.regular_file import open_regular
 from broker.sandbox.profile import load_profile
 
 TAIL_BYTES = 1 << 16  # a record is far shorter; enough to find the last one
@@ -84,6 +85,8 @@ def _audit_problem(path: str) -> str:
         return f"cannot open audit log {path}: it is a symbolic link (never followed)"
     if not stat.S_ISREG(info.st_mode):
         return f"cannot open audit log {path}: not a regular file"
+    if info.st_uid != os.geteuid():
+        return f"cannot open audit log {path}: it is owned by uid {info.st_uid}, not by this server's uid {os.geteuid()}"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -184,18 +187,14 @@ def _log_modes(policy: Policy, allowlist: Allowlist) -> list[Finding]:
     return [Finding("allowlisted log", f"{line} ({consequence})", strict) for line in log_dir_modes.report(log_dir_modes.find(allowlist))]
 
 
-def _unreadable(path: str) -> str:
+def _unreadable(path: str, follow_symlinks: bool = True) -> str:
+    """Opened as serve opens it (broker/regular_file.py): never blocking, regular files only."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        os.close(open_regular(path, follow_symlinks))
     except FileNotFoundError:
         return f"{path} does not exist"
     except OSError as exc:
         return f"{path} cannot be opened: {exc.strerror}"
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return f"{path} is not a regular file"
-    finally:
-        os.close(fd)
     return ""
 
 
@@ -204,7 +203,7 @@ def _unreadable(path: str) -> str:
 
 def _intel(intel: Intel) -> list[Finding]:
     findings = []
-    database = _unreadable(intel.database)
+    database = _unreadable(intel.database, follow_symlinks=False)  # the server writes it: a link was planted
     if database:
         hint = " (run `bastion intel compile --policy FILE`)" if not os.path.exists(intel.database) else ""
         findings.append(Finding("intel.database", f"{database}{hint}: check_ip_reputation fails until it can be read", False))
