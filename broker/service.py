@@ -75,7 +75,10 @@ def uri_path(uri: str) -> object:
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise ToolError("uri must be a file:// URI from resources/list")
-    return urllib.parse.unquote(parts.path, errors="strict")
+    try:
+        return urllib.parse.unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:  # %ff, an overlong or surrogate sequence: no path could have that name
+        raise ToolError("uri must be a file:// URI from resources/list: its percent-escapes must encode UTF-8") from None
 
 
 class Bastion:
