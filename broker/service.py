@@ -8,6 +8,7 @@ go to the audit log only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -135,6 +136,23 @@ class Bastion:
         if not ended:
             raise ToolError(AUDIT_DOWN, "audit_failed")
         return reply
+
+    async def refuse(self, tool: str, arguments: Any, client: str | None, message: str) -> None:
+        """Record a call refused before its handler ran (malformed, too deep): begin, then end
+        with outcome invalid, as any refused call."""
+
+        async def work(end: dict[str, Any]) -> None:
+            raise ToolError(message)
+
+        with contextlib.suppress(ToolError):
+            await self._audited(tool, arguments, client or self.client, work)
+
+    def reject(self, method: str | None, client: str | None, message: str) -> None:
+        """Record a message refused before the SDK saw it that names no call (one record)."""
+        try:
+            self.audit.write("rejected", client=client or self.client, method=method, error=message)
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def _admit(self, client: str, tool: str) -> None:
         decision = self.limiter.check(client, tool)
