@@ -210,3 +210,12 @@ async def test_a_client_that_does_not_read_does_not_block_the_event_loop(pipe: t
                 await wire.gone.wait()
     finally:
         wire.close()
+
+
+def test_stdin_from_dev_null_is_a_clean_stop(tmp_path: Path, slow_log: Path) -> None:
+    """epoll cannot watch /dev/null (EPERM): it is read directly, and its end is a stop."""
+    policy = write_policy(tmp_path, [slow_log])
+    proc = subprocess.run([str(BASTION), "serve", "--policy", str(policy)], stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    records = read_audit(tmp_path / "audit.jsonl")
+    assert records[-1]["event"] == "server_stop" and records[-1]["reason"] == "stdin closed"

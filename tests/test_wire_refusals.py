@@ -341,3 +341,13 @@ def test_the_server_still_serves_after_all_that_over_http(http: tuple[RawHttp, P
     request_id = next(ids)
     status, answer = client.answer(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}).encode())
     assert status == 200 and answer["id"] == request_id and answer["result"]["tools"]
+
+
+def test_a_malformed_body_without_a_token_is_refused_by_auth_first(http: tuple[RawHttp, Path]) -> None:
+    """The screening sits behind the bearer check: no token, no reading of the body, no record."""
+    client, audit = http
+    before = len(read_audit(audit))
+    headers = {name: value for name, value in client.headers.items() if name != "Authorization"}
+    response = httpx2.post(client.url, headers=headers, content=b"[1, 2]", timeout=30)
+    assert response.status_code == 401
+    assert len(read_audit(audit)) == before
