@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import mcp_types as types
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import mcp_types as types
 from broker.http_auth import http_client_name
 from broker.jsonrpc_gate import MAX_MESSAGE_BYTES, Refusal, error_line, screen
 from broker.peer import SCOPE_KEY, Peer

@@ -20,7 +20,6 @@ from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
-
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -89,7 +88,7 @@ def transport_security(bind: Bind, http: Http) -> TransportSecuritySettings:
     )
 
 
-def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> object:
+def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starlette:
     app = server.streamable_http_app(
         host=bind.host or "localhost",
         transport_security=transport_security(bind, http),
