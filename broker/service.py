@@ -150,7 +150,8 @@ class Bastion:
     def reject(self, method: str | None, client: str | None, message: str) -> None:
         """Record a message refused before the SDK saw it that names no call (one record)."""
         try:
-            self.audit.write("rejected", client=client or self.client, method=method, error=message)
+            # Not synced on its own (no result waits on it): the next synced record covers it.
+            self.audit.write("rejected", sync=False, client=client or self.client, method=method, error=message)
         except AuditError as exc:
             log.error("%s", exc)
 
