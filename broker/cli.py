@@ -170,7 +170,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         log.error("refusing to serve: %s", refusal)
         return EXIT_REFUSED
+    finally:
+        _forget_stderr_if_gone()
     return 0
+
+
+def _forget_stderr_if_gone() -> None:
+    """A client that took our stderr pipe with it (killed, say) must not turn a clean stop into
+    exit 120, which is what Python does when it cannot flush stderr at exit."""
+    try:
+        sys.stderr.flush()
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stderr.fileno())
+        os.close(null)
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
