@@ -8,6 +8,7 @@ sandbox cannot be set up, the command exits non-zero without serving.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import os
@@ -21,7 +22,7 @@ import anyio.abc
 import uvicorn
 from mcp.server.lowlevel import Server
 
-from broker import audit_verify, intel_cli, preflight, sandbox_cli
+from broker import audit_verify, intel_cli, preflight, sandbox_cli, stdio_transport
 from broker.allowlist import Allowlist
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable
@@ -34,7 +35,7 @@ from broker.http_auth import new_token, paste_lines
 from broker.http_serve import Bind, check_bind, http_app, parse_bind, uvicorn_server
 from broker.sd_notify import sd_notify
 from broker.service import Bastion
-from broker.stdin_lines import StdinLines
+from broker.request_guard import record_refusal
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -63,16 +64,17 @@ async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, 
         try:
             await pool.start(task_group)
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
-            server = build_server(Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist))
+            bastion = Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist)
+            server = build_server(bastion)
             # The SDK's ~600k long-lived objects would otherwise be walked by every
             # full collection (tens of ms, the latency tail): exempt them from now on.
             gc.collect()
             gc.freeze()
             if bind is None:
                 await task_group.start(_stop_on_signal, task_group.cancel_scope, stop, None)
-                await _run_stdio(server)
+                stop["reason"] = await _run_stdio(server, bastion)
             else:
-                await _run_http(server, policy, bind, task_group, stop)
+                await _run_http(server, bastion, policy, bind, task_group, stop)
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.close()
@@ -97,16 +99,14 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int
     log.info("serving %s; policy %s; %d of %d sandbox layers applied per worker", transport, policy.source, applied, len(layers))
 
 
-async def _run_stdio(server: Server) -> None:
-    from mcp.server.stdio import stdio_server
-
+async def _run_stdio(server: Server, bastion: Bastion) -> str:
+    """Serve until stdin closes or the client is gone (a broken pipe is a stop, not a failure)."""
     sd_notify("READY=1")
-    async with stdio_server(stdin=StdinLines(0)) as (read_stream, write_stream):  # type: ignore[arg-type]
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+    return await stdio_transport.serve(server, functools.partial(record_refusal, bastion, client=None))
 
 
-async def _run_http(server: Server, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]) -> None:
-    web = uvicorn_server(http_app(server, bind, policy.http), bind)
+async def _run_http(server: Server, bastion: Bastion, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]) -> None:
+    web = uvicorn_server(http_app(server, bind, policy.http, bastion), bind)
     await task_group.start(_stop_on_signal, None, stop, web)
     task_group.start_soon(_announce_when_started, web, bind)
     await web.serve()
@@ -172,7 +172,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         log.error("refusing to serve: %s", refusal)
         return EXIT_REFUSED
+    finally:
+        _forget_stderr_if_gone()
     return 0
+
+
+def _forget_stderr_if_gone() -> None:
+    """A client that took our stderr pipe with it (killed, say) must not turn a clean stop into
+    exit 120, which is what Python does when it cannot flush stderr at exit."""
+    try:
+        sys.stderr.flush()
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stderr.fileno())
+        os.close(null)
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:

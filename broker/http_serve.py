@@ -16,14 +16,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from broker.http_auth import PolicyTokens
+from broker.http_gate import GatedEndpoint
+from broker.jsonrpc_gate import MAX_MESSAGE_BYTES
 from broker.policy import Http, PolicyError
+from broker.service import Bastion
 
 GRACEFUL_SHUTDOWN_S = 10
+MCP_PATH = "/mcp"  # the SDK's default streamable_http_path
 
 
 @dataclass(frozen=True)
@@ -81,14 +88,26 @@ def transport_security(bind: Bind, http: Http) -> TransportSecuritySettings:
     )
 
 
-def http_app(server: Server, bind: Bind, http: Http) -> object:
-    return server.streamable_http_app(
+def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starlette:
+    app = server.streamable_http_app(
         host=bind.host or "localhost",
         transport_security=transport_security(bind, http),
         auth=AuthSettings(issuer_url=bind.url, resource_server_url=None),
         token_verifier=PolicyTokens(http.clients),
         max_sessions=http.max_sessions,
+        max_request_body_size=MAX_MESSAGE_BYTES,
     )
+    _gate_endpoint(app, bastion)
+    return app
+
+
+def _gate_endpoint(app: Starlette, bastion: Bastion) -> None:
+    """Put broker/http_gate.py between the SDK's bearer check and its transport, so that only
+    authenticated bodies are read. Fail closed if the SDK's app is not shaped as expected."""
+    endpoints = [route.endpoint for route in app.routes if isinstance(route, Route) and route.path == MCP_PATH]
+    if len(endpoints) != 1 or not isinstance(endpoints[0], RequireAuthMiddleware):
+        raise RuntimeError("the MCP SDK's Streamable HTTP app has an unexpected shape: cannot screen requests")
+    endpoints[0].app = GatedEndpoint(endpoints[0].app, bastion)
 
 
 class _Uvicorn(uvicorn.Server):

@@ -15,6 +15,7 @@ from mcp.shared.exceptions import MCPError
 
 from broker.errors import ToolError, UnknownName
 from broker.http_auth import http_client_name
+from broker.request_guard import RequestGuard
 from broker.service import Bastion
 
 INSTRUCTIONS = (
@@ -67,7 +68,7 @@ def build_server(bastion: Bastion) -> Server:
             code = types.INTERNAL_ERROR if isinstance(exc, ToolError) and exc.outcome != "invalid" else types.INVALID_PARAMS
             raise MCPError(code=code, message=exc.message if isinstance(exc, ToolError) else str(exc)) from None
 
-    return Server(
+    server = Server(
         "bastion",
         version=package_version(),
         instructions=INSTRUCTIONS,
@@ -79,3 +80,5 @@ def build_server(bastion: Bastion) -> Server:
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
     )
+    server.middleware.append(RequestGuard(bastion))  # inside the SDK's tracing span
+    return server

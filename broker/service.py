@@ -8,6 +8,7 @@ go to the audit log only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -75,7 +76,10 @@ def uri_path(uri: str) -> object:
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise ToolError("uri must be a file:// URI from resources/list")
-    return urllib.parse.unquote(parts.path, errors="strict")
+    try:
+        return urllib.parse.unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:  # %ff, an overlong or surrogate sequence: no path could have that name
+        raise ToolError("uri must be a file:// URI from resources/list: its percent-escapes must encode UTF-8") from None
 
 
 class Bastion:
@@ -133,6 +137,24 @@ class Bastion:
         if not ended:
             raise ToolError(AUDIT_DOWN, "audit_failed")
         return reply
+
+    async def refuse(self, tool: str, arguments: Any, client: str | None, message: str) -> None:
+        """Record a call refused before its handler ran (malformed, too deep): begin, then end
+        with outcome invalid, as any refused call."""
+
+        async def work(end: dict[str, Any]) -> None:
+            raise ToolError(message)
+
+        with contextlib.suppress(ToolError):
+            await self._audited(tool, arguments, client or self.client, work)
+
+    def reject(self, method: str | None, client: str | None, message: str) -> None:
+        """Record a message refused before the SDK saw it that names no call (one record)."""
+        try:
+            # Not synced on its own (no result waits on it): the next synced record covers it.
+            self.audit.write("rejected", sync=False, client=client or self.client, method=method, error=message)
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def _admit(self, client: str, tool: str) -> None:
         decision = self.limiter.check(client, tool)

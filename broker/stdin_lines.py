@@ -3,8 +3,13 @@
 The SDK's default stdin reader blocks a thread in readline(), which no
 cancellation can interrupt: on SIGTERM the broker would wait for the client's
 next message before it could stop. Waiting for readability on the event loop
-keeps shutdown prompt. Regular files (stdin redirected from a file) cannot be
-polled and never block for long, so they are read directly.
+keeps shutdown prompt. Regular files and character devices such as /dev/null
+cannot be watched by epoll and never block for long, so they are read
+directly.
+
+Memory is bounded: a line longer than `max_bytes` is handed on cut to
+max_bytes + 1 bytes (so that the caller can tell it was too long) and the
+rest of it, up to the next newline, is skipped.
 """
 
 from __future__ import annotations
@@ -17,15 +22,16 @@ import anyio
 import anyio.lowlevel
 
 READ_BYTES = 65536
-MAX_LINE_BYTES = 64 << 20  # a longer "line" is handed on as is and fails JSON validation
 
 
 class StdinLines:
-    def __init__(self, fd: int = 0) -> None:
+    def __init__(self, fd: int, max_bytes: int) -> None:
         self.fd = fd
-        self._pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
+        self.max_bytes = max_bytes
+        mode = os.fstat(fd).st_mode
+        self._pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
         return self._lines()
 
     async def _read(self) -> bytes | None:
@@ -39,19 +45,30 @@ class StdinLines:
         except BlockingIOError:
             return None
 
-    async def _lines(self) -> AsyncIterator[str]:
+    async def _lines(self) -> AsyncIterator[bytes]:
         buffer = bytearray()
+        searched = 0  # buffer[:searched] holds no newline
+        skipping = False  # inside a line that was too long, until its newline
         while True:
             chunk = await self._read()
             if chunk is None:
                 continue
             if not chunk:
-                if buffer.strip():
-                    yield buffer.decode("utf-8", "replace")
+                if buffer.strip() and not skipping:
+                    yield bytes(buffer)
                 return
             buffer += chunk
-            while (end := buffer.find(b"\n")) >= 0 or len(buffer) > MAX_LINE_BYTES:
-                end = end if end >= 0 else len(buffer)
-                line = bytes(buffer[: end + 1])
+            while (end := buffer.find(b"\n", searched)) >= 0:
+                line = bytes(buffer[:end])
                 del buffer[: end + 1]
-                yield line.decode("utf-8", "replace")
+                searched = 0
+                if not skipping:
+                    yield line
+                skipping = False
+            searched = len(buffer)
+            if len(buffer) > self.max_bytes:
+                if not skipping:
+                    yield bytes(buffer[: self.max_bytes + 1])
+                skipping = True
+                buffer.clear()
+                searched = 0

@@ -59,6 +59,7 @@ def test_end_to_end_suite_passes_as_an_unprivileged_user() -> None:
             "BASTION_TEST_BEST_EFFORT=cgroup",
             str(ROOTLESS_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(scratch / "pytest"),
             "tests/test_e2e_stdio.py", "tests/test_symlink_attacks.py", "tests/test_worker_death.py", "tests/test_planted_files.py",
+            "tests/test_client_gone.py",
         ]
         proc = subprocess.run(command, capture_output=True, timeout=600, cwd=ROOT)
         output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
