@@ -6,6 +6,7 @@ import ctypes
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,8 +25,32 @@ WORKER_NAME = "bastion-worker"  # workers.main sets it as the process name
 PR_SET_CHILD_SUBREAPER = 36
 
 
+ORPHAN_REAP_INTERVAL_S = 0.05
+ORPHAN_REAP_TICKS = 6 * 3600 * 20  # six hours: far beyond any test run
+
+
 def pytest_configure(config: pytest.Config) -> None:
     become_subreaper()
+    threading.Thread(target=_reap_adopted_workers, name="reap-adopted-workers", daemon=True).start()
+
+
+def _reap_adopted_workers() -> None:
+    """Reap the worker processes this subreaper adopts, as init would.
+
+    Stopping a worker kills its process group at once; the monitor's child (a
+    pid namespace's pid 1) is then re-parented to us and dies a zombie. Left
+    unreaped, those zombies of the workers' uid count against the profile's
+    RLIMIT_NPROC (256), and after that many calls every new worker fails to
+    fork. Only worker-named processes are reaped: the servers and programs a
+    test starts itself keep their exit status for the test to read."""
+    for _ in range(ORPHAN_REAP_TICKS):  # a daemon thread: it also ends with the test run
+        time.sleep(ORPHAN_REAP_INTERVAL_S)
+        for proc in psutil.Process().children():
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE and proc.name() == WORKER_NAME:
+                    os.waitpid(proc.pid, os.WNOHANG)
+            except (psutil.Error, ChildProcessError):
+                continue
 
 
 def become_subreaper(on: bool = True) -> None:

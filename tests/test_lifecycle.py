@@ -115,6 +115,15 @@ def wait_for_call_in_flight(audit: Path, timeout_s: float = 20) -> None:
     raise TimeoutError("the call never started")
 
 
+def wait_for_worker_exit(audit: Path, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(r["event"] == "worker_exit" for r in read_audit(audit)):
+            return
+        time.sleep(0.02)
+    raise TimeoutError("no worker_exit record")
+
+
 @pytest.mark.parametrize("stop", ["SIGTERM", "stdin_closed"])
 def test_stopping_with_a_call_in_flight(tmp_path: Path, slow_log: Path, stop: str) -> None:
     policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
@@ -225,6 +234,7 @@ async def test_audit_write_failure_refuses_calls_and_the_server_keeps_running(tm
     args = {"log_path": str(log), "pattern": "Failed"}
     async with bastion_client(policy) as client:
         assert not (await client.call_tool("query_logs", args)).is_error
+        await anyio.to_thread.run_sync(wait_for_worker_exit, audit)  # written ~20 ms after the reply
         server = serve_process()
         server.rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size + 50, psutil.RLIM_INFINITY))
         refused = await client.call_tool("query_logs", args)
