@@ -14,7 +14,8 @@ import glob
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from broker.errors import ToolError
@@ -83,15 +84,30 @@ class OpenedLog:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    path: str    # as the client would name it
+    reason: str  # why it was not searched; never an internal path
+
+
+@dataclass
 class SearchTarget:
+    """The files one search covers, in the order they are searched, opened one
+    descriptor batch (at most MAX_SEARCH_FILES, what one worker takes) at a time."""
+
     log_path: str  # as the client named it
-    files: list[OpenedLog]
+    files: list[OpenedLog]  # the batch opened now
+    pending: deque[str] = field(default_factory=deque)  # chosen, opened when the search gets to them
+    skipped: list[Skipped] = field(default_factory=list)  # chosen but unusable, in the order met
+    left_out: list[str] = field(default_factory=list)  # matched beyond max_glob_files, least recently modified first
+    chosen: int = 0  # files chosen to be searched (batches, pending and skipped together)
 
     def close(self) -> None:
         for log in self.files:
             os.close(log.fd)
+        self.files = []
 
 
+MAX_ROTATIONS = 2 * 9999  # every name ROTATION admits: path.N and path.N.gz
 ROTATION = re.compile(r"\.([1-9][0-9]{0,3})(\.gz)?")
 
 
@@ -115,6 +131,11 @@ def _mtime_then_name(path: str) -> tuple[float, str]:
         return os.stat(path).st_mtime, path
     except OSError:
         return 0.0, path
+
+
+def _skip_reason(message: str) -> str:
+    """The open error, as the reason one file of a glob or of rotations was skipped."""
+    return message.removeprefix("log_path ").removeprefix("is allowlisted but ").split(" (see ")[0]
 
 
 class Allowlist:
@@ -145,32 +166,43 @@ class Allowlist:
                 return True
         return False
 
-    def open_search(self, value: object) -> SearchTarget:
-        """The file(s) one search covers, opened: a file; a file and its rotations
-        (oldest first, the live file last); or every file a glob entry matches (oldest first)."""
+    def open_search(self, value: object, newest_first: bool = False) -> SearchTarget:
+        """The file(s) one search covers, its first batch opened: a file; a file and its
+        rotations; or every file a glob entry matches. Of a glob or rotations the
+        max_glob_files most recently modified are chosen (the others are left out,
+        reported), searched oldest first, or newest first if asked. Only one file is
+        opened per name, and only a batch at a time, so a call holds at most
+        MAX_SEARCH_FILES descriptors however large max_glob_files is."""
         path = check_path_text(value)
         entry = self._entry_for(path)
         if entry is not None and entry.is_glob and entry.path == path:
-            names = sorted(glob.glob(path), key=_mtime_then_name)[: min(self._max_glob_files, MAX_SEARCH_FILES)]
-            return self._open_all(path, [name for name in names if self._usable(name)])
+            return self._open_chosen(path, sorted(glob.glob(path), key=_mtime_then_name), newest_first)
         if entry is not None and not entry.is_glob and entry.rotations:
-            return self._open_all(path, [*_rotations_of(path, MAX_SEARCH_FILES - 1), path])
+            return self._open_chosen(path, [*_rotations_of(path, MAX_ROTATIONS), path], newest_first)
         _, fd = self.open(path)
-        return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)])
+        return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)], chosen=1)
 
-    def _open_all(self, shown: str, paths: list[str]) -> SearchTarget:
-        opened: list[OpenedLog] = []
-        try:
-            for path in paths:
-                _, fd = self.open(path)
-                opened.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
-        except BaseException:
-            for log in opened:
-                os.close(log.fd)
-            raise
-        if not opened:
+    def _open_chosen(self, shown: str, oldest_first: list[str], newest_first: bool) -> SearchTarget:
+        cut = max(0, len(oldest_first) - self._max_glob_files)
+        chosen = oldest_first[cut:][::-1] if newest_first else oldest_first[cut:]
+        if not chosen:
             raise ToolError("log_path is allowlisted but no file of it exists right now")
-        return SearchTarget(shown, opened)
+        target = SearchTarget(shown, [], deque(chosen), left_out=oldest_first[:cut], chosen=len(chosen))
+        self.open_next(target)  # no file usable at all: target.files stays empty, the caller says why
+        return target
+
+    def open_next(self, target: SearchTarget) -> None:
+        """Open the target's next batch in place (the previous one must be closed): up to
+        MAX_SEARCH_FILES usable files; each unusable one is skipped with its reason."""
+        assert not target.files, "close the previous batch first"
+        while target.pending and len(target.files) < MAX_SEARCH_FILES:
+            path = target.pending.popleft()
+            try:
+                _, fd = self.open(path)
+            except ToolError as exc:
+                target.skipped.append(Skipped(path, _skip_reason(exc.message)))
+                continue
+            target.files.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
 
     def logs(self) -> list[AllowedLog]:
         """Every currently existing allowlisted file (globs expanded, bounded)."""

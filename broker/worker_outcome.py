@@ -39,12 +39,13 @@ def record(end: dict[str, Any], result: WorkerResult) -> None:
             end["signal"] = result.failure.message  # the engine's death, reported by the worker
 
 
-def raise_for(result: WorkerResult) -> None:
+def raise_for(result: WorkerResult, timeout_s: float | None = None) -> None:
     """Nothing for a usable result; else the ToolError (message, audit outcome) for the client."""
     if result.outcome in ("ok", "output_capped"):
         return
     if result.outcome == "timeout":
-        raise ToolError("timed out: the call ran past the policy's timeout_s and was stopped", "timeout")
+        limit = f" ({timeout_s:g} s)" if timeout_s is not None else ""
+        raise ToolError(f"timed out: the call ran past the policy's timeout_s{limit} and was stopped", "timeout")
     if result.failure is not None and result.failure.code == "engine_killed":
         # The engine, not the worker, broke a limit or the seccomp allowlist.
         outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
@@ -54,3 +55,16 @@ def raise_for(result: WorkerResult) -> None:
     if result.signal == "SIGSYS":
         raise ToolError(WORKER_FAILED, "sandbox_violation")
     raise ToolError(WORKER_FAILED, "worker_crashed")  # incl. garbage frames: the detail says which
+
+
+def engine_stopped(signal_name: str, oom_killed: bool, memory_limit: int | None) -> str:
+    """Why the engine died on one file, naming the limit that stopped it when one did.
+    The worker's cgroup counts the kills of its memory limit; without cgroups a
+    SIGKILL can only have come from the CPU-time limit's hard end."""
+    if oom_killed:
+        size = f" of {memory_limit >> 20} MiB" if memory_limit and memory_limit < 1 << 50 else ""
+        return (f"the search engine reached the worker's memory limit{size} (the sandbox profile's [cgroup] memory_bytes): "
+                "a line too long to hold, as in a sparse or binary file")
+    if signal_name in ("SIGXCPU", "SIGKILL"):
+        return f"the search engine was stopped by a sandbox limit ({signal_name}: CPU time or memory)"
+    return f"the search engine died of {signal_name}"

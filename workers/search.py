@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from workers.lines import LineSplitter
-from workers.protocol import Done, Failed, Line, Lines, ProtocolError, SearchFile, SearchRequest
+from workers.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
 
@@ -67,7 +67,8 @@ class Call:
     more: bool = False
     counts: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    inflated: int = 0  # decompressed bytes, across files
+    inflated: int = 0  # decompressed bytes, across files (and earlier batches of the call)
+    skipped: list[FileSkipped] = field(default_factory=list)
     batch: list[Line] = field(default_factory=list)
     batch_bytes: int = 0
 
@@ -371,12 +372,12 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
     if grep is None or (request.engine == "rg" and (request.context or not request.rg_pattern)):
         send(Failed("bad_request", f"this worker cannot run {request.engine} for this request"))
         return
-    call = Call(request, send)
+    call = Call(request, send, inflated=request.decompressed_before)
     try:
         for index, (spec, fd) in enumerate(zip(request.files, fds)):
             if call.more:
                 break  # older (or newer) files are not searched: the answer is complete
-            FileSearch(call, index, spec, fd, grep).run()
+            _search_one(call, index, spec, fd, grep)
     except EngineFailure as failure:
         call.flush()
         send(Failed(failure.code, failure.message))  # type: ignore[arg-type]
@@ -385,4 +386,18 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
         for fd in fds:
             _close_quietly(fd)
     call.flush()
-    send(Done(more=call.more, counts=call.counts if request.count_only else None, notes=call.notes))
+    send(Done(more=call.more, counts=call.counts if request.count_only else None, notes=call.notes,
+              skipped=call.skipped, decompressed=call.inflated))
+
+
+def _search_one(call: Call, index: int, spec: SearchFile, fd: int, grep: str) -> None:
+    """One file; an engine that a limit killed on it (a line too long for the memory
+    limit, say) costs that file only. A seccomp kill (SIGSYS) still ends the call."""
+    try:
+        FileSearch(call, index, spec, fd, grep).run()
+    except EngineFailure as failure:
+        if failure.code != "engine_killed" or failure.message == "SIGSYS":
+            raise
+        call.skipped.append(FileSkipped(index, failure.message))
+        if call.request.count_only:
+            call.counts.append(0)  # keeps counts aligned with files; the broker reports none for it
