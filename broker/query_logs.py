@@ -60,7 +60,8 @@ def input_schema(limits: Limits) -> dict[str, Any]:
                 "type": "string",
                 "description": "Absolute path of an allowlisted log, exactly as listed in resources/list; a log with "
                 "rotations covers its rotated files too (auth.log.1, auth.log.2.gz ...); an allowlisted glob "
-                "(e.g. /var/log/nginx/*.log) covers every file it matches.",
+                f"(e.g. /var/log/nginx/*.log) covers every file it matches, up to {limits.max_glob_files} (the most recently "
+                "modified); notes name any file left out or skipped.",
                 "maxLength": 4096,
             },
             "pattern": {

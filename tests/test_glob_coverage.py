@@ -4,6 +4,7 @@ is reported, and a file that a limit stops (a 100 GB sparse file) costs only tha
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import time
@@ -192,3 +193,23 @@ async def test_timeout_s_bounds_the_whole_call_not_each_batch(tmp_path: Path) ->
     assert took < 4, f"the call took {took:.1f} s"
     end = last_end(tmp_path)
     assert end["files"] + end["files_timed_out"] == 1000
+
+
+async def test_the_decompression_cap_is_shared_by_the_batches_of_a_call(tmp_path: Path) -> None:
+    """limits.max_decompressed_bytes is per call: a later batch gets what is left, not a new cap."""
+    logs = tmp_path / "archive"
+    logs.mkdir()
+    day = b"".join(b"Nov 24 00:00:%02d h sshd[7]: Failed password for root\n" % (n % 60) for n in range(1000))  # ~52 KB
+    for number in range(40):
+        path = logs / f"auth-{number:02d}.log.gz"
+        path.write_bytes(gzip.compress(day, mtime=0))
+        os.utime(path, (BASE_MTIME + number, BASE_MTIME + number))
+    policy = write_policy(tmp_path, [{"path": str(logs / "*.log.gz")}], toml=NO_RATE_LIMIT, max_decompressed_bytes=1 << 20)
+    async with bastion_client(policy) as client:
+        data = await query(client, log_path=str(logs / "*.log.gz"), pattern="Failed", count_only=True)
+    counts = [f["matches"] for f in data["files"]]
+    assert len(counts) == 40 and counts[0] == 1000  # the first files fit in the cap
+    assert counts[MAX_SEARCH_FILES:] == [0] * 8  # the second batch starts with the cap spent
+    assert sum(counts) < 1000 * 21 and any("decompression cap of 1048576 bytes" in note for note in data["notes"]), data["notes"]
+    assert not any("truncated gzip" in note for note in data["notes"])  # whole files are not truncated
+    assert last_end(tmp_path)["workers"] == 2

@@ -145,21 +145,23 @@ def _parse(prefix: bytes, length: int) -> Hit | None:
 def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
     """Decompressed chunks of a gzip file (several members allowed), within the call's cap."""
     inflater = zlib.decompressobj(wbits=31)
+    fed = False  # has the current member's inflater seen input? (a fresh one at EOF is no truncation)
     while True:
         data = os.read(fd, GZIP_IN_CHUNK)
         if not data:
-            if not inflater.eof or inflater.unconsumed_tail:
+            if fed and (not inflater.eof or inflater.unconsumed_tail):
                 call.notes.append(f"{name}: truncated gzip file; searched what could be decompressed")
             return
         while data:
             try:
                 out = inflater.decompress(data, GZIP_OUT_CHUNK)
+                fed = True
             except zlib.error:
                 call.notes.append(f"{name}: corrupt gzip data; searched what came before it")
                 return
             data = inflater.unconsumed_tail
             if inflater.eof:  # the next member, if any, starts in unused_data
-                data, inflater = inflater.unused_data, zlib.decompressobj(wbits=31)
+                data, inflater, fed = inflater.unused_data, zlib.decompressobj(wbits=31), False
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
                 call.notes.append(f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)")
