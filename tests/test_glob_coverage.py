@@ -213,3 +213,14 @@ async def test_the_decompression_cap_is_shared_by_the_batches_of_a_call(tmp_path
     assert sum(counts) < 1000 * 21 and any("decompression cap of 1048576 bytes" in note for note in data["notes"]), data["notes"]
     assert not any("truncated gzip" in note for note in data["notes"])  # whole files are not truncated
     assert last_end(tmp_path)["workers"] == 2
+
+
+async def test_whole_gzip_files_get_no_truncation_note(tmp_path: Path) -> None:
+    logs = tmp_path / "gz"
+    logs.mkdir()
+    for number in range(2):
+        (logs / f"app-{number}.log.gz").write_bytes(gzip.compress(b"one line\n" * 100, mtime=0))
+    policy = write_policy(tmp_path, [{"path": str(logs / "*.log.gz")}], toml=NO_RATE_LIMIT)
+    async with bastion_client(policy) as client:
+        data = await query(client, log_path=str(logs / "*.log.gz"), pattern="line", count_only=True)
+    assert data["total_matches"] == 200 and data["notes"] == []
