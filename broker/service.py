@@ -22,7 +22,7 @@ import anyio
 import mcp_types as types
 
 from broker import intel_tool, prompts, query_logs, search_engine, search_notes
-from broker.allowlist import Allowlist, SearchTarget
+from broker.allowlist import Allowlist, OpenedLog, SearchTarget
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, Worker, WorkerResult
 from broker.search_batches import Progress, absorb, batch_request
@@ -222,7 +222,7 @@ class Bastion:
                 progress.timed_out = [log.path for log in target.files] + list(target.pending)
                 break
             raise_for(result, limits.timeout_s)
-            failed = self._engine_deaths(result, worker)
+            failed = self._engine_deaths(result, worker, target.files)
             notes = [search_notes.worker_note(target.log_path, note, [log.path for log in target.files]) for note in result.notes[:MAX_NOTES]]
             absorb(progress, target.files, result, failed, notes)
             target.close()
@@ -234,14 +234,15 @@ class Bastion:
                 break
         return progress
 
-    def _engine_deaths(self, result: WorkerResult, worker: Worker) -> dict[int, str]:
+    def _engine_deaths(self, result: WorkerResult, worker: Worker, files: list[OpenedLog]) -> dict[int, str]:
         """The batch's files whose engine died, with the limit that killed it if one did.
         Asked while the worker still lives: its cgroup counts the memory limit's kills."""
         if not result.skipped:
             return {}
-        oom = bool(cgroup.oom_kills(worker.cgroup_dirs))
+        oom = bool(cgroup.oom_kills(worker.cgroup_dirs))  # the OOM killer's signal is SIGKILL
         limit = cgroup.memory_limit(worker.cgroup_dirs)
-        return {skip.file: engine_stopped(skip.signal, oom, limit) for skip in result.skipped}
+        return {skip.file: engine_stopped(skip.cause, oom and skip.cause == "SIGKILL", limit)
+                for skip in result.skipped[:len(files)] if skip.file < len(files)}
 
     async def _stop_now(self, worker: Worker, result: WorkerResult, progress: Progress, end: dict[str, Any]) -> None:
         """A batch that is not the last: its worker is stopped at once (a call may need

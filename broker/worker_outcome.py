@@ -57,14 +57,20 @@ def raise_for(result: WorkerResult, timeout_s: float | None = None) -> None:
     raise ToolError(WORKER_FAILED, "worker_crashed")  # incl. garbage frames: the detail says which
 
 
-def engine_stopped(signal_name: str, oom_killed: bool, memory_limit: int | None) -> str:
-    """Why the engine died on one file, naming the limit that stopped it when one did.
-    The worker's cgroup counts the kills of its memory limit; without cgroups a
-    SIGKILL can only have come from the CPU-time limit's hard end."""
-    if oom_killed:
+def engine_stopped(cause: str, oom_killed: bool, memory_limit: int | None) -> str:
+    """Why the search of one file stopped, naming the limit that stopped it when one did.
+    `cause` is a signal or an errno name (checked by the protocol). The worker's cgroup
+    counts its memory limit's kills; a read refused with ENOMEM is that limit too (the
+    kernel refuses a page-cache charge rather than kill); without cgroups a SIGKILL can
+    only be the CPU-time limit's hard end."""
+    if oom_killed or cause == "ENOMEM":
         size = f" of {memory_limit >> 20} MiB" if memory_limit and memory_limit < 1 << 50 else ""
-        return (f"the search engine reached the worker's memory limit{size} (the sandbox profile's [cgroup] memory_bytes): "
+        return (f"the search reached the worker's memory limit{size} (the sandbox profile's [cgroup] memory_bytes): "
                 "a line too long to hold, as in a sparse or binary file")
-    if signal_name in ("SIGXCPU", "SIGKILL"):
-        return f"the search engine was stopped by a sandbox limit ({signal_name}: CPU time or memory)"
-    return f"the search engine died of {signal_name}"
+    if cause in ("SIGXCPU", "SIGKILL"):
+        return f"the search engine was stopped by a sandbox limit ({cause}: CPU time or memory)"
+    if cause == "EAGAIN":
+        return "the search engine could not be started (a process limit was reached)"
+    if cause.startswith("E"):
+        return f"reading it failed ({cause})"
+    return f"the search engine died of {cause}"

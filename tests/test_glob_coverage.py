@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from broker.allowlist import Allowlist
@@ -224,3 +225,34 @@ async def test_whole_gzip_files_get_no_truncation_note(tmp_path: Path) -> None:
     async with bastion_client(policy) as client:
         data = await query(client, log_path=str(logs / "*.log.gz"), pattern="line", count_only=True)
     assert data["total_matches"] == 200 and data["notes"] == []
+
+
+def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the memory limit the kernel may refuse a read with ENOMEM instead of killing: the worker
+    stops and reaps that file's engine, reports the file, and searches the next one."""
+    import errno
+
+    from broker.worker_outcome import engine_stopped
+    from workers import search as worker_search
+    from workers.protocol import Done, SearchFile, SearchRequest
+
+    paths = []
+    for number in range(3):
+        paths.append(tmp_path / f"f{number}.log")
+        paths[-1].write_text("Failed password\n" * (number + 1))
+    real_pump = worker_search.FileSearch._pump
+
+    def pump(self: Any, *args: Any) -> None:
+        if self.index == 1:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        real_pump(self, *args)
+
+    monkeypatch.setattr(worker_search.FileSearch, "_pump", pump)
+    sent: list[Any] = []
+    fds = [os.open(path, os.O_RDONLY) for path in paths]
+    request = SearchRequest(pattern="Failed", max_lines=100, max_line_bytes=4096, count_only=True, files=[SearchFile()] * 3)
+    worker_search.search(request, fds, ["/usr/bin/grep"], sent.append)
+    (done,) = [message for message in sent if isinstance(message, Done)]
+    assert done.counts == [1, 0, 3] and [(skip.file, skip.cause) for skip in done.skipped] == [(1, "ENOMEM")]
+    assert "memory limit of 256 MiB" in engine_stopped("ENOMEM", False, 256 << 20)
+    assert not [child for child in psutil.Process().children() if child.name() == "grep"]  # every engine reaped

@@ -139,11 +139,14 @@ class Text(msgspec.Struct, tag="text", forbid_unknown_fields=True):
 
 
 class FileSkipped(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """A file of a search whose engine died (other than by seccomp): the search went on
-    with the next file. Its lines sent so far stand; its count, if any, is meaningless."""
+    """A file of a search whose engine died (other than by seccomp), or whose I/O failed:
+    the search went on with the next file. Its lines sent so far stand; its count, if any, is meaningless."""
 
     file: Annotated[int, msgspec.Meta(ge=0)]  # index into the request's files
-    signal: str  # how the engine died, e.g. SIGKILL (the broker knows whether a limit did it)
+    # How the engine died (a signal, e.g. SIGKILL: the broker knows whether a limit did it)
+    # or the errno of the I/O that failed (ENOMEM, EIO). Shown to the client, so held to
+    # such a name: anything else is a protocol error.
+    cause: Annotated[str, msgspec.Meta(pattern=r"^(SIG|E)[A-Z0-9]{1,15}$")]
 
 
 class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):

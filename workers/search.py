@@ -22,6 +22,7 @@ in batches.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
@@ -223,8 +224,11 @@ class FileSearch:
     def run(self) -> None:
         pid, out_r, err_r, feeder = self._spawn()
         splitter = LineSplitter(self.request.max_line_bytes + PREFIX_ROOM)
+        failure: OSError | None = None
         try:
             self._pump(out_r, feeder, splitter)
+        except OSError as exc:  # e.g. ENOMEM at the memory limit: the engine is stopped and reaped first
+            failure, self.stop = exc, True
         finally:
             if self.stop:
                 os.kill(pid, signal.SIGKILL)
@@ -234,6 +238,8 @@ class FileSearch:
         errors = os.read(err_r, MAX_STDERR)
         os.close(err_r)
         _, status = os.waitpid(pid, 0)
+        if failure is not None:
+            raise failure
         self._finish(os.waitstatus_to_exitcode(status), errors)
 
     def _spawn(self) -> tuple[int, int, int, Feeder | None]:
@@ -245,7 +251,12 @@ class FileSearch:
             feeder, stdin = Feeder(_gunzip(self.fd, self.call, f"file #{self.index}"), in_w), in_r
         actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         env = RG_ENV if self.request.engine == "rg" else {}
-        pid = os.posix_spawn(self.grep, grep_argv(self.grep, self.request, self.limit()), env, file_actions=actions)
+        try:
+            pid = os.posix_spawn(self.grep, grep_argv(self.grep, self.request, self.limit()), env, file_actions=actions)
+        except OSError:  # e.g. EAGAIN at the process limit: this file is skipped, its pipes must not pile up
+            for pipe_fd in (out_r, out_w, err_r, err_w, *((stdin, feeder.fd) if feeder is not None else ())):
+                _close_quietly(pipe_fd)
+            raise
         os.close(out_w)
         os.close(err_w)
         if feeder is not None:
@@ -394,12 +405,19 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
 
 def _search_one(call: Call, index: int, spec: SearchFile, fd: int, grep: str) -> None:
     """One file; an engine that a limit killed on it (a line too long for the memory
-    limit, say) costs that file only. A seccomp kill (SIGSYS) still ends the call."""
+    limit, say), or an I/O error on it (ENOMEM at that limit, EIO), costs that file
+    only. A seccomp kill (SIGSYS) still ends the call."""
     try:
         FileSearch(call, index, spec, fd, grep).run()
     except EngineFailure as failure:
         if failure.code != "engine_killed" or failure.message == "SIGSYS":
             raise
-        call.skipped.append(FileSkipped(index, failure.message))
-        if call.request.count_only:
-            call.counts.append(0)  # keeps counts aligned with files; the broker reports none for it
+        _skip(call, index, failure.message)
+    except OSError as exc:
+        _skip(call, index, errno.errorcode.get(exc.errno or 0, "EIO"))
+
+
+def _skip(call: Call, index: int, cause: str) -> None:
+    call.skipped.append(FileSkipped(index, cause))
+    if call.request.count_only:
+        call.counts.append(0)  # keeps counts aligned with files; the broker reports none for it
