@@ -221,7 +221,7 @@ class Bastion:
             if result.outcome == "timeout" and progress.paths:  # earlier batches answered: keep them
                 progress.timed_out = [log.path for log in target.files] + list(target.pending)
                 break
-            raise_for(result, limits.timeout_s)
+            raise_for(result, limits.timeout_s, self.pool.memory_limit("grep"))
             failed = self._engine_deaths(result, worker, target.files)
             notes = [search_notes.worker_note(target.log_path, note, [log.path for log in target.files]) for note in result.notes[:MAX_NOTES]]
             absorb(progress, target.files, result, failed, notes)

@@ -39,10 +39,17 @@ def record(end: dict[str, Any], result: WorkerResult) -> None:
             end["signal"] = result.failure.message  # the engine's death, reported by the worker
 
 
-def raise_for(result: WorkerResult, timeout_s: float | None = None) -> None:
+MEMORY_SLACK = 1 << 20  # a cgroup's peak stops just short of its limit when a kill frees memory
+
+
+def raise_for(result: WorkerResult, timeout_s: float | None = None, memory_limit: int | None = None) -> None:
     """Nothing for a usable result; else the ToolError (message, audit outcome) for the client."""
     if result.outcome in ("ok", "output_capped"):
         return
+    peak = result.peak_memory_kb
+    if result.outcome == "worker_crashed" and memory_limit and peak is not None and peak * 1024 >= memory_limit - MEMORY_SLACK:
+        # The worker itself, not only its engine, was stopped at its memory limit.
+        raise ToolError(f"the search stopped: {engine_stopped('SIGKILL', True, memory_limit)}", "limit_exceeded")
     if result.outcome == "timeout":
         limit = f" ({timeout_s:g} s)" if timeout_s is not None else ""
         raise ToolError(f"timed out: the call ran past the policy's timeout_s{limit} and was stopped", "timeout")
