@@ -1,25 +1,30 @@
 """Which files a client may name, and how the broker opens them.
 
-A request names a path as text. It is allowed only when both the text itself
-and the file it finally resolves to (all symlinks followed) are named by the
-policy, either exactly or by a glob matched one path segment at a time. The
-file is then opened read-only without following a final symlink, and the path
-of the *opened* descriptor is checked again, so swapping a directory for a
-symlink between the check and the open gains nothing.
+A request names a path as text. It is allowed only when the policy names that
+text, exactly or by a glob matched one path segment at a time. The file is then
+opened beneath the directory its entry pinned at load (broker/pinned_entry.py),
+without following any symlink (broker/no_follow_open.py): what is served is the
+file that really sits beneath that directory inode, never what a path string
+resolves to at request time. Listing and glob expansion skip symlinks alike.
 """
 
 from __future__ import annotations
 
-import glob
+import errno
+import functools
 import os
 import re
 import stat
+import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from broker.errors import ToolError
-from broker.policy import GLOB_CHARS, LogEntry, Policy
+from broker.no_follow_open import open_beneath
+from broker.pinned_entry import PinnedEntry, pin
+from broker.policy import Policy
 from workers.protocol import MAX_SEARCH_FILES
 
 MAX_PATH_BYTES = 4096
@@ -67,14 +72,6 @@ def _segments_match(pattern: str, path: str) -> bool:
     return len(want) == len(have) and all(_segment_matches(h, w) for w, h in zip(want, have))
 
 
-def _resolve_glob_prefix(pattern: str) -> str:
-    """Resolve the literal directories in front of a glob (e.g. /var/log -> /private/var/log)."""
-    parts = pattern.split("/")
-    first_glob = next(i for i, part in enumerate(parts) if GLOB_CHARS.search(part))
-    prefix = "/".join(parts[:first_glob]) or "/"
-    return os.path.join(os.path.realpath(prefix), *parts[first_glob:])
-
-
 @dataclass(frozen=True)
 class OpenedLog:
     path: str
@@ -111,60 +108,97 @@ MAX_ROTATIONS = 2 * 9999  # every name ROTATION admits: path.N and path.N.gz
 ROTATION = re.compile(r"\.([1-9][0-9]{0,3})(\.gz)?")
 
 
-def _is_rotation_of(base: str, real: str) -> bool:
-    return real.startswith(base) and ROTATION.fullmatch(real[len(base):]) is not None
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+LISTING_FLAGS = os.O_RDONLY | os.O_DIRECTORY
 
 
-def _rotations_of(path: str, limit: int) -> list[str]:
-    """path.N and path.N.gz that exist, oldest (highest N) first, at most `limit` of the newest."""
-    found = []
-    for candidate in glob.glob(glob.escape(path) + ".*"):
-        match = ROTATION.fullmatch(candidate[len(path):])
-        if match and os.path.isfile(candidate):
-            found.append((int(match.group(1)), candidate))
-    found.sort()
-    return [name for _, name in reversed(found[:limit])]
+class Unopenable(ToolError):
+    """A file an entry names that cannot be served. `reason` names no path, so a glob
+    search can skip the file and say why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} is allowlisted but {reason}")
+        self.reason = reason
 
 
-def _mtime_then_name(path: str) -> tuple[float, str]:
+REASONS = {
+    errno.ENOENT: "does not exist right now",
+    errno.ENOTDIR: "does not exist right now",
+    errno.ELOOP: "is a symlink or lies behind one, and symlinks are never followed",
+}
+NOT_REGULAR = "is not a regular file"
+HARD_LINKED = "has more than one name (a hard link), so it may be some other file"
+
+
+def _servable(st: os.stat_result) -> bool:
+    # A second name could be a hard link to a file outside the allowlist (where
+    # fs.protected_hardlinks is off); log files have one name, or none once
+    # rotated away after the open (still the file that was beneath the directory).
+    return stat.S_ISREG(st.st_mode) and st.st_nlink <= 1
+
+
+def _is_rotation_of(base: str, path: str) -> bool:
+    return path.startswith(base) and ROTATION.fullmatch(path[len(base):]) is not None
+
+
+def _below(directory: str, path: str) -> str:
+    """path's name relative to `directory`, which is one of its literal leading segments."""
+    return path[len(directory):].lstrip("/")
+
+
+def _scan(dirfd: int, relative: str, wanted: Callable[[str], bool], symlinks: bool = False) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of the wanted names in a directory beneath `dirfd`, reached without
+    following symlinks ([] if it is gone or unreadable: a glob then matches nothing there).
+    Symlinks themselves are left out unless asked for (to be reported, never followed)."""
     try:
-        return os.stat(path).st_mtime, path
+        fd = open_beneath(dirfd, relative or ".", LISTING_FLAGS)
     except OSError:
-        return 0.0, path
-
-
-def _skip_reason(message: str) -> str:
-    """The open error, as the reason one file of a glob or of rotations was skipped."""
-    return message.removeprefix("log_path ").removeprefix("is allowlisted but ").split(" (see ")[0]
+        return []
+    found = []
+    try:
+        with os.scandir(fd) as entries:
+            for item in entries:
+                if wanted(item.name) and (symlinks or not item.is_symlink()):
+                    found.append((item.name, item.stat(follow_symlinks=False)))
+    except OSError:  # the directory or an entry vanished meanwhile
+        pass
+    finally:
+        os.close(fd)
+    return found
 
 
 class Allowlist:
-    """The policy's [[logs]] entries, with their resolved forms cached."""
+    """The policy's [[logs]] entries, each pinned to a directory opened at load.
+
+    Raises PolicyError for an entry with a symlink on its path that it may not
+    follow. The descriptors live as long as the Allowlist (the process, when serving)."""
 
     def __init__(self, policy: Policy) -> None:
-        self._entries = list(policy.logs)
+        pinned: list[PinnedEntry] = []
+        self._finalizer = weakref.finalize(self, _close_all, pinned)
+        for index, entry in enumerate(policy.logs):
+            pinned.append(pin(entry, f"logs[{index}].path"))  # on PolicyError the finalizer closes the rest
+        self.pinned: tuple[PinnedEntry, ...] = tuple(pinned)
         self._max_glob_files = policy.limits.max_glob_files
 
-    def _entry_for(self, path: str) -> LogEntry | None:
-        for entry in self._entries:
-            if entry.is_glob and _segments_match(entry.path, path):
-                return entry
-            if not entry.is_glob and entry.path == path:
-                return entry
-            if not entry.is_glob and entry.rotations and _is_rotation_of(entry.path, path):
-                return entry
-        return None
+    def close(self) -> None:
+        self._finalizer()
 
-    def _resolved_allowed(self, real: str) -> bool:
-        """Is a fully resolved path one that an entry names once resolved too?"""
-        for entry in self._entries:
-            if entry.is_glob and _segments_match(_resolve_glob_prefix(entry.path), real):
-                return True
-            if not entry.is_glob and os.path.realpath(entry.path) == real:
-                return True
-            if not entry.is_glob and entry.rotations and _is_rotation_of(os.path.realpath(entry.path), real):
-                return True
-        return False
+    def notes(self) -> list[str]:
+        """Entries left inert at load (their directory could not be opened), for the operator."""
+        return [f"{p.entry.path}: not served until a restart: {p.problem}" for p in self.pinned if p.dirfd is None]
+
+    def _match(self, path: str) -> tuple[PinnedEntry, str] | None:
+        """The entry naming `path`, and the name to open beneath that entry's directory."""
+        for pinned in self.pinned:
+            entry = pinned.entry
+            if entry.is_glob and _segments_match(entry.path, path):
+                return pinned, _below(pinned.shown, path)
+            if not entry.is_glob and entry.path == path:
+                return pinned, pinned.name
+            if not entry.is_glob and entry.rotations and _is_rotation_of(entry.path, path):
+                return pinned, pinned.name + path[len(entry.path):]
+        return None
 
     def open_search(self, value: object, newest_first: bool = False) -> SearchTarget:
         """The file(s) one search covers, its first batch opened: a file; a file and its
@@ -174,11 +208,13 @@ class Allowlist:
         opened per name, and only a batch at a time, so a call holds at most
         MAX_SEARCH_FILES descriptors however large max_glob_files is."""
         path = check_path_text(value)
-        entry = self._entry_for(path)
-        if entry is not None and entry.is_glob and entry.path == path:
-            return self._open_chosen(path, sorted(glob.glob(path), key=_mtime_then_name), newest_first)
-        if entry is not None and not entry.is_glob and entry.rotations:
-            return self._open_chosen(path, [*_rotations_of(path, MAX_ROTATIONS), path], newest_first)
+        found = self._match(path)
+        if found is not None and found[0].entry.is_glob and found[0].entry.path == path:
+            # Unusable members too (symlinks, FIFOs, directories): each is then skipped with its reason.
+            members = sorted(self._glob_members(found[0], unusable=True))
+            return self._open_chosen(path, [name for _, name in members], newest_first)
+        if found is not None and found[0].entry.rotations and found[0].entry.path == path:
+            return self._open_chosen(path, [*self._rotations(found[0], MAX_ROTATIONS), path], newest_first)
         _, fd = self.open(path)
         return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)], chosen=1)
 
@@ -188,7 +224,11 @@ class Allowlist:
         if not chosen:
             raise ToolError("log_path is allowlisted but no file of it exists right now")
         target = SearchTarget(shown, [], deque(chosen), left_out=oldest_first[:cut], chosen=len(chosen))
-        self.open_next(target)  # no file usable at all: target.files stays empty, the caller says why
+        self.open_next(target)
+        if not target.files:  # the batch takes every usable file it meets: none of them is
+            first = target.skipped[0].reason
+            others = f" (nor any of the other {len(chosen) - 1})" if len(chosen) > 1 else ""
+            raise ToolError(f"log_path is allowlisted but no file of it can be searched right now: one {first}{others}")
         return target
 
     def open_next(self, target: SearchTarget) -> None:
@@ -199,56 +239,111 @@ class Allowlist:
             path = target.pending.popleft()
             try:
                 _, fd = self.open(path)
-            except ToolError as exc:
-                target.skipped.append(Skipped(path, _skip_reason(exc.message)))
+            except Unopenable as exc:
+                target.skipped.append(Skipped(path, exc.reason))
+                continue
+            except ToolError:
+                target.skipped.append(Skipped(path, "is not an allowlisted log"))
                 continue
             target.files.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
 
+    def _glob_members(self, pinned: PinnedEntry, unusable: bool = False) -> list[tuple[float, str]]:
+        """(mtime, path as the client names it) of each servable file a glob entry matches
+        now, found one pattern segment at a time beneath its pinned directory; symlinks,
+        to files or directories, are skipped. With `unusable`, the last segment's
+        symlinks and other unservable names are kept too, for a search to report."""
+        if pinned.dirfd is None:
+            return []
+        dirfd = pinned.dirfd
+        *directories, last = pinned.name.split("/")
+        levels = [""]
+        for want in directories:
+            levels = [
+                os.path.join(relative, name)
+                for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=want))
+                if stat.S_ISDIR(st.st_mode)
+            ]
+        return [
+            (st.st_mtime, os.path.join(pinned.shown, relative, name))
+            for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable)
+            if unusable or _servable(st)
+        ]
+
+    def _rotations(self, pinned: PinnedEntry, limit: int) -> list[str]:
+        """NAME.N and NAME.N.gz beside a literal entry's file: oldest (highest N) first,
+        at most `limit` of the newest, as the client names them."""
+        if pinned.dirfd is None:
+            return []
+        base = pinned.name
+        found = sorted(
+            (int(ROTATION.fullmatch(name[len(base):]).group(1)), pinned.entry.path + name[len(base):])  # type: ignore[union-attr]
+            for name, st in _scan(pinned.dirfd, "", functools.partial(_is_rotation_of, base))
+            if _servable(st)
+        )
+        return [name for _, name in reversed(found[:limit])]
+
     def logs(self) -> list[AllowedLog]:
-        """Every currently existing allowlisted file (globs expanded, bounded)."""
+        """Every allowlisted file that exists now and could be served (globs expanded, bounded)."""
         found: dict[str, AllowedLog] = {}
-        for entry in self._entries:
-            paths = sorted(glob.glob(entry.path))[: self._max_glob_files] if entry.is_glob else [entry.path]
+        for pinned in self.pinned:
+            if pinned.entry.is_glob:
+                paths = sorted(name for _, name in self._glob_members(pinned))[: self._max_glob_files]
+            else:
+                paths = [pinned.entry.path] if self._literal_exists(pinned) else []
             for path in paths:
-                if path not in found and self._usable(path):
-                    found[path] = AllowedLog(path, entry.description)
+                found.setdefault(path, AllowedLog(path, pinned.entry.description))
         return list(found.values())
 
-    def _usable(self, path: str) -> bool:
+    def files(self, pinned: PinnedEntry) -> list[str]:
+        """The servable files an entry covers now, named relative to its pinned directory
+        (globs bounded like logs()), for the ownership checks in broker/log_dir_modes.py."""
+        if pinned.entry.is_glob:
+            return sorted(_below(pinned.shown, path) for _, path in self._glob_members(pinned))[: self._max_glob_files]
+        rotations = self._rotations(pinned, self._max_glob_files) if pinned.entry.rotations else []
+        names = [pinned.name + path[len(pinned.entry.path):] for path in rotations]
+        return [*names, pinned.name] if self._literal_exists(pinned) else names
+
+    def _literal_exists(self, pinned: PinnedEntry) -> bool:
+        if pinned.dirfd is None:
+            return False
         try:
-            real = os.path.realpath(path, strict=True)
-            return stat.S_ISREG(os.stat(real).st_mode) and self._resolved_allowed(real)
+            return _servable(os.stat(pinned.name, dir_fd=pinned.dirfd, follow_symlinks=False))
         except OSError:
             return False
 
     def open(self, value: object, name: str = "log_path") -> tuple[str, int]:
         """Validate a client-supplied path and return (path, read-only fd)."""
         path = check_path_text(value, name)
-        if self._entry_for(path) is None:
+        found = self._match(path)
+        if found is None:
             raise ToolError(NOT_ALLOWED.replace("log_path", name))
-        try:
-            real = os.path.realpath(path, strict=True)
-        except OSError:
-            raise ToolError(f"{name} is allowlisted but the file does not exist right now") from None
-        if not self._resolved_allowed(real):
-            raise ToolError(NOT_ALLOWED.replace("log_path", name))
-        fd = self._open_checked(real, name)
-        return path, fd
+        return path, _open_file(*found, name)
 
-    def _open_checked(self, real: str, name: str) -> int:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-        try:
-            fd = os.open(real, flags)
-        except OSError:
-            raise ToolError(f"{name} is allowlisted but cannot be opened") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ToolError(f"{name} is not a regular file")
-            opened = os.readlink(f"/proc/self/fd/{fd}")
-            if not self._resolved_allowed(opened):
-                raise ToolError(NOT_ALLOWED.replace("log_path", name))
-            os.set_blocking(fd, True)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+
+def _open_file(pinned: PinnedEntry, relative: str, name: str) -> int:
+    """`relative` opened beneath the entry's pinned directory, no symlink followed: what is
+    served is the file that really is there, whatever any path string now resolves to."""
+    if pinned.dirfd is None:
+        raise Unopenable(name, REASONS[errno.ENOENT])
+    try:
+        fd = open_beneath(pinned.dirfd, relative, FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # unreachable for normalized names; refused all the same
+            raise ToolError(NOT_ALLOWED.replace("log_path", name)) from None
+        raise Unopenable(name, REASONS.get(exc.errno or 0, "cannot be opened")) from None
+    try:
+        st = os.fstat(fd)
+        if not _servable(st):
+            raise Unopenable(name, NOT_REGULAR if not stat.S_ISREG(st.st_mode) else HARD_LINKED)
+        os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO from stalling the open itself
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_all(pinned: list[PinnedEntry]) -> None:
+    for entry in pinned:
+        if entry.dirfd is not None:
+            os.close(entry.dirfd)
+    pinned.clear()

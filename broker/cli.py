@@ -21,7 +21,8 @@ import anyio.abc
 import uvicorn
 from mcp.server.lowlevel import Server
 
-from broker import audit_verify, intel_cli, sandbox_cli
+from broker import audit_verify, intel_cli, log_dir_modes, sandbox_cli
+from broker.allowlist import Allowlist
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable
 from broker.pool import WorkerPool
@@ -49,7 +50,7 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None) -> None:
+async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist) -> None:
     audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
@@ -62,7 +63,7 @@ async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, 
         try:
             await pool.start(task_group)
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
-            server = build_server(Bastion(policy, pool, audit, _os_user() if bind is None else "http"))
+            server = build_server(Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist))
             # The SDK's ~600k long-lived objects would otherwise be walked by every
             # full collection (tens of ms, the latency tail): exempt them from now on.
             gc.collect()
@@ -150,9 +151,12 @@ async def _stop_on_signal(
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy)
+        allowlist = Allowlist(policy)  # log directories pinned now, before anything runs
     except PolicyError as exc:
         log.error("policy error: %s", exc)
         return EXIT_CONFIG
+    if not _log_modes_ok(policy, allowlist):
+        return EXIT_REFUSED
     try:
         bind = parse_bind(args.http) if args.http else None
         if bind is not None:
@@ -161,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     try:
-        anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind)
+        anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist)
     except KeyboardInterrupt:
         pass
     except BaseException as exc:  # noqa: BLE001 - task groups wrap the start-up failure
@@ -171,6 +175,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("refusing to serve: %s", refusal)
         return EXIT_REFUSED
     return 0
+
+
+def _log_modes_ok(policy: Policy, allowlist: Allowlist) -> bool:
+    """Say who besides root can change an allowlisted log (broker/log_dir_modes.py):
+    a warning, or a refusal to serve under [sandbox] strict_modes."""
+    for note in allowlist.notes():
+        log.warning("allowlisted log %s", note)
+    strict = policy.sandbox.strict_modes
+    lines = log_dir_modes.report(log_dir_modes.find(allowlist))
+    for line in lines:
+        log.log(logging.ERROR if strict else logging.WARNING, "allowlisted log %s", line)
+    if lines and strict:
+        log.error("refusing to serve: [sandbox] strict_modes = true and users other than root can change the allowlisted logs above")
+        return False
+    return True
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:

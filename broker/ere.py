@@ -25,6 +25,12 @@ SPECIALS = frozenset(".[]()*+?{}|^$\\")
 WORD_ESCAPES = frozenset("wWsSbB")
 ANCHOR_ESCAPES = frozenset("bB")
 QUANTIFIERS = frozenset("*+?{")
+ANCHOR_INSIDE = {
+    "^": "'^' anchors only at the start of the pattern or of a branch: after other items it holds only where "
+         "they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^",
+    "$": "'$' anchors only at the end of the pattern or of a branch: before other items it holds only where "
+         "they all match empty text (as in (a$)b*), which is rarely what was meant; for a literal write \\$",
+}
 
 
 class PatternError(ValueError):
@@ -145,14 +151,15 @@ class _Parser:
         while self.peek() not in (None, "|", ")"):
             start = self.pos
             atom = self.atom()
-            # An anchor that something precedes (or follows) can never hold, and
-            # engines disagree on such patterns next to zero-width \b: refuse them.
+            # An anchor that something precedes (or follows) holds only where all of
+            # that matches empty text (a*(^b) is ^b): rarely what was meant, and
+            # the engines once disagreed on such patterns next to \b. Refused.
             if items and _anchored(atom, "^", first=True):
                 self.pos = start
-                raise self.fail("'^' anchors only at the very start of the pattern or of a branch; for a literal write \\^")
+                raise self.fail(ANCHOR_INSIDE["^"])
             if items and _anchored(items[-1], "$", first=False):
                 self.pos = start
-                raise self.fail("'$' anchors only at the very end of the pattern or of a branch; for a literal write \\$")
+                raise self.fail(ANCHOR_INSIDE["$"])
             items.append(self.quantified(atom))
         return items[0] if len(items) == 1 else Concat(tuple(items))
 
@@ -258,7 +265,7 @@ class _Parser:
         ranges: list[tuple[str, str]] = []
         classes: list[str] = []
         first = True
-        after_range = False
+        after_range = after_class = False
         while True:
             char = self.peek()
             if char is None:
@@ -268,7 +275,7 @@ class _Parser:
                 break
             if char == "[" and self.text.startswith(("[:", "[=", "[."), self.pos):
                 classes.append(self.bracket_class())
-                first, after_range = False, False
+                first, after_range, after_class = False, False, True
                 continue
             self.take()
             if ord(char) > 0x7F:
@@ -277,6 +284,9 @@ class _Parser:
             following = self.text[self.pos:self.pos + 2]
             if char == "-" and not first and following[:1] != "]" and after_range:
                 raise self.fail("ambiguous '-' after a range; put a literal '-' first or last in the brackets")
+            if char == "-" and following[:1] != "]" and after_class:
+                # POSIX leaves it undefined (a class cannot end a range) and GNU grep refuses it.
+                raise self.fail("ambiguous '-' after a character class; put a literal '-' first or last in the brackets")
             if following[:1] == "-" and following[1:2] not in ("]", ""):
                 end = self.range_end()
                 if ord(end) < ord(char):
@@ -286,7 +296,7 @@ class _Parser:
             else:
                 chars.append(char)
                 after_range = False
-            first = False
+            first, after_class = False, False
         if len(classes) == 0 and chars and chars[0] == ":" and chars[-1] == ":" and len(chars) > 1:
             raise self.fail("a character class is written [[:name:]], not [:name:]")
         return Bracket(negated, tuple(chars), tuple(ranges), tuple(classes))

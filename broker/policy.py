@@ -30,6 +30,9 @@ class LogEntry(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
     # Also search path.1, path.2.gz ... (logrotate's names) as one log, oldest first.
     rotations: bool = False
+    # A symlink on the path is refused at load unless this is set; then it is
+    # followed once, at load, and its target pinned (never re-resolved).
+    follow_symlinks: bool = False
 
     @property
     def is_glob(self) -> bool:
@@ -102,6 +105,9 @@ class Sandbox(msgspec.Struct, forbid_unknown_fields=True):
     # Layers every profile may skip when this host cannot apply them. Each
     # downgrade is logged at start and recorded in the audit log.
     best_effort: list[LayerName] = msgspec.field(default_factory=list)
+    # Like OpenSSH's StrictModes: refuse to start (instead of warning) when an
+    # allowlisted log, its directory or one above is writable by anyone but root.
+    strict_modes: bool = False
 
 
 FeedName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]

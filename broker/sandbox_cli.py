@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import anyio
 
+from broker import log_dir_modes
+from broker.allowlist import Allowlist
 from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
 from broker.policy import PolicyError, Sandbox, load_policy
 from broker.regular_file import open_regular
@@ -102,6 +104,7 @@ def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args.policy)
+        logs = _log_modes(args.policy) if args.policy else None
         probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in WORKER_KINDS]
     except (PolicyError, ProfileError) as exc:
         print(f"bastion doctor: {exc}", file=sys.stderr)
@@ -115,8 +118,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     if reasons:
         print("why layers are missing:\n" + "\n".join(reasons))
-    print("verdict: " + ("every required layer is available; the policy can be served" if servable else "a required layer is missing; `bastion serve` would refuse to start"))
-    return 0 if servable else EXIT_REFUSED
+    if logs is not None:
+        print("\n".join(logs.lines))
+    if not servable:
+        print("verdict: a required layer is missing; `bastion serve` would refuse to start")
+    elif logs is not None and logs.refused:
+        print("verdict: strict_modes = true and users other than root can change allowlisted logs; `bastion serve` would refuse to start")
+    else:
+        print("verdict: every required layer is available; the policy can be served")
+    return 0 if servable and not (logs is not None and logs.refused) else EXIT_REFUSED
+
+
+@dataclass
+class LogModes:
+    lines: list[str]
+    refused: bool  # strict_modes and someone besides root can change a log
+
+
+def _log_modes(policy_file: str) -> LogModes:
+    """The allowlisted logs as `bastion serve` would pin them, and who besides root can change them."""
+    policy = load_policy(policy_file)
+    allowlist = Allowlist(policy)  # PolicyError: a symlink on an entry's path
+    try:
+        notes, found = allowlist.notes(), log_dir_modes.report(log_dir_modes.find(allowlist))
+    finally:
+        allowlist.close()
+    strict = policy.sandbox.strict_modes
+    lines = ["allowlisted logs not served (their directory could not be opened):", *(f"  {note}" for note in notes)] if notes else []
+    if not found:
+        lines.append("allowlisted logs: only root can change them")
+    else:
+        consequence = "strict_modes: bastion serve refuses to start" if strict else "warned at start; strict_modes = true would refuse"
+        lines += [f"allowlisted logs that users other than root can change ({consequence}):", *(f"  {line}" for line in found)]
+    return LogModes(lines, strict and bool(found))
 
 
 # --- sandbox run -----------------------------------------------------------------

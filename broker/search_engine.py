@@ -1,8 +1,10 @@
 """Which engine runs a query_logs search, and the pattern it is given.
 
 GNU grep -E (C locale) is always available. ripgrep, when the host has it
-(the grep profile's optional executable), scans large logs 2-4x faster; the
-broker renders the validated ERE for it (to_rust_regex below), and
+(the grep profile's optional executable), scans large logs 2-4x faster.
+Neither engine ever parses the client's text: the broker renders the
+validated tree for each (to_grep_ere, to_rust_regex below), so an engine's
+own parsing quirks cannot split the answer by file size, and
 tests/test_engines.py checks that both engines select the same lines. With
 context lines the engines differ (ripgrep counts a match inside the trailing
 context of the last -m match as a match), so such searches use grep.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from broker.ere import AnyChar, Anchor, Bracket, Concat, Escape, Group, Literal, Node, Repeat
+from broker.ere import Alternation, AnyChar, Anchor, Bracket, Concat, Escape, Group, Literal, Node, Repeat
 from broker.sandbox.plan import Plan
 from workers.protocol import SearchRequest
 
@@ -29,14 +31,101 @@ RG_MIN_BYTES = 8 << 20
 
 
 def choose(request: SearchRequest, pattern: Node, policy_engine: str, ripgrep: bool, total_bytes: int) -> SearchRequest:
-    """The request as sent: with engine "rg" and its pattern (`pattern` is request.pattern
-    as broker/ere.py parsed it) when ripgrep should run it."""
+    """The request as sent: its grep pattern rendered from `pattern` (the client's
+    pattern as broker/ere.py parsed it), and engine "rg" with its own rendering
+    when ripgrep should run it."""
+    request.pattern = to_grep_ere(pattern)
     if policy_engine == "grep" or not ripgrep or request.context:
         return request
     if policy_engine == "auto" and total_bytes < RG_MIN_BYTES:
         return request
     request.engine, request.rg_pattern = "rg", to_rust_regex(pattern)
     return request
+
+
+# --- the pattern for GNU grep -E (C locale) ------------------------------------
+
+# ERE's special characters outside brackets: escaped wherever they stand for themselves.
+GREP_META = frozenset(".[]()*+?{}|^$\\")
+# Inside brackets these are literal only in certain places (or, '\\', only in
+# some engines): rendered singly, where they are literal, never ending a range.
+BRACKET_SPECIAL = "[\\]^-"
+# Ranges never cross these boundaries. With -i, GNU grep case-folds a range's
+# ends before checking their order, so [_-z] (folded: _-Z) is an "Invalid range
+# end"; a range inside A-Z or a-z, or holding no letter at all, folds safely.
+RANGE_SPANS = ((0x00, 0x40), (0x41, 0x5A), (0x5B, 0x60), (0x61, 0x7A), (0x7B, 0x7F))
+
+
+def to_grep_ere(node: Node) -> str:
+    """Render a parsed pattern canonically for `grep -E` in the C locale, with or
+    without -i: the same language, written so that grep's quirks cannot apply
+    (brackets are rebuilt from the set of characters they match)."""
+    if isinstance(node, Literal):
+        return "\\" + node.char if node.char in GREP_META else node.char
+    if isinstance(node, Bracket):
+        return _grep_bracket(node)
+    if isinstance(node, Group):
+        return "(" + to_grep_ere(node.body) + ")"
+    if isinstance(node, Repeat):
+        return to_grep_ere(node.body) + _count(node)
+    if isinstance(node, Concat):
+        return "".join(to_grep_ere(item) for item in node.items)
+    if isinstance(node, Alternation):
+        return "|".join(to_grep_ere(branch) for branch in node.branches)
+    if isinstance(node, AnyChar):
+        return "."
+    if isinstance(node, Anchor):
+        return node.kind
+    assert isinstance(node, Escape)
+    return "\\" + node.letter
+
+
+def _grep_bracket(node: Bracket) -> str:
+    members = bytearray(128)  # the bracket's set (ASCII only: the parser refuses more)
+    for char in node.chars:
+        members[ord(char)] = 1
+    for low, high in node.ranges:
+        members[ord(low):ord(high) + 1] = b"\1" * (ord(high) - ord(low) + 1)
+    # ']' first (anywhere else it would close), '[' after the ranges (so that
+    # no ':', '.' or '=' follows it), '^' not first (it would negate), '-' last.
+    head = ["]"] if members[ord("]")] else []
+    tail = [char for char in "[\\^-" if members[ord(char)]]
+    for char in BRACKET_SPECIAL:
+        members[ord(char)] = 0
+    head += [f"[:{name}:]" for name in node.classes]
+    head += _grep_runs(members)
+    if not head and tail[:1] == ["^"] and not node.negated:
+        if tail == ["^"]:
+            return "\\^"
+        tail = ["-", "^"]  # a leading '-' is literal
+    return "[" + ("^" if node.negated else "") + "".join(head + tail) + "]"
+
+
+def _grep_runs(members: bytearray) -> list[str]:
+    """The members as ranges, none crossing a RANGE_SPANS boundary (bounded: one pass)."""
+    runs = []
+    for low, high in RANGE_SPANS:
+        start = members.find(1, low, high + 1)
+        while start != -1:
+            end = members.find(0, start, high + 1)
+            end = high + 1 if end == -1 else end
+            runs.append(_grep_run(start, end - 1))
+            start = members.find(1, end, high + 1)
+    return runs
+
+
+def _grep_run(low: int, high: int) -> str:
+    if high - low >= 2:
+        return f"{chr(low)}-{chr(high)}"
+    return "".join(map(chr, range(low, high + 1)))
+
+
+def _count(node: Repeat) -> str:
+    high = "" if node.high is None else str(node.high)
+    count = {(0, ""): "*", (1, ""): "+", (0, "1"): "?"}.get((node.low, high))
+    if count is None:
+        count = f"{{{node.low}}}" if high == str(node.low) else f"{{{node.low},{high}}}"
+    return count
 
 
 # --- the pattern for ripgrep (Rust regex syntax, bytes mode) ---------------------
@@ -71,11 +160,7 @@ def _rust(node: Node) -> str:
     if isinstance(node, Group):
         return "(?:" + _rust(node.body) + ")"
     if isinstance(node, Repeat):
-        high = "" if node.high is None else str(node.high)
-        count = {(0, ""): "*", (1, ""): "+", (0, "1"): "?"}.get((node.low, high))
-        if count is None:
-            count = f"{{{node.low}}}" if high == str(node.low) else f"{{{node.low},{high}}}"
-        return _rust(node.body) + count
+        return _rust(node.body) + _count(node)
     if isinstance(node, Concat):
         return "".join(_rust(item) for item in node.items)
     return "|".join(_rust(branch) for branch in node.branches)

@@ -63,13 +63,6 @@ def skipped(log_path: str, files: list[Skipped], failed: int = 0) -> list[str]:
     return notes
 
 
-def nothing_usable(log_path: str, files: list[Skipped]) -> str:
-    """The error when not one file of a glob or rotations could be searched."""
-    first = files[0]
-    more = f" (and {len(files) - 1} other file(s))" if len(files) > 1 else ""
-    return f"no file of log_path could be searched: {shown(log_path, first.path)}: {first.reason}{more}"
-
-
 def worker_note(log_path: str, note: str, paths: list[str]) -> str:
     """The worker says "file #N:"; the client should see the name. Bounded, printable."""
     note = "".join(char if char.isprintable() else "?" for char in note[:MAX_NOTE_CHARS])

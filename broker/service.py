@@ -86,9 +86,10 @@ def uri_path(uri: str) -> object:
 
 
 class Bastion:
-    def __init__(self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str) -> None:
+    def __init__(self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str, allowlist: Allowlist | None = None) -> None:
         self.policy = policy
-        self.allowlist = Allowlist(policy)
+        # `bastion serve` pins the allowlist before anything else starts (a refusal is a policy error).
+        self.allowlist = allowlist if allowlist is not None else Allowlist(policy)
         self.pool = pool
         self.audit = audit
         self.client = client  # the default identity (stdio: the OS user)
@@ -183,8 +184,6 @@ class Bastion:
         args = query_logs.parse(arguments, limits)
         target = self.allowlist.open_search(args.log_path, newest_first=args.newest_first)
         try:
-            if not target.files:
-                raise ToolError(search_notes.nothing_usable(target.log_path, target.skipped))
             base = SearchRequest(
                 pattern=args.pattern, max_lines=args.max_lines, max_line_bytes=limits.max_line_bytes, files=[],
                 ignore_case=args.ignore_case, context=args.context, count_only=args.count_only,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.dispatch import WorkerResult
+from broker.engine_error import client_text
 from broker.errors import ToolError
 
 WORKER_FAILED = "the worker running this call failed; the incident was recorded in the audit log"
@@ -58,7 +59,8 @@ def raise_for(result: WorkerResult, timeout_s: float | None = None, memory_limit
         outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
         raise ToolError(WORKER_FAILED, outcome)
     if result.outcome == "failed" and result.failure is not None and result.failure.code != "bad_request":
-        raise ToolError(f"the search engine reported an error: {result.failure.message[:200]}", "internal_error")
+        # The audit keeps the engine's message whole (record above); the client gets it path-free.
+        raise ToolError(f"the search engine reported an error: {client_text(result.failure.message)}", "internal_error")
     if result.signal == "SIGSYS":
         raise ToolError(WORKER_FAILED, "sandbox_violation")
     raise ToolError(WORKER_FAILED, "worker_crashed")  # incl. garbage frames: the detail says which

@@ -1,4 +1,6 @@
-"""The allowlist: path text checks, glob matching, symlink escapes and how files are opened."""
+"""The allowlist: path text checks, glob matching, symlinks (never followed) and how files are opened.
+
+Attacks with symlinks swapped in while a server runs are in tests/test_symlink_attacks.py."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import pytest
 
 from broker.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, Allowlist, AllowedLog, check_path_text
 from broker.errors import ToolError
-from broker.policy import Policy, parse_policy
+from broker.policy import Policy, PolicyError, parse_policy
 from tests.conftest import write_policy
 
 
-def make_allowlist(directory: Path, logs: list[str | Path], **limits: int) -> Allowlist:
+def make_allowlist(directory: Path, logs: list[str | Path | dict[str, object]], **limits: int) -> Allowlist:
     policy_file = write_policy(directory, logs, **limits)
     policy: Policy = parse_policy(policy_file.read_bytes(), directory)
     return Allowlist(policy)
@@ -161,17 +163,22 @@ def test_open_uses_name_in_message(tree: dict[str, Path], allowlist: Allowlist) 
         allowlist.open(str(tree["outside"] / "secret.log"), name="uri")
 
 
+SYMLINK = "is a symlink or lies behind one, and symlinks are never followed"
+
+
 @pytest.mark.parametrize(
     "target",
-    ["outside/secret.log", "allowed/a.txt", "allowed/sub/a.log", "conf"],
-    ids=["other_dir", "same_dir_not_matching", "subdir", "directory"],
+    ["outside/secret.log", "allowed/a.txt", "allowed/sub/a.log", "conf", "exact.log", "allowed/b.log", "nowhere.log"],
+    ids=["other_dir", "same_dir_not_matching", "subdir", "directory", "allowlisted_file", "glob_member", "dangling"],
 )
-def test_symlink_in_glob_folder_escaping_is_refused(tree: dict[str, Path], allowlist: Allowlist, target: str) -> None:
+def test_symlink_in_glob_folder_is_refused_whatever_it_points_to(tree: dict[str, Path], allowlist: Allowlist, target: str) -> None:
+    """Even a link to a file the policy names is refused: the broker never follows one at request time."""
     link = tree["allowed"] / "evil.log"
     link.symlink_to(tree["root"] / target)
     message = refused_message(allowlist, str(link))
-    assert "not an allowlisted log" in message
+    assert message == f"log_path is allowlisted but {SYMLINK}"
     assert str(tree["root"]) not in message
+    assert str(link) not in {log.path for log in allowlist.logs()}
 
 
 def test_symlink_to_path_outside_tmp_refused(tree: dict[str, Path], allowlist: Allowlist, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -180,11 +187,18 @@ def test_symlink_to_path_outside_tmp_refused(tree: dict[str, Path], allowlist: A
     link = tree["allowed"] / "link.log"
     link.symlink_to(elsewhere)
     message = refused_message(allowlist, str(link))
+    assert SYMLINK in message
     assert str(elsewhere.parent) not in message and str(tree["root"]) not in message
 
 
+def test_relative_symlink_to_allowlisted_file_refused(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    link = tree["allowed"] / "rel.log"
+    link.symlink_to("../exact.log")
+    assert SYMLINK in refused_message(allowlist, str(link))
+
+
 def test_symlinked_directory_matched_by_glob_segment_is_refused(tree: dict[str, Path], tmp_path: Path) -> None:
-    """root/*/x.log: a directory symlink matched by the '*' segment must not lead outside."""
+    """root/*/x.log: a directory symlink matched by the '*' segment is neither listed nor opened."""
     (tmp_path / "apps" / "real").mkdir(parents=True)
     (tmp_path / "apps" / "real" / "x.log").write_bytes(b"real\n")
     (tree["outside"] / "x.log").write_bytes(b"outside\n")
@@ -192,37 +206,38 @@ def test_symlinked_directory_matched_by_glob_segment_is_refused(tree: dict[str, 
     allowlist = make_allowlist(tree["conf"], [tmp_path / "apps" / "*" / "x.log"])
     assert [log.path for log in allowlist.logs()] == [str(tmp_path / "apps" / "real" / "x.log")]
     message = refused_message(allowlist, str(tmp_path / "apps" / "evil" / "x.log"))
-    assert "not an allowlisted log" in message and str(tmp_path) not in message
+    assert SYMLINK in message and str(tmp_path) not in message
     _, fd = allowlist.open(str(tmp_path / "apps" / "real" / "x.log"))
     assert_read_only_fd(fd, b"real\n")
+    opened = allowlist.open_search(str(tmp_path / "apps" / "*" / "x.log"))
+    assert [log.path for log in opened.files] == [str(tmp_path / "apps" / "real" / "x.log")]
+    opened.close()
 
 
-def test_symlinked_literal_prefix_in_policy_is_followed(tree: dict[str, Path], tmp_path: Path) -> None:
-    """The literal directories before a glob are the policy author's choice and are resolved
-    (like /var/log -> /private/var/log), so files behind a prefix symlink are served."""
+def test_symlinked_literal_prefix_in_policy_is_refused_at_load(tree: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "alias").symlink_to(tree["outside"])
-    allowlist = make_allowlist(tree["conf"], [tmp_path / "alias" / "*.log"])
+    with pytest.raises(PolicyError) as raised:
+        make_allowlist(tree["conf"], [tree["exact"], tmp_path / "alias" / "*.log"])
+    message = str(raised.value)
+    assert message.startswith(f"logs[1].path: {tmp_path / 'alias'} is a symlink, on the path of {tmp_path / 'alias' / '*.log'}")
+    assert "follow_symlinks = true" in message
+
+
+def test_symlinked_literal_prefix_is_followed_once_with_follow_symlinks(tree: dict[str, Path], tmp_path: Path) -> None:
+    """follow_symlinks: the prefix is resolved at load and that directory pinned; pointing the
+    link elsewhere afterwards changes nothing."""
+    (tmp_path / "alias").symlink_to(tree["outside"])
+    allowlist = make_allowlist(tree["conf"], [{"path": str(tmp_path / "alias" / "*.log"), "follow_symlinks": True}])
     assert [log.path for log in allowlist.logs()] == [str(tmp_path / "alias" / "secret.log")]
     _, fd = allowlist.open(str(tmp_path / "alias" / "secret.log"))
     assert_read_only_fd(fd, b"secret\n")
-    # ... but the target directory itself is still not nameable directly.
-    assert "not an allowlisted log" in refused_message(allowlist, str(tree["outside"] / "secret.log"))
-
-
-@pytest.mark.parametrize("target", ["exact.log", "allowed/b.log"])
-def test_symlink_to_allowlisted_file_accepted(tree: dict[str, Path], allowlist: Allowlist, target: str) -> None:
-    link = tree["allowed"] / "link.log"
-    link.symlink_to(tree["root"] / target)
-    returned, fd = allowlist.open(str(link))
-    assert returned == str(link)
-    assert_read_only_fd(fd, (tree["root"] / target).read_bytes())
-
-
-def test_relative_symlink_to_allowlisted_file_accepted(tree: dict[str, Path], allowlist: Allowlist) -> None:
-    link = tree["allowed"] / "rel.log"
-    link.symlink_to("../exact.log")
-    _, fd = allowlist.open(str(link))
-    assert_read_only_fd(fd, b"exact\n")
+    # ... the target directory itself is still not nameable directly,
+    assert refused_message(allowlist, str(tree["outside"] / "secret.log")) == NOT_ALLOWED
+    # ... and re-pointing the link does not move the pinned directory.
+    (tmp_path / "alias").unlink()
+    (tmp_path / "alias").symlink_to(tree["allowed"])
+    assert [log.path for log in allowlist.logs()] == [str(tmp_path / "alias" / "secret.log")]
+    assert "does not exist" in refused_message(allowlist, str(tmp_path / "alias" / "a.log"))
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo", "directory_via_glob"])
@@ -262,12 +277,6 @@ def test_nonexistent_allowlisted_refused(tree: dict[str, Path], name: str) -> No
     assert str(tree["root"]) not in message
 
 
-def test_dangling_symlink_refused(tree: dict[str, Path], allowlist: Allowlist) -> None:
-    link = tree["allowed"] / "dangling.log"
-    link.symlink_to(tree["root"] / "nowhere.log")
-    assert "does not exist" in refused_message(allowlist, str(link))
-
-
 @pytest.mark.parametrize(
     "bad",
     ["{root}/allowed/../exact.log", "{root}/allowed/./a.log", "{root}/allowed//a.log", "allowed/a.log", "{root}/allowed/a.log\x00"],
@@ -289,7 +298,7 @@ def test_logs_lists_existing_regular_files_only(tree: dict[str, Path]) -> None:
     allowlist = make_allowlist(tree["conf"], [tree["allowed"] / "*.log", tree["exact"], tree["root"] / "missing.log"])
     listed = [log.path for log in allowlist.logs()]
     allowed = tree["allowed"]
-    assert listed == [str(allowed / "a.log"), str(allowed / "b.log"), str(allowed / "in.log"), str(tree["exact"])]
+    assert listed == [str(allowed / "a.log"), str(allowed / "b.log"), str(tree["exact"])]  # no symlink, even to exact.log
 
 
 def test_logs_deduplicates_and_keeps_first_description(tree: dict[str, Path]) -> None:

@@ -49,6 +49,8 @@ ACCEPTED = [
     "[-a]",
     "[a-c-]",
     "[[:alpha:][:digit:]_]",
+    "[[:alpha:]-]",  # a '-' last is literal, after a class too
+    "[-[:alpha:]]",
     "[^[:space:]]+",
     r"[\]",  # a backslash is literal inside brackets
     "a{2}",
@@ -113,6 +115,9 @@ REFUSED = [
     ("[z-a]", "reversed"),
     ("[a-c-e]", "ambiguous '-'"),
     ("[a-[:digit:]]", "range cannot end"),
+    ("[[:alpha:]-z]", "ambiguous '-' after a character class"),
+    ("[[:alpha:]--/]", "ambiguous '-' after a character class"),
+    ("[^[:digit:]-[:alpha:]]", "ambiguous '-' after a character class"),
     ("[[:word:]]", "unknown character class"),
     ("[[:alpha]]", "unterminated character class"),
     ("[:alpha:]", "[[:name:]]"),
@@ -194,7 +199,7 @@ def test_grep_accepts_everything_we_accept(pattern: str) -> None:
     assert ok, stderr
 
 
-GREP_REFUSES = ["(", "[a", "a\\", r"\9", "[z-a]", "[a-c-e]", "[[:word:]]", "[:alpha:]", "[[:alpha]]"]
+GREP_REFUSES = ["(", "[a", "a\\", r"\9", "[z-a]", "[a-c-e]", "[[:word:]]", "[:alpha:]", "[[:alpha]]", "[[:alpha:]-z]"]
 
 
 @pytest.mark.parametrize("pattern", GREP_REFUSES)
@@ -223,3 +228,18 @@ def test_random_patterns_never_accepted_when_grep_refuses() -> None:
         ok, stderr = grep_verdict(pattern)
         assert ok, (pattern, stderr)
     assert accepted > 40  # the generator must exercise the accepting side too
+
+
+@pytest.mark.parametrize(("pattern", "anchor"), [("a*(^b)", "^"), ("x?(^b)", "^"), ("x^", "^"), ("(a$)b*", "$"), ("$x", "$")])
+def test_an_anchor_inside_a_branch_is_refused_for_the_true_reason(pattern: str, anchor: str) -> None:
+    """Such an anchor can match (grep finds 'b' with a*(^b)); the refusal must not say it never does."""
+    with pytest.raises(PatternError) as raised:
+        parse_ere(pattern)
+    message = str(raised.value)
+    assert "never" not in message and "match empty text" in message and f"for a literal write \\{anchor}" in message
+    assert len(message) < 300
+
+
+def test_an_anchor_after_what_can_match_empty_does_match_in_grep() -> None:
+    found = subprocess.run([GREP, "-E", "-c", "-e", "a*(^b)"], input=b"b\nab\n", capture_output=True, env={"LC_ALL": "C"}, timeout=10)
+    assert found.stdout == b"1\n"

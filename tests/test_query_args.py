@@ -113,6 +113,15 @@ def test_invalid_patterns(pattern: str) -> None:
     assert error_of({"log_path": LOG, "pattern": pattern}).startswith("invalid pattern")
 
 
+@pytest.mark.parametrize(("pattern", "text"), [
+    ("a*(^b)", "invalid pattern: '^' anchors only at the start of the pattern or of a branch: after other items it holds "
+               "only where they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^ (at offset 2)"),
+    ("[[:alpha:]-z]", "invalid pattern: ambiguous '-' after a character class; put a literal '-' first or last in the brackets (at offset 11)"),
+])
+def test_pattern_refusals_the_client_sees(pattern: str, text: str) -> None:
+    assert error_of({"log_path": LOG, "pattern": pattern}) == text
+
+
 def test_log_path_passed_through_untouched() -> None:
     """log_path is validated later, by the allowlist; parse only carries it."""
     for value in [LOG, 42, "../x"]:

@@ -57,7 +57,7 @@ def test_end_to_end_suite_passes_as_an_unprivileged_user() -> None:
             "env", "-i", f"HOME={scratch}", f"TMPDIR={scratch}", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
             "BASTION_TEST_BEST_EFFORT=cgroup",
             str(ROOTLESS_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(scratch / "pytest"),
-            "tests/test_e2e_stdio.py",
+            "tests/test_e2e_stdio.py", "tests/test_symlink_attacks.py",
         ]
         proc = subprocess.run(command, capture_output=True, timeout=600, cwd=ROOT)
         output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")

@@ -200,6 +200,20 @@ async def test_truncated_gzip_searches_what_it_can(tmp_path: Path) -> None:
     assert any("truncated gzip" in note and "app.log.1.gz" in note for note in data["notes"])
 
 
+async def test_a_whole_gzip_rotation_gets_no_note(tmp_path: Path) -> None:
+    """Read to its end, a whole file (of one member or two) is not 'truncated': the note
+    came after every fully read rotation, and only when the engine read that far."""
+    log = tmp_path / "app.log"
+    log.write_text("live\n")
+    lines = [f"entry {n} payload\n".encode() for n in range(20000)]
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(b"".join(lines), mtime=0))
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(b"".join(lines[:5]), mtime=0) + gzip.compress(b"".join(lines[5:]), mtime=0))
+    policy = policy_file(tmp_path, [{"path": str(log), "rotations": True}])
+    async with bastion_client(policy) as client:
+        data = await query(client, log_path=str(log), pattern="^entry", count_only=True)
+    assert sorted(file["matches"] for file in data["files"]) == [0, 20000, 20000] and data["notes"] == []
+
+
 async def test_a_rotation_mid_search_changes_nothing(tmp_path: Path) -> None:
     """The broker opens every file before the worker starts: renaming them while the (slow)
     search runs neither loses nor duplicates anything."""

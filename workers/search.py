@@ -1,8 +1,8 @@
 """Worker kind "grep": search handed-over descriptors with GNU grep -E or ripgrep.
 
 The broker picks the engine: ripgrep (2-4x faster on large logs) when the host
-has it and the search has no context lines, with the pattern it rendered for
-ripgrep from the same validated ERE; GNU grep otherwise. Both print the same
+has it and the search has no context lines, GNU grep otherwise, and renders
+the validated ERE for each (never the client's own text). Both print the same
 "N:B:text" lines, parsed strictly below. "grep" in the rest of this module
 means whichever engine runs.
 
@@ -101,11 +101,15 @@ class Call:
 
 
 RG_ENV = {"HOME": "/"}  # else ripgrep looks the user up through NSS (a socket to nscd)
+# Bytes as they are, like grep: by default ripgrep transcodes a file that starts
+# with a UTF-16 or UTF-8 byte-order mark, so whoever writes a log's first bytes
+# could hide all of its lines from a large-file search.
+RG_RAW_BYTES = ["--encoding", "none"]
 
 
 def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]:
     if request.engine == "rg":
-        argv = [grep, "--no-config", "--threads=1", "--text", "--line-number", "--byte-offset", "--color=never"]
+        argv = [grep, "--no-config", "--threads=1", "--text", *RG_RAW_BYTES, "--line-number", "--byte-offset", "--color=never"]
     else:
         argv = [grep, "-E", "-a", "-n", "-b"]
     if request.ignore_case:
@@ -146,23 +150,23 @@ def _parse(prefix: bytes, length: int) -> Hit | None:
 def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
     """Decompressed chunks of a gzip file (several members allowed), within the call's cap."""
     inflater = zlib.decompressobj(wbits=31)
-    fed = False  # has the current member's inflater seen input? (a fresh one at EOF is no truncation)
+    in_member = False  # a member has begun and not ended: the file ends inside it
     while True:
         data = os.read(fd, GZIP_IN_CHUNK)
         if not data:
-            if fed and (not inflater.eof or inflater.unconsumed_tail):
+            if in_member:
                 call.notes.append(f"{name}: truncated gzip file; searched what could be decompressed")
             return
         while data:
+            in_member = True
             try:
                 out = inflater.decompress(data, GZIP_OUT_CHUNK)
-                fed = True
             except zlib.error:
                 call.notes.append(f"{name}: corrupt gzip data; searched what came before it")
                 return
             data = inflater.unconsumed_tail
             if inflater.eof:  # the next member, if any, starts in unused_data
-                data, inflater, fed = inflater.unused_data, zlib.decompressobj(wbits=31), False
+                data, inflater, in_member = inflater.unused_data, zlib.decompressobj(wbits=31), False
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
                 call.notes.append(f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)")

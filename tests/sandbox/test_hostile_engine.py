@@ -124,6 +124,16 @@ def check_syscall(reply: Reply, end: dict[str, Any]) -> list[str]:
     return problems
 
 
+def check_engine_error(reply: Reply, end: dict[str, Any]) -> list[str]:
+    """The engine's own error reaches the client without its paths; the audit keeps them."""
+    problems = _clean_error(reply, "the search engine reported an error: [path]: Invalid range end")
+    if "/" in reply.text:
+        problems.append(f"a path reached the client: {reply.text!r}")
+    if "/var/log/private/app.log" not in str(end.get("worker_error")):
+        problems.append(f"the audit lost the engine's message: {end.get('worker_error')!r}")
+    return problems
+
+
 CASES = [
     HostileCase("engine/probe-shadow-tcp-kill", "probe_{tcp4_port}_{test_pid}", "1 line, all BLOCKED", check_probe),
     HostileCase("engine/flood-stdout", "flood", "truncated max_output_bytes", check_flood),
@@ -132,6 +142,7 @@ CASES = [
     HostileCase("engine/invalid-bytes", "badbytes", "sanitized lines", check_sanitized),
     HostileCase("engine/huge-line-number", "bignum", "clean tool error", check_worker_failed),
     HostileCase("engine/line-number-0-and-negative", "negative", "clean error or valid lines", check_line_numbers),
+    HostileCase("engine/stderr-with-paths", "stderrpaths", "tool error without paths; audit keeps them", check_engine_error),
     HostileCase("engine/forbidden-syscall", "syscall", "tool error; audit sandbox_violation+SIGSYS", check_syscall),
 ]
 

@@ -14,6 +14,8 @@
  *   bignum          a line number far beyond 64 bits
  *   negative        line numbers -7 and 0
  *   syscall         call socket(), which the seccomp allowlist forbids
+ *   stderrpaths     fail like grep does, naming its own path and a log's on
+ *                   stderr (exit 2)
  * Static build: gcc -static -O1 -o hostile hostile.c
  */
 #define _GNU_SOURCE
@@ -127,6 +129,11 @@ int main(int argc, char **argv) {
     if (strcmp(pattern, "negative") == 0) {
         puts1("-7:0:negative line number\n0:0:zero line number\n");
         return 0;
+    }
+    if (strcmp(pattern, "stderrpaths") == 0) {
+        static const char msg[] = "/usr/bin/grep: /var/log/private/app.log: Invalid range end\n";
+        if (write(2, msg, sizeof msg - 1) < 0) return 3;
+        return 2;
     }
     if (strcmp(pattern, "syscall") == 0) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
