@@ -220,7 +220,7 @@ class Bastion:
             if result.outcome == "timeout" and progress.paths:  # earlier batches answered: keep them
                 progress.timed_out = [log.path for log in target.files] + list(target.pending)
                 break
-            raise_for(result, limits.timeout_s, self.pool.memory_limit("grep"))
+            raise_for(result, limits.timeout_s, self._memory_limit_if_crashed(result))
             failed = self._engine_deaths(result, worker, target.files)
             notes = [search_notes.worker_note(target.log_path, note, [log.path for log in target.files]) for note in result.notes[:MAX_NOTES]]
             absorb(progress, target.files, result, failed, notes)
@@ -232,6 +232,11 @@ class Bastion:
             if not target.files:
                 break
         return progress
+
+    def _memory_limit_if_crashed(self, result: WorkerResult) -> int | None:
+        """The grep workers' memory cap, asked for only when a crash may have been that limit."""
+        crashed = result.outcome == "worker_crashed" and result.peak_memory_kb is not None
+        return self.pool.memory_limit("grep") if crashed else None
 
     def _engine_deaths(self, result: WorkerResult, worker: Worker, files: list[OpenedLog]) -> dict[int, str]:
         """The batch's files whose engine died, with the limit that killed it if one did.
