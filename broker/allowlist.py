@@ -5,7 +5,8 @@ text, exactly or by a glob matched one path segment at a time. The file is then
 opened beneath the directory its entry pinned at load (broker/pinned_entry.py),
 without following any symlink (broker/no_follow_open.py): what is served is the
 file that really sits beneath that directory inode, never what a path string
-resolves to at request time. Listing and glob expansion skip symlinks alike.
+resolves to at request time. Listing skips symlinks; a search lists them among
+what it skips, with the reason, and never opens through them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The broker's request path, independent of the MCP transport.
 
 audit "begin" (durable) -> validate -> open the file -> bounded concurrency
--> one worker -> shape the result -> audit "end". Any exception that is not a
+-> one worker (a search over more than 32 files: one per batch of 32, one after
+the other, see broker/search_batches.py) -> shape the result -> audit "end". Any exception that is not a
 ToolError is reported to the client as a generic internal error; its details
 go to the audit log only.
 """
