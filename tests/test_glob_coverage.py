@@ -191,7 +191,7 @@ async def test_timeout_s_bounds_the_whole_call_not_each_batch(tmp_path: Path) ->
         took = time.monotonic() - started
     assert data["truncated_reason"] == "timeout_s" and 0 < len(data["files"]) < 1000
     assert any("limits.timeout_s (1 s)" in note for note in data["notes"]), data["notes"]
-    assert took < 4, f"the call took {took:.1f} s"
+    assert took < 6, f"the call took {took:.1f} s"  # 1 s, a worker's teardown and a loaded host
     end = last_end(tmp_path)
     assert end["files"] + end["files_timed_out"] == 1000
 
