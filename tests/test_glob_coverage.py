@@ -216,17 +216,6 @@ async def test_the_decompression_cap_is_shared_by_the_batches_of_a_call(tmp_path
     assert last_end(tmp_path)["workers"] == 2
 
 
-async def test_whole_gzip_files_get_no_truncation_note(tmp_path: Path) -> None:
-    logs = tmp_path / "gz"
-    logs.mkdir()
-    for number in range(2):
-        (logs / f"app-{number}.log.gz").write_bytes(gzip.compress(b"one line\n" * 100, mtime=0))
-    policy = write_policy(tmp_path, [{"path": str(logs / "*.log.gz")}], toml=NO_RATE_LIMIT)
-    async with bastion_client(policy) as client:
-        data = await query(client, log_path=str(logs / "*.log.gz"), pattern="line", count_only=True)
-    assert data["total_matches"] == 200 and data["notes"] == []
-
-
 def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """At the memory limit the kernel may refuse a read with ENOMEM instead of killing: the worker
     stops and reaps that file's engine, reports the file, and searches the next one."""
