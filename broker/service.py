@@ -225,6 +225,8 @@ class Bastion:
             failed = self._engine_deaths(result, worker, target.files)
             notes = [search_notes.worker_note(target.log_path, note, [log.path for log in target.files]) for note in result.notes[:MAX_NOTES]]
             absorb(progress, target.files, result, failed, notes)
+            # A worker's last frames can arrive with its Done, past its byte budget: spent is spent.
+            progress.capped = progress.capped or progress.bytes_received >= limits.max_output_bytes
             target.close()
             if progress.stopped(base) or last:
                 break

@@ -245,3 +245,14 @@ def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Pa
     assert done.counts == [1, 0, 3] and [(skip.file, skip.cause) for skip in done.skipped] == [(1, "ENOMEM")]
     assert "memory limit of 256 MiB" in engine_stopped("ENOMEM", False, 256 << 20)
     assert not [child for child in psutil.Process().children() if child.name() == "grep"]  # every engine reaped
+
+
+async def test_the_output_cap_is_shared_by_the_batches_of_a_call(tmp_path: Path) -> None:
+    """Each batch may send only the bytes the call has left: the second one, given what the
+    first left of 45,000, overruns it and no third worker starts."""
+    glob = collector(tmp_path, 96, line="sshd[8]: Failed password " + "x" * 270 + "\n", lines=3)  # ~30 KB a batch
+    async with bastion_client(policy_for(tmp_path, glob, max_output_bytes=45_000)) as client:
+        data = await query(client, log_path=str(glob), pattern="Failed", max_lines=1000)
+    assert data["truncated_reason"] == "max_output_bytes"
+    end = last_end(tmp_path)
+    assert end["workers"] == 2 and end["outcome"] == "output_capped" and end["files"] == 64
