@@ -15,6 +15,15 @@ is cut off again, and the caller refuses the call: no call runs unaudited.
 Rotation keeps the chain: when the file passes `max_bytes`, or was renamed or
 truncated by an external logrotate, the first record of the new file is an
 `audit_continued` record chained to the last record of the old one.
+
+Whoever can write into the audit directory can plant something at the path.
+The file is opened without following a symlink and without blocking (a FIFO
+would stall the whole broker), then the descriptor itself must be a regular
+file owned by the server's effective uid; anything else is refused like an
+unwritable log (the call is refused, the reason logged). Nothing is kept
+from a refused open, so the next record tries again: once the path is sane
+(the planted object removed) a new file is created and continues the chain,
+exactly as after an external rename.
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import time
 from typing import Any
 
 from broker.durable import remove_quietly, sync_directory
+from broker.regular_file import file_kind
 from broker.redact import redact
 
 GENESIS = "0" * 64
@@ -69,14 +80,36 @@ def _cut(value: Any) -> Any:
 
 
 def _open_locked(path: str) -> int:
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(path, flags, 0o600)
+    """The audit file, for appending (and reading its tail): a regular file of ours, locked.
+
+    O_RDWR opens a FIFO at once (Linux) and O_NONBLOCK keeps any other special
+    file (a tty waiting for carrier) from stalling: the fstat check decides."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link, not a regular file") from None
+        raise
+    try:
+        _check_ours(fd)
+        os.set_blocking(fd, True)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise OSError(errno.EBUSY, "in use by another Bastion process (each server needs its own audit log)") from None
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
+
+
+def _check_ours(fd: int) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, f"it is {file_kind(info.st_mode)}, not a regular file")
+    if info.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, f"it is owned by uid {info.st_uid}, not by this server's uid {os.geteuid()}")
 
 
 class AuditLog:
@@ -99,11 +132,11 @@ class AuditLog:
         return self._seq, self._prev
 
     def _resume(self) -> tuple[int, str]:
-        """Continue the chain of an existing file from its last record."""
-        with open(self.path, "rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - TAIL_BYTES))
-            tail = file.read()
+        """Continue the chain of an existing file from its last record (read through
+        the checked descriptor: the path may have been swapped meanwhile)."""
+        size = os.fstat(self._fd).st_size
+        start = max(0, size - TAIL_BYTES)
+        tail = os.pread(self._fd, size - start, start)
         if not tail:
             return 0, GENESIS
         if not tail.endswith(b"\n"):
@@ -126,7 +159,7 @@ class AuditLog:
                 line = self._line(event, fields)
             self._append(line, sync)
         except OSError as exc:
-            raise AuditError(f"cannot write audit log: {exc.strerror or exc}") from None
+            raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from None
         return self._seq
 
     def _line(self, event: str, fields: dict[str, Any]) -> bytes:

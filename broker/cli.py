@@ -21,7 +21,7 @@ import anyio.abc
 import uvicorn
 from mcp.server.lowlevel import Server
 
-from broker import audit_verify, intel_cli, log_dir_modes, sandbox_cli
+from broker import audit_verify, intel_cli, preflight, sandbox_cli
 from broker.allowlist import Allowlist
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable
@@ -29,7 +29,6 @@ from broker.pool import WorkerPool
 from broker.policy import Policy, PolicyError, load_policy
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
-from broker.search_engine import has_ripgrep
 from broker.server import build_server, package_version
 from broker.http_auth import new_token, paste_lines
 from broker.http_serve import Bind, check_bind, http_app, parse_bind, uvicorn_server
@@ -51,13 +50,14 @@ def _os_user() -> str:
 
 
 async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist) -> None:
+    # The same checks as `bastion doctor` (broker/preflight.py), so the two agree.
+    for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
+        log.warning("%s: %s", finding.subject, finding.message)
     audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
     plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
-    if policy.search.engine == "rg" and not has_ripgrep(plans["grep"]):
-        raise ProfileError("[search] engine = \"rg\", but ripgrep is not installed (/usr/bin/rg)")
     pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     async with anyio.create_task_group() as task_group:
         try:
@@ -90,11 +90,11 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int
         "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
         transport=transport, layers=pool.layers, cgroup=cgroup, downgraded=skipped,
     )
-    if policy.intel is not None and not os.path.isfile(policy.intel.database):
-        log.warning("intel database %s does not exist: check_ip_reputation fails until `bastion intel compile` runs", policy.intel.database)
     for kind, entries in skipped.items():
         log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
-    log.info("serving %s; policy %s; %d sandbox layers per worker", transport, policy.source, len(pool.layers.get("grep", [])))
+    layers = pool.layers.get("grep", [])
+    applied = len(layers) - len(skipped.get("grep", []))
+    log.info("serving %s; policy %s; %d of %d sandbox layers applied per worker", transport, policy.source, applied, len(layers))
 
 
 async def _run_stdio(server: Server) -> None:
@@ -150,13 +150,11 @@ async def _stop_on_signal(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, args.state_dir)
         allowlist = Allowlist(policy)  # log directories pinned now, before anything runs
     except PolicyError as exc:
         log.error("policy error: %s", exc)
         return EXIT_CONFIG
-    if not _log_modes_ok(policy, allowlist):
-        return EXIT_REFUSED
     try:
         bind = parse_bind(args.http) if args.http else None
         if bind is not None:
@@ -175,21 +173,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("refusing to serve: %s", refusal)
         return EXIT_REFUSED
     return 0
-
-
-def _log_modes_ok(policy: Policy, allowlist: Allowlist) -> bool:
-    """Say who besides root can change an allowlisted log (broker/log_dir_modes.py):
-    a warning, or a refusal to serve under [sandbox] strict_modes."""
-    for note in allowlist.notes():
-        log.warning("allowlisted log %s", note)
-    strict = policy.sandbox.strict_modes
-    lines = log_dir_modes.report(log_dir_modes.find(allowlist))
-    for line in lines:
-        log.log(logging.ERROR if strict else logging.WARNING, "allowlisted log %s", line)
-    if lines and strict:
-        log.error("refusing to serve: [sandbox] strict_modes = true and users other than root can change the allowlisted logs above")
-        return False
-    return True
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
@@ -217,7 +200,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _start_up_failure(exc: BaseException) -> Exception | None:
     """The audit/sandbox/profile error behind `exc`, even inside exception groups."""
-    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError, OSError)):
+    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError, OSError, preflight.PreflightRefusal)):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -235,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve MCP over stdio (default) or Streamable HTTP (--http)")
     serve.add_argument("--http", metavar="ADDR", help="serve Streamable HTTP on HOST:PORT (loopback) or unix:/path/to/socket")
     serve.add_argument("--policy", required=True, help="policy TOML file")
+    serve.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
     serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
     serve.add_argument("--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones")
     serve.set_defaults(func=cmd_serve)

@@ -12,6 +12,12 @@ For a call the broker sends the request frame and the open log descriptor
 deadline and an output byte cap. Whatever happens, the worker's whole process
 group is killed and the worker reaped (exit status, signal, rusage) before
 the call returns.
+
+The broker waits for the worker's socket and its pidfd at once (one epoll
+set): the death of the broker's own child (with a pid namespace, the monitor)
+ends the call as a crash even if a process inside still held the channel
+open, and a worker found dead when the broker comes to stop it is recorded
+with the signal that killed it, never as a normal stop.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class Worker:
         self.cgroups = cgroups
         self.cgroup_dirs = cgroup_dirs
         self.pidfd = os.pidfd_open(pid)
+        self._events = _socket_or_exit(sock, self.pidfd)
         self.reader: FrameReader = from_worker_reader()
         self.layers: list[str] = []
         self._reaped = False
@@ -116,12 +123,16 @@ class Worker:
     def exited(self) -> bool:
         return bool(select.select([self.pidfd], [], [], 0)[0])
 
-    async def _receive(self) -> bytes:
+    async def _receive(self) -> bytes | None:
+        """The next bytes from the worker; b"" once the channel is closed, None once the
+        process has exited (everything it sent read) while something still holds the channel."""
         while True:
-            await anyio.wait_readable(self.sock)
+            await anyio.wait_readable(self._events.fileno())
             try:
                 return self.sock.recv(RECV_BYTES)
             except BlockingIOError:
+                if self.exited():
+                    return None
                 continue
             except ConnectionResetError:
                 return b""
@@ -180,7 +191,7 @@ class Worker:
         while True:
             data = await self._receive()
             if not data:
-                result.detail = "worker closed its channel without a final reply"
+                result.detail = "worker closed its channel without a final reply" if data == b"" else "worker exited without a final reply"
                 return
             result.bytes_received += len(data)
             try:
@@ -222,7 +233,8 @@ class Worker:
         single-use), so it is stopped at once rather than waited for: its own
         exit, PID 1 and then the monitor, takes twice as long as SIGKILL."""
         with anyio.CancelScope(shield=True):
-            replied = result is not None and result.outcome in ("ok", "failed")
+            # Dead before we stop it: whatever killed it was not our stop after the reply.
+            replied = result is not None and result.outcome in ("ok", "failed") and not self.exited()
             self.kill()
             with anyio.move_on_after(REAP_TIMEOUT_S):
                 await anyio.wait_readable(self.pidfd)
@@ -244,6 +256,7 @@ class Worker:
         self._reaped = True
         if result is not None:
             result.reaped = True
+        self._events.close()
         self.sock.close()
         os.close(self.pidfd)
         peak = cgroup.peak_memory(self.cgroup_dirs)
@@ -261,6 +274,18 @@ class Worker:
         result.cpu_s = round(usage.ru_utime + usage.ru_stime, 4)
         result.max_rss_kb = usage.ru_maxrss
         result.peak_memory_kb = peak // 1024 if peak is not None else None
+
+
+def _socket_or_exit(sock: socket.socket, pidfd: int) -> select.epoll:
+    """One descriptor that is readable when the socket is, or the process has exited."""
+    events = select.epoll(2)
+    try:
+        events.register(sock.fileno(), select.EPOLLIN)
+        events.register(pidfd, select.EPOLLIN)
+    except BaseException:
+        events.close()
+        raise
+    return events
 
 
 _worker_counter = itertools.count(1)

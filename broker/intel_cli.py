@@ -39,7 +39,7 @@ def _print_report(report: CompileReport, output: str) -> None:
 
 def cmd_intel_compile(args: argparse.Namespace) -> int:
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, args.state_dir)
     except PolicyError as exc:
         print(f"bastion intel compile: policy error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -61,4 +61,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     intel = commands.add_parser("intel", help="threat-intel tools").add_subparsers(dest="intel_command", required=True)
     compile_ = intel.add_parser("compile", help="compile the policy's feeds into the intel database (keeps history)")
     compile_.add_argument("--policy", required=True, help="policy TOML file with an [intel] section")
+    compile_.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
     compile_.set_defaults(func=cmd_intel_compile)

@@ -30,6 +30,7 @@ from itertools import chain
 import msgspec
 
 from broker.durable import remove_quietly, sync_directory
+from broker.regular_file import open_regular
 from broker.intel_feeds import MAX_FEED_BYTES, FeedFormat, ParsedFeed, parse_feed
 from workers.intel_db import (
     ENTRY,
@@ -138,7 +139,7 @@ def _check_sources(sources: list[FeedSource]) -> None:
 
 
 def _read_feed(source: FeedSource) -> tuple[FeedMeta, ParsedFeed]:
-    with open(source.path, "rb") as handle:
+    with os.fdopen(open_regular(source.path), "rb") as handle:  # a FIFO must not stall the compile
         info = os.fstat(handle.fileno())
         if info.st_size > MAX_FEED_BYTES:
             raise ValueError(f"feed {source.name}: {source.path} is larger than {MAX_FEED_BYTES >> 20} MiB")
@@ -181,7 +182,7 @@ def _merge_previous(tables: dict[int, _Entries], previous: str | None, names: li
     if previous is None or not os.path.exists(previous):
         return []
     try:
-        fd = os.open(previous, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_regular(previous, follow_symlinks=False)  # we wrote it: a symlink there was planted
     except OSError as exc:
         raise _unreadable(previous, str(exc)) from None
     try:

@@ -16,9 +16,12 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from broker import state_dir as state_dir_module
+from broker.regular_file import read_regular
 from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
+MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; a huge one is a mistake or an attack
 
 
 class PolicyError(Exception):
@@ -200,10 +203,18 @@ def _check_logs(policy: Policy, base: Path) -> None:
             raise PolicyError(f"logs[{index}].rotations: only for a single file, not a glob")
 
 
-def _check_intel(intel: Intel, base: Path) -> None:
+def _state_path(base: Path, value: str, key: str, state_dir: str | None) -> str:
+    """A path Bastion writes: it may start with ${state}/ (broker/state_dir.py)."""
+    try:
+        return _resolve(base, state_dir_module.expand(value, state_dir), key)
+    except state_dir_module.StateDirError as exc:
+        raise PolicyError(f"{key}: {exc}") from None
+
+
+def _check_intel(intel: Intel, base: Path, state_dir: str | None) -> None:
     from broker.ip_check import parse_networks
 
-    intel.database = _resolve(base, intel.database, "intel.database")
+    intel.database = _state_path(base, intel.database, "intel.database", state_dir)
     for key in ("asn_mmdb", "country_mmdb"):
         if getattr(intel, key):
             setattr(intel, key, _resolve(base, getattr(intel, key), f"intel.{key}"))
@@ -218,7 +229,7 @@ def _check_intel(intel: Intel, base: Path) -> None:
         raise PolicyError(str(exc)) from None
 
 
-def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
+def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: str | None = None) -> Policy:
     try:
         policy = msgspec.toml.decode(data, type=Policy)
     except msgspec.ValidationError as exc:
@@ -233,9 +244,9 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     for name in policy.rate_limit.tools:
         if name not in RATE_LIMITED:
             raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")
-    policy.audit.path = _resolve(base, policy.audit.path, "audit.path")
+    policy.audit.path = _state_path(base, policy.audit.path, "audit.path", state_dir)
     if policy.intel is not None:
-        _check_intel(policy.intel, base)
+        _check_intel(policy.intel, base, state_dir)
     names = [client.name for client in policy.http.clients]
     if len(set(names)) != len(names):
         raise PolicyError("http.clients: client names must be unique")
@@ -244,10 +255,13 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>") -> Policy:
     return policy
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
+def load_policy(path: str | os.PathLike[str], state_dir: str | None = None) -> Policy:
+    """Parse the policy file. It may be a symlink (config management makes them; who can
+    replace the link can replace the file), but it must end at a regular file: a FIFO
+    planted there would stall the open (broker/regular_file.py)."""
     file = Path(path)
     try:
-        data = file.read_bytes()
+        data = read_regular(str(file), MAX_POLICY_BYTES)
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {file}: {exc.strerror}") from None
-    return parse_policy(data, file.resolve().parent, str(file))
+    return parse_policy(data, file.resolve().parent, str(file), state_dir)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import anyio
 
-from broker import log_dir_modes
+from broker import preflight
 from broker.allowlist import Allowlist
 from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
-from broker.policy import PolicyError, Sandbox, load_policy
+from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.regular_file import open_regular
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
 from broker.sandbox.plan import Plan, build_plan
@@ -83,6 +83,7 @@ def _support(probes: list[Probe], layer: str) -> str:
 
 
 def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
+    root = os.geteuid() == 0
     lines = [f"{'layer':<14} {'this host':<18} {'required by':<16} would be applied"]
     reasons: list[str] = []
     servable = True
@@ -96,16 +97,27 @@ def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
         else:
             verdict = "no (the policy downgraded it to best-effort)"
         if missing:
-            reasons.append(f"  {layer}: {next(p.skipped[layer] for p in probes if layer in p.skipped)}")
+            why = next(p.skipped[layer] for p in probes if layer in p.skipped)
+            reasons.append(f"  {layer}: {why}\n      fix: {preflight.layer_fix(layer, why, root)}")
         lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<16} {verdict}")
     return lines, reasons, servable
 
 
+def _policy_checks(findings: list[preflight.Finding]) -> list[str]:
+    lines = ["policy checks (the same as bastion serve makes at start-up):"]
+    for finding in findings:
+        lines.append(f"  {'REFUSES' if finding.refuses else 'warning'} {finding.subject}: {finding.message}")
+    return lines if findings else [lines[0] + " all passed"]
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args.policy)
-        logs = _log_modes(args.policy) if args.policy else None
-        probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in WORKER_KINDS]
+        policy: Policy | None = load_policy(args.policy, args.state_dir) if args.policy else None
+        settings = policy.sandbox if policy else Sandbox()
+        findings = _policy_findings(policy, args.profiles_dir) if policy else []
+        # Like serve: the intel workers are only started for a policy with [intel].
+        kinds = [kind for kind in WORKER_KINDS if kind != "intel" or policy is None or policy.intel is not None]
+        probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in kinds]
     except (PolicyError, ProfileError) as exc:
         print(f"bastion doctor: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -114,43 +126,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     lines, reasons, servable = _doctor_table(probes)
     mode = "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
-    print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(WORKER_KINDS)}")
+    print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(kinds)}")
     print("\n".join(lines))
     if reasons:
         print("why layers are missing:\n" + "\n".join(reasons))
-    if logs is not None:
-        print("\n".join(logs.lines))
-    if not servable:
-        print("verdict: a required layer is missing; `bastion serve` would refuse to start")
-    elif logs is not None and logs.refused:
-        print("verdict: strict_modes = true and users other than root can change allowlisted logs; `bastion serve` would refuse to start")
-    else:
-        print("verdict: every required layer is available; the policy can be served")
-    return 0 if servable and not (logs is not None and logs.refused) else EXIT_REFUSED
+    if policy is not None:
+        print("\n".join(_policy_checks(findings)))
+    print("verdict: " + _verdict(servable, bool(preflight.refusals(findings))))
+    return 0 if servable and not preflight.refusals(findings) else EXIT_REFUSED
 
 
-@dataclass
-class LogModes:
-    lines: list[str]
-    refused: bool  # strict_modes and someone besides root can change a log
+def _verdict(layers_ok: bool, refused: bool) -> str:
+    if not layers_ok:
+        return "a required layer is missing; `bastion serve` would refuse to start"
+    if refused:
+        return "a policy check failed (REFUSES above); `bastion serve` would refuse to start"
+    return "every required layer is available; the policy can be served"
 
 
-def _log_modes(policy_file: str) -> LogModes:
-    """The allowlisted logs as `bastion serve` would pin them, and who besides root can change them."""
-    policy = load_policy(policy_file)
-    allowlist = Allowlist(policy)  # PolicyError: a symlink on an entry's path
+def _policy_findings(policy: Policy, profiles_dir: str | None) -> list[preflight.Finding]:
+    """serve's checks, on the allowlist as serve would pin it (PolicyError: a symlink on an entry's path)."""
+    allowlist = Allowlist(policy)
     try:
-        notes, found = allowlist.notes(), log_dir_modes.report(log_dir_modes.find(allowlist))
+        return preflight.check(policy, profiles_dir, allowlist)
     finally:
         allowlist.close()
-    strict = policy.sandbox.strict_modes
-    lines = ["allowlisted logs not served (their directory could not be opened):", *(f"  {note}" for note in notes)] if notes else []
-    if not found:
-        lines.append("allowlisted logs: only root can change them")
-    else:
-        consequence = "strict_modes: bastion serve refuses to start" if strict else "warned at start; strict_modes = true would refuse"
-        lines += [f"allowlisted logs that users other than root can change ({consequence}):", *(f"  {line}" for line in found)]
-    return LogModes(lines, strict and bool(found))
 
 
 # --- sandbox run -----------------------------------------------------------------
@@ -226,8 +226,9 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser("doctor", help="report which sandbox layers this host supports")
-    doctor.add_argument("--policy", help="policy TOML file (its [sandbox] section); default settings otherwise")
+    doctor.add_argument("--policy", help="policy TOML file: its layers and every check serve makes; default [sandbox] settings otherwise")
     doctor.add_argument("--profiles-dir", metavar="DIR", help="sandbox profiles from DIR instead of the shipped ones")
+    doctor.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
     doctor.set_defaults(func=cmd_doctor)
     sandbox = commands.add_parser("sandbox", help="sandbox tools").add_subparsers(dest="sandbox_command", required=True)
     run = sandbox.add_parser("run", help="run a program or Python payload confined exactly as a worker kind")

@@ -27,7 +27,7 @@ INSTRUCTIONS = (
 
 def package_version() -> str:
     try:
-        return version("bastion-mcp")
+        return version("bastion-soc-mcp")  # the distribution name (pyproject.toml)
     except PackageNotFoundError:
         return "0+unknown"
 

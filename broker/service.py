@@ -434,9 +434,11 @@ class Bastion:
 
 def _open_intel(intel: Intel) -> tuple[list[int], list[str], list[str]]:
     """Descriptors for an intel worker: the compiled database, then the enrichment databases
-    that exist. A missing database is the operator's to fix; the client gets a clean error."""
+    that exist. A missing database is the operator's to fix; the client gets a clean error.
+    The compiled database is written by `bastion intel compile` itself (a rename, never a
+    link), so a symlink there was planted: refused. The .mmdb files are the operator's."""
     try:
-        fds = [open_regular(intel.database)]
+        fds = [open_regular(intel.database, follow_symlinks=False)]
     except OSError as exc:
         log.error("cannot open the intel database %s: %s", intel.database, exc.strerror)
         raise ToolError("threat intelligence is not available: the feed database has not been compiled "

@@ -3,24 +3,32 @@
 Starts `bastion serve --policy examples/policy.toml` over stdio with the mcp
 SDK's own client, lists the tools and resources, runs real queries on the
 bundled sample logs, reads a log resource, and shows two refused calls.
+
+`--state-dir DIR` is passed on to bastion (`make demo` uses the checkout's var/);
+without it the audit log and intel database go to bastion's default state
+directory. When the server refuses to start, the demo prints the server's own
+one-line reason and exits non-zero: never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-POLICY = HERE / "policy.toml"
 LOGS = HERE / "logs"
 BASTION = Path(sys.executable).with_name("bastion")
 WIDTH = min(shutil.get_terminal_size((110, 20)).columns, 140)
@@ -97,13 +105,24 @@ async def show_refusals(client: Client) -> None:
         print(f"  {arguments}\n    -> {result.content[0].text}")
 
 
-def compile_intel() -> None:
-    heading("bastion intel compile: the sample feeds -> var/intel.db")
-    done = subprocess.run([str(BASTION), "intel", "compile", "--policy", str(POLICY)], capture_output=True, text=True, timeout=300)
+class DemoFailed(Exception):
+    """A step of the demo failed; the message is the reason to show."""
+
+
+def compile_intel(options: list[str]) -> None:
+    heading("bastion intel compile: the sample feeds -> the intel database")
+    done = subprocess.run([str(BASTION), "intel", "compile", *options], capture_output=True, text=True, timeout=300)
     for line in (done.stdout + done.stderr).splitlines():
         print(f"  {line}"[:WIDTH])
     if done.returncode != 0:
-        raise SystemExit("intel compile failed")
+        raise DemoFailed(f"bastion intel compile failed: {last_meaningful(done.stderr)}")
+
+
+def last_meaningful(text: str) -> str:
+    """The line that says why: the last error the server logged, else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if " ERROR " in line or line.startswith("bastion: ERROR")]
+    return (errors or lines or ["(it printed nothing)"])[-1]
 
 
 async def check_attackers(client: Client) -> None:
@@ -128,11 +147,9 @@ def date_sample_logs() -> None:
             os.utime(path, (stamp, stamp))
 
 
-async def main() -> None:
-    date_sample_logs()
-    compile_intel()
-    params = StdioServerParameters(command=str(BASTION), args=["serve", "--policy", str(POLICY)], env={"PATH": os.environ.get("PATH", "")})
-    async with Client(params, read_timeout_seconds=30) as client:
+async def session(options: list[str], errlog: TextIO) -> None:
+    params = StdioServerParameters(command=str(BASTION), args=["serve", *options], env=server_env())
+    async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=30) as client:
         heading("Tools")
         for tool in (await client.list_tools()).tools:
             print(f"  {tool.name}: {tool.description}")
@@ -148,14 +165,74 @@ async def main() -> None:
             print(textwrap.shorten(f"  {line}", WIDTH, placeholder=" …"))
         await check_attackers(client)
         await show_refusals(client)
-    audit = (HERE / ".." / "var" / "audit.jsonl").resolve()
+
+
+def server_env() -> dict[str, str]:
+    """PATH, and what locates the default state directory (when --state-dir is not given)."""
+    keep = ("PATH", "HOME", "XDG_STATE_HOME")
+    return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+async def serve_and_show(options: list[str]) -> None:
+    # The server's stderr goes to a file, not the terminal, so that a refusal to start
+    # can be reported as its one line instead of the client's connection error.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
+        try:
+            await session(options, errlog)
+        except Exception as exc:  # noqa: BLE001 - any failure of the session is reported, never raised
+            errlog.seek(0)
+            said = errlog.read()
+            reason = last_meaningful(said) if said.strip() else f"{type(exc).__name__}: {exc}"
+            raise DemoFailed(f"the MCP session with bastion serve failed: {reason}\n"
+                             f"demo: `bastion doctor {' '.join(options)}` (in a checkout: make doctor) shows what to change") from None
+        errlog.seek(0)
+        heading("What bastion serve logged (stderr)")
+        for line in errlog.read().splitlines():
+            print(f"  {line}")
+
+
+def show_audit(audit: Path) -> None:
     heading("Audit")
     print(f"  every call above has a begin and an end record in {audit}")
     verdict = subprocess.run([str(BASTION), "audit", "verify", str(audit)], capture_output=True, text=True, timeout=120)
     print(f"  $ bastion audit verify {audit.name}")
     for line in (verdict.stdout + verdict.stderr).splitlines():
         print(f"  {line}")
+    if verdict.returncode != 0:
+        raise DemoFailed("the audit chain did not verify")
+
+
+def audit_path(policy: Path, state_dir: str | None) -> Path:
+    from broker.policy import PolicyError, load_policy
+
+    try:
+        return Path(load_policy(policy, state_dir).audit.path)
+    except PolicyError as exc:
+        raise DemoFailed(f"policy error: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A scripted MCP session against Bastion's example policy.")
+    parser.add_argument("--policy", type=Path, default=HERE / "policy.toml", help="policy file (default: the example's)")
+    parser.add_argument("--state-dir", metavar="DIR", help="passed on to bastion: where the audit log and intel database go")
+    args = parser.parse_args(argv)
+    options = ["--policy", str(args.policy), *(["--state-dir", args.state_dir] if args.state_dir else [])]
+    try:
+        audit = audit_path(args.policy, args.state_dir)
+        date_sample_logs()
+        compile_intel(options)
+        anyio.run(serve_and_show, options)
+        show_audit(audit)
+    except DemoFailed as exc:
+        print(f"\ndemo: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, subprocess.SubprocessError) as exc:  # bastion missing, a step hanging past its timeout
+        print(f"\ndemo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    sys.exit(main())

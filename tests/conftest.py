@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -20,6 +21,24 @@ EXAMPLES = ROOT / "examples"
 SAMPLE_LOGS = EXAMPLES / "logs"
 BASTION = Path(sys.executable).with_name("bastion")
 WORKER_NAME = "bastion-worker"  # workers.main sets it as the process name
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    become_subreaper()
+
+
+def become_subreaper(on: bool = True) -> None:
+    """Make this test process the reaper of its orphans.
+
+    The leak checks below count only this run's workers: descendants of this
+    process (another Bastion server, or another test run on the same host, is
+    none of our business). A worker that outlives its broker would normally be
+    re-parented to init and drop out of our tree; as a child subreaper this
+    process inherits it instead, so a genuine leak is still ours to see."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 @pytest.fixture
@@ -52,12 +71,20 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def worker_processes() -> list[psutil.Process]:
+def own_processes(name: str) -> list[psutil.Process]:
+    """Processes of this name that this test run started, leaked ones included (see become_subreaper)."""
     found = []
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == WORKER_NAME:
-            found.append(proc)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name() == name:
+                found.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile
     return found
+
+
+def worker_processes() -> list[psutil.Process]:
+    return own_processes(WORKER_NAME)
 
 
 def serve_process() -> psutil.Process:
@@ -77,11 +104,18 @@ def wait_no_workers(timeout_s: float = 5.0) -> list[psutil.Process]:
     """Poll (bounded) until no worker process is left; return any that remain."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        left = [p for p in worker_processes() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        left = [p for p in worker_processes() if _alive(p)]
         if not left:
             return []
         time.sleep(0.05)
     return left
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @asynccontextmanager

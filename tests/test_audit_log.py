@@ -292,3 +292,126 @@ def test_deeply_nested_arguments_are_written(audit_path: Path) -> None:
     while isinstance(value, dict):
         value, depth = value["k"][0], depth + 1
     assert (depth, value) == (32, "[TOO DEEP]")
+
+
+# --- something planted at the audit path (issue 21.1) --------------------------------
+
+PLANT_TIMEOUT_S = 5.0
+UNPRIVILEGED = 65534
+
+
+def _bounded(action: Any, fifo: Path | None = None) -> Any:
+    """Run `action` in a thread; fail if it does not end within PLANT_TIMEOUT_S. A writer stuck
+    in open() of a FIFO is released by opening the FIFO for reading, so the test itself ends."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = action()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(PLANT_TIMEOUT_S)
+    if thread.is_alive():
+        if fifo is not None:
+            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            thread.join(PLANT_TIMEOUT_S)
+            os.close(reader)
+        pytest.fail(f"blocked for more than {PLANT_TIMEOUT_S:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _plant(path: Path, kind: str, target: Path) -> int | None:
+    """Put `kind` where the audit file was; return a descriptor to close afterwards, if any."""
+    if kind in ("fifo", "fifo_with_reader"):
+        os.mkfifo(path)
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK) if kind == "fifo_with_reader" else None
+    if kind == "symlink":
+        target.write_bytes(b"precious\n")
+        path.symlink_to(target)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "foreign_owner":
+        path.write_bytes(b"")
+        os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
+    return None
+
+
+def _nothing_in(fifo: int) -> bool:
+    try:
+        return os.read(fifo, 100) == b""
+    except BlockingIOError:  # a writer still has it open, but wrote nothing
+        return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir()
+    else:
+        path.unlink()
+
+
+PLANTED = ["fifo", "fifo_with_reader", "symlink", "directory", "foreign_owner"]
+
+
+def _needs_root(kind: str) -> None:
+    if kind == "foreign_owner" and os.geteuid() != 0:
+        pytest.skip("only root can give a file to another uid")
+
+
+@pytest.mark.parametrize("kind", PLANTED)
+def test_planted_at_start_refuses_at_once(audit_path: Path, kind: str) -> None:
+    _needs_root(kind)
+    audit_path.parent.mkdir()
+    reader = _plant(audit_path, kind, audit_path.parent / "target")
+    try:
+        with pytest.raises(AuditError, match="cannot open audit log"):
+            _bounded(lambda: AuditLog(str(audit_path)), audit_path if "fifo" in kind else None)
+        if reader is not None:
+            assert _nothing_in(reader)
+    finally:
+        if reader is not None:
+            os.close(reader)
+    if kind == "symlink":
+        assert (audit_path.parent / "target").read_bytes() == b"precious\n"
+
+
+@pytest.mark.parametrize("kind", PLANTED)
+def test_planted_while_serving_is_refused_then_the_log_recovers(audit_path: Path, kind: str) -> None:
+    """mv audit.jsonl audit.jsonl.1 && plant something: each record is refused at once and
+    nothing reaches the planted object; once it is gone the next record creates a new file,
+    chained to the last record written."""
+    from broker.audit_verify import verify
+
+    _needs_root(kind)
+    log = AuditLog(str(audit_path))
+    log.write("begin", tool="query_logs")
+    rotated = audit_path.with_name("audit.jsonl.1")
+    audit_path.rename(rotated)
+    target = audit_path.parent / "target"
+    reader = _plant(audit_path, kind, target)
+    try:
+        for _ in range(2):  # it stays refused while the path is planted
+            with pytest.raises(AuditError, match="cannot write audit log"):
+                _bounded(lambda: log.write("end", tool="query_logs"), audit_path if "fifo" in kind else None)
+        if reader is not None:
+            assert _nothing_in(reader)
+    finally:
+        if reader is not None:
+            os.close(reader)
+    if kind == "symlink":
+        assert target.read_bytes() == b"precious\n"
+    _remove(audit_path)
+    assert log.write("end", tool="query_logs") == 3  # seq 2: the audit_continued record
+    log.close()
+    first = json.loads(raw_lines(audit_path)[0])
+    assert first["event"] == "audit_continued" and first["reason"] == "renamed_externally" and first["previous_file"] == rotated.name
+    assert os.stat(audit_path).st_uid == os.geteuid() and stat.S_IMODE(os.stat(audit_path).st_mode) == 0o600
+    report = verify([str(rotated), str(audit_path)])
+    assert report.problem is None and report.records == 3

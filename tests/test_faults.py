@@ -69,6 +69,13 @@ elif mode == "flood":
 elif mode == "killed_mid_call":
     send(encode_frame(lines))
     os.kill(os.getpid(), signal.SIGKILL)
+elif mode == "outer_killed":  # like a monitor killed while its PID 1 still holds the channel
+    if os.fork() == 0:
+        time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGKILL)
+elif mode == "killed_after_reply":
+    send(encode_frame(lines) + encode_frame(Done(more=False)))
+    os.kill(os.getpid(), signal.SIGKILL)
 elif mode == "sigsys":
     os.kill(os.getpid(), signal.SIGSYS)
 elif mode == "slow_ok":
@@ -144,6 +151,7 @@ FAULTS = [
     ("oversized", "worker_crashed", {}),
     ("wrong_frame", "worker_crashed", {}),
     ("killed_mid_call", "worker_crashed", {"signal": "SIGKILL"}),
+    ("outer_killed", "worker_crashed", {"signal": "SIGKILL", "stopped_after_reply": False, "detail": "worker exited without a final reply"}),
     ("sigsys", "sandbox_violation", {"signal": "SIGSYS"}),
 ]
 
@@ -165,6 +173,23 @@ async def test_worker_fault_gives_a_clean_error_and_an_end_record(tmp_path: Path
     again = await bastion.call_tool("query_logs", {"log_path": str(log_file), "pattern": "first"})
     assert not again.is_error and "first matching line" in reply_text(again)
     assert verify([str(tmp_path / "audit.jsonl")]).problem is None
+
+
+async def test_a_worker_dead_before_its_stop_is_not_recorded_as_stopped(tmp_path: Path, log_file: Path) -> None:
+    """The reply arrived, then something else killed the worker: its worker_exit says so."""
+    pool = FakePool(["killed_after_reply"])
+    bastion = make_bastion(tmp_path, log_file, pool)
+    result = await bastion.call_tool("query_logs", {"log_path": str(log_file), "pattern": "first"})
+    assert not result.is_error
+    (worker,) = pool.started
+    with anyio.fail_after(5):
+        while not worker.exited():
+            await anyio.sleep(0.01)
+    for work in pool.deferred:
+        await work()
+    (fate,) = [r for r in read_audit(tmp_path / "audit.jsonl") if r["event"] == "worker_exit"]
+    assert fate["signal"] == "SIGKILL" and fate["stopped_after_reply"] is False
+    assert alive(pool) == []
 
 
 async def test_endless_output_is_capped_and_the_worker_killed(tmp_path: Path, log_file: Path) -> None:

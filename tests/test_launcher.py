@@ -21,7 +21,7 @@ import pytest
 
 from broker.dispatch import python_argv
 from broker.launcher import BOOT
-from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, serve_process, wait_no_workers, worker_processes, write_policy
+from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, own_processes, serve_process, wait_no_workers, worker_processes, write_policy
 from workers.launcher import LAUNCHER_NAME
 from workers.main import WORKER_NAME
 from workers.main import EXIT_PROTOCOL
@@ -53,7 +53,15 @@ def _named(proc: psutil.Process, name: str) -> bool:
 
 
 def launchers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == LAUNCHER_NAME]
+    """This test run's launchers (another server's on the host are not ours to count)."""
+    return own_processes(LAUNCHER_NAME)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -104,7 +112,7 @@ def test_the_launcher_and_workers_die_with_the_broker(tmp_path: Path) -> None:
         assert wait_for(lambda: any(p.ppid() == server.pid for p in worker_processes()))
         server.kill()  # SIGKILL: no clean-up code runs, only the parent-death signal
         server.wait(timeout=10)
-        assert wait_for(lambda: not [p for p in launchers() if p.status() != psutil.STATUS_ZOMBIE])
+        assert wait_for(lambda: not [p for p in launchers() if _running(p)])
         assert wait_no_workers() == []
     finally:
         if server.poll() is None:

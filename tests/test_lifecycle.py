@@ -60,9 +60,9 @@ def assert_clean(audit: Path) -> list[dict[str, Any]]:
 
 
 class RawServer:
-    def __init__(self, policy: Path) -> None:
+    def __init__(self, policy: Path, extra_args: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [str(BASTION), "serve", "--policy", str(policy)],
+            [str(BASTION), "serve", "--policy", str(policy), *(extra_args or [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )

@@ -18,9 +18,9 @@ def policy_with(extra: str = "", logs: str = '[[logs]]\npath = "/var/log/auth.lo
     return f"{extra}\n{logs}\n{audit_block}".encode()
 
 
-def test_bundled_example_policy() -> None:
+def test_bundled_example_policy(tmp_path: Path) -> None:
     policy_file = EXAMPLES / "policy.toml"
-    policy = load_policy(policy_file)
+    policy = load_policy(policy_file, state_dir=str(tmp_path))
     base = policy_file.resolve().parent
     assert [entry.path for entry in policy.logs] == [
         str(base / "logs" / "auth.log"),
@@ -29,7 +29,8 @@ def test_bundled_example_policy() -> None:
     ]
     assert all(entry.description for entry in policy.logs)
     assert not any(entry.is_glob for entry in policy.logs)
-    assert policy.audit.path == str(base.parent / "var" / "audit.jsonl")
+    assert policy.audit.path == str(tmp_path / "audit.jsonl")  # what it writes goes to the state dir
+    assert policy.intel is not None and policy.intel.database == str(tmp_path / "intel.db")
     assert policy.sha256 == hashlib.sha256(policy_file.read_bytes()).hexdigest()
     assert policy.source == str(policy_file)
     assert policy.limits == Limits(

@@ -1,4 +1,5 @@
-"""Non-root mode: the end-to-end tests again, with the broker running as uid 65534.
+"""Non-root mode: the end-to-end tests (and the worker-death and planted-file
+faults) again, with the broker running as uid 65534.
 
 A non-root broker confines workers inside a user namespace (its own uid is
 mapped to 65534 inside); it cannot create cgroups, so the policy downgrades
@@ -57,7 +58,7 @@ def test_end_to_end_suite_passes_as_an_unprivileged_user() -> None:
             "env", "-i", f"HOME={scratch}", f"TMPDIR={scratch}", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
             "BASTION_TEST_BEST_EFFORT=cgroup",
             str(ROOTLESS_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(scratch / "pytest"),
-            "tests/test_e2e_stdio.py", "tests/test_symlink_attacks.py",
+            "tests/test_e2e_stdio.py", "tests/test_symlink_attacks.py", "tests/test_worker_death.py", "tests/test_planted_files.py",
         ]
         proc = subprocess.run(command, capture_output=True, timeout=600, cwd=ROOT)
         output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")

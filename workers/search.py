@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from workers import engine_process
 from workers.lines import LineSplitter
 from workers.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers.sanitize import clean_line, clean_text
@@ -253,10 +254,9 @@ class FileSearch:
         if self.spec.gzip:
             in_r, in_w = os.pipe()
             feeder, stdin = Feeder(_gunzip(self.fd, self.call, f"file #{self.index}"), in_w), in_r
-        actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         env = RG_ENV if self.request.engine == "rg" else {}
         try:
-            pid = os.posix_spawn(self.grep, grep_argv(self.grep, self.request, self.limit()), env, file_actions=actions)
+            pid = engine_process.start(self.grep, grep_argv(self.grep, self.request, self.limit()), env, stdin, out_w, err_w)
         except OSError:  # e.g. EAGAIN at the process limit: this file is skipped, its pipes must not pile up
             for pipe_fd in (out_r, out_w, err_r, err_w, *((stdin, feeder.fd) if feeder is not None else ())):
                 _close_quietly(pipe_fd)

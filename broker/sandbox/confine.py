@@ -11,6 +11,7 @@
    7. capabilities   empty the bounding and ambient sets (needs CAP_SETPCAP)
    8. identity       unprivileged uid/gid, no supplementary groups
       capabilities   clear and verify every remaining set
+      session        the parent-death signal again: the identity change cleared it
    9. rlimits        CPU, address space, open files, processes, file size 0, core 0
   10. no_new_privs   no exec can gain privileges; allows the next two unprivileged
   11. landlock       deny all filesystem and TCP access not listed; scope signals
@@ -25,6 +26,7 @@ LayerError; a best-effort one is reported as 'skipped:NAME (reason)'.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from broker.sandbox import (
@@ -68,10 +70,11 @@ class _Steps:
             raise LayerError(name, f"needs the {layer} layer, which was not applied")
 
 
-def _harden_monitor(plan: Plan) -> Callable[[], None]:
+def _harden_monitor(plan: Plan, expected_parent: int) -> Callable[[], None]:
     def harden() -> None:
         capabilities.drop_bounding()
         identity.apply(plan.uid, plan.gid, plan.user_namespace)
+        session.die_with_parent(expected_parent)  # the identity change cleared it
         capabilities.clear_all()
         no_new_privs.apply()
 
@@ -81,12 +84,23 @@ def _harden_monitor(plan: Plan) -> Callable[[], None]:
 def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
     """Confine the calling worker; return the applied layers, in order."""
     steps = _Steps(plan)
+    monitor_alive: list[int] = []  # in PID 1: the monitor's liveness pipe, until rearm
 
     def enter_namespaces() -> None:
-        namespaces.apply(
+        alive_fd = namespaces.apply(
             plan.namespaces, plan.user_namespace, (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid),
-            monitor_closes={channel_fd}, harden_monitor=_harden_monitor(plan),
+            monitor_closes={channel_fd}, harden_monitor=_harden_monitor(plan, expected_parent),
         )
+        if alive_fd is not None:
+            monitor_alive.append(alive_fd)
+
+    def rearm_parent_death() -> None:
+        try:
+            session.rearm(expected_parent, monitor_alive[0] if monitor_alive else None)
+        finally:
+            for fd in monitor_alive:
+                os.close(fd)
+            monitor_alive.clear()
 
     def build_root() -> None:
         steps.needs("filesystem", "namespaces")  # never pivot in the host's mount namespace
@@ -109,6 +123,7 @@ def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
     steps.run("capabilities", capabilities.drop_bounding)
     steps.run("identity", lambda: identity.apply(plan.uid, plan.gid, plan.user_namespace))
     steps.run("capabilities", capabilities.clear_all)
+    steps.run("session", rearm_parent_death)
     steps.run("rlimits", lambda: rlimits.apply(plan.rlimits))
     steps.run("no_new_privs", no_new_privs.apply)
     steps.run("landlock", restrict_access)

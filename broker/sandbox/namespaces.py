@@ -7,6 +7,12 @@ behind as a small monitor that holds nothing (its channel is closed), waits
 for the child and exits the same way, so the broker's pidfd, wait4 and audit
 see the child's real fate (exit status or killing signal).
 
+PID 1 takes the parent-death signal from the monitor, and keeps the read end
+of a pipe whose write end only the monitor holds: getppid() is 0 inside the
+namespace whether the monitor lives or not, so that pipe's EOF is how PID 1
+learns the monitor is gone when it sets the signal again after the identity
+change (broker/sandbox/session.py, rearm).
+
 A new network namespace has only a loopback interface, and it is down: the
 worker can reach no address at all, not even 127.0.0.1.
 """
@@ -40,8 +46,9 @@ def apply(
     outer_ids: tuple[int, int],
     monitor_closes: set[int],
     harden_monitor: Callable[[], None],
-) -> None:
-    """Unshare; with a pid namespace, fork and return only in the child (PID 1)."""
+) -> int | None:
+    """Unshare; with a pid namespace, fork and return only in the child (PID 1),
+    with the read end of the monitor's liveness pipe (the caller closes it)."""
     flags = 0
     for name in names:
         flags |= FLAGS[name]
@@ -54,7 +61,8 @@ def apply(
     if user_namespace:
         _map_ids(inner_ids, outer_ids)
     if "pid" in names:
-        _become_pid_one(monitor_closes, harden_monitor)
+        return _become_pid_one(monitor_closes, harden_monitor)
+    return None
 
 
 def _map_ids(inner: tuple[int, int], outer: tuple[int, int]) -> None:
@@ -67,7 +75,7 @@ def _map_ids(inner: tuple[int, int], outer: tuple[int, int]) -> None:
         raise LayerError("namespaces", f"cannot write the user namespace id maps: {exc.strerror}") from None
 
 
-def _become_pid_one(monitor_fds: set[int], harden_monitor: Callable[[], None]) -> None:
+def _become_pid_one(monitor_fds: set[int], harden_monitor: Callable[[], None]) -> int:
     alive_r, alive_w = os.pipe()
     try:
         child = os.fork()
@@ -77,12 +85,11 @@ def _become_pid_one(monitor_fds: set[int], harden_monitor: Callable[[], None]) -
         os.close(alive_w)
         syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         # If the monitor died before the line above, its end of the pipe is closed.
-        if select.select([alive_r], [], [], 0)[0]:
+        if monitor_gone(alive_r):
             os._exit(EXIT_MONITOR_LOST)
-        os.close(alive_r)
         if os.getpid() != 1:
             raise LayerError("namespaces", "the worker is not PID 1 of its pid namespace")
-        return
+        return alive_r
     os.close(alive_r)
     for fd in monitor_fds:
         os.close(fd)  # the monitor keeps no channel to the broker
@@ -92,6 +99,11 @@ def _become_pid_one(monitor_fds: set[int], harden_monitor: Callable[[], None]) -
         os.kill(child, signal.SIGKILL)
         os._exit(EXIT_MONITOR_LOST)
     _monitor(child)
+
+
+def monitor_gone(alive_r: int) -> bool:
+    """True once the monitor has exited: its write end, the only one, is closed."""
+    return bool(select.select([alive_r], [], [], 0)[0])
 
 
 def _monitor(child: int) -> None:
