@@ -34,22 +34,27 @@ def pytest_configure(config: pytest.Config) -> None:
     threading.Thread(target=_reap_adopted_workers, name="reap-adopted-workers", daemon=True).start()
 
 
+ADOPTED_NAMES = frozenset({WORKER_NAME, "grep", "rg"})  # a worker and the engines it runs
+
+
 def _reap_adopted_workers() -> None:
     """Reap the worker processes this subreaper adopts, as init would.
 
     Stopping a worker kills its process group at once; the monitor's child (a
-    pid namespace's pid 1) is then re-parented to us and dies a zombie. Left
-    unreaped, those zombies of the workers' uid count against the profile's
-    RLIMIT_NPROC (256), and after that many calls every new worker fails to
-    fork. Only worker-named processes are reaped: the servers and programs a
-    test starts itself keep their exit status for the test to read."""
+    pid namespace's pid 1), or an engine whose worker died, is then re-parented
+    to us and dies a zombie. Left unreaped, zombies of the workers' uid count
+    against the profile's RLIMIT_NPROC (256), and after that many calls every
+    new worker fails to fork. Only processes of a worker's session are reaped:
+    they run in sessions of their own, while a grep or server that a test starts
+    itself stays in ours and keeps its exit status for the test to read."""
+    ours = os.getsid(0)
     for _ in range(ORPHAN_REAP_TICKS):  # a daemon thread: it also ends with the test run
         time.sleep(ORPHAN_REAP_INTERVAL_S)
         for proc in psutil.Process().children():
             try:
-                if proc.status() == psutil.STATUS_ZOMBIE and proc.name() == WORKER_NAME:
+                if proc.status() == psutil.STATUS_ZOMBIE and proc.name() in ADOPTED_NAMES and os.getsid(proc.pid) != ours:
                     os.waitpid(proc.pid, os.WNOHANG)
-            except (psutil.Error, ChildProcessError):
+            except (psutil.Error, OSError):
                 continue
 
 
