@@ -40,8 +40,8 @@ import msgspec
 import workers
 from broker.sandbox import cgroup
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.plan import Plan, encode_plan
-from workers.protocol import (
+from bastion_wire.plan import Plan, encode_plan
+from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Done,
     Failed,

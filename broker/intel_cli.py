@@ -13,7 +13,7 @@ import sys
 
 from broker.intel_compile import CompileReport, FeedSource, compile_feeds
 from broker.policy import Intel, PolicyError, load_policy
-from workers.intel_db import IntelDatabaseError
+from bastion_wire.intel_db import IntelDatabaseError
 
 EXIT_CONFIG = 2
 

@@ -21,7 +21,7 @@ from broker.dispatch import REAP_TIMEOUT_S, SETUP_TIMEOUT_S, SandboxUnavailable,
 from broker.launcher import Launcher
 from broker.search_engine import has_ripgrep
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.plan import Plan
+from bastion_wire.plan import Plan
 
 log = logging.getLogger("bastion.pool")
 

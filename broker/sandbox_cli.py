@@ -21,10 +21,11 @@ from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, star
 from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.regular_file import open_regular
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
-from broker.sandbox.plan import Plan, build_plan
+from bastion_wire.plan import Plan
+from broker.sandbox.plan import build_plan
 from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, profile_names, requirements
-from workers.protocol import RunRequest
+from bastion_wire.protocol import RunRequest
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3

@@ -360,7 +360,7 @@ def test_logs_and_open_agree_on_dot_files(tree: dict[str, Path], allowlist: Allo
 
 def test_a_search_over_rotations_takes_at_most_32_files_the_newest_ones(tmp_path: Path) -> None:
     """SCM_RIGHTS and the worker's open-file limit bound one search: the oldest rotations are left out."""
-    from workers.protocol import MAX_SEARCH_FILES
+    from bastion_wire.protocol import MAX_SEARCH_FILES
 
     log = tmp_path / "auth.log"
     log.write_text("live\n")

@@ -22,7 +22,7 @@ import pytest
 import broker.intel_feeds as intel_feeds
 from broker.intel_compile import FeedSource, compile_feeds
 from broker.intel_feeds import ParsedFeed, parse_feed
-from workers.intel_db import (
+from bastion_wire.intel_db import (
     HEADER,
     SECTIONS,
     IntelDatabase,

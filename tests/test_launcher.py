@@ -25,7 +25,7 @@ from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, own_processes, 
 from workers.launcher import LAUNCHER_NAME
 from workers.main import WORKER_NAME
 from workers.main import EXIT_PROTOCOL
-from workers.protocol import Fork, encode_frame
+from bastion_wire.protocol import Fork, encode_frame
 
 pytestmark = pytest.mark.anyio
 AUTH = SAMPLE_LOGS / "auth.log"

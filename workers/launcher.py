@@ -32,7 +32,7 @@ import workers.intel  # noqa: F401 - imported once here, so no intel worker pays
 from broker.sandbox import session, syscalls
 from broker.sandbox.layer import LayerError
 from workers.main import EXIT_PROTOCOL, WORKER_NAME, main
-from workers.protocol import Fork, Forked, ProtocolError, encode_frame, to_launcher_reader
+from bastion_wire.protocol import Fork, Forked, ProtocolError, encode_frame, to_launcher_reader
 
 
 LAUNCHER_NAME = "bastion-launch"

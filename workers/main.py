@@ -19,9 +19,9 @@ import traceback  # noqa: F401 - same reason: used when a payload raises
 from broker.sandbox.confine import confine
 from broker.sandbox.syscalls import set_process_name
 from broker.sandbox.layer import LayerError
-from broker.sandbox.plan import Plan, plan_from_wire
+from bastion_wire.plan import Plan, plan_from_wire
 from workers.channel import Channel
-from workers.protocol import (
+from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Failed,
     IntelRequest,

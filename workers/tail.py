@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 
 from workers.lines import LineSplitter
-from workers.protocol import Done, TailRequest, Text
+from bastion_wire.protocol import Done, TailRequest, Text
 from workers.sanitize import clean_line
 
 CHUNK = 256 * 1024

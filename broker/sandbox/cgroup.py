@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.sandbox.layer import LayerError
-from broker.sandbox.profile import Cgroup
+from bastion_wire.plan import Cgroup
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP2_SUPER_MAGIC = 0x63677270

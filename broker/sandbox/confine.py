@@ -44,7 +44,7 @@ from broker.sandbox import (
     session,
 )
 from broker.sandbox.layer import LayerError
-from broker.sandbox.plan import Plan
+from bastion_wire.plan import Plan
 
 
 class _Steps:

@@ -38,7 +38,7 @@ class Setup(msgspec.Struct, tag="setup", forbid_unknown_fields=True):
 
     version: int
     kind: str
-    plan: bytes  # msgpack-encoded sandbox plan (broker/sandbox/plan.py)
+    plan: bytes  # msgpack-encoded sandbox plan (bastion_wire/plan.py)
 
 
 class SearchFile(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
