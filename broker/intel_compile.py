@@ -29,9 +29,6 @@ from itertools import chain
 
 import msgspec
 
-from broker.durable import remove_quietly, sync_directory
-from broker.regular_file import open_regular
-from broker.intel_feeds import MAX_FEED_BYTES, FeedFormat, ParsedFeed, parse_feed
 from bastion_wire.intel_db import (
     ENTRY,
     MASK64,
@@ -45,6 +42,9 @@ from bastion_wire.intel_db import (
     pack_header,
     section_lengths,
 )
+from broker.durable import remove_quietly, sync_directory
+from broker.intel_feeds import MAX_FEED_BYTES, FeedFormat, ParsedFeed, parse_feed
+from broker.regular_file import open_regular
 
 DAY_S = 86400
 FEED_SHIFT = 32  # entry key: ((network << 8 | prefix length) << FEED_SHIFT) | feed index

@@ -20,8 +20,6 @@ import msgspec
 import pytest
 
 import broker.intel_feeds as intel_feeds
-from broker.intel_compile import FeedSource, compile_feeds
-from broker.intel_feeds import ParsedFeed, parse_feed
 from bastion_wire.intel_db import (
     HEADER,
     SECTIONS,
@@ -33,6 +31,8 @@ from bastion_wire.intel_db import (
     pack_header,
     section_lengths,
 )
+from broker.intel_compile import FeedSource, compile_feeds
+from broker.intel_feeds import ParsedFeed, parse_feed
 
 DB1 = 0x0A000000  # 10.0.0.0
 V6 = int(ipaddress.IPv6Address("2001:db8::"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.sandbox.filesystem import bind_list, shared_libraries
+from broker.sandbox.binds import bind_list, shared_libraries
 from broker.sandbox.profile import ProfileError, decode_profile, load_profile
 from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, bastion_client, read_audit, write_policy
 

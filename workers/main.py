@@ -16,11 +16,7 @@ import stat
 import sys
 import traceback  # noqa: F401 - same reason: used when a payload raises
 
-from broker.sandbox.confine import confine
-from broker.sandbox.syscalls import set_process_name
-from broker.sandbox.layer import LayerError
 from bastion_wire.plan import Plan, plan_from_wire
-from workers.channel import Channel
 from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Failed,
@@ -33,6 +29,10 @@ from bastion_wire.protocol import (
     SetupFailed,
     TailRequest,
 )
+from workers.channel import Channel
+from workers.confine.layer import LayerError
+from workers.confine.order import confine
+from workers.confine.syscalls import set_process_name
 from workers.search import search
 from workers.tail import tail
 

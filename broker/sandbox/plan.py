@@ -14,7 +14,7 @@ import os
 import pwd
 
 from bastion_wire.plan import Plan
-from broker.sandbox import filesystem
+from broker.sandbox.binds import bind_list
 from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.profile import Profile, ProfileError, requirements
 from broker.sandbox.seccomp_compile import SeccompUnavailable, compile_filter
@@ -52,7 +52,7 @@ def build_plan(
     present = [path for path in profile.optional_executables if os.access(path, os.X_OK)]
     executables = [*profile.executables, *present, *extra_executables]
     try:
-        binds = filesystem.bind_list(executables, profile.filesystem.read_only)
+        binds = bind_list(executables, profile.filesystem.read_only)
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{profile.name}: cannot resolve what the worker root must contain: {exc}") from None
     try:

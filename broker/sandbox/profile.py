@@ -22,7 +22,7 @@ from bastion_wire.plan import Cgroup, Requirement, Rlimits
 Namespace = Literal["mount", "pid", "net", "ipc", "uts", "cgroup"]
 Scope = Literal["abstract_unix_socket", "signal"]
 
-# The layers, in the fixed order broker/sandbox/confine.py applies them.
+# The layers, in the fixed order workers/confine/order.py applies them.
 LayerName = Literal[
     "session", "fd_hygiene", "environment", "cgroup", "namespaces", "filesystem",
     "capabilities", "identity", "rlimits", "no_new_privs", "landlock", "seccomp",
