@@ -64,6 +64,9 @@ class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
     since: float | None = None  # unix seconds, inclusive
     until: float | None = None
     max_decompressed_bytes: int = 1 << 30
+    # Bytes earlier batches of the same call decompressed: the cap above is per call,
+    # and a search over more than MAX_SEARCH_FILES files runs in several workers.
+    decompressed_before: Annotated[int, msgspec.Meta(ge=0)] = 0
     # "rg": run ripgrep with rg_pattern, the same validated pattern rendered for it
     # (broker/search_engine.py to_rust_regex); only without context lines.
     engine: Literal["grep", "rg"] = "grep"
@@ -137,12 +140,25 @@ class Text(msgspec.Struct, tag="text", forbid_unknown_fields=True):
     text: str
 
 
+class FileSkipped(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A file of a search whose engine died (other than by seccomp), or whose I/O failed:
+    the search went on with the next file. Its lines sent so far stand; its count, if any, is meaningless."""
+
+    file: Annotated[int, msgspec.Meta(ge=0)]  # index into the request's files
+    # How the engine died (a signal, e.g. SIGKILL: the broker knows whether a limit did it)
+    # or the errno of the I/O that failed (ENOMEM, EIO). Shown to the client, so held to
+    # such a name: anything else is a protocol error.
+    cause: Annotated[str, msgspec.Meta(pattern=r"^(SIG|E)[A-Z0-9]{1,15}$")]
+
+
 class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):
     """The last frame of a successful call."""
 
     more: bool  # more matches (or bytes) existed beyond what was returned
     counts: list[int] | None = None  # count_only: matching lines per file
     notes: list[str] = msgspec.field(default_factory=list)  # e.g. a truncated gzip file, a decompression cap
+    skipped: list[FileSkipped] = msgspec.field(default_factory=list)
+    decompressed: Annotated[int, msgspec.Meta(ge=0)] = 0  # total for the call so far, decompressed_before included
 
 
 class Failed(msgspec.Struct, tag="failed", forbid_unknown_fields=True):

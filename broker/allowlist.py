@@ -5,7 +5,8 @@ text, exactly or by a glob matched one path segment at a time. The file is then
 opened beneath the directory its entry pinned at load (broker/pinned_entry.py),
 without following any symlink (broker/no_follow_open.py): what is served is the
 file that really sits beneath that directory inode, never what a path string
-resolves to at request time. Listing and glob expansion skip symlinks alike.
+resolves to at request time. Listing skips symlinks; a search lists them among
+what it skips, with the reason, and never opens through them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import os
 import re
 import stat
 import weakref
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from broker.errors import ToolError
@@ -80,15 +82,30 @@ class OpenedLog:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    path: str    # as the client would name it
+    reason: str  # why it was not searched; never an internal path
+
+
+@dataclass
 class SearchTarget:
+    """The files one search covers, in the order they are searched, opened one
+    descriptor batch (at most MAX_SEARCH_FILES, what one worker takes) at a time."""
+
     log_path: str  # as the client named it
-    files: list[OpenedLog]
+    files: list[OpenedLog]  # the batch opened now
+    pending: deque[str] = field(default_factory=deque)  # chosen, opened when the search gets to them
+    skipped: list[Skipped] = field(default_factory=list)  # chosen but unusable, in the order met
+    left_out: list[str] = field(default_factory=list)  # matched beyond max_glob_files, least recently modified first
+    chosen: int = 0  # files chosen to be searched (batches, pending and skipped together)
 
     def close(self) -> None:
         for log in self.files:
             os.close(log.fd)
+        self.files = []
 
 
+MAX_ROTATIONS = 2 * 9999  # every name ROTATION admits: path.N and path.N.gz
 ROTATION = re.compile(r"\.([1-9][0-9]{0,3})(\.gz)?")
 
 
@@ -130,9 +147,10 @@ def _below(directory: str, path: str) -> str:
     return path[len(directory):].lstrip("/")
 
 
-def _scan(dirfd: int, relative: str, wanted: Callable[[str], bool]) -> list[tuple[str, os.stat_result]]:
+def _scan(dirfd: int, relative: str, wanted: Callable[[str], bool], symlinks: bool = False) -> list[tuple[str, os.stat_result]]:
     """(name, lstat) of the wanted names in a directory beneath `dirfd`, reached without
-    following symlinks ([] if it is gone or unreadable: a glob then matches nothing there)."""
+    following symlinks ([] if it is gone or unreadable: a glob then matches nothing there).
+    Symlinks themselves are left out unless asked for (to be reported, never followed)."""
     try:
         fd = open_beneath(dirfd, relative or ".", LISTING_FLAGS)
     except OSError:
@@ -141,7 +159,7 @@ def _scan(dirfd: int, relative: str, wanted: Callable[[str], bool]) -> list[tupl
     try:
         with os.scandir(fd) as entries:
             for item in entries:
-                if wanted(item.name) and not item.is_symlink():
+                if wanted(item.name) and (symlinks or not item.is_symlink()):
                     found.append((item.name, item.stat(follow_symlinks=False)))
     except OSError:  # the directory or an entry vanished meanwhile
         pass
@@ -183,37 +201,58 @@ class Allowlist:
                 return pinned, pinned.name + path[len(entry.path):]
         return None
 
-    def open_search(self, value: object) -> SearchTarget:
-        """The file(s) one search covers, opened: a file; a file and its rotations
-        (oldest first, the live file last); or every file a glob entry matches (oldest first)."""
+    def open_search(self, value: object, newest_first: bool = False) -> SearchTarget:
+        """The file(s) one search covers, its first batch opened: a file; a file and its
+        rotations; or every file a glob entry matches. Of a glob or rotations the
+        max_glob_files most recently modified are chosen (the others are left out,
+        reported), searched oldest first, or newest first if asked. Only one file is
+        opened per name, and only a batch at a time, so a call holds at most
+        MAX_SEARCH_FILES descriptors however large max_glob_files is."""
         path = check_path_text(value)
         found = self._match(path)
         if found is not None and found[0].entry.is_glob and found[0].entry.path == path:
-            members = sorted(self._glob_members(found[0]))[: min(self._max_glob_files, MAX_SEARCH_FILES)]
-            return self._open_all(path, [name for _, name in members])
+            # Unusable members too (symlinks, FIFOs, directories): each is then skipped with its reason.
+            members = sorted(self._glob_members(found[0], unusable=True))
+            return self._open_chosen(path, [name for _, name in members], newest_first)
         if found is not None and found[0].entry.rotations and found[0].entry.path == path:
-            return self._open_all(path, [*self._rotations(found[0], MAX_SEARCH_FILES - 1), path])
+            return self._open_chosen(path, [*self._rotations(found[0], MAX_ROTATIONS), path], newest_first)
         _, fd = self.open(path)
-        return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)])
+        return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)], chosen=1)
 
-    def _open_all(self, shown: str, paths: list[str]) -> SearchTarget:
-        opened: list[OpenedLog] = []
-        try:
-            for path in paths:
-                _, fd = self.open(path)
-                opened.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
-        except BaseException:
-            for log in opened:
-                os.close(log.fd)
-            raise
-        if not opened:
+    def _open_chosen(self, shown: str, oldest_first: list[str], newest_first: bool) -> SearchTarget:
+        cut = max(0, len(oldest_first) - self._max_glob_files)
+        chosen = oldest_first[cut:][::-1] if newest_first else oldest_first[cut:]
+        if not chosen:
             raise ToolError("log_path is allowlisted but no file of it exists right now")
-        return SearchTarget(shown, opened)
+        target = SearchTarget(shown, [], deque(chosen), left_out=oldest_first[:cut], chosen=len(chosen))
+        self.open_next(target)
+        if not target.files:  # the batch takes every usable file it meets: none of them is
+            first = target.skipped[0].reason
+            others = f" (nor any of the other {len(chosen) - 1})" if len(chosen) > 1 else ""
+            raise ToolError(f"log_path is allowlisted but no file of it can be searched right now: one {first}{others}")
+        return target
 
-    def _glob_members(self, pinned: PinnedEntry) -> list[tuple[float, str]]:
+    def open_next(self, target: SearchTarget) -> None:
+        """Open the target's next batch in place (the previous one must be closed): up to
+        MAX_SEARCH_FILES usable files; each unusable one is skipped with its reason."""
+        assert not target.files, "close the previous batch first"
+        while target.pending and len(target.files) < MAX_SEARCH_FILES:
+            path = target.pending.popleft()
+            try:
+                _, fd = self.open(path)
+            except Unopenable as exc:
+                target.skipped.append(Skipped(path, exc.reason))
+                continue
+            except ToolError:
+                target.skipped.append(Skipped(path, "is not an allowlisted log"))
+                continue
+            target.files.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
+
+    def _glob_members(self, pinned: PinnedEntry, unusable: bool = False) -> list[tuple[float, str]]:
         """(mtime, path as the client names it) of each servable file a glob entry matches
         now, found one pattern segment at a time beneath its pinned directory; symlinks,
-        to files or directories, are skipped."""
+        to files or directories, are skipped. With `unusable`, the last segment's
+        symlinks and other unservable names are kept too, for a search to report."""
         if pinned.dirfd is None:
             return []
         dirfd = pinned.dirfd
@@ -227,8 +266,8 @@ class Allowlist:
             ]
         return [
             (st.st_mtime, os.path.join(pinned.shown, relative, name))
-            for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last))
-            if _servable(st)
+            for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable)
+            if unusable or _servable(st)
         ]
 
     def _rotations(self, pinned: PinnedEntry, limit: int) -> list[str]:

@@ -43,6 +43,7 @@ from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Done,
     Failed,
+    FileSkipped,
     FrameReader,
     IntelReport,
     Line,
@@ -82,6 +83,8 @@ class WorkerResult:
     intel: IntelReport | None = None
     counts: list[int] | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: list[FileSkipped] = field(default_factory=list)  # files whose engine died; the search went on
+    decompressed: int = 0
     detail: str = ""
     bytes_received: int = 0
     exit_code: int | None = None
@@ -218,6 +221,7 @@ class Worker:
             elif isinstance(message, Done):
                 result.outcome, result.more = "ok", message.more
                 result.counts, result.notes = message.counts, message.notes
+                result.skipped, result.decompressed = message.skipped, message.decompressed
                 return True
             elif isinstance(message, Failed):
                 result.outcome, result.failure = "failed", message

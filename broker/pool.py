@@ -46,6 +46,10 @@ class WorkerPool:
         self._task_group: anyio.abc.TaskGroup | None = None
         self.layers: dict[str, list[str]] = {}
 
+    def memory_limit(self, kind: str) -> int:
+        """The memory cap of this kind's workers (its profile's [cgroup] memory_bytes)."""
+        return self._plans[kind].cgroup_limits.memory_bytes
+
     def has_ripgrep(self) -> bool:
         return "grep" in self._plans and has_ripgrep(self._plans["grep"])
 

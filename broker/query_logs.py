@@ -24,7 +24,16 @@ NAME = "query_logs"
 ARGUMENTS = {"log_path", "pattern", "max_lines", "since", "until", "context", "ignore_case", "count_only", "order"}
 REQUIRED = {"log_path", "pattern"}
 DEFAULT_MAX_LINES = 100
-TRUNCATION_REASONS = ["max_lines", "max_output_bytes"]
+# max_glob_files: a glob (or rotations) matched more files than that limit; the most
+# recently modified were searched. timeout_s: the time ran out after some files of a
+# multi-file search had answered (with none answered it is an error).
+TRUNCATION_REASONS = ["max_lines", "max_output_bytes", "max_glob_files", "timeout_s"]
+TRUNCATION_TEXT = {
+    "max_lines": " (stopped at max_lines; more matches exist)",
+    "max_output_bytes": " (output cap reached; narrow the pattern)",
+    "max_glob_files": " (more files matched than max_glob_files; the oldest were not searched: see the notes)",
+    "timeout_s": " (timeout_s reached before every file was searched: see the notes)",
+}
 ORDERS = ["oldest_first", "newest_first"]
 TIME_HELP = "ISO 8601 (2026-11-24, 2026-11-24T08:00:00Z, ...+01:00; no zone = UTC) or relative to now (-30m, -2h, -7d, -2w), or 'now'."
 
@@ -51,7 +60,8 @@ def input_schema(limits: Limits) -> dict[str, Any]:
                 "type": "string",
                 "description": "Absolute path of an allowlisted log, exactly as listed in resources/list; a log with "
                 "rotations covers its rotated files too (auth.log.1, auth.log.2.gz ...); an allowlisted glob "
-                "(e.g. /var/log/nginx/*.log) covers every file it matches.",
+                f"(e.g. /var/log/nginx/*.log) covers every file it matches, up to {limits.max_glob_files} (the most recently "
+                "modified); notes name any file left out or skipped.",
                 "maxLength": 4096,
             },
             "pattern": {
@@ -172,7 +182,7 @@ def cap_lines(lines: list[Line], max_bytes: int) -> tuple[list[Line], bool]:
     return lines, False
 
 
-def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[Line], counts: list[int] | None,
+def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[Line], counts: list[int | None] | None,
            truncated_reason: str | None, notes: list[str]) -> types.CallToolResult:
     structured = {
         "log_path": log_path,
@@ -181,7 +191,7 @@ def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[
             {"path": path, "compressed": gz, "matches": counts[index] if counts is not None and index < len(counts) else None}
             for index, (path, gz) in enumerate(zip(paths, compressed))
         ],
-        "total_matches": sum(counts) if counts is not None else None,
+        "total_matches": sum(count for count in counts if count is not None) if counts is not None else None,
         "truncated": truncated_reason is not None,
         "truncated_reason": truncated_reason,
         "notes": notes,
@@ -190,21 +200,19 @@ def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[
 
 
 def _as_text(structured: dict[str, Any]) -> str:
+    notes = "".join(f"\nnote: {note}" for note in structured["notes"])
+    truncated = TRUNCATION_TEXT.get(structured["truncated_reason"] or "", "")
+    several = len(structured["files"]) > 1
     if structured["total_matches"] is not None:
-        per_file = "\n".join(f"{f['path']}: {f['matches']}" for f in structured["files"])
-        return f"{structured['total_matches']} matching line(s) in {structured['log_path']}\n{per_file}"
+        per_file = "\n".join(f"{f['path']}: {'not counted' if f['matches'] is None else f['matches']}" for f in structured["files"])
+        return f"{structured['total_matches']} matching line(s) in {structured['log_path']}{truncated}\n{per_file}{notes}"
     lines = structured["lines"]
     matches = sum(1 for line in lines if not line["context"])
     head = f"{matches} matching line(s) in {structured['log_path']}"
-    if len(structured["files"]) > 1:
+    if several:
         head += f" ({len(structured['files'])} files)"
-    if structured["truncated_reason"] == "max_lines":
-        head += " (stopped at max_lines; more matches exist)"
-    elif structured["truncated_reason"] == "max_output_bytes":
-        head += " (output cap reached; narrow the pattern)"
-    several = len(structured["files"]) > 1
+    head += truncated
     body = "\n".join(
         (f"{line['file']}:" if several else "") + f"{line['line_no']}{'-' if line['context'] else ':'} {line['text']}" for line in lines
     )
-    notes = "".join(f"\nnote: {note}" for note in structured["notes"])
     return (f"{head}\n{body}" if body else head) + notes

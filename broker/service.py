@@ -1,7 +1,8 @@
 """The broker's request path, independent of the MCP transport.
 
 audit "begin" (durable) -> validate -> open the file -> bounded concurrency
--> one worker -> shape the result -> audit "end". Any exception that is not a
+-> one worker (a search over more than 32 files: one per batch of 32, one after
+the other, see broker/search_batches.py) -> shape the result -> audit "end". Any exception that is not a
 ToolError is reported to the client as a generic internal error; its details
 go to the audit log only.
 """
@@ -22,18 +23,20 @@ from typing import Any, TypeVar
 import anyio
 import mcp_types as types
 
-from broker import intel_tool, prompts, query_logs, search_engine
-from broker.allowlist import Allowlist, SearchTarget
+from broker import intel_tool, prompts, query_logs, search_engine, search_notes
+from broker.allowlist import Allowlist, OpenedLog, SearchTarget
 from broker.audit import AuditError, AuditLog
 from broker.dispatch import SandboxUnavailable, Worker, WorkerResult
-from broker.worker_outcome import WORKER_FAILED, fate, raise_for, record
+from broker.search_batches import Progress, absorb, batch_request
+from broker.sandbox import cgroup
+from broker.worker_outcome import WORKER_FAILED, engine_stopped, fate, raise_for, record
 from broker.pool import WorkerPool
 from broker.errors import ToolError, UnknownName
 from broker.ip_check import parse_networks
 from broker.policy import Intel, Policy, RateLimit
 from broker.ratelimit import Rate, RateLimiter
 from broker.regular_file import open_regular
-from bastion_wire.protocol import IntelRequest, SearchFile, SearchRequest, TailRequest
+from bastion_wire.protocol import IntelRequest, SearchRequest, TailRequest
 
 log = logging.getLogger("bastion.service")
 UNREAPED = "_unreaped"  # end-record scratch key (never written): a worker to stop once the reply is out
@@ -44,6 +47,7 @@ SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
 BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
 PREVIEW_CHARS = 500  # of the result, redacted, in the end record
 MAX_NOTES = 10  # worker notes (truncated gzip, decompression cap) passed on to the client
+AUDIT_SKIPPED = 50  # skipped files the end record names (with why)
 AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
 INTERNAL = "internal error; the details were recorded in the audit log"
 
@@ -56,12 +60,16 @@ def rate_limiter(rules: RateLimit) -> RateLimiter:
     )
 
 
-def _name_files(note: str, paths: list[str]) -> str:
-    """The worker says "file #N"; the client should see the path. Bounded: notes come from a worker."""
-    note = "".join(char if char.isprintable() else "?" for char in note[:300])
-    for index, path in enumerate(paths):
-        note = note.replace(f"file #{index}:", f"{os.path.basename(path)}:")
-    return note
+def truncation(progress: Progress, cut: bool, target: SearchTarget, request: SearchRequest) -> str | None:
+    """Why the answer is incomplete, the most pressing reason first: what the client
+    would have to change first to see more."""
+    if progress.capped or cut:
+        return "max_output_bytes"
+    if progress.more or (progress.full(request) and target.pending):
+        return "max_lines"
+    if progress.timed_out:
+        return "timeout_s"
+    return "max_glob_files" if target.left_out else None
 
 
 def _preview(text: str) -> str:
@@ -197,56 +205,137 @@ class Bastion:
     async def _query_logs(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
         limits = self.policy.limits
         args = query_logs.parse(arguments, limits)
-        target = self.allowlist.open_search(args.log_path)
-        request = SearchRequest(
-            pattern=args.pattern, max_lines=args.max_lines, max_line_bytes=limits.max_line_bytes,
-            files=[SearchFile(gzip=log.gzip, mtime=log.mtime) for log in target.files],
-            ignore_case=args.ignore_case, context=args.context, count_only=args.count_only,
-            newest_first=args.newest_first, since=args.since, until=args.until,
-            max_decompressed_bytes=limits.max_decompressed_bytes,
-        )
-        size = sum(os.fstat(log.fd).st_size for log in target.files)
-        request = search_engine.choose(request, args.pattern_tree, self.policy.search.engine, self.ripgrep, size)
-        end["engine"] = request.engine
-        if args.newest_first:
-            target = SearchTarget(target.log_path, target.files[::-1])
-            request.files.reverse()
+        target = self.allowlist.open_search(args.log_path, newest_first=args.newest_first)
         try:
-            result = await self._run("grep", request, [log.fd for log in target.files], end)
-            end["bytes_scanned"] = sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
+            base = SearchRequest(
+                pattern=args.pattern, max_lines=args.max_lines, max_line_bytes=limits.max_line_bytes, files=[],
+                ignore_case=args.ignore_case, context=args.context, count_only=args.count_only,
+                newest_first=args.newest_first, since=args.since, until=args.until,
+                max_decompressed_bytes=limits.max_decompressed_bytes,
+            )
+            async with self._slot(limits.max_queue):  # one slot for every batch of the call
+                progress = await self._search(target, base, args.pattern_tree, end)
         finally:
             target.close()
-        raise_for(result)
-        return self._search_reply(target, result, end)
+        return self._search_reply(target, base, progress, end)
 
-    def _search_reply(self, target: SearchTarget, result: WorkerResult, end: dict[str, Any]) -> types.CallToolResult:
-        paths = [log.path for log in target.files]
-        lines, cut = query_logs.cap_lines([line for line in result.lines if line.file < len(paths)], self.policy.limits.max_output_bytes)
-        reason = "max_output_bytes" if result.outcome == "output_capped" or cut else ("max_lines" if result.more else None)
-        notes = [_name_files(note, paths) for note in result.notes[:MAX_NOTES]]
+    async def _search(self, target: SearchTarget, base: SearchRequest, tree: Any, end: dict[str, Any]) -> Progress:
+        """Every batch of the target, one worker each, until done or a call-wide limit is spent."""
+        limits = self.policy.limits
+        deadline = time.monotonic() + limits.timeout_s  # for the whole call, not per batch
+        progress = Progress()
+        end["bytes_scanned"] = 0
+        while True:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                progress.timed_out = [log.path for log in target.files] + list(target.pending)
+                break
+            request = batch_request(base, target.files, progress)
+            size = sum(os.fstat(log.fd).st_size for log in target.files)
+            request = search_engine.choose(request, tree, self.policy.search.engine, self.ripgrep, size)
+            end["engine"] = request.engine
+            last = not target.pending
+            result, worker = await self._run_worker("grep", request, [log.fd for log in target.files], end,
+                                                    left_s, limits.max_output_bytes - progress.bytes_received)
+            progress.workers += 1
+            progress.bytes_received += result.bytes_received
+            end["bytes_scanned"] += sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
+            if result.outcome == "timeout" and progress.paths:  # earlier batches answered: keep them
+                progress.timed_out = [log.path for log in target.files] + list(target.pending)
+                break
+            raise_for(result, limits.timeout_s, self._memory_limit_if_crashed(result))
+            failed = self._engine_deaths(result, worker, target.files)
+            notes = [search_notes.worker_note(target.log_path, note, [log.path for log in target.files]) for note in result.notes[:MAX_NOTES]]
+            absorb(progress, target.files, result, failed, notes)
+            # A worker's last frames can arrive with its Done, past its byte budget: spent is spent.
+            progress.capped = progress.capped or progress.bytes_received >= limits.max_output_bytes
+            target.close()
+            if progress.stopped(base) or last:
+                break
+            await self._stop_now(worker, result, progress, end)
+            self.allowlist.open_next(target)
+            if not target.files:
+                break
+        return progress
+
+    def _memory_limit_if_crashed(self, result: WorkerResult) -> int | None:
+        """The grep workers' memory cap, asked for only when a crash may have been that limit."""
+        crashed = result.outcome == "worker_crashed" and result.peak_memory_kb is not None
+        return self.pool.memory_limit("grep") if crashed else None
+
+    def _engine_deaths(self, result: WorkerResult, worker: Worker, files: list[OpenedLog]) -> dict[int, str]:
+        """The batch's files whose engine died, with the limit that killed it if one did.
+        Asked while the worker still lives: its cgroup counts the memory limit's kills."""
+        if not result.skipped:
+            return {}
+        oom = bool(cgroup.oom_kills(worker.cgroup_dirs))  # the OOM killer's signal is SIGKILL
+        limit = cgroup.memory_limit(worker.cgroup_dirs)
+        return {skip.file: engine_stopped(skip.cause, oom and skip.cause == "SIGKILL", limit)
+                for skip in result.skipped[:len(files)] if skip.file < len(files)}
+
+    async def _stop_now(self, worker: Worker, result: WorkerResult, progress: Progress, end: dict[str, Any]) -> None:
+        """A batch that is not the last: its worker is stopped at once (a call may need
+        hundreds; none may linger), its rusage summed into the end record."""
+        if end.get(UNREAPED) is not None and end[UNREAPED][0] is worker:
+            del end[UNREAPED]
+        end.pop("worker_exit", None)  # record() said it would follow; it is stopped here instead
+        await worker.finish(result)
+        progress.earlier_cpu_s += result.cpu_s
+
+    def _search_reply(self, target: SearchTarget, request: SearchRequest, progress: Progress, end: dict[str, Any]) -> types.CallToolResult:
+        limits = self.policy.limits
+        if progress.failed and len(progress.failed) == len(progress.paths) and not progress.lines:
+            failed = progress.failed[0]
+            raise ToolError(f"the search stopped: {search_notes.shown(target.log_path, failed.path)}: {failed.reason}", "limit_exceeded")
+        lines, cut = query_logs.cap_lines(progress.lines, limits.max_output_bytes)
+        reason = truncation(progress, cut, target, request)
+        notes = progress.notes[:MAX_NOTES] + self._coverage_notes(target, progress, request)
         end.update(
             outcome="ok" if reason != "max_output_bytes" else "output_capped",
-            files=len(paths),
-            lines=len(lines),
-            truncated_reason=reason,
-            result_preview=_preview("\n".join(line.text for line in lines)),
+            files=len(progress.paths), workers=progress.workers, lines=len(lines), truncated_reason=reason,
+            bytes=progress.bytes_received, result_preview=_preview("\n".join(line.text for line in lines)),
         )
-        counts = result.counts[: len(paths)] if result.counts is not None else None
-        return query_logs.result(target.log_path, paths, [log.gzip for log in target.files], lines, counts, reason, notes)
+        if progress.workers > 1:
+            end["earlier_workers_cpu_s"] = round(progress.earlier_cpu_s, 4)
+        if target.skipped or progress.failed or target.left_out or progress.timed_out:
+            end.update(files_skipped=len(target.skipped) + len(progress.failed), files_left_out=len(target.left_out),
+                       files_timed_out=len(progress.timed_out),
+                       skipped=[f"{file.path}: {file.reason}" for file in (target.skipped + progress.failed)[:AUDIT_SKIPPED]])
+        counts = progress.counts if request.count_only else None
+        return query_logs.result(target.log_path, progress.paths, progress.compressed, lines, counts, reason, notes)
 
-    async def _run(self, kind: str, request: Any, fd: int, end: dict[str, Any]) -> WorkerResult:
+    def _coverage_notes(self, target: SearchTarget, progress: Progress, request: SearchRequest) -> list[str]:
+        notes = search_notes.skipped(target.log_path, target.skipped + progress.failed, len(progress.failed))
+        if target.pending and progress.full(request) and not (progress.more or progress.capped or progress.timed_out):
+            # max_lines reached exactly as a batch ended: no worker starts to look for one more
+            notes.append(search_notes.not_reached(len(target.pending)))
+        if progress.timed_out:
+            notes.append(search_notes.timed_out(target.log_path, progress.timed_out, self.policy.limits.timeout_s))
+        if target.left_out:
+            notes.append(search_notes.left_out(target.log_path, target.left_out, self.policy.limits.max_glob_files))
+        return notes
+
+    async def _run(self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any]) -> WorkerResult:
         limits = self.policy.limits
+        async with self._slot(limits.max_queue):
+            result, _ = await self._run_worker(kind, request, fd, end, limits.timeout_s, limits.max_output_bytes)
+        return result
+
+    async def _run_worker(self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any],
+                          deadline_s: float, max_bytes: int) -> tuple[WorkerResult, Worker]:
+        """One worker, in a slot the caller holds. A worker that replied is left to be
+        stopped once the reply is out (end[UNREAPED]); any other is reaped already."""
         result = WorkerResult()
         try:
-            async with self._slot(limits.max_queue), self.pool.worker(kind) as worker:
+            async with self.pool.worker(kind) as worker:
                 end["worker_pid"] = worker.pid
-                await worker.call(request, fd, limits.timeout_s, limits.max_output_bytes, result, stop_later=True)
+                await worker.call(request, fd, deadline_s, max_bytes, result, stop_later=True)
                 if not result.reaped:
                     end[UNREAPED] = (worker, result)
         finally:
             if "worker_pid" in end:  # also when cancelled: how the worker ended
                 record(end, result)
-        return result
+        return result, worker
 
     async def _stop(self, worker: Worker, result: WorkerResult, call_id: int, client: str, tool: str) -> None:
         """Stop a worker that sent its final reply, once the reply is out; record how it ended."""

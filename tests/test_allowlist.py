@@ -358,22 +358,39 @@ def test_logs_and_open_agree_on_dot_files(tree: dict[str, Path], allowlist: Allo
     assert accepted_by_open(allowlist, hidden) == listed
 
 
-def test_a_search_over_rotations_takes_at_most_32_files_the_newest_ones(tmp_path: Path) -> None:
-    """SCM_RIGHTS and the worker's open-file limit bound one search: the oldest rotations are left out."""
-    from bastion_wire.protocol import MAX_SEARCH_FILES
-
+def _rotated_41(tmp_path: Path, **limits: int) -> Allowlist:
     log = tmp_path / "auth.log"
     log.write_text("live\n")
     for n in range(1, 41):
         (tmp_path / f"auth.log.{n}{'.gz' if n > 1 else ''}").write_bytes(b"x")
     (tmp_path / "auth.log.old").write_text("not a rotation name\n")
-    policy = write_policy(tmp_path, [{"path": str(log), "rotations": True}])
-    allowlist = Allowlist(parse_policy(policy.read_bytes(), tmp_path))
-    opened = allowlist.open_search(str(log))
+    policy = write_policy(tmp_path, [{"path": str(log), "rotations": True}], **limits)
+    return Allowlist(parse_policy(policy.read_bytes(), tmp_path))
+
+
+def test_a_search_over_many_rotations_covers_them_all_one_descriptor_batch_at_a_time(tmp_path: Path) -> None:
+    """One worker takes at most 32 descriptors: 40 rotations and the live file are two batches,
+    oldest first, the live file last; only one batch is open at a time."""
+    from bastion_wire.protocol import MAX_SEARCH_FILES
+
+    opened = _rotated_41(tmp_path).open_search(str(tmp_path / "auth.log"))
     try:
-        names = [Path(f.path).name for f in opened.files]
-        assert len(names) == MAX_SEARCH_FILES == 32
-        assert names[0] == "auth.log.31.gz" and names[-2:] == ["auth.log.1", "auth.log"]  # oldest kept first, live last
-        assert [f.gzip for f in opened.files[:2]] == [True, True] and not opened.files[-1].gzip
+        first = [Path(f.path).name for f in opened.files]
+        assert len(first) == MAX_SEARCH_FILES == 32 and first[0] == "auth.log.40.gz" and opened.chosen == 41
+        assert [f.gzip for f in opened.files[:2]] == [True, True] and opened.left_out == []
+        opened.close()
+        _rotated_41(tmp_path).open_next(opened)
+        second = [Path(f.path).name for f in opened.files]
+        assert second[-2:] == ["auth.log.1", "auth.log"] and len(second) == 9 and not opened.files[-1].gzip
+        assert not opened.pending and not opened.skipped
+    finally:
+        opened.close()
+
+
+def test_rotations_beyond_max_glob_files_are_left_out_oldest_first(tmp_path: Path) -> None:
+    opened = _rotated_41(tmp_path, max_glob_files=10).open_search(str(tmp_path / "auth.log"), newest_first=True)
+    try:
+        assert [Path(f.path).name for f in opened.files][:2] == ["auth.log", "auth.log.1"] and len(opened.files) == 10
+        assert [Path(p).name for p in opened.left_out][:2] == ["auth.log.40.gz", "auth.log.39.gz"] and len(opened.left_out) == 31
     finally:
         opened.close()

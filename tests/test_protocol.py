@@ -13,6 +13,7 @@ from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Done,
     Failed,
+    FileSkipped,
     FrameReader,
     Line,
     Lines,
@@ -43,6 +44,7 @@ FROM_WORKER: list[msgspec.Struct] = [
     Text(text="tail of a log\n"),
     Done(more=True),
     Done(more=False),
+    Done(more=False, counts=[3, 0], skipped=[FileSkipped(1, "SIGKILL")], decompressed=1 << 20),
     Failed(code="bad_pattern", message="unmatched '('"),
     Failed(code="too_large", message=""),
 ]
@@ -166,6 +168,11 @@ BAD_FROM_WORKER: list[tuple[str, bytes]] = [
     ("line_extra_item", raw_map(type="lines", lines=[[1, "a", "b"]])),
     ("line_text_bytes", raw_map(type="lines", lines=[[1, b"a"]])),
     ("unknown_failure_code", raw_map(type="failed", code="pwned", message="x")),
+    # a skipped file's signal reaches the client's notes: only a signal's name passes
+    ("skipped_signal_not_a_name", raw_map(type="done", more=False, skipped=[[0, "\x1b]0;pwned\x07"]])),
+    ("skipped_signal_too_long", raw_map(type="done", more=False, skipped=[[0, "SIG" + "A" * 40]])),
+    ("skipped_negative_file", raw_map(type="done", more=False, skipped=[[-1, "SIGKILL"]])),
+    ("negative_decompressed", raw_map(type="done", more=False, decompressed=-1)),
     ("to_worker_setup", encode_frame(TO_WORKER[0])),
     ("to_worker_search", encode_frame(TO_WORKER[1])),
     ("to_worker_tail", encode_frame(TO_WORKER[2])),

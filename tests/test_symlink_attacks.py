@@ -267,7 +267,13 @@ def test_openat2_is_really_used_on_this_kernel(tree: int) -> None:
 def test_literal_log_replaced_by_a_symlink(site: Site, allowlist: Allowlist, kernel: str) -> None:
     plant_link(site.app, site.shadow)
     assert served(allowlist, site.app) == f"refused: log_path is allowlisted but {SYMLINK}"
-    with pytest.raises(ToolError, match=SYMLINK):
+    # As one file of the log's set it is skipped, with its reason; its rotation still answers.
+    assert searched(allowlist, site.app) == {str(site.logs / "app.log.1"): "ordinary rotated line\n"}
+    target = allowlist.open_search(str(site.app))
+    target.close()
+    assert [(skip.path, skip.reason) for skip in target.skipped] == [(str(site.app), SYMLINK)]
+    (site.logs / "app.log.1").unlink()
+    with pytest.raises(ToolError, match=SYMLINK):  # nothing left to search: refused, saying why
         searched(allowlist, site.app)
     assert str(site.app) not in {log.path for log in allowlist.logs()}
 

@@ -22,6 +22,7 @@ in batches.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 
 from workers import engine_process
 from workers.lines import LineSplitter
-from bastion_wire.protocol import Done, Failed, Line, Lines, ProtocolError, SearchFile, SearchRequest
+from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
 
@@ -68,7 +69,8 @@ class Call:
     more: bool = False
     counts: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    inflated: int = 0  # decompressed bytes, across files
+    inflated: int = 0  # decompressed bytes, across files (and earlier batches of the call)
+    skipped: list[FileSkipped] = field(default_factory=list)
     batch: list[Line] = field(default_factory=list)
     batch_bytes: int = 0
 
@@ -227,8 +229,11 @@ class FileSearch:
     def run(self) -> None:
         pid, out_r, err_r, feeder = self._spawn()
         splitter = LineSplitter(self.request.max_line_bytes + PREFIX_ROOM)
+        failure: OSError | None = None
         try:
             self._pump(out_r, feeder, splitter)
+        except OSError as exc:  # e.g. ENOMEM at the memory limit: the engine is stopped and reaped first
+            failure, self.stop = exc, True
         finally:
             if self.stop:
                 os.kill(pid, signal.SIGKILL)
@@ -238,6 +243,8 @@ class FileSearch:
         errors = os.read(err_r, MAX_STDERR)
         os.close(err_r)
         _, status = os.waitpid(pid, 0)
+        if failure is not None:
+            raise failure
         self._finish(os.waitstatus_to_exitcode(status), errors)
 
     def _spawn(self) -> tuple[int, int, int, Feeder | None]:
@@ -248,7 +255,12 @@ class FileSearch:
             in_r, in_w = os.pipe()
             feeder, stdin = Feeder(_gunzip(self.fd, self.call, f"file #{self.index}"), in_w), in_r
         env = RG_ENV if self.request.engine == "rg" else {}
-        pid = engine_process.start(self.grep, grep_argv(self.grep, self.request, self.limit()), env, stdin, out_w, err_w)
+        try:
+            pid = engine_process.start(self.grep, grep_argv(self.grep, self.request, self.limit()), env, stdin, out_w, err_w)
+        except OSError:  # e.g. EAGAIN at the process limit: this file is skipped, its pipes must not pile up
+            for pipe_fd in (out_r, out_w, err_r, err_w, *((stdin, feeder.fd) if feeder is not None else ())):
+                _close_quietly(pipe_fd)
+            raise
         os.close(out_w)
         os.close(err_w)
         if feeder is not None:
@@ -377,12 +389,12 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
     if grep is None or (request.engine == "rg" and (request.context or not request.rg_pattern)):
         send(Failed("bad_request", f"this worker cannot run {request.engine} for this request"))
         return
-    call = Call(request, send)
+    call = Call(request, send, inflated=request.decompressed_before)
     try:
         for index, (spec, fd) in enumerate(zip(request.files, fds)):
             if call.more:
                 break  # older (or newer) files are not searched: the answer is complete
-            FileSearch(call, index, spec, fd, grep).run()
+            _search_one(call, index, spec, fd, grep)
     except EngineFailure as failure:
         call.flush()
         send(Failed(failure.code, failure.message))  # type: ignore[arg-type]
@@ -391,4 +403,25 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
         for fd in fds:
             _close_quietly(fd)
     call.flush()
-    send(Done(more=call.more, counts=call.counts if request.count_only else None, notes=call.notes))
+    send(Done(more=call.more, counts=call.counts if request.count_only else None, notes=call.notes,
+              skipped=call.skipped, decompressed=call.inflated))
+
+
+def _search_one(call: Call, index: int, spec: SearchFile, fd: int, grep: str) -> None:
+    """One file; an engine that a limit killed on it (a line too long for the memory
+    limit, say), or an I/O error on it (ENOMEM at that limit, EIO), costs that file
+    only. A seccomp kill (SIGSYS) still ends the call."""
+    try:
+        FileSearch(call, index, spec, fd, grep).run()
+    except EngineFailure as failure:
+        if failure.code != "engine_killed" or failure.message == "SIGSYS":
+            raise
+        _skip(call, index, failure.message)
+    except OSError as exc:
+        _skip(call, index, errno.errorcode.get(exc.errno or 0, "EIO"))
+
+
+def _skip(call: Call, index: int, cause: str) -> None:
+    call.skipped.append(FileSkipped(index, cause))
+    if call.request.count_only:
+        call.counts.append(0)  # keeps counts aligned with files; the broker reports none for it

@@ -173,6 +173,36 @@ def peak_memory(dirs: list[str]) -> int | None:
     return None
 
 
+OOM_FILES = ("memory.events", "memory.oom_control")  # v2, v1: both have an "oom_kill N" line
+LIMIT_FILES = ("memory.max", "memory.limit_in_bytes")  # v2, v1
+
+
+def oom_kills(dirs: list[str]) -> int | None:
+    """How many processes of a live worker's cgroup its memory limit killed (None: unknown)."""
+    for path in dirs:
+        for name in OOM_FILES:
+            try:
+                text = (Path(path) / name).read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+    return None
+
+
+def memory_limit(dirs: list[str]) -> int | None:
+    """The memory limit in force for a worker's cgroup, in bytes."""
+    for path in dirs:
+        for name in LIMIT_FILES:
+            try:
+                return int((Path(path) / name).read_text().strip())
+            except (OSError, ValueError):
+                continue
+    return None
+
+
 def remove(dirs: list[str]) -> None:
     """Remove a reaped worker's cgroups, killing anything left inside first."""
     for path in dirs:
