@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -152,3 +152,30 @@ async def bastion_client(policy: Path, mode: str = "auto", timeout_s: float = 30
     )
     async with Client(params, read_timeout_seconds=timeout_s, mode=mode) as client:
         yield client
+
+
+def run_bounded(action: Callable[[], Any], fifo: Path | None, timeout_s: float, fifo_end: int = os.O_RDONLY) -> Any:
+    """`action()` in a thread, failing the test if it blocks for more than `timeout_s`.
+
+    An open() stuck on `fifo` (the defect these tests guard against) is released by
+    opening its other end (`fifo_end`: O_RDONLY for a stuck writer, O_WRONLY for a
+    stuck reader), so the test itself always ends."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = action()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        if fifo is not None:
+            os.close(os.open(fifo, fifo_end | os.O_NONBLOCK))
+            thread.join(timeout_s)
+        pytest.fail(f"blocked for more than {timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from broker.audit import GENESIS, MAX_STRING, AuditError, AuditLog, line_hash
+from tests.conftest import run_bounded
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -301,30 +302,8 @@ UNPRIVILEGED = 65534
 
 
 def _bounded(action: Any, fifo: Path | None = None) -> Any:
-    """Run `action` in a thread; fail if it does not end within PLANT_TIMEOUT_S. A writer stuck
-    in open() of a FIFO is released by opening the FIFO for reading, so the test itself ends."""
-    import threading
-
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = action()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(PLANT_TIMEOUT_S)
-    if thread.is_alive():
-        if fifo is not None:
-            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-            thread.join(PLANT_TIMEOUT_S)
-            os.close(reader)
-        pytest.fail(f"blocked for more than {PLANT_TIMEOUT_S:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+    """The broker would be stuck writing: a reader releases it."""
+    return run_bounded(action, fifo, PLANT_TIMEOUT_S, os.O_RDONLY)
 
 
 def _plant(path: Path, kind: str, target: Path) -> int | None:

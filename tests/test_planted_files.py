@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from broker.service import AUDIT_DOWN
-from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
+from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, run_bounded, wait_no_workers, write_policy
 from tests.test_lifecycle import RawServer
 
 ANSWER_WITHIN_S = 5.0
@@ -76,29 +76,8 @@ def test_a_fifo_planted_at_the_audit_path_is_refused_and_the_log_recovers(tmp_pa
 
 
 def _bounded(action: Any, fifo: Path) -> Any:
-    """`action()` in a thread, failing the test if it blocks; a reader opened on the FIFO
-    releases an open stuck on it (never the case once O_NONBLOCK is used)."""
-    import threading
-
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = action()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(ANSWER_WITHIN_S)
-    if thread.is_alive():
-        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # a reader waits for a writer
-        os.close(writer)
-        thread.join(ANSWER_WITHIN_S)
-        raise AssertionError(f"blocked on the FIFO for more than {ANSWER_WITHIN_S:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+    """The broker would be stuck reading: a writer releases it."""
+    return run_bounded(action, fifo, ANSWER_WITHIN_S, os.O_WRONLY)
 
 
 def _plant(path: Path, kind: str, real: Path) -> None:
