@@ -143,6 +143,20 @@ def test_the_launcher_refuses_anything_but_one_fork_with_one_descriptor(frame: s
             launcher.wait()
 
 
+JOIN_WAIT_S = 3.0
+
+
+def _joined_cgroups(pid: int, marker: str) -> list[str]:
+    """A worker's /proc/PID/cgroup lines once it has joined its own cgroup (bounded wait):
+    the pool tops itself up after each reply, so a spare may be just forked, not yet confined."""
+    deadline = time.monotonic() + JOIN_WAIT_S
+    while True:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        if any(marker in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="per-worker cgroups need root")
 async def test_each_ready_worker_is_alone_in_its_own_memory_and_pids_cgroups(tmp_path: Path) -> None:
     """Workers join through v1 'tasks' (their own thread; cheaper than cgroup.procs):
@@ -154,7 +168,7 @@ async def test_each_ready_worker_is_alone_in_its_own_memory_and_pids_cgroups(tmp
         seen: set[str] = set()
         for worker in [p for p in broker.children() if _named(p, WORKER_NAME)]:
             try:  # the last call's worker may be stopped while we look (it lingers ~20 ms)
-                lines = Path(f"/proc/{worker.pid}/cgroup").read_text().splitlines()
+                lines = _joined_cgroups(worker.pid, f"/bastion-{broker.pid}/w")
                 threads = {Path(f"/proc/{worker.pid}/task/{task}/cgroup").read_text() for task in os.listdir(f"/proc/{worker.pid}/task")}
             except FileNotFoundError:
                 continue
