@@ -61,8 +61,8 @@ from bench_report import Row, at_least, at_most, median, percentile, ratio, tabl
 from bench_sessions import (  # noqa: E402
     PeakSampler, Session, Timed, baseline_session, bastion_session, kill_descendants, rss, timed_call, worker_rss,
 )
+from bastion_wire.intel_db import IntelDatabase  # noqa: E402
 from tests.conftest import BASTION, write_policy  # noqa: E402
-from workers.intel_db import IntelDatabase  # noqa: E402
 
 RATE_LIMITS = "[rate_limit]\ncalls = 1000000\nwindow_s = 1\nglobal_calls = 1000000\nglobal_window_s = 1\n"
 PAUSE_S = 0.05

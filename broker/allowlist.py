@@ -26,7 +26,7 @@ from broker.errors import ToolError
 from broker.no_follow_open import open_beneath
 from broker.pinned_entry import PinnedEntry, pin
 from broker.policy import Policy
-from workers.protocol import MAX_SEARCH_FILES
+from bastion_wire.protocol import MAX_SEARCH_FILES
 
 MAX_PATH_BYTES = 4096
 NOT_ALLOWED = "log_path is not an allowlisted log (see the resources list for valid paths)"

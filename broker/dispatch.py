@@ -23,6 +23,7 @@ with the signal that killed it, never as a normal stop.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
 import logging
 import os
@@ -37,11 +38,8 @@ from pathlib import Path
 import anyio
 import msgspec
 
-import workers
-from broker.sandbox import cgroup
-from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.plan import Plan, encode_plan
-from workers.protocol import (
+from bastion_wire.plan import Plan, encode_plan
+from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Done,
     Failed,
@@ -58,6 +56,8 @@ from workers.protocol import (
     encode_frame,
     from_worker_reader,
 )
+from broker.sandbox import cgroup
+from broker.sandbox.cgroup import CgroupHost
 
 log = logging.getLogger("bastion.dispatch")
 
@@ -99,7 +99,11 @@ class WorkerResult:
 @functools.cache
 def _import_paths() -> tuple[str, ...]:
     """Directories the worker needs on sys.path (it runs with -I -S: no site)."""
-    wanted = {Path(workers.__file__).resolve().parent.parent, Path(msgspec.__file__).resolve().parent.parent}
+    # Located, not imported: the broker never imports worker code (tests/test_import_boundary.py).
+    spec = importlib.util.find_spec("workers")
+    if spec is None or spec.origin is None:
+        raise ImportError("the workers package is missing from this installation")
+    wanted = {Path(spec.origin).resolve().parent.parent, Path(msgspec.__file__).resolve().parent.parent}
     return tuple(str(path) for path in sorted(wanted))
 
 

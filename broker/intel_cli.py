@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 
+from bastion_wire.intel_db import IntelDatabaseError
 from broker.intel_compile import CompileReport, FeedSource, compile_feeds
 from broker.policy import Intel, PolicyError, load_policy
-from workers.intel_db import IntelDatabaseError
 
 EXIT_CONFIG = 2
 

@@ -1,4 +1,4 @@
-"""Compile threat-intel feeds into one database file (format: workers/intel_db.py).
+"""Compile threat-intel feeds into one database file (format: bastion_wire/intel_db.py).
 
 An operator command, never in the request path. It reads every feed, keeps
 each entry's history from the previous database, turns the (possibly
@@ -29,10 +29,7 @@ from itertools import chain
 
 import msgspec
 
-from broker.durable import remove_quietly, sync_directory
-from broker.regular_file import open_regular
-from broker.intel_feeds import MAX_FEED_BYTES, FeedFormat, ParsedFeed, parse_feed
-from workers.intel_db import (
+from bastion_wire.intel_db import (
     ENTRY,
     MASK64,
     MAX_COUNT,
@@ -45,6 +42,9 @@ from workers.intel_db import (
     pack_header,
     section_lengths,
 )
+from broker.durable import remove_quietly, sync_directory
+from broker.intel_feeds import MAX_FEED_BYTES, FeedFormat, ParsedFeed, parse_feed
+from broker.regular_file import open_regular
 
 DAY_S = 86400
 FEED_SHIFT = 32  # entry key: ((network << 8 | prefix length) << FEED_SHIFT) | feed index

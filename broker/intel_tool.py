@@ -17,11 +17,11 @@ from typing import Any
 
 import mcp_types as types
 
+from bastion_wire.protocol import IntelReport
 from broker.arguments import check_bool, check_names
 from broker.errors import ToolError
 from broker.ip_check import AddressRefused, CheckedAddress, Network, check_address
 from broker.policy import Intel
-from workers.protocol import IntelReport
 
 NAME = "check_ip_reputation"
 ARGUMENTS = {"ip_address", "include_history"}

@@ -21,10 +21,10 @@ import subprocess
 
 import anyio
 
+from bastion_wire.plan import Plan
+from bastion_wire.protocol import Fork, Forked, ProtocolError, encode_frame, from_launcher_reader
 from broker.dispatch import SandboxUnavailable, Worker, python_argv, send_setup, worker_cgroup
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.plan import Plan
-from workers.protocol import Fork, Forked, ProtocolError, encode_frame, from_launcher_reader
 
 log = logging.getLogger("bastion.launcher")
 

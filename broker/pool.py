@@ -17,11 +17,11 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
+from bastion_wire.plan import Plan
 from broker.dispatch import REAP_TIMEOUT_S, SETUP_TIMEOUT_S, SandboxUnavailable, Worker, start_worker
 from broker.launcher import Launcher
-from broker.search_engine import has_ripgrep
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.plan import Plan
+from broker.search_engine import has_ripgrep
 
 log = logging.getLogger("bastion.pool")
 

@@ -18,7 +18,7 @@ from broker.ere import Node, PatternError, parse_ere
 from broker.errors import ToolError
 from broker.policy import Limits
 from broker.time_window import WindowError, parse_window
-from workers.protocol import Line
+from bastion_wire.protocol import Line
 
 NAME = "query_logs"
 ARGUMENTS = {"log_path", "pattern", "max_lines", "since", "until", "context", "ignore_case", "count_only", "order"}

@@ -1,7 +1,7 @@
 """`bastion doctor` and `bastion sandbox run`: the sandbox, inspected and exercised.
 
 Both go through the same code as serving: plans from broker/sandbox/host.py,
-workers from broker.dispatch.spawn_worker, layers from confine.py.
+workers from broker.dispatch.spawn_worker, layers from workers/confine/order.py.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from dataclasses import dataclass
 
 import anyio
 
+from bastion_wire.plan import Plan
+from bastion_wire.protocol import RunRequest
 from broker import preflight
 from broker.allowlist import Allowlist
 from broker.dispatch import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
 from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.regular_file import open_regular
-from broker.sandbox.host import WORKER_KINDS, cgroup_host
-from broker.sandbox.plan import Plan, build_plan
 from broker.sandbox.cgroup import CgroupHost
+from broker.sandbox.host import WORKER_KINDS, cgroup_host
+from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, profile_names, requirements
-from workers.protocol import RunRequest
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3

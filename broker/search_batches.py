@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from bastion_wire.protocol import Line, SearchFile, SearchRequest
 from broker.allowlist import OpenedLog, Skipped
 from broker.dispatch import WorkerResult
-from workers.protocol import Line, SearchFile, SearchRequest
 
 
 @dataclass

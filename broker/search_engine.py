@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 
+from bastion_wire.plan import Plan
+from bastion_wire.protocol import SearchRequest
 from broker.ere import Alternation, AnyChar, Anchor, Bracket, Concat, Escape, Group, Literal, Node, Repeat
-from broker.sandbox.plan import Plan
-from workers.protocol import SearchRequest
 
 
 def has_ripgrep(plan: Plan) -> bool:

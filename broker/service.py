@@ -36,7 +36,7 @@ from broker.ip_check import parse_networks
 from broker.policy import Intel, Policy, RateLimit
 from broker.ratelimit import Rate, RateLimiter
 from broker.regular_file import open_regular
-from workers.protocol import IntelRequest, SearchRequest, TailRequest
+from bastion_wire.protocol import IntelRequest, SearchRequest, TailRequest
 
 log = logging.getLogger("bastion.service")
 UNREAPED = "_unreaped"  # end-record scratch key (never written): a worker to stop once the reply is out

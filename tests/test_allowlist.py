@@ -371,7 +371,7 @@ def _rotated_41(tmp_path: Path, **limits: int) -> Allowlist:
 def test_a_search_over_many_rotations_covers_them_all_one_descriptor_batch_at_a_time(tmp_path: Path) -> None:
     """One worker takes at most 32 descriptors: 40 rotations and the live file are two batches,
     oldest first, the live file last; only one batch is open at a time."""
-    from workers.protocol import MAX_SEARCH_FILES
+    from bastion_wire.protocol import MAX_SEARCH_FILES
 
     opened = _rotated_41(tmp_path).open_search(str(tmp_path / "auth.log"))
     try:

@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 import sandbox_profiles
+from bastion_wire.protocol import SearchRequest
 from broker import search_engine
 from broker.ere import POSIX_CLASSES, PatternError, parse_ere
 from broker.search_engine import to_grep_ere, to_rust_regex
-from workers.protocol import SearchRequest
-from workers.search import RG_RAW_BYTES
 from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, read_audit, write_policy
+from workers.search import RG_RAW_BYTES
 
 RG = shutil.which("rg")
 pytestmark = pytest.mark.skipif(RG is None, reason="ripgrep is not installed (the grep engine is used then)")

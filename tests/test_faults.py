@@ -38,7 +38,7 @@ pytestmark = pytest.mark.anyio
 FAKE_WORKER = r"""
 import os, signal, socket, struct, sys, time
 sys.path.insert(0, sys.argv[3])
-from workers.protocol import Done, Failed, Line, Lines, Ready, encode_frame
+from bastion_wire.protocol import Done, Failed, Line, Lines, Ready, encode_frame
 sock = socket.socket(fileno=int(sys.argv[1]))
 mode = sys.argv[2]
 socket.recv_fds(sock, 1 << 20, 4)  # the request frame and the log descriptor

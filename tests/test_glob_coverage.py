@@ -14,11 +14,11 @@ from typing import Any
 import psutil
 import pytest
 
+from bastion_wire.protocol import MAX_SEARCH_FILES
 from broker.allowlist import Allowlist
 from broker.policy import parse_policy
 from tests.conftest import bastion_client, read_audit, write_policy
 from tests.test_search_features import NO_RATE_LIMIT, query, query_error
-from workers.protocol import MAX_SEARCH_FILES
 
 pytestmark = pytest.mark.anyio
 
@@ -223,7 +223,7 @@ def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Pa
 
     from broker.worker_outcome import engine_stopped
     from workers import search as worker_search
-    from workers.protocol import Done, SearchFile, SearchRequest
+    from bastion_wire.protocol import Done, SearchFile, SearchRequest
 
     paths = []
     for number in range(3):

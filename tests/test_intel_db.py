@@ -20,9 +20,7 @@ import msgspec
 import pytest
 
 import broker.intel_feeds as intel_feeds
-from broker.intel_compile import FeedSource, compile_feeds
-from broker.intel_feeds import ParsedFeed, parse_feed
-from workers.intel_db import (
+from bastion_wire.intel_db import (
     HEADER,
     SECTIONS,
     IntelDatabase,
@@ -33,6 +31,8 @@ from workers.intel_db import (
     pack_header,
     section_lengths,
 )
+from broker.intel_compile import FeedSource, compile_feeds
+from broker.intel_feeds import ParsedFeed, parse_feed
 
 DB1 = 0x0A000000  # 10.0.0.0
 V6 = int(ipaddress.IPv6Address("2001:db8::"))

@@ -19,13 +19,13 @@ import anyio
 import psutil
 import pytest
 
+from bastion_wire.protocol import Fork, encode_frame
 from broker.dispatch import python_argv
 from broker.launcher import BOOT
 from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, own_processes, serve_process, wait_no_workers, worker_processes, write_policy
 from workers.launcher import LAUNCHER_NAME
 from workers.main import WORKER_NAME
 from workers.main import EXIT_PROTOCOL
-from workers.protocol import Fork, encode_frame
 
 pytestmark = pytest.mark.anyio
 AUTH = SAMPLE_LOGS / "auth.log"

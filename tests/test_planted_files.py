@@ -136,7 +136,7 @@ def test_an_mmdb_symlink_is_followed_but_a_fifo_is_skipped(tmp_path: Path) -> No
 
 def test_compiling_refuses_a_fifo_feed_and_a_symlinked_previous_database(tmp_path: Path) -> None:
     from broker.intel_compile import FeedSource, compile_feeds
-    from workers.intel_db import IntelDatabaseError
+    from bastion_wire.intel_db import IntelDatabaseError
 
     feed = tmp_path / "feed.netset"
     feed.write_text("192.0.2.0/24\n")

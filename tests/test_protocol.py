@@ -7,7 +7,7 @@ from typing import Any, Callable
 import msgspec
 import pytest
 
-from workers.protocol import (
+from bastion_wire.protocol import (
     HEADER,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,

@@ -7,12 +7,12 @@ from typing import Any
 import jsonschema
 import pytest
 
+from bastion_wire.protocol import Line
 from broker import query_logs
 from broker.ere import parse_ere
 from broker.errors import ToolError
 from broker.policy import Limits
 from broker.query_logs import DEFAULT_MAX_LINES, OUTPUT_SCHEMA, QueryArgs, cap_lines, input_schema, parse, result
-from workers.protocol import Line
 
 LIMITS = Limits(max_lines=1000)
 LOG = "/var/log/auth.log"

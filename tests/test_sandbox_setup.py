@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.sandbox.filesystem import bind_list, shared_libraries
+from broker.sandbox.binds import bind_list, shared_libraries
 from broker.sandbox.profile import ProfileError, decode_profile, load_profile
 from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, bastion_client, read_audit, write_policy
 
@@ -130,7 +130,7 @@ async def test_a_worker_refuses_a_descriptor_that_is_not_a_regular_file(tmp_path
     from broker.dispatch import spawn_worker, start_worker
     from broker.sandbox.host import cgroup_host
     from broker.sandbox.plan import build_plan
-    from workers.protocol import SearchRequest, TailRequest
+    from bastion_wire.protocol import SearchRequest, TailRequest
 
     cgroups = cgroup_host()
     profile = load_profile(kind, None)

@@ -34,7 +34,7 @@ MAX_EXPOSURE = 1.5
 PROFILES = sorted((ROOT / "sandbox_profiles").glob("*.toml"))
 
 # What the broker itself calls to set a worker up, before the worker's own
-# seccomp layer (broker/sandbox/*.py): namespaces, the empty root, capability
+# seccomp layer (workers/confine/*.py): namespaces, the empty root, capability
 # and rlimit changes, Landlock, loading and probing seccomp (libseccomp asks
 # the kernel with seccomp() which actions it supports), pidfds, socketpairs.
 SETUP_SYSCALLS = {

@@ -7,7 +7,7 @@ import socket
 
 import msgspec
 
-from workers.protocol import MAX_SEARCH_FILES, FrameReader, ProtocolError, encode_frame, to_worker_reader
+from bastion_wire.protocol import MAX_SEARCH_FILES, FrameReader, ProtocolError, encode_frame, to_worker_reader
 
 MAX_FDS = MAX_SEARCH_FILES  # a search over rotations or a glob; an intel request needs 3
 

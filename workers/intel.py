@@ -15,8 +15,8 @@ from typing import Any
 
 import maxminddb
 
-from workers.intel_db import IntelDatabase, IntelDatabaseError
-from workers.protocol import Done, Enrichment, Failed, FeedInfo, IntelMatch, IntelReport, IntelRequest
+from bastion_wire.intel_db import IntelDatabase, IntelDatabaseError
+from bastion_wire.protocol import Done, Enrichment, Failed, FeedInfo, IntelMatch, IntelReport, IntelRequest
 
 Send = Callable[[object], None]
 MAX_NAME = 200  # enrichment strings come from a file: bound them

@@ -29,10 +29,10 @@ import socket
 import sys
 
 import workers.intel  # noqa: F401 - imported once here, so no intel worker pays for it
-from broker.sandbox import session, syscalls
-from broker.sandbox.layer import LayerError
+from bastion_wire.protocol import Fork, Forked, ProtocolError, encode_frame, to_launcher_reader
+from workers.confine import session, syscalls
+from workers.confine.layer import LayerError
 from workers.main import EXIT_PROTOCOL, WORKER_NAME, main
-from workers.protocol import Fork, Forked, ProtocolError, encode_frame, to_launcher_reader
 
 
 LAUNCHER_NAME = "bastion-launch"

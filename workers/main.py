@@ -16,12 +16,8 @@ import stat
 import sys
 import traceback  # noqa: F401 - same reason: used when a payload raises
 
-from broker.sandbox.confine import confine
-from broker.sandbox.syscalls import set_process_name
-from broker.sandbox.layer import LayerError
-from broker.sandbox.plan import Plan, plan_from_wire
-from workers.channel import Channel
-from workers.protocol import (
+from bastion_wire.plan import Plan, plan_from_wire
+from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Failed,
     IntelRequest,
@@ -33,6 +29,10 @@ from workers.protocol import (
     SetupFailed,
     TailRequest,
 )
+from workers.channel import Channel
+from workers.confine.layer import LayerError
+from workers.confine.order import confine
+from workers.confine.syscalls import set_process_name
 from workers.search import search
 from workers.tail import tail
 

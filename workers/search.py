@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from workers import engine_process
 from workers.lines import LineSplitter
-from workers.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
+from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from bastion_wire.protocol import Done, TailRequest, Text
 from workers.lines import LineSplitter
-from workers.protocol import Done, TailRequest, Text
 from workers.sanitize import clean_line
 
 CHUNK = 256 * 1024

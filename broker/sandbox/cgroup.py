@@ -1,12 +1,12 @@
-"""Layer: a cgroup of its own per worker, capping memory and process count.
+"""Broker side of the cgroup layer: one cgroup per worker, capping memory and process count.
 
 The broker creates one cgroup per worker before starting it and removes it
-after reaping; the worker joins it as its first privileged act, so every
-process it ever starts is inside. cgroup v2 is used when the host offers a
-v2 hierarchy with the memory and pids controllers; otherwise the v1 memory
-and pids hierarchies. The limits are per worker, unlike RLIMIT_NPROC, which
-counts every process of the worker uid. With a new cgroup namespace the
-worker then sees its own cgroup as the root.
+after reaping; the worker joins it as its first privileged act
+(workers/confine/cgroup.py), so every process it ever starts is inside.
+cgroup v2 is used when the host offers a v2 hierarchy with the memory and
+pids controllers; otherwise the v1 memory and pids hierarchies. The limits
+are per worker, unlike RLIMIT_NPROC, which counts every process of the
+worker uid.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.sandbox.layer import LayerError
-from broker.sandbox.profile import Cgroup
+from bastion_wire.plan import Cgroup
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -228,35 +227,3 @@ def _kill_members(path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-# --- worker side ----------------------------------------------------------------
-
-
-def apply(dirs: list[str], unavailable: str) -> str:
-    if not dirs:
-        raise LayerError("cgroup", unavailable or "no worker cgroup was created")
-    # v1: move this thread through "tasks" rather than the process through
-    # "cgroup.procs". For the calling thread the kernel skips its global
-    # threadgroup lock, whose write side waits for an RCU grace period (12-16 ms
-    # per worker here, serialising every worker start). The worker is single-
-    # threaded at this point (checked), so the thread is the whole process.
-    member_file = "tasks" if len(dirs) == 2 and _single_threaded() else "cgroup.procs"
-    try:
-        for path in dirs:
-            _write(Path(path) / member_file, 0)
-        with open("/proc/self/cgroup") as file:
-            membership = file.read()
-    except OSError as exc:
-        raise LayerError("cgroup", f"cannot join the worker cgroup: {exc.strerror}") from None
-    for path in dirs:
-        if os.path.basename(path) not in membership:
-            raise LayerError("cgroup", f"not a member of {os.path.basename(path)} after joining it")
-    return "v2" if len(dirs) == 1 else "v1"
-
-
-def _single_threaded() -> bool:
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False

@@ -11,10 +11,11 @@ import os
 
 import msgspec
 
+from bastion_wire.plan import Plan
 from broker.policy import Sandbox
 from broker.sandbox import cgroup
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.plan import Plan, build_plan
+from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import Profile, load_profile
 
 WORKER_KINDS = ("grep", "resource", "intel")

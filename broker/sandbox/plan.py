@@ -1,10 +1,11 @@
-"""A worker kind's sandbox plan: its profile resolved for this host and policy.
+"""Build a worker kind's sandbox plan: its profile resolved for this host and policy.
 
 The broker builds one plan per worker kind at start-up (libraries to bind,
 the worker uid, the compiled seccomp filter, which layers the policy
 downgraded to best-effort, what this host cannot provide) and sends it to
 every worker of that kind in its Setup frame, adding the worker's own
-cgroup directories. The worker applies it with broker/sandbox/confine.py.
+cgroup directories. The Plan itself is shared data (bastion_wire/plan.py);
+the worker applies it with workers/confine/order.py.
 """
 
 from __future__ import annotations
@@ -12,38 +13,14 @@ from __future__ import annotations
 import os
 import pwd
 
-import msgspec
-
-from broker.sandbox import filesystem
+from bastion_wire.plan import Plan
+from broker.sandbox.binds import bind_list
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.profile import Cgroup, Profile, ProfileError, Requirement, Rlimits, requirements
+from broker.sandbox.profile import Profile, ProfileError, requirements
 from broker.sandbox.seccomp_compile import SeccompUnavailable, compile_filter
 
 DEFAULT_WORKER_USER = "bastion-worker"
 NOBODY = 65534
-
-
-class Plan(msgspec.Struct, forbid_unknown_fields=True):
-    kind: str
-    requirements: dict[str, Requirement]
-    unavailable: dict[str, str]  # layer -> why this host or broker cannot provide it
-    rlimits: Rlimits
-    namespaces: list[str]
-    user_namespace: bool
-    uid: int
-    gid: int
-    outer_uid: int
-    outer_gid: int
-    executables: list[str]
-    binds: list[str]
-    read_exec: list[str]
-    read_only: list[str]
-    tmpfs_bytes: int
-    cgroup_limits: Cgroup
-    landlock_scopes: list[str]
-    seccomp_bpf: bytes
-    cgroup_dirs: list[str] = msgspec.field(default_factory=list)
-    allow_run: bool = False  # only `bastion sandbox run` sets this
 
 
 def worker_ids(worker_user: str) -> tuple[int, int]:
@@ -75,7 +52,7 @@ def build_plan(
     present = [path for path in profile.optional_executables if os.access(path, os.X_OK)]
     executables = [*profile.executables, *present, *extra_executables]
     try:
-        binds = filesystem.bind_list(executables, profile.filesystem.read_only)
+        binds = bind_list(executables, profile.filesystem.read_only)
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{profile.name}: cannot resolve what the worker root must contain: {exc}") from None
     try:
@@ -107,11 +84,3 @@ def build_plan(
         seccomp_bpf=bpf,
         allow_run=run_mode,
     )
-
-
-def encode_plan(plan: Plan) -> bytes:
-    return msgspec.msgpack.encode(plan)
-
-
-def plan_from_wire(data: bytes) -> Plan:
-    return msgspec.msgpack.decode(data, type=Plan)

@@ -17,11 +17,12 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from msgspec import Meta
 
-Requirement = Literal["required", "best_effort"]
+from bastion_wire.plan import Cgroup, Requirement, Rlimits
+
 Namespace = Literal["mount", "pid", "net", "ipc", "uts", "cgroup"]
 Scope = Literal["abstract_unix_socket", "signal"]
 
-# The layers, in the fixed order broker/sandbox/confine.py applies them.
+# The layers, in the fixed order workers/confine/order.py applies them.
 LayerName = Literal[
     "session", "fd_hygiene", "environment", "cgroup", "namespaces", "filesystem",
     "capabilities", "identity", "rlimits", "no_new_privs", "landlock", "seccomp",
@@ -31,16 +32,6 @@ LAYER_ORDER: tuple[str, ...] = get_args(LayerName)
 
 class ProfileError(Exception):
     """A profile file is missing or invalid; the message names the key."""
-
-
-class Rlimits(msgspec.Struct, forbid_unknown_fields=True):
-    cpu_s: Annotated[int, Meta(ge=1, le=3600)]
-    address_space_bytes: Annotated[int, Meta(ge=16 << 20)]
-    open_files: Annotated[int, Meta(ge=8, le=4096)]
-    # Counted per uid across all workers (the pids cgroup is the per-worker cap).
-    processes: Annotated[int, Meta(ge=1, le=4096)]
-    file_size_bytes: Annotated[int, Meta(ge=0)] = 0
-    core_bytes: Annotated[int, Meta(ge=0)] = 0
 
 
 class Namespaces(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,11 +45,6 @@ class Filesystem(msgspec.Struct, forbid_unknown_fields=True):
     # by the broker; nothing else exists (no /etc, /home, /proc, /dev, logs).
     read_only: list[str] = msgspec.field(default_factory=list)
     tmpfs_bytes: Annotated[int, Meta(ge=4096, le=16 << 20)] = 65536
-
-
-class Cgroup(msgspec.Struct, forbid_unknown_fields=True):
-    memory_bytes: Annotated[int, Meta(ge=16 << 20)]
-    pids: Annotated[int, Meta(ge=1, le=4096)]
 
 
 class Landlock(msgspec.Struct, forbid_unknown_fields=True):

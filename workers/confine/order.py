@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from broker.sandbox import (
+from bastion_wire.plan import Plan
+from workers.confine import (
     capabilities,
     cgroup,
     environment,
@@ -43,8 +44,7 @@ from broker.sandbox import (
     seccomp,
     session,
 )
-from broker.sandbox.layer import LayerError
-from broker.sandbox.plan import Plan
+from workers.confine.layer import LayerError
 
 
 class _Steps:

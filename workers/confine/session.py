@@ -20,8 +20,8 @@ import ctypes
 import os
 import signal
 
-from broker.sandbox import namespaces
-from broker.sandbox.layer import LayerError
+from workers.confine import namespaces
+from workers.confine.layer import LayerError
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)

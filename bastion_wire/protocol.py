@@ -1,7 +1,8 @@
 """Wire protocol between the broker and its workers.
 
-Both sides import this module and nothing else of each other. A frame is a
-4-byte big-endian payload length followed by one MessagePack-encoded message
+Part of bastion_wire, the only code both sides import: the broker never imports
+workers/ and a worker never imports broker/ (tests/test_import_boundary.py). A
+frame is a 4-byte big-endian payload length followed by one MessagePack-encoded message
 from the tagged unions below. Frames are capped at MAX_FRAME_BYTES; anything
 malformed, oversized or of the wrong kind raises ProtocolError, and the broker
 then kills the worker. The protocol version travels in the setup and ready
@@ -38,7 +39,7 @@ class Setup(msgspec.Struct, tag="setup", forbid_unknown_fields=True):
 
     version: int
     kind: str
-    plan: bytes  # msgpack-encoded sandbox plan (broker/sandbox/plan.py)
+    plan: bytes  # msgpack-encoded sandbox plan (bastion_wire/plan.py)
 
 
 class SearchFile(msgspec.Struct, array_like=True, forbid_unknown_fields=True):

@@ -11,7 +11,7 @@ PID 1 takes the parent-death signal from the monitor, and keeps the read end
 of a pipe whose write end only the monitor holds: getppid() is 0 inside the
 namespace whether the monitor lives or not, so that pipe's EOF is how PID 1
 learns the monitor is gone when it sets the signal again after the identity
-change (broker/sandbox/session.py, rearm).
+change (workers/confine/session.py, rearm).
 
 A new network namespace has only a loopback interface, and it is down: the
 worker can reach no address at all, not even 127.0.0.1.
@@ -25,8 +25,8 @@ import select
 import signal
 from collections.abc import Callable
 
-from broker.sandbox import syscalls
-from broker.sandbox.layer import LayerError
+from workers.confine import syscalls
+from workers.confine.layer import LayerError
 
 FLAGS = {
     "mount": syscalls.CLONE_NEWNS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from broker.sandbox.layer import LayerError
+from workers.confine.layer import LayerError
 
 
 def apply(keep: set[int]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from broker.sandbox.layer import LayerError
+from workers.confine.layer import LayerError
 
 
 def apply() -> None:

@@ -5,8 +5,8 @@ It is also what lets an unprivileged process install Landlock and seccomp.
 
 from __future__ import annotations
 
-from broker.sandbox import syscalls
-from broker.sandbox.layer import LayerError
+from workers.confine import syscalls
+from workers.confine.layer import LayerError
 
 
 def apply() -> None:

@@ -1,7 +1,7 @@
 """Layer: the profile's seccomp filter, default action *kill the process*.
 
 The filter is compiled once in the broker with libseccomp (see
-seccomp_compile.py) and arrives as BPF bytes in the worker's plan; loading it
+broker/sandbox/seccomp_compile.py) and arrives as BPF bytes in the worker's plan; loading it
 is a single prctl. It is the last layer: from here on every syscall outside
 the profile's allowlist kills the worker with SIGSYS, which the broker
 records as a sandbox violation.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ctypes
 
-from broker.sandbox import syscalls
-from broker.sandbox.layer import LayerError
+from workers.confine import syscalls
+from workers.confine.layer import LayerError
 
 SOCK_FILTER_BYTES = 8
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from broker.sandbox.layer import LayerError
+from workers.confine.layer import LayerError
 
 
 def apply(uid: int, gid: int, user_namespace: bool) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-from broker.sandbox import syscalls
-from broker.sandbox.layer import LayerError
+from workers.confine import syscalls
+from workers.confine.layer import LayerError
 
 CREATE_RULESET_VERSION = 1 << 0
 RULE_PATH_BENEATH = 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ctypes
 import errno
 
-from broker.sandbox import syscalls
-from broker.sandbox.layer import LayerError
+from workers.confine import syscalls
+from workers.confine.layer import LayerError
 
 CAPABILITY_VERSION_3 = 0x20080522
 MAX_CAPABILITIES = 64

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import resource
 
-from broker.sandbox.layer import LayerError
-from broker.sandbox.profile import Rlimits
+from bastion_wire.plan import Rlimits
+from workers.confine.layer import LayerError
 
 
 def limits_for(rlimits: Rlimits) -> dict[int, int]:
