@@ -39,6 +39,7 @@ from broker.request_guard import record_refusal
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
+EXIT_STOP_UNRECORDED = 1  # served, stopped, but server_stop is missing from the audit log
 
 log = logging.getLogger("bastion")
 
@@ -50,7 +51,8 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist) -> None:
+async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist) -> bool:
+    """Serve until stopped; False if the stop could not be recorded in the audit log."""
     # The same checks as `bastion doctor` (broker/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
         log.warning("%s: %s", finding.subject, finding.message)
@@ -79,11 +81,22 @@ async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, 
             with anyio.CancelScope(shield=True):
                 await pool.close()
             task_group.cancel_scope.cancel()
-    audit.write("server_stop", policy_sha256=policy.sha256, reason=stop["reason"])
-    seq, head = audit.head
-    audit.close()
+    return _record_stop(policy, audit, stop["reason"])
+
+
+def _record_stop(policy: Policy, audit: AuditLog, reason: str) -> bool:
+    """Write server_stop; False (logged, never a "refusal to serve") if the audit log cannot take it."""
+    try:
+        audit.write("server_stop", policy_sha256=policy.sha256, reason=reason)
+    except AuditError as exc:
+        log.error("stopped (%s), but the audit log could not record server_stop: %s", reason, exc)
+        return False
+    finally:
+        seq, head = audit.head
+        audit.close()
     # An anchor outside the file: the chain's end cannot prove itself.
     log.info("stopped; audit log head: seq %d sha256 %s", seq, head)
+    return True
 
 
 def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int | None, transport: str) -> None:
@@ -163,7 +176,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     try:
-        anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist)
+        if not anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist):
+            return EXIT_STOP_UNRECORDED
     except KeyboardInterrupt:
         pass
     except BaseException as exc:  # noqa: BLE001 - task groups wrap the start-up failure

@@ -245,3 +245,27 @@ async def test_audit_write_failure_refuses_calls_and_the_server_keeps_running(tm
         assert not (await client.call_tool("query_logs", args)).is_error
     records = assert_clean(audit)
     assert [r["outcome"] for r in records if r["event"] == "end"] == ["ok", "ok"]
+
+
+def test_a_stop_the_audit_log_cannot_record_is_said_so_not_called_a_refusal(tmp_path: Path) -> None:
+    """stdin closes while the audit log takes nothing more: the server still stops (exit 1,
+    not 3), says server_stop is missing, and leaves no torn line."""
+    import psutil
+
+    policy = write_policy(tmp_path, [tmp_path / "auth.log"])
+    audit = tmp_path / "audit.jsonl"
+    server = RawServer(policy)
+    try:
+        server.initialize()
+        psutil.Process(server.proc.pid).rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size, psutil.RLIM_INFINITY))
+        assert server.proc.stdin is not None
+        server.proc.stdin.close()
+        code, stderr = server.wait_exit()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    assert code == 1, stderr
+    assert "stopped (stdin closed), but the audit log could not record server_stop" in stderr
+    assert "refusing to serve" not in stderr
+    assert read_audit(audit)[-1]["event"] == "server_start"
+    assert verify([str(audit)]).problem is None
