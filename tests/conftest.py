@@ -8,8 +8,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 ADOPTED_NAMES = frozenset({WORKER_NAME, "grep", "rg"})  # a worker and the engines it runs
+# Held by the reaper while it scans /proc (which opens descriptors for a moment):
+# a test that counts this process's descriptors holds it too (own_descriptors_only).
+_REAPER_SCANNING = threading.Lock()
+
+
+@contextmanager
+def own_descriptors_only() -> Iterator[None]:
+    """While inside, no thread of the test harness opens a descriptor (the reaper waits)."""
+    with _REAPER_SCANNING:
+        yield
 
 
 def _reap_adopted_workers() -> None:
@@ -50,12 +60,17 @@ def _reap_adopted_workers() -> None:
     ours = os.getsid(0)
     for _ in range(ORPHAN_REAP_TICKS):  # a daemon thread: it also ends with the test run
         time.sleep(ORPHAN_REAP_INTERVAL_S)
-        for proc in psutil.Process().children():
-            try:
-                if proc.status() == psutil.STATUS_ZOMBIE and proc.name() in ADOPTED_NAMES and os.getsid(proc.pid) != ours:
-                    os.waitpid(proc.pid, os.WNOHANG)
-            except (psutil.Error, OSError):
-                continue
+        with _REAPER_SCANNING:
+            _reap_once(ours)
+
+
+def _reap_once(ours: int) -> None:
+    for proc in psutil.Process().children():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE and proc.name() in ADOPTED_NAMES and os.getsid(proc.pid) != ours:
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (psutil.Error, OSError):
+            continue
 
 
 def become_subreaper(on: bool = True) -> None:

@@ -14,7 +14,7 @@ import pytest
 from broker.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, Allowlist, AllowedLog, check_path_text
 from broker.errors import ToolError
 from broker.policy import Policy, PolicyError, parse_policy
-from tests.conftest import write_policy
+from tests.conftest import own_descriptors_only, write_policy
 
 
 def make_allowlist(directory: Path, logs: list[str | Path | dict[str, object]], **limits: int) -> Allowlist:
@@ -262,11 +262,12 @@ def test_fifo_open_does_not_leak_fd(tree: dict[str, Path]) -> None:
     fifo = tree["root"] / "pipe.log"
     os.mkfifo(fifo)
     allowlist = make_allowlist(tree["conf"], [fifo])
-    before = set(os.listdir("/proc/self/fd"))
-    for _ in range(5):
-        with pytest.raises(ToolError):
-            allowlist.open(str(fifo))
-    assert set(os.listdir("/proc/self/fd")) <= before
+    with own_descriptors_only():
+        before = set(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            with pytest.raises(ToolError):
+                allowlist.open(str(fifo))
+        assert set(os.listdir("/proc/self/fd")) <= before
 
 
 @pytest.mark.parametrize("name", ["allowed/missing.log", "gone.log"])

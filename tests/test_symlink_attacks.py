@@ -31,7 +31,7 @@ from broker.errors import ToolError
 from broker.no_follow_open import open_beneath, open_by_walk
 from broker.policy import PolicyError, load_policy
 from broker.service import log_uri
-from tests.conftest import BASTION, bastion_client, write_policy
+from tests.conftest import BASTION, bastion_client, own_descriptors_only, write_policy
 
 MARKER = f"SECRET-{uuid.uuid4().hex}"  # in files outside the allowlist only
 SYMLINK = "is a symlink or lies behind one, and symlinks are never followed"
@@ -404,18 +404,19 @@ def test_an_entry_whose_directory_is_missing_at_load_is_inert(site: Site) -> Non
 
 
 def test_directory_descriptors_are_opened_once_and_closed_with_the_allowlist(site: Site) -> None:
-    gc.collect()  # earlier tests' unreferenced allowlists close theirs now, not midway
-    before = set(os.listdir("/proc/self/fd"))
-    allowlist = site.allowlist()
-    pinned = set(os.listdir("/proc/self/fd")) - before
-    assert len(pinned) == 3
-    for _ in range(3):
-        served(allowlist, site.app)
-        searched(allowlist, site.glob / "*.log")
-        allowlist.logs()
-    assert set(os.listdir("/proc/self/fd")) - before == pinned
-    allowlist.close()
-    assert set(os.listdir("/proc/self/fd")) <= before
+    with own_descriptors_only():
+        gc.collect()  # earlier tests' unreferenced allowlists close theirs now, not midway
+        before = set(os.listdir("/proc/self/fd"))
+        allowlist = site.allowlist()
+        pinned = set(os.listdir("/proc/self/fd")) - before
+        assert len(pinned) == 3
+        for _ in range(3):
+            served(allowlist, site.app)
+            searched(allowlist, site.glob / "*.log")
+            allowlist.logs()
+        assert set(os.listdir("/proc/self/fd")) - before == pinned
+        allowlist.close()
+        assert set(os.listdir("/proc/self/fd")) <= before
 
 
 # --- end to end over stdio ---------------------------------------------------------
