@@ -104,6 +104,19 @@ class RawServer:
         assert self.proc.stderr is not None
         return self.proc.returncode, self.proc.stderr.read().decode(errors="replace")
 
+    def close_stdin_and_wait(self) -> tuple[int, str]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.wait_exit()
+
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:  # a failed assertion must not leave a server running
+            self.proc.kill()
+            self.proc.wait()
+
 
 def wait_for_call_in_flight(audit: Path, timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
@@ -128,20 +141,15 @@ def wait_for_worker_exit(audit: Path, timeout_s: float = 10) -> None:
 def test_stopping_with_a_call_in_flight(tmp_path: Path, slow_log: Path, stop: str) -> None:
     policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
     audit = tmp_path / "audit.jsonl"
-    server = RawServer(policy)
-    try:
+    with RawServer(policy) as server:
         server.initialize()
         server.start_call(2, slow_log)
         wait_for_call_in_flight(audit)
         if stop == "SIGTERM":
             server.proc.send_signal(signal.SIGTERM)
+            code, stderr = server.wait_exit()
         else:
-            assert server.proc.stdin is not None
-            server.proc.stdin.close()
-        code, stderr = server.wait_exit()
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
+            code, stderr = server.close_stdin_and_wait()
     assert code == 0, stderr
     records = assert_clean(audit)
     (end,) = [r for r in records if r["event"] == "end"]
@@ -254,16 +262,10 @@ def test_a_stop_the_audit_log_cannot_record_is_said_so_not_called_a_refusal(tmp_
 
     policy = write_policy(tmp_path, [tmp_path / "auth.log"])
     audit = tmp_path / "audit.jsonl"
-    server = RawServer(policy)
-    try:
+    with RawServer(policy) as server:
         server.initialize()
         psutil.Process(server.proc.pid).rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size, psutil.RLIM_INFINITY))
-        assert server.proc.stdin is not None
-        server.proc.stdin.close()
-        code, stderr = server.wait_exit()
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
+        code, stderr = server.close_stdin_and_wait()
     assert code == 1, stderr
     assert "stopped (stdin closed), but the audit log could not record server_stop" in stderr
     assert "refusing to serve" not in stderr

@@ -40,8 +40,7 @@ def _wait_for_event(audit: Path, event: str) -> None:
 
 def test_a_fifo_planted_at_the_audit_path_is_refused_and_the_log_recovers(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    server = RawServer(write_policy(tmp_path, [AUTH]))
-    try:
+    with RawServer(write_policy(tmp_path, [AUTH])) as server:
         server.initialize()
         assert not _call(server, 2)["isError"]
         _wait_for_event(audit, "worker_exit")  # written just after the reply: keep it in the old file
@@ -54,13 +53,7 @@ def test_a_fifo_planted_at_the_audit_path_is_refused_and_the_log_recovers(tmp_pa
         assert server.receive(4, timeout_s=ANSWER_WITHIN_S)["result"]["tools"]
         audit.unlink()
         assert not _call(server, 5)["isError"]
-        assert server.proc.stdin is not None
-        server.proc.stdin.close()
-        code, stderr = server.wait_exit()
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        code, stderr = server.close_stdin_and_wait()
     assert code == 0
     assert "is a FIFO" in stderr  # the operator is told why calls were refused
     records = read_audit(rotated) + read_audit(audit)
