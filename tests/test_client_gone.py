@@ -99,7 +99,8 @@ def test_a_sigkilled_client_is_a_stop(tmp_path: Path, slow_log: Path, stderr: st
         client.wait(timeout=10)
         assert wait_gone(tree) == []
         deadline = time.monotonic() + 10
-        while not rc_file.exists() and time.monotonic() < deadline:
+        # open() creates the file before write() fills it: wait for its content, not its existence
+        while not (rc_file.exists() and rc_file.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert rc_file.read_text() == "0"  # 120 if Python could not flush a stderr nobody reads
     finally:
