@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 
-from broker.allowlist import Skipped
-from broker.policy import GLOB_CHARS
+from bastion_wire.protocol import SearchRequest
+from broker.allowlist import SearchTarget, Skipped
+from broker.policy import GLOB_CHARS, Limits
+from broker.search_batches import Progress
 
 MAX_NAMED = 10  # files named in one note; the rest are counted
 MAX_NOTE_CHARS = 300  # of a worker's note (it comes from a possibly compromised process)
@@ -71,3 +73,28 @@ def worker_note(log_path: str, note: str, paths: list[str]) -> str:
         if colon and index.isdigit() and int(index) < len(paths):
             return f"{shown(log_path, paths[int(index)])}:{rest}"
     return note
+
+
+def truncation(progress: Progress, cut: bool, target: SearchTarget, request: SearchRequest) -> str | None:
+    """Why the answer is incomplete, the most pressing reason first: what the client
+    would have to change first to see more."""
+    if progress.capped or cut:
+        return "max_output_bytes"
+    if progress.more or (progress.full(request) and target.pending):
+        return "max_lines"
+    if progress.timed_out:
+        return "timeout_s"
+    return "max_glob_files" if target.left_out else None
+
+
+def coverage(target: SearchTarget, progress: Progress, request: SearchRequest, limits: Limits) -> list[str]:
+    """The notes on files the search did not cover to the end, or at all."""
+    notes = skipped(target.log_path, target.skipped + progress.failed, len(progress.failed))
+    if target.pending and progress.full(request) and not (progress.more or progress.capped or progress.timed_out):
+        # max_lines reached exactly as a batch ended: no worker starts to look for one more
+        notes.append(not_reached(len(target.pending)))
+    if progress.timed_out:
+        notes.append(timed_out(target.log_path, progress.timed_out, limits.timeout_s))
+    if target.left_out:
+        notes.append(left_out(target.log_path, target.left_out, limits.max_glob_files))
+    return notes

@@ -60,18 +60,6 @@ def rate_limiter(rules: RateLimit) -> RateLimiter:
     )
 
 
-def truncation(progress: Progress, cut: bool, target: SearchTarget, request: SearchRequest) -> str | None:
-    """Why the answer is incomplete, the most pressing reason first: what the client
-    would have to change first to see more."""
-    if progress.capped or cut:
-        return "max_output_bytes"
-    if progress.more or (progress.full(request) and target.pending):
-        return "max_lines"
-    if progress.timed_out:
-        return "timeout_s"
-    return "max_glob_files" if target.left_out else None
-
-
 def _preview(text: str) -> str:
     return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
 
@@ -288,8 +276,8 @@ class Bastion:
             failed = progress.failed[0]
             raise ToolError(f"the search stopped: {search_notes.shown(target.log_path, failed.path)}: {failed.reason}", "limit_exceeded")
         lines, cut = query_logs.cap_lines(progress.lines, limits.max_output_bytes)
-        reason = truncation(progress, cut, target, request)
-        notes = progress.notes[:MAX_NOTES] + self._coverage_notes(target, progress, request)
+        reason = search_notes.truncation(progress, cut, target, request)
+        notes = progress.notes[:MAX_NOTES] + search_notes.coverage(target, progress, request, self.policy.limits)
         end.update(
             outcome="ok" if reason != "max_output_bytes" else "output_capped",
             files=len(progress.paths), workers=progress.workers, lines=len(lines), truncated_reason=reason,
@@ -303,17 +291,6 @@ class Bastion:
                        skipped=[f"{file.path}: {file.reason}" for file in (target.skipped + progress.failed)[:AUDIT_SKIPPED]])
         counts = progress.counts if request.count_only else None
         return query_logs.result(target.log_path, progress.paths, progress.compressed, lines, counts, reason, notes)
-
-    def _coverage_notes(self, target: SearchTarget, progress: Progress, request: SearchRequest) -> list[str]:
-        notes = search_notes.skipped(target.log_path, target.skipped + progress.failed, len(progress.failed))
-        if target.pending and progress.full(request) and not (progress.more or progress.capped or progress.timed_out):
-            # max_lines reached exactly as a batch ended: no worker starts to look for one more
-            notes.append(search_notes.not_reached(len(target.pending)))
-        if progress.timed_out:
-            notes.append(search_notes.timed_out(target.log_path, progress.timed_out, self.policy.limits.timeout_s))
-        if target.left_out:
-            notes.append(search_notes.left_out(target.log_path, target.left_out, self.policy.limits.max_glob_files))
-        return notes
 
     async def _run(self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any]) -> WorkerResult:
         limits = self.policy.limits
