@@ -1,6 +1,6 @@
 """The compiled threat-intel database: its binary format and its reader.
 
-Shared by the compiler (broker/intel_compile.py, which writes it) and the
+Shared by the compiler (broker/intel/compile.py, which writes it) and the
 sandboxed "intel" worker (which maps it from a handed-over descriptor and
 looks up one address). Opening costs the same whatever the size of the
 feeds: the file is mapped read-only and its tables are used in place through

@@ -52,7 +52,7 @@ class SearchFile(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
     """Search the handed-over descriptors, in order, for a validated ERE."""
 
-    # The validated pattern as the broker rendered it for grep -E (broker/search_engine.py
+    # The validated pattern as the broker rendered it for grep -E (broker/tools/query_logs/engine.py
     # to_grep_ere, applied by choose): an engine never sees the client's own text.
     pattern: str
     max_lines: int
@@ -69,7 +69,7 @@ class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
     # and a search over more than MAX_SEARCH_FILES files runs in several workers.
     decompressed_before: Annotated[int, msgspec.Meta(ge=0)] = 0
     # "rg": run ripgrep with rg_pattern, the same validated pattern rendered for it
-    # (broker/search_engine.py to_rust_regex); only without context lines.
+    # (broker/tools/query_logs/engine.py to_rust_regex); only without context lines.
     engine: Literal["grep", "rg"] = "grep"
     rg_pattern: str = ""
 

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bastion_wire.intel_db import IntelDatabase  # noqa: E402
-from broker.intel_compile import FeedSource, compile_feeds  # noqa: E402
-from broker.intel_feeds import parse_feed  # noqa: E402
+from broker.intel.compile import FeedSource, compile_feeds  # noqa: E402
+from broker.intel.feeds import parse_feed  # noqa: E402
 
 LOOKUPS = 1_000_000
 V6_BASES = [0x2001_0DB8 << 96, 0x2A00_1450 << 96, 0x2600_1F00 << 96]

@@ -22,7 +22,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker.audit_verify import summary, verify  # noqa: E402
+from broker.audit.verify import summary, verify  # noqa: E402
 from tests.conftest import SAMPLE_LOGS, bastion_client, read_audit, wait_no_workers, write_policy  # noqa: E402
 
 NO_RATE_LIMIT = "[rate_limit]\ncalls = 1000000\nwindow_s = 1\nglobal_calls = 1000000\nglobal_window_s = 1\n"

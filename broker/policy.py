@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from broker import state_dir as state_dir_module
-from broker.regular_file import read_regular
+from broker.files.regular_file import read_regular
 from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -212,7 +212,7 @@ def _state_path(base: Path, value: str, key: str, state_dir: str | None) -> str:
 
 
 def _check_intel(intel: Intel, base: Path, state_dir: str | None) -> None:
-    from broker.ip_check import parse_networks
+    from broker.tools.check_ip_reputation.address import parse_networks
 
     intel.database = _state_path(base, intel.database, "intel.database", state_dir)
     for key in ("asn_mmdb", "country_mmdb"):
@@ -258,7 +258,7 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
 def load_policy(path: str | os.PathLike[str], state_dir: str | None = None) -> Policy:
     """Parse the policy file. It may be a symlink (config management makes them; who can
     replace the link can replace the file), but it must end at a regular file: a FIFO
-    planted there would stall the open (broker/regular_file.py)."""
+    planted there would stall the open (broker/files/regular_file.py)."""
     file = Path(path)
     try:
         data = read_regular(str(file), MAX_POLICY_BYTES)

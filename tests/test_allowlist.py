@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, Allowlist, AllowedLog, check_path_text
 from broker.errors import ToolError
+from broker.files.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, AllowedLog, Allowlist, check_path_text
 from broker.policy import Policy, PolicyError, parse_policy
 from tests.conftest import own_descriptors_only, write_policy
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from broker.audit import GENESIS, MAX_STRING, AuditError, AuditLog, line_hash
+from broker.audit.log import GENESIS, MAX_STRING, AuditError, AuditLog, line_hash
 from tests.conftest import run_bounded
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -366,7 +366,7 @@ def test_planted_while_serving_is_refused_then_the_log_recovers(audit_path: Path
     """mv audit.jsonl audit.jsonl.1 && plant something: each record is refused at once and
     nothing reaches the planted object; once it is gone the next record creates a new file,
     chained to the last record written."""
-    from broker.audit_verify import verify
+    from broker.audit.verify import verify
 
     _needs_root(kind)
     log = AuditLog(str(audit_path))

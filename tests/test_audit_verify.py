@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.audit import CONTINUED, AuditError, AuditLog, seal, unseal
-from broker.audit_verify import verify
+from broker.audit.log import CONTINUED, AuditError, AuditLog, seal, unseal
+from broker.audit.verify import verify
 from tests.conftest import BASTION, ROOT
 
 Lines = list[bytes]
@@ -213,7 +213,7 @@ def test_external_logrotate_continues_the_chain(tmp_path: Path, mode: str) -> No
 
 FSIZE_SCRIPT = """
 import json, resource, sys
-from broker.audit import AuditError, AuditLog
+from broker.audit.log import AuditError, AuditLog
 path = sys.argv[1]
 log = AuditLog(path)
 log.write("begin", arguments={"n": 0})
@@ -250,7 +250,7 @@ def test_failed_sync_cuts_the_record_back(tmp_path: Path, monkeypatch: pytest.Mo
     def broken_sync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("broker.audit.os.fdatasync", broken_sync)
+    monkeypatch.setattr("broker.audit.log.os.fdatasync", broken_sync)
     with pytest.raises(AuditError, match="Input/output error"):
         log.write("begin", arguments={"lost": True})
     assert path.read_bytes() == before

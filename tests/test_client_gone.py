@@ -19,8 +19,8 @@ import anyio
 import psutil
 import pytest
 
-from broker.audit_verify import verify
-from broker.stdio_transport import Wire
+from broker.audit.verify import verify
+from broker.transport.stdio import Wire
 from tests.conftest import BASTION, read_audit, write_policy
 from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture
 

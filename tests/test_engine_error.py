@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from bastion_wire.protocol import Failed
-from broker.dispatch import WorkerResult
-from broker.engine_error import MAX_CLIENT_CHARS, client_text
 from broker.errors import ToolError
-from broker.worker_outcome import raise_for, record
+from broker.pool.outcome import raise_for, record
+from broker.pool.worker_process import WorkerResult
+from broker.tools.query_logs.engine_error import MAX_CLIENT_CHARS, client_text
 
 
 @pytest.mark.parametrize(("message", "shown"), [

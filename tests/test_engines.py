@@ -1,6 +1,6 @@
 """GNU grep -E and ripgrep must select exactly the same lines for every accepted pattern.
 
-query_logs validates a pattern once (broker/ere.py) and renders the tree for
+query_logs validates a pattern once (broker/tools/query_logs/ere.py) and renders the tree for
 whichever engine runs: `grep -E` in the C locale (to_grep_ere) or ripgrep
 (to_rust_regex); neither engine parses the client's text. A line either
 matches or not, so the engines agree when they select the same lines. Checked
@@ -25,9 +25,9 @@ import pytest
 
 import sandbox_profiles
 from bastion_wire.protocol import SearchRequest
-from broker import search_engine
-from broker.ere import POSIX_CLASSES, PatternError, parse_ere
-from broker.search_engine import to_grep_ere, to_rust_regex
+from broker.tools.query_logs import engine as search_engine
+from broker.tools.query_logs.engine import to_grep_ere, to_rust_regex
+from broker.tools.query_logs.ere import POSIX_CLASSES, PatternError, parse_ere
 from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, read_audit, write_policy
 from workers.search import RG_RAW_BYTES
 

@@ -14,13 +14,13 @@ import subprocess
 
 import pytest
 
-from broker.ere import (
+from broker.tools.query_logs.ere import (
     MAX_NESTING,
     MAX_PATTERN_BYTES,
     MAX_REPEAT,
     Alternation,
-    AnyChar,
     Anchor,
+    AnyChar,
     Bracket,
     Concat,
     Escape,

@@ -23,12 +23,12 @@ import anyio
 import psutil
 import pytest
 
-from broker.audit import AuditLog
-from broker.audit_verify import verify
-from broker.dispatch import Worker
+from broker.audit.log import AuditLog
+from broker.audit.verify import verify
+from broker.calls import Bastion
 from broker.policy import load_policy
+from broker.pool.worker_process import Worker
 from broker.sandbox.cgroup import CgroupHost
-from broker.service import Bastion
 from tests.conftest import ROOT, read_audit, write_policy
 
 NO_CGROUPS = CgroupHost("", (), "stand-in workers have none")
@@ -310,7 +310,7 @@ async def test_a_call_whose_end_cannot_be_written_is_withheld(tmp_path: Path, lo
 
     def fail_on_end(event: str, **fields: Any) -> int:
         if event == "end":
-            from broker.audit import AuditError
+            from broker.audit.log import AuditError
 
             raise AuditError("disk full")
         return real_write(event, **fields)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from bastion_wire.protocol import MAX_SEARCH_FILES
-from broker.allowlist import Allowlist
+from broker.files.allowlist import Allowlist
 from broker.policy import parse_policy
 from tests.conftest import bastion_client, read_audit, write_policy
 from tests.test_search_features import NO_RATE_LIMIT, query, query_error
@@ -221,9 +221,9 @@ def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Pa
     stops and reaps that file's engine, reports the file, and searches the next one."""
     import errno
 
-    from broker.worker_outcome import engine_stopped
-    from workers import search as worker_search
     from bastion_wire.protocol import Done, SearchFile, SearchRequest
+    from broker.pool.outcome import engine_stopped
+    from workers import search as worker_search
 
     paths = []
     for number in range(3):

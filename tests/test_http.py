@@ -22,8 +22,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from broker.audit_verify import verify
-from broker.http_auth import digest
+from broker.audit.verify import verify
+from broker.transport.http_auth import digest
 from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
 
 AUTH = SAMPLE_LOGS / "auth.log"

@@ -15,8 +15,8 @@ import httpx2
 import psutil
 import pytest
 
-from broker.audit_verify import verify
-from broker.http_auth import digest
+from broker.audit.verify import verify
+from broker.transport.http_auth import digest
 from tests.conftest import read_audit, write_policy
 from tests.test_http import INITIALIZE, TOKENS, Served, free_port
 from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture

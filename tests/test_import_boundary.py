@@ -6,7 +6,7 @@ broker never imports code that runs in a worker.
     bastion_wire/   what both share (protocol, plan, intel database format): stdlib and msgspec only
 
 The dynamic check starts the interpreter exactly as the broker starts a worker or the
-launcher (broker.dispatch.python_argv: `python -I -S -c BOOT`, empty environment, the
+launcher (broker.pool.worker_process.python_argv: `python -I -S -c BOOT`, empty environment, the
 same sys.path) and runs the boot string's imports, stopping before its run() call.
 The static check reads every module of each package, so an import inside a function,
 which no boot would show, is caught too.
@@ -20,7 +20,8 @@ import sys
 
 import pytest
 
-from broker import dispatch, launcher
+from broker.pool import launcher
+from broker.pool import worker_process as dispatch
 from tests.conftest import ROOT
 
 RUN_CALL = "; run(sys.argv[1:3])"
@@ -99,7 +100,7 @@ def test_the_shared_package_needs_only_the_stdlib_and_msgspec() -> None:
 
 @pytest.mark.parametrize("source", [
     "from broker.sandbox.profile import Rlimits",
-    "import broker.dispatch",
+    "import broker.pool.worker_process",
     "from broker import audit",
     "def later():\n    import broker.policy\n",
 ])

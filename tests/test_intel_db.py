@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import broker.intel_feeds as intel_feeds
+import broker.intel.feeds as intel_feeds
 from bastion_wire.intel_db import (
     HEADER,
     SECTIONS,
@@ -31,8 +31,8 @@ from bastion_wire.intel_db import (
     pack_header,
     section_lengths,
 )
-from broker.intel_compile import FeedSource, compile_feeds
-from broker.intel_feeds import ParsedFeed, parse_feed
+from broker.intel.compile import FeedSource, compile_feeds
+from broker.intel.feeds import ParsedFeed, parse_feed
 
 DB1 = 0x0A000000  # 10.0.0.0
 V6 = int(ipaddress.IPv6Address("2001:db8::"))

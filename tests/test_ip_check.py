@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from broker.ip_check import (
+from broker.tools.check_ip_reputation.address import (
     REFUSED_V4,
     REFUSED_V6,
     AddressRefused,

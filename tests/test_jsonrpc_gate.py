@@ -9,7 +9,7 @@ import time
 import mcp_types as types
 import pytest
 
-from broker.jsonrpc_gate import CUT, MAX_DEPTH, MAX_MESSAGE_BYTES, Refusal, error_line, screen
+from broker.transport.jsonrpc_gate import CUT, MAX_DEPTH, MAX_MESSAGE_BYTES, Refusal, error_line, screen
 
 
 def call(arguments: str) -> bytes:

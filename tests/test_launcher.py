@@ -1,4 +1,4 @@
-"""The launcher that forks workers (workers/launcher.py, broker/launcher.py).
+"""The launcher that forks workers (workers/launcher.py, broker/pool/launcher.py).
 
 Workers it forks are the broker's own children, in sessions of their own; it
 is replaced when it dies, dies with the broker, and refuses anything but a
@@ -20,12 +20,20 @@ import psutil
 import pytest
 
 from bastion_wire.protocol import Fork, encode_frame
-from broker.dispatch import python_argv
-from broker.launcher import BOOT
-from tests.conftest import BASTION, SAMPLE_LOGS, bastion_client, own_processes, serve_process, wait_no_workers, worker_processes, write_policy
+from broker.pool.launcher import BOOT
+from broker.pool.worker_process import python_argv
+from tests.conftest import (
+    BASTION,
+    SAMPLE_LOGS,
+    bastion_client,
+    own_processes,
+    serve_process,
+    wait_no_workers,
+    worker_processes,
+    write_policy,
+)
 from workers.launcher import LAUNCHER_NAME
-from workers.main import WORKER_NAME
-from workers.main import EXIT_PROTOCOL
+from workers.main import EXIT_PROTOCOL, WORKER_NAME
 
 pytestmark = pytest.mark.anyio
 AUTH = SAMPLE_LOGS / "auth.log"

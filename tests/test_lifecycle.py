@@ -19,8 +19,16 @@ from typing import Any
 import anyio
 import pytest
 
-from broker.audit_verify import verify
-from tests.conftest import BASTION, bastion_client, read_audit, serve_process, wait_no_workers, worker_processes, write_policy
+from broker.audit.verify import verify
+from tests.conftest import (
+    BASTION,
+    bastion_client,
+    read_audit,
+    serve_process,
+    wait_no_workers,
+    worker_processes,
+    write_policy,
+)
 
 SLOW_PATTERN = "[ab]*a[ab]{16}c"  # DFA-heavy for GNU grep in the C locale: about 0.6 s per MB
 GREP_ONLY = '[search]\nengine = "grep"\n'  # ripgrep runs SLOW_PATTERN too fast to catch a call in flight

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from broker import log_dir_modes
-from broker.allowlist import Allowlist
-from broker.log_dir_modes import Finding, find, report
+from broker.files import log_dir_modes
+from broker.files.allowlist import Allowlist
+from broker.files.log_dir_modes import Finding, find, report
 from broker.policy import load_policy
 from tests.conftest import BASTION, write_policy
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from broker.service import AUDIT_DOWN
+from broker.calls import AUDIT_DOWN
 from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, run_bounded, wait_no_workers, write_policy
 from tests.test_lifecycle import RawServer
 
@@ -98,9 +98,9 @@ def test_a_policy_that_is_a_fifo_or_directory_is_refused_and_a_symlink_is_follow
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
 def test_an_intel_database_that_is_not_our_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    from broker.calls import _open_intel
     from broker.errors import ToolError
     from broker.policy import Intel
-    from broker.service import _open_intel
 
     real = tmp_path / "real.db"
     real.write_bytes(b"a compiled database stand-in")
@@ -111,8 +111,8 @@ def test_an_intel_database_that_is_not_our_regular_file_is_refused(tmp_path: Pat
 
 
 def test_an_mmdb_symlink_is_followed_but_a_fifo_is_skipped(tmp_path: Path) -> None:
+    from broker.calls import _open_intel
     from broker.policy import Intel
-    from broker.service import _open_intel
 
     database = tmp_path / "intel.db"
     database.write_bytes(b"stand-in")
@@ -128,8 +128,8 @@ def test_an_mmdb_symlink_is_followed_but_a_fifo_is_skipped(tmp_path: Path) -> No
 
 
 def test_compiling_refuses_a_fifo_feed_and_a_symlinked_previous_database(tmp_path: Path) -> None:
-    from broker.intel_compile import FeedSource, compile_feeds
     from bastion_wire.intel_db import IntelDatabaseError
+    from broker.intel.compile import FeedSource, compile_feeds
 
     feed = tmp_path / "feed.netset"
     feed.write_text("192.0.2.0/24\n")

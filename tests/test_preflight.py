@@ -1,5 +1,5 @@
 """`bastion doctor` and `bastion serve` agree on whether a policy can be served,
-because both run broker/preflight.py: a table of broken policies, each run through
+because both run broker/cli/preflight.py: a table of broken policies, each run through
 both commands, plus the fixes doctor prints for layers it cannot apply."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_profiles
-from broker.preflight import layer_fix
+from broker.cli.preflight import layer_fix
 from tests.conftest import BASTION, SAMPLE_LOGS, write_policy
 
 AUTH = SAMPLE_LOGS / "auth.log"

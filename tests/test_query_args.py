@@ -8,11 +8,19 @@ import jsonschema
 import pytest
 
 from bastion_wire.protocol import Line
-from broker import query_logs
-from broker.ere import parse_ere
 from broker.errors import ToolError
 from broker.policy import Limits
-from broker.query_logs import DEFAULT_MAX_LINES, OUTPUT_SCHEMA, QueryArgs, cap_lines, input_schema, parse, result
+from broker.tools.query_logs import tool as query_logs
+from broker.tools.query_logs.ere import parse_ere
+from broker.tools.query_logs.tool import (
+    DEFAULT_MAX_LINES,
+    OUTPUT_SCHEMA,
+    QueryArgs,
+    cap_lines,
+    input_schema,
+    parse,
+    result,
+)
 
 LIMITS = Limits(max_lines=1000)
 LOG = "/var/log/auth.log"

@@ -1,4 +1,4 @@
-"""Redaction of secrets in JSON-like values and free text (broker.redact)."""
+"""Redaction of secrets in JSON-like values and free text (broker.audit.redact)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from broker.redact import REDACTED, redact, redact_text
+from broker.audit.redact import REDACTED, redact, redact_text
 
 R = REDACTED
 HEX40 = "0123456789abcdef0123456789abcdef01234567"

@@ -127,10 +127,10 @@ def test_sandbox_run_hands_over_regular_files_only(tmp_path: Path) -> None:
 async def test_a_worker_refuses_a_descriptor_that_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
     """Second line of defence behind the allowlist's S_ISREG check: a directory
     descriptor would reach host metadata through `..`, so the worker refuses it."""
-    from broker.dispatch import spawn_worker, start_worker
+    from bastion_wire.protocol import SearchRequest, TailRequest
+    from broker.pool.worker_process import spawn_worker, start_worker
     from broker.sandbox.host import cgroup_host
     from broker.sandbox.plan import build_plan
-    from bastion_wire.protocol import SearchRequest, TailRequest
 
     cgroups = cgroup_host()
     profile = load_profile(kind, None)

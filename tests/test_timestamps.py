@@ -1,4 +1,4 @@
-"""Log-line timestamps (workers/timestamps.py) and the since/until arguments (broker/time_window.py)."""
+"""Log-line timestamps (workers/timestamps.py) and the since/until arguments (broker/tools/query_logs/time_window.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from broker.time_window import MAX_LENGTH, WindowError, parse_time_argument, parse_window
+from broker.tools.query_logs.time_window import MAX_LENGTH, WindowError, parse_time_argument, parse_window
 from workers import timestamps
 from workers.timestamps import HEAD, LineClock, WindowFilter
 

@@ -18,8 +18,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from broker.audit_verify import verify
-from broker.jsonrpc_gate import MAX_DEPTH, MAX_MESSAGE_BYTES
+from broker.audit.verify import verify
+from broker.transport.jsonrpc_gate import MAX_DEPTH, MAX_MESSAGE_BYTES
 from tests.conftest import BASTION, read_audit, write_policy
 from tests.test_http import INITIALIZE, TOKENS, Served, free_port, http_policy
 

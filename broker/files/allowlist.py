@@ -1,0 +1,350 @@
+"""Which files a client may name, and how the broker opens them.
+
+A request names a path as text. It is allowed only when the policy names that
+text, exactly or by a glob matched one path segment at a time. The file is then
+opened beneath the directory its entry pinned at load (broker/files/pinned_entry.py),
+without following any symlink (broker/files/no_follow_open.py): what is served is the
+file that really sits beneath that directory inode, never what a path string
+resolves to at request time. Listing skips symlinks; a search lists them among
+what it skips, with the reason, and never opens through them.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import re
+import stat
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from bastion_wire.protocol import MAX_SEARCH_FILES
+from broker.errors import ToolError
+from broker.files.no_follow_open import open_beneath
+from broker.files.pinned_entry import PinnedEntry, pin
+from broker.policy import Policy
+
+MAX_PATH_BYTES = 4096
+NOT_ALLOWED = "log_path is not an allowlisted log (see the resources list for valid paths)"
+
+
+@dataclass(frozen=True)
+class AllowedLog:
+    path: str  # as the client names it
+    description: str
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+def check_path_text(value: object, name: str = "log_path") -> str:
+    """Syntactic checks that need no filesystem access."""
+    if not isinstance(value, str) or not value:
+        raise ToolError(f"{name} must be a non-empty string")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(f"{name} contains characters that are not valid Unicode") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ToolError(f"{name} is longer than {MAX_PATH_BYTES} bytes")
+    if _has_control(value):
+        raise ToolError(f"{name} contains NUL or control characters")
+    if not value.startswith("/"):
+        raise ToolError(f"{name} must be an absolute path")
+    if os.path.normpath(value) != value or value.startswith("//"):
+        raise ToolError(f"{name} must be a normalized path (no '..', '.', '//' or trailing '/')")
+    return value
+
+
+def _segment_matches(have: str, want: str) -> bool:
+    # As in shell globs, a wildcard never matches a leading dot (hidden files).
+    if have.startswith(".") and not want.startswith("."):
+        return False
+    return fnmatchcase(have, want)
+
+
+def _segments_match(pattern: str, path: str) -> bool:
+    want, have = pattern.split("/"), path.split("/")
+    return len(want) == len(have) and all(_segment_matches(h, w) for w, h in zip(want, have))
+
+
+@dataclass(frozen=True)
+class OpenedLog:
+    path: str
+    fd: int
+    gzip: bool
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str    # as the client would name it
+    reason: str  # why it was not searched; never an internal path
+
+
+@dataclass
+class SearchTarget:
+    """The files one search covers, in the order they are searched, opened one
+    descriptor batch (at most MAX_SEARCH_FILES, what one worker takes) at a time."""
+
+    log_path: str  # as the client named it
+    files: list[OpenedLog]  # the batch opened now
+    pending: deque[str] = field(default_factory=deque)  # chosen, opened when the search gets to them
+    skipped: list[Skipped] = field(default_factory=list)  # chosen but unusable, in the order met
+    left_out: list[str] = field(default_factory=list)  # matched beyond max_glob_files, least recently modified first
+    chosen: int = 0  # files chosen to be searched (batches, pending and skipped together)
+
+    def close(self) -> None:
+        for log in self.files:
+            os.close(log.fd)
+        self.files = []
+
+
+MAX_ROTATIONS = 2 * 9999  # every name ROTATION admits: path.N and path.N.gz
+ROTATION = re.compile(r"\.([1-9][0-9]{0,3})(\.gz)?")
+
+
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+LISTING_FLAGS = os.O_RDONLY | os.O_DIRECTORY
+
+
+class Unopenable(ToolError):
+    """A file an entry names that cannot be served. `reason` names no path, so a glob
+    search can skip the file and say why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} is allowlisted but {reason}")
+        self.reason = reason
+
+
+REASONS = {
+    errno.ENOENT: "does not exist right now",
+    errno.ENOTDIR: "does not exist right now",
+    errno.ELOOP: "is a symlink or lies behind one, and symlinks are never followed",
+}
+NOT_REGULAR = "is not a regular file"
+HARD_LINKED = "has more than one name (a hard link), so it may be some other file"
+
+
+def _servable(st: os.stat_result) -> bool:
+    # A second name could be a hard link to a file outside the allowlist (where
+    # fs.protected_hardlinks is off); log files have one name, or none once
+    # rotated away after the open (still the file that was beneath the directory).
+    return stat.S_ISREG(st.st_mode) and st.st_nlink <= 1
+
+
+def _is_rotation_of(base: str, path: str) -> bool:
+    return path.startswith(base) and ROTATION.fullmatch(path[len(base):]) is not None
+
+
+def _below(directory: str, path: str) -> str:
+    """path's name relative to `directory`, which is one of its literal leading segments."""
+    return path[len(directory):].lstrip("/")
+
+
+def _scan(dirfd: int, relative: str, wanted: Callable[[str], bool], symlinks: bool = False) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of the wanted names in a directory beneath `dirfd`, reached without
+    following symlinks ([] if it is gone or unreadable: a glob then matches nothing there).
+    Symlinks themselves are left out unless asked for (to be reported, never followed)."""
+    try:
+        fd = open_beneath(dirfd, relative or ".", LISTING_FLAGS)
+    except OSError:
+        return []
+    found = []
+    try:
+        with os.scandir(fd) as entries:
+            for item in entries:
+                if wanted(item.name) and (symlinks or not item.is_symlink()):
+                    found.append((item.name, item.stat(follow_symlinks=False)))
+    except OSError:  # the directory or an entry vanished meanwhile
+        pass
+    finally:
+        os.close(fd)
+    return found
+
+
+class Allowlist:
+    """The policy's [[logs]] entries, each pinned to a directory opened at load.
+
+    Raises PolicyError for an entry with a symlink on its path that it may not
+    follow. The descriptors live as long as the Allowlist (the process, when serving)."""
+
+    def __init__(self, policy: Policy) -> None:
+        pinned: list[PinnedEntry] = []
+        self._finalizer = weakref.finalize(self, _close_all, pinned)
+        for index, entry in enumerate(policy.logs):
+            pinned.append(pin(entry, f"logs[{index}].path"))  # on PolicyError the finalizer closes the rest
+        self.pinned: tuple[PinnedEntry, ...] = tuple(pinned)
+        self._max_glob_files = policy.limits.max_glob_files
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def notes(self) -> list[str]:
+        """Entries left inert at load (their directory could not be opened), for the operator."""
+        return [f"{p.entry.path}: not served until a restart: {p.problem}" for p in self.pinned if p.dirfd is None]
+
+    def _match(self, path: str) -> tuple[PinnedEntry, str] | None:
+        """The entry naming `path`, and the name to open beneath that entry's directory."""
+        for pinned in self.pinned:
+            entry = pinned.entry
+            if entry.is_glob and _segments_match(entry.path, path):
+                return pinned, _below(pinned.shown, path)
+            if not entry.is_glob and entry.path == path:
+                return pinned, pinned.name
+            if not entry.is_glob and entry.rotations and _is_rotation_of(entry.path, path):
+                return pinned, pinned.name + path[len(entry.path):]
+        return None
+
+    def open_search(self, value: object, newest_first: bool = False) -> SearchTarget:
+        """The file(s) one search covers, its first batch opened: a file; a file and its
+        rotations; or every file a glob entry matches. Of a glob or rotations the
+        max_glob_files most recently modified are chosen (the others are left out,
+        reported), searched oldest first, or newest first if asked. Only one file is
+        opened per name, and only a batch at a time, so a call holds at most
+        MAX_SEARCH_FILES descriptors however large max_glob_files is."""
+        path = check_path_text(value)
+        found = self._match(path)
+        if found is not None and found[0].entry.is_glob and found[0].entry.path == path:
+            # Unusable members too (symlinks, FIFOs, directories): each is then skipped with its reason.
+            members = sorted(self._glob_members(found[0], unusable=True))
+            return self._open_chosen(path, [name for _, name in members], newest_first)
+        if found is not None and found[0].entry.rotations and found[0].entry.path == path:
+            return self._open_chosen(path, [*self._rotations(found[0], MAX_ROTATIONS), path], newest_first)
+        _, fd = self.open(path)
+        return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)], chosen=1)
+
+    def _open_chosen(self, shown: str, oldest_first: list[str], newest_first: bool) -> SearchTarget:
+        cut = max(0, len(oldest_first) - self._max_glob_files)
+        chosen = oldest_first[cut:][::-1] if newest_first else oldest_first[cut:]
+        if not chosen:
+            raise ToolError("log_path is allowlisted but no file of it exists right now")
+        target = SearchTarget(shown, [], deque(chosen), left_out=oldest_first[:cut], chosen=len(chosen))
+        self.open_next(target)
+        if not target.files:  # the batch takes every usable file it meets: none of them is
+            first = target.skipped[0].reason
+            others = f" (nor any of the other {len(chosen) - 1})" if len(chosen) > 1 else ""
+            raise ToolError(f"log_path is allowlisted but no file of it can be searched right now: one {first}{others}")
+        return target
+
+    def open_next(self, target: SearchTarget) -> None:
+        """Open the target's next batch in place (the previous one must be closed): up to
+        MAX_SEARCH_FILES usable files; each unusable one is skipped with its reason."""
+        assert not target.files, "close the previous batch first"
+        while target.pending and len(target.files) < MAX_SEARCH_FILES:
+            path = target.pending.popleft()
+            try:
+                _, fd = self.open(path)
+            except Unopenable as exc:
+                target.skipped.append(Skipped(path, exc.reason))
+                continue
+            except ToolError:
+                target.skipped.append(Skipped(path, "is not an allowlisted log"))
+                continue
+            target.files.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
+
+    def _glob_members(self, pinned: PinnedEntry, unusable: bool = False) -> list[tuple[float, str]]:
+        """(mtime, path as the client names it) of each servable file a glob entry matches
+        now, found one pattern segment at a time beneath its pinned directory; symlinks,
+        to files or directories, are skipped. With `unusable`, the last segment's
+        symlinks and other unservable names are kept too, for a search to report."""
+        if pinned.dirfd is None:
+            return []
+        dirfd = pinned.dirfd
+        *directories, last = pinned.name.split("/")
+        levels = [""]
+        for want in directories:
+            levels = [
+                os.path.join(relative, name)
+                for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=want))
+                if stat.S_ISDIR(st.st_mode)
+            ]
+        return [
+            (st.st_mtime, os.path.join(pinned.shown, relative, name))
+            for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable)
+            if unusable or _servable(st)
+        ]
+
+    def _rotations(self, pinned: PinnedEntry, limit: int) -> list[str]:
+        """NAME.N and NAME.N.gz beside a literal entry's file: oldest (highest N) first,
+        at most `limit` of the newest, as the client names them."""
+        if pinned.dirfd is None:
+            return []
+        base = pinned.name
+        found = sorted(
+            (int(ROTATION.fullmatch(name[len(base):]).group(1)), pinned.entry.path + name[len(base):])  # type: ignore[union-attr]
+            for name, st in _scan(pinned.dirfd, "", functools.partial(_is_rotation_of, base))
+            if _servable(st)
+        )
+        return [name for _, name in reversed(found[:limit])]
+
+    def logs(self) -> list[AllowedLog]:
+        """Every allowlisted file that exists now and could be served (globs expanded, bounded)."""
+        found: dict[str, AllowedLog] = {}
+        for pinned in self.pinned:
+            if pinned.entry.is_glob:
+                paths = sorted(name for _, name in self._glob_members(pinned))[: self._max_glob_files]
+            else:
+                paths = [pinned.entry.path] if self._literal_exists(pinned) else []
+            for path in paths:
+                found.setdefault(path, AllowedLog(path, pinned.entry.description))
+        return list(found.values())
+
+    def files(self, pinned: PinnedEntry) -> list[str]:
+        """The servable files an entry covers now, named relative to its pinned directory
+        (globs bounded like logs()), for the ownership checks in broker/files/log_dir_modes.py."""
+        if pinned.entry.is_glob:
+            return sorted(_below(pinned.shown, path) for _, path in self._glob_members(pinned))[: self._max_glob_files]
+        rotations = self._rotations(pinned, self._max_glob_files) if pinned.entry.rotations else []
+        names = [pinned.name + path[len(pinned.entry.path):] for path in rotations]
+        return [*names, pinned.name] if self._literal_exists(pinned) else names
+
+    def _literal_exists(self, pinned: PinnedEntry) -> bool:
+        if pinned.dirfd is None:
+            return False
+        try:
+            return _servable(os.stat(pinned.name, dir_fd=pinned.dirfd, follow_symlinks=False))
+        except OSError:
+            return False
+
+    def open(self, value: object, name: str = "log_path") -> tuple[str, int]:
+        """Validate a client-supplied path and return (path, read-only fd)."""
+        path = check_path_text(value, name)
+        found = self._match(path)
+        if found is None:
+            raise ToolError(NOT_ALLOWED.replace("log_path", name))
+        return path, _open_file(*found, name)
+
+
+def _open_file(pinned: PinnedEntry, relative: str, name: str) -> int:
+    """`relative` opened beneath the entry's pinned directory, no symlink followed: what is
+    served is the file that really is there, whatever any path string now resolves to."""
+    if pinned.dirfd is None:
+        raise Unopenable(name, REASONS[errno.ENOENT])
+    try:
+        fd = open_beneath(pinned.dirfd, relative, FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # unreachable for normalized names; refused all the same
+            raise ToolError(NOT_ALLOWED.replace("log_path", name)) from None
+        raise Unopenable(name, REASONS.get(exc.errno or 0, "cannot be opened")) from None
+    try:
+        st = os.fstat(fd)
+        if not _servable(st):
+            raise Unopenable(name, NOT_REGULAR if not stat.S_ISREG(st.st_mode) else HARD_LINKED)
+        os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO from stalling the open itself
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_all(pinned: list[PinnedEntry]) -> None:
+    for entry in pinned:
+        if entry.dirfd is not None:
+            os.close(entry.dirfd)
+    pinned.clear()

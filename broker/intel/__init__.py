@@ -1,0 +1,1 @@
+"""Threat-intel feeds compiled into the database the intel workers read (an operator command)."""

@@ -1,0 +1,1 @@
+"""Workers: the launcher that forks them, the process handle, the ready pool, what an end means."""

@@ -1,0 +1,1 @@
+"""How MCP reaches the broker: the SDK adapter, stdio, Streamable HTTP, screening, sd_notify."""
