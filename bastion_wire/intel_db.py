@@ -60,9 +60,18 @@ MAX_V6 = (1 << 128) - 1
 MASK64 = (1 << 64) - 1
 
 SECTIONS = (
-    "meta", "v4_index", "v4_start", "v4_end", "v4_member",
-    "v6_start_hi", "v6_start_lo", "v6_end_hi", "v6_end_lo", "v6_member",
-    "members", "entries",
+    "meta",
+    "v4_index",
+    "v4_start",
+    "v4_end",
+    "v4_member",
+    "v6_start_hi",
+    "v6_start_lo",
+    "v6_end_hi",
+    "v6_end_lo",
+    "v6_member",
+    "members",
+    "entries",
 )
 # magic, format version, header size, file size, entries, v4 intervals,
 # v6 intervals, member words, (offset, length) per section, reserved (0),
@@ -121,9 +130,18 @@ def align(offset: int) -> int:
 def section_lengths(meta_bytes: int, entries: int, v4: int, v6: int, words: int) -> list[int]:
     """Byte length of each section, in SECTIONS order, for these counts."""
     return [
-        meta_bytes, 4 * (V4_BUCKETS + 1), 4 * v4, 4 * v4, 4 * v4,
-        8 * v6, 8 * v6, 8 * v6, 8 * v6, 4 * v6,
-        4 * words, ENTRY.size * entries,
+        meta_bytes,
+        4 * (V4_BUCKETS + 1),
+        4 * v4,
+        4 * v4,
+        4 * v4,
+        8 * v6,
+        8 * v6,
+        8 * v6,
+        8 * v6,
+        4 * v6,
+        4 * words,
+        ENTRY.size * entries,
     ]
 
 
@@ -190,11 +208,15 @@ class IntelDatabase:
         if magic != MAGIC:
             raise IntelDatabaseError("not a Bastion intel database (bad magic)")
         if version != FORMAT_VERSION:
-            raise IntelDatabaseError(f"intel database format version {version}; this reader supports {FORMAT_VERSION}: recompile it")
+            raise IntelDatabaseError(
+                f"intel database format version {version}; this reader supports {FORMAT_VERSION}: recompile it"
+            )
         if header_size != HEADER.size:
             raise IntelDatabaseError(f"intel database header size {header_size}, expected {HEADER.size}")
         if file_size != size:
-            raise IntelDatabaseError(f"intel database truncated or extended: header says {file_size} bytes, file has {size}")
+            raise IntelDatabaseError(
+                f"intel database truncated or extended: header says {file_size} bytes, file has {size}"
+            )
         self._counts = fields[4:8]
         spans = self._check_layout(fields, size)
         if fields[-2] != 0:
@@ -338,7 +360,13 @@ class IntelDatabase:
             version, plen = flags & 0xFF, flags >> 8 & 0xFF
             value = c0 << 96 | c1 << 64 | c2 << 32 | c3
             bits = 32 if version == 4 else 128
-            if version not in (4, 6) or feed >= feeds or plen > bits or value >> bits or value & ((1 << (bits - plen)) - 1):
+            if (
+                version not in (4, 6)
+                or feed >= feeds
+                or plen > bits
+                or value >> bits
+                or value & ((1 << (bits - plen)) - 1)
+            ):
                 raise IntelDatabaseError(f"intel database entry {number} is inconsistent")
             yield feed, version, value, plen, flags >> 16 & 0xFF != 0, first, last
 

@@ -24,7 +24,9 @@ HEADER = struct.Struct(">I")
 # Failure codes a worker may report; anything else is a protocol violation.
 # engine_killed: the program the worker ran died of a signal (named in message).
 # bad_database: the intel database handed over is missing pieces, corrupt or of another format.
-FailureCode = Literal["bad_request", "bad_pattern", "bad_database", "engine_error", "engine_killed", "io_error", "too_large"]
+FailureCode = Literal[
+    "bad_request", "bad_pattern", "bad_database", "engine_error", "engine_killed", "io_error", "too_large"
+]
 
 
 class ProtocolError(Exception):
@@ -45,8 +47,8 @@ class Setup(msgspec.Struct, tag="setup", forbid_unknown_fields=True):
 class SearchFile(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     """One handed-over descriptor of a search, in the order the fds arrive."""
 
-    gzip: bool = False      # decompress in the worker (rotated .gz files)
-    mtime: float = 0.0      # the file's modification time: the year of RFC 3164 stamps is inferred from it
+    gzip: bool = False  # decompress in the worker (rotated .gz files)
+    mtime: float = 0.0  # the file's modification time: the year of RFC 3164 stamps is inferred from it
 
 
 class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
@@ -186,14 +188,14 @@ class IntelMatch(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     feed: Annotated[int, msgspec.Meta(ge=0)]  # index into IntelReport.feeds
     prefix: str
     first_seen: int  # unix seconds: first compile that saw this entry
-    last_seen: int   # unix seconds: last compile that saw it
-    active: bool     # False: delisted since (history only)
+    last_seen: int  # unix seconds: last compile that saw it
+    active: bool  # False: delisted since (history only)
 
 
 class Enrichment(msgspec.Struct, forbid_unknown_fields=True):
     asn: int | None = None
     organization: str | None = None
-    country: str | None = None       # ISO 3166-1 alpha-2
+    country: str | None = None  # ISO 3166-1 alpha-2
     country_name: str | None = None
 
 
@@ -253,7 +255,7 @@ class FrameReader:
             end = HEADER.size + length
             if len(self._buffer) < end:
                 break
-            payload = bytes(self._buffer[HEADER.size:end])
+            payload = bytes(self._buffer[HEADER.size : end])
             del self._buffer[:end]
             try:
                 messages.append(self._decoder.decode(payload))

@@ -43,21 +43,33 @@ QUERY_SCHEMA: dict[str, Any] = {
 # cost of a call is the same on both sides of the comparison.
 _LINE = {
     "type": "object",
-    "properties": {"file": {"type": "string"}, "line_no": {"type": "integer", "minimum": 1},
-                   "text": {"type": "string"}, "context": {"type": "boolean"}},
+    "properties": {
+        "file": {"type": "string"},
+        "line_no": {"type": "integer", "minimum": 1},
+        "text": {"type": "string"},
+        "context": {"type": "boolean"},
+    },
     "required": ["file", "line_no", "text", "context"],
 }
 _FILE = {
     "type": "object",
-    "properties": {"path": {"type": "string"}, "compressed": {"type": "boolean"}, "matches": {"type": ["integer", "null"]}},
+    "properties": {
+        "path": {"type": "string"},
+        "compressed": {"type": "boolean"},
+        "matches": {"type": ["integer", "null"]},
+    },
     "required": ["path", "compressed", "matches"],
 }
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "log_path": {"type": "string"}, "lines": {"type": "array", "items": _LINE}, "files": {"type": "array", "items": _FILE},
-        "total_matches": {"type": ["integer", "null"]}, "truncated": {"type": "boolean"},
-        "truncated_reason": {"type": ["string", "null"]}, "notes": {"type": "array", "items": {"type": "string"}},
+        "log_path": {"type": "string"},
+        "lines": {"type": "array", "items": _LINE},
+        "files": {"type": "array", "items": _FILE},
+        "total_matches": {"type": ["integer", "null"]},
+        "truncated": {"type": "boolean"},
+        "truncated_reason": {"type": ["string", "null"]},
+        "notes": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["log_path", "lines", "files", "total_matches", "truncated", "truncated_reason", "notes"],
 }
@@ -82,7 +94,14 @@ def ok_result(text: str, structured: dict[str, Any]) -> types.CallToolResult:
 
 async def run_grep(pattern: str, path: str) -> bytes:
     process = await asyncio.create_subprocess_exec(
-        "grep", "-E", "-n", "-e", pattern, path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "grep",
+        "-E",
+        "-n",
+        "-e",
+        pattern,
+        path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     output, errors = await process.communicate()
     if process.returncode not in (0, 1):
@@ -106,8 +125,13 @@ async def query_logs(arguments: dict[str, Any], allowed: set[str]) -> types.Call
     lines = [numbered(line, path) for line in found[:max_lines]]
     more = len(found) > max_lines
     structured = {
-        "log_path": path, "lines": lines, "files": [{"path": path, "compressed": False, "matches": None}],
-        "total_matches": None, "truncated": more, "truncated_reason": "max_lines" if more else None, "notes": [],
+        "log_path": path,
+        "lines": lines,
+        "files": [{"path": path, "compressed": False, "matches": None}],
+        "total_matches": None,
+        "truncated": more,
+        "truncated_reason": "max_lines" if more else None,
+        "notes": [],
     }
     body = "\n".join(f"{line['line_no']}: {line['text']}" for line in lines)
     return ok_result(f"{len(lines)} matching line(s) in {path}\n{body}", structured)
@@ -145,15 +169,26 @@ async def check_ip_reputation(arguments: dict[str, Any], feed: str | None) -> ty
         raise BaselineError("ip_address is not an IP address") from None
     networks = load_feed(feed)
     matches = listed_in(address, networks)
-    structured = {"ip_address": str(address), "version": address.version, "verdict": "listed" if matches else "unlisted",
-                  "matches": matches, "entries": len(networks)}
+    structured = {
+        "ip_address": str(address),
+        "version": address.version,
+        "verdict": "listed" if matches else "unlisted",
+        "matches": matches,
+        "entries": len(networks),
+    }
     return ok_result(f"{address}: {structured['verdict']} {', '.join(matches)}".rstrip(), structured)
 
 
 def tools(feed: str | None) -> list[types.Tool]:
-    found = [types.Tool(name="query_logs", description="grep -E a log file", input_schema=QUERY_SCHEMA, output_schema=RESULT_SCHEMA)]
+    found = [
+        types.Tool(
+            name="query_logs", description="grep -E a log file", input_schema=QUERY_SCHEMA, output_schema=RESULT_SCHEMA
+        )
+    ]
     if feed is not None:
-        found.append(types.Tool(name="check_ip_reputation", description="look an address up in a netset", input_schema=IP_SCHEMA))
+        found.append(
+            types.Tool(name="check_ip_reputation", description="look an address up in a netset", input_schema=IP_SCHEMA)
+        )
     return found
 
 
@@ -163,7 +198,9 @@ def build_server(allowed: set[str], feed: str | None) -> Server:
         "check_ip_reputation": lambda arguments: check_ip_reputation(arguments, feed),
     }
 
-    async def list_tools(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools(feed))
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:

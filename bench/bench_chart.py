@@ -45,11 +45,14 @@ def latency_chart(latency_ms: dict[str, dict[str, list[float]]], path: Path, tit
 
 def _panel(axis: Any, label: str, series: dict[str, list[float]]) -> None:
     import matplotlib.ticker
+
     for name, values in series.items():
         ordered = sorted(values)
         shares = [(index + 1) / len(ordered) for index in range(len(ordered))]
         p50, p99 = _percentile(ordered, 0.5), _percentile(ordered, 0.99)
-        axis.step(ordered, shares, where="post", color=COLORS.get(name), label=f"{name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        axis.step(
+            ordered, shares, where="post", color=COLORS.get(name), label=f"{name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
         axis.plot([p50, p99], [0.5, 0.99], "o", color=COLORS.get(name), markersize=4)
     axis.set_xscale("log")
     axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))

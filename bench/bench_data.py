@@ -31,7 +31,12 @@ UNLISTED_IP = "8.8.4.4"
 HOST_MARK = "@@@@@@"  # replaced by the block number (same width) in the big log
 
 USERS = ["root", "admin", "deploy", "ubuntu", "oracle", "git", "postgres", "test", "alice", "bob", "jenkins", "backup"]
-COMMANDS = ["/usr/bin/systemctl restart nginx", "/usr/bin/apt-get update", "/usr/bin/journalctl -u sshd", "/bin/cat /etc/hosts"]
+COMMANDS = [
+    "/usr/bin/systemctl restart nginx",
+    "/usr/bin/apt-get update",
+    "/usr/bin/journalctl -u sshd",
+    "/bin/cat /etc/hosts",
+]
 MONTHS = ["Oct", "Nov", "Dec"]
 
 
@@ -162,8 +167,13 @@ def prepare(quick: bool, say: Callable[[str], None] = print) -> Dataset:
     big_mb = 200 if quick else 1024
     entries = 100_000 if quick else 1_000_000
     dataset = Dataset(
-        small_log=DATA_DIR / "auth-1m.log", big_log=DATA_DIR / f"auth-{big_mb}m.log", feed=DATA_DIR / f"feed-{entries}.netset",
-        big_bytes=big_mb * MIB, small_bytes=MIB, feed_entries=entries, rare_matches=len(rare_block_numbers(big_mb * MIB // _block_size())),
+        small_log=DATA_DIR / "auth-1m.log",
+        big_log=DATA_DIR / f"auth-{big_mb}m.log",
+        feed=DATA_DIR / f"feed-{entries}.netset",
+        big_bytes=big_mb * MIB,
+        small_bytes=MIB,
+        feed_entries=entries,
+        rare_matches=len(rare_block_numbers(big_mb * MIB // _block_size())),
     )
     _ensure(dataset.small_log, {"small": MIB}, lambda: write_small_log(dataset.small_log, MIB), say)
     _ensure(dataset.big_log, {"big": dataset.big_bytes}, lambda: write_big_log(dataset.big_log, dataset.big_bytes), say)

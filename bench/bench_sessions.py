@@ -80,20 +80,25 @@ def _find_child(marker: str) -> psutil.Process:
 
 
 @asynccontextmanager
-async def open_session(name: str, command: str, args: list[str], marker: str, stderr_path: Path,
-                       timeout_s: float) -> AsyncIterator[Session]:
+async def open_session(
+    name: str, command: str, args: list[str], marker: str, stderr_path: Path, timeout_s: float
+) -> AsyncIterator[Session]:
     params = StdioServerParameters(command=command, args=args, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     with open(stderr_path, "a") as errlog:
         async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=timeout_s) as client:
             yield Session(name, client, _find_child(marker))
 
 
-def bastion_session(bastion: Path, policy: Path, stderr_path: Path, timeout_s: float = 900) -> AbstractAsyncContextManager[Session]:
+def bastion_session(
+    bastion: Path, policy: Path, stderr_path: Path, timeout_s: float = 900
+) -> AbstractAsyncContextManager[Session]:
     args = ["serve", "--policy", str(policy)]
     return open_session("bastion", str(bastion), args, str(policy), stderr_path, timeout_s)
 
 
-def baseline_session(logs: list[Path], feed: Path, stderr_path: Path, timeout_s: float = 900) -> AbstractAsyncContextManager[Session]:
+def baseline_session(
+    logs: list[Path], feed: Path, stderr_path: Path, timeout_s: float = 900
+) -> AbstractAsyncContextManager[Session]:
     tag = uuid.uuid4().hex
     args = [str(BASELINE_SCRIPT), *[f"--log={log}" for log in logs], f"--feed={feed}", f"--tag={tag}"]
     return open_session("baseline", sys.executable, args, tag, stderr_path, timeout_s)

@@ -51,8 +51,12 @@ def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     timings = anyio.run(measure, calls)
     quartiles = statistics.quantiles(timings, n=4)
-    print(f"query_logs on auth.log ({(SAMPLE_LOGS / 'auth.log').stat().st_size // 1024} KiB), {calls} calls, end to end over stdio")
-    print(f"median {statistics.median(timings):.2f} ms   p25 {quartiles[0]:.2f} ms   p75 {quartiles[2]:.2f} ms   max {max(timings):.2f} ms")
+    print(
+        f"query_logs on auth.log ({(SAMPLE_LOGS / 'auth.log').stat().st_size // 1024} KiB), {calls} calls, end to end over stdio"
+    )
+    print(
+        f"median {statistics.median(timings):.2f} ms   p25 {quartiles[0]:.2f} ms   p75 {quartiles[2]:.2f} ms   max {max(timings):.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -85,16 +85,20 @@ def main() -> None:
         v4_path.write_text(v4_text)
         v6_path.write_text(v6_text)
         output = os.path.join(directory, "intel.db")
-        sources = [FeedSource("v4", str(v4_path), "netset", "malware", 90),
-                   FeedSource("v6", str(v6_path), "netset", "malware", 90)]
+        sources = [
+            FeedSource("v4", str(v4_path), "netset", "malware", 90),
+            FeedSource("v6", str(v6_path), "netset", "malware", 90),
+        ]
 
         started = time.perf_counter()
         parse_feed(v4_path.read_bytes(), "netset")
         parse_v4 = time.perf_counter() - started
         report_v4 = compile_feeds(sources[:1], output, now=1_000_000)
         print(f"IPv4 netset: {entries} lines, {v4_path.stat().st_size / 1e6:.1f} MB")
-        print(f"  compile {report_v4.seconds:.2f} s = parse {parse_v4:.2f} s + read/build/write {report_v4.seconds - parse_v4:.2f} s"
-              f" -> {report_v4.entries} entries, {report_v4.intervals_v4} intervals, {os.path.getsize(output) / 1e6:.1f} MB")
+        print(
+            f"  compile {report_v4.seconds:.2f} s = parse {parse_v4:.2f} s + read/build/write {report_v4.seconds - parse_v4:.2f} s"
+            f" -> {report_v4.entries} entries, {report_v4.intervals_v4} intervals, {os.path.getsize(output) / 1e6:.1f} MB"
+        )
 
         again = compile_feeds(sources[:1], output, previous=output, now=2_000_000)
         print(f"  recompile with the first database as history: {again.seconds:.2f} s")
@@ -103,9 +107,11 @@ def main() -> None:
         parse_feed(v6_path.read_bytes(), "netset")
         parse_v6 = time.perf_counter() - started
         report = compile_feeds(sources, output, previous=output, now=3_000_000)
-        print(f"IPv4 + {len(v6_inside)} IPv6 entries (IPv6 parse alone {parse_v6:.2f} s), with history: compile {report.seconds:.2f} s"
-              f" -> {report.entries} entries ({report.active} active), {report.intervals_v4} + {report.intervals_v6} intervals,"
-              f" {os.path.getsize(output) / 1e6:.1f} MB")
+        print(
+            f"IPv4 + {len(v6_inside)} IPv6 entries (IPv6 parse alone {parse_v6:.2f} s), with history: compile {report.seconds:.2f} s"
+            f" -> {report.entries} entries ({report.active} active), {report.intervals_v4} + {report.intervals_v6} intervals,"
+            f" {os.path.getsize(output) / 1e6:.1f} MB"
+        )
 
         fd = os.open(output, os.O_RDONLY)
         started = time.perf_counter()
@@ -114,7 +120,9 @@ def main() -> None:
         started = time.perf_counter()
         for _ in range(100):
             IntelDatabase.open_fd(fd).close()
-        print(f"open_fd: first {first_open * 1e3:.2f} ms, then {(time.perf_counter() - started) * 10:.2f} ms per open/close")
+        print(
+            f"open_fd: first {first_open * 1e3:.2f} ms, then {(time.perf_counter() - started) * 10:.2f} ms per open/close"
+        )
 
         lookup = database.lookup
         figures = [

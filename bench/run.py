@@ -53,14 +53,32 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from bench_data import (  # noqa: E402
-    ALL_PATTERN, DATA_DIR, FREQUENT_PATTERN, LISTED_IP, RARE_PATTERN, SMALL_PATTERN, UNLISTED_IP, Dataset, dataset_summary, prepare,
-)
 from bench_chart import latency_chart  # noqa: E402
+from bench_data import (  # noqa: E402
+    ALL_PATTERN,
+    DATA_DIR,
+    FREQUENT_PATTERN,
+    LISTED_IP,
+    RARE_PATTERN,
+    SMALL_PATTERN,
+    UNLISTED_IP,
+    Dataset,
+    dataset_summary,
+    prepare,
+)
 from bench_report import Row, at_least, at_most, median, percentile, ratio, table, write_json  # noqa: E402
 from bench_sessions import (  # noqa: E402
-    PeakSampler, Session, Timed, baseline_session, bastion_session, kill_descendants, rss, timed_call, worker_rss,
+    PeakSampler,
+    Session,
+    Timed,
+    baseline_session,
+    bastion_session,
+    kill_descendants,
+    rss,
+    timed_call,
+    worker_rss,
 )
+
 from bastion_wire.intel_db import IntelDatabase  # noqa: E402
 from tests.conftest import BASTION, write_policy  # noqa: E402
 
@@ -91,8 +109,12 @@ class Config:
     @classmethod
     def make(cls, quick: bool, cases: tuple[str, ...]) -> Config:
         if quick:
-            return cls(quick, cases, latency_calls=50, scan_runs=1, concurrency_s=2, intel_rounds=3, intel_calls_per_round=8)
-        return cls(quick, cases, latency_calls=200, scan_runs=3, concurrency_s=5, intel_rounds=5, intel_calls_per_round=8)
+            return cls(
+                quick, cases, latency_calls=50, scan_runs=1, concurrency_s=2, intel_rounds=3, intel_calls_per_round=8
+            )
+        return cls(
+            quick, cases, latency_calls=200, scan_runs=3, concurrency_s=5, intel_rounds=5, intel_calls_per_round=8
+        )
 
 
 @dataclass
@@ -108,7 +130,9 @@ class Bench:
         return bastion_session(BASTION, self.policy, DATA_DIR / "bastion.stderr.log", CALL_TIMEOUT_S)
 
     def baseline(self) -> AbstractAsyncContextManager[Session]:
-        return baseline_session([self.data.small_log, self.data.big_log], self.data.feed, DATA_DIR / "baseline.stderr.log", CALL_TIMEOUT_S)
+        return baseline_session(
+            [self.data.small_log, self.data.big_log], self.data.feed, DATA_DIR / "baseline.stderr.log", CALL_TIMEOUT_S
+        )
 
     @asynccontextmanager
     async def both(self) -> AsyncIterator[tuple[Session, Session]]:
@@ -131,8 +155,8 @@ class Bench:
 def intel_toml(data: Dataset, database: Path) -> str:
     return (
         f"[intel]\ndatabase = {json.dumps(str(database))}\nmax_age_hours = 87600\n\n"
-        f"[[intel.feeds]]\nname = \"bench_netset\"\npath = {json.dumps(str(data.feed))}\nformat = \"netset\"\n"
-        "category = \"attacks\"\nconfidence = 90\n"
+        f'[[intel.feeds]]\nname = "bench_netset"\npath = {json.dumps(str(data.feed))}\nformat = "netset"\n'
+        'category = "attacks"\nconfidence = 90\n'
     )
 
 
@@ -147,7 +171,9 @@ def compile_intel(policy: Path, data: Dataset, database: Path) -> float | None:
         return None
     database.unlink(missing_ok=True)
     started = time.perf_counter()
-    subprocess.run([str(BASTION), "intel", "compile", "--policy", str(policy)], check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [str(BASTION), "intel", "compile", "--policy", str(policy)], check=True, capture_output=True, timeout=900
+    )
     return time.perf_counter() - started
 
 
@@ -161,8 +187,14 @@ def warm_page_cache(path: Path) -> float:
 
 def host_details() -> dict[str, Any]:
     grep = subprocess.run(["grep", "--version"], capture_output=True, text=True).stdout.splitlines()
-    return {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "grep": grep[0] if grep else "?", "rg": shutil.which("rg"), "loadavg_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grep": grep[0] if grep else "?",
+        "rg": shutil.which("rg"),
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 # --- helpers ----------------------------------------------------------------
@@ -172,8 +204,9 @@ def ms(values: list[float]) -> list[float]:
     return [value * 1000 for value in values]
 
 
-async def interleaved(sessions: list[Session], call: Callable[[Session], Awaitable[Timed]], count: int,
-                      pause_s: float) -> dict[str, list[Timed]]:
+async def interleaved(
+    sessions: list[Session], call: Callable[[Session], Awaitable[Timed]], count: int, pause_s: float
+) -> dict[str, list[Timed]]:
     """`count` calls per session, in bursts of BURST, the order of sessions alternating."""
     results: dict[str, list[Timed]] = {session.name: [] for session in sessions}
     order = list(sessions)
@@ -218,12 +251,25 @@ async def latency_case(bench: Bench) -> None:
 def latency_rows(bench: Bench, label: str, ours: list[Timed], theirs: list[Timed]) -> None:
     a, b = ms([t.seconds for t in ours if t.ok]), ms([t.seconds for t in theirs if t.ok])
     p50a, p50b, p99a, p99b = median(a), median(b), percentile(a, 0.99), percentile(b, 0.99)
-    note = (f"{len(ours)} calls each; Bastion range {min(a, default=0):.0f}-{max(a, default=0):.0f} ms; "
-            f"lines returned {ours[0].lines} vs {theirs[0].lines}; errors {errors_of(ours + theirs) or 'none'}")
+    note = (
+        f"{len(ours)} calls each; Bastion range {min(a, default=0):.0f}-{max(a, default=0):.0f} ms; "
+        f"lines returned {ours[0].lines} vs {theirs[0].lines}; errors {errors_of(ours + theirs) or 'none'}"
+    )
     for name, x, y, limit in (("p50", p50a, p50b, 1.3), ("p99", p99a, p99b, 2.0)):
         r = ratio(x, y)
-        bench.rows.append(Row(f"query_logs 1 MB log {name}, {label}", "ms", x, y, ratio=r, ratio_label="Bastion/baseline",
-                              target=f"≤ {limit}× baseline", verdict=at_most(r, limit), note=note if name == "p50" else ""))
+        bench.rows.append(
+            Row(
+                f"query_logs 1 MB log {name}, {label}",
+                "ms",
+                x,
+                y,
+                ratio=r,
+                ratio_label="Bastion/baseline",
+                target=f"≤ {limit}× baseline",
+                verdict=at_most(r, limit),
+                note=note if name == "p50" else "",
+            )
+        )
     bench.details.setdefault("latency_ms", {})[label] = {"bastion": a, "baseline": b}
     if label == "50 ms pause":
         bench.details["small_p50_ms"] = p50a
@@ -235,12 +281,15 @@ def latency_rows(bench: Bench, label: str, ours: list[Timed], theirs: list[Timed
 async def bare_scan(command: list[str]) -> tuple[float, int]:
     started = time.perf_counter()
     with anyio.fail_after(SCAN_TIMEOUT_S):
-        done = await anyio.run_process(command, check=False, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        done = await anyio.run_process(
+            command, check=False, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        )
     return time.perf_counter() - started, done.stdout.count(b"\n")
 
 
-async def mcp_scan(session: Session, arguments: dict[str, Any], audit: Path | None = None,
-                   broker_ms: list[float] | None = None) -> tuple[float, int]:
+async def mcp_scan(
+    session: Session, arguments: dict[str, Any], audit: Path | None = None, broker_ms: list[float] | None = None
+) -> tuple[float, int]:
     timed = await timed_call(session, "query_logs", arguments, SCAN_TIMEOUT_S)
     if not timed.ok:
         raise RuntimeError(f"{session.name} scan failed: {timed.error}")
@@ -267,11 +316,13 @@ async def scan_case(bench: Bench) -> None:
     scan_rows(bench, runs, rg is not None, median(broker_ms))
 
 
-async def alternate(runners: dict[str, Callable[[], Awaitable[tuple[float, int]]]], rounds: int) -> dict[str, list[tuple[float, int]]]:
+async def alternate(
+    runners: dict[str, Callable[[], Awaitable[tuple[float, int]]]], rounds: int
+) -> dict[str, list[tuple[float, int]]]:
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
     names = list(runners)
     for index in range(rounds):
-        for name in names[index % len(names):] + names[: index % len(names)]:
+        for name in names[index % len(names) :] + names[: index % len(names)]:
             results[name].append(await runners[name]())
     return results
 
@@ -285,14 +336,44 @@ def scan_rows(bench: Bench, runs: dict[str, list[tuple[float, int]]], have_rg: b
     if broker_ms:
         note += f"; inside Bastion's broker (audit duration) {broker_ms:.0f} ms = {size / MB / (broker_ms / 1000):,.0f} MB/s"
     bastion = speed.get("bastion")
-    bench.rows.append(Row(f"{case} vs grep -E", "MB/s", bastion, speed.get("grep"), "grep", ratio(bastion, speed.get("grep")),
-                          "Bastion/grep", "≥ 1.0× grep", at_least(ratio(bastion, speed.get("grep")), 1.0), note=note))
-    rg_row = Row(f"{case} vs ripgrep", "MB/s", bastion, speed.get("rg"), "rg", ratio(bastion, speed.get("rg")), "Bastion/rg",
-                 "≥ 0.8× rg", at_least(ratio(bastion, speed.get("rg")), 0.8) if have_rg else "n/a")
+    bench.rows.append(
+        Row(
+            f"{case} vs grep -E",
+            "MB/s",
+            bastion,
+            speed.get("grep"),
+            "grep",
+            ratio(bastion, speed.get("grep")),
+            "Bastion/grep",
+            "≥ 1.0× grep",
+            at_least(ratio(bastion, speed.get("grep")), 1.0),
+            note=note,
+        )
+    )
+    rg_row = Row(
+        f"{case} vs ripgrep",
+        "MB/s",
+        bastion,
+        speed.get("rg"),
+        "rg",
+        ratio(bastion, speed.get("rg")),
+        "Bastion/rg",
+        "≥ 0.8× rg",
+        at_least(ratio(bastion, speed.get("rg")), 0.8) if have_rg else "n/a",
+    )
     rg_row.other_text = "" if have_rg else "not installed"
     bench.rows.append(rg_row)
-    bench.rows.append(Row(f"{case} vs baseline", "MB/s", bastion, speed.get("baseline"), "baseline",
-                          ratio(bastion, speed.get("baseline")), "Bastion/baseline"))
+    bench.rows.append(
+        Row(
+            f"{case} vs baseline",
+            "MB/s",
+            bastion,
+            speed.get("baseline"),
+            "baseline",
+            ratio(bastion, speed.get("baseline")),
+            "Bastion/baseline",
+        )
+    )
     bench.details["scan_s"] = {name: [s for s, _ in values] for name, values in runs.items()}
     bench.details["scan_broker_ms_median"] = broker_ms
 
@@ -300,8 +381,9 @@ def scan_rows(bench: Bench, runs: dict[str, list[tuple[float, int]]], have_rg: b
 # --- 3. frequent pattern, max_lines=100 -------------------------------------------
 
 
-async def sampled_call(session: Session, probes: dict[str, Callable[[], int]], arguments: dict[str, Any],
-                       timeout_s: float) -> tuple[Timed, PeakSampler]:
+async def sampled_call(
+    session: Session, probes: dict[str, Callable[[], int]], arguments: dict[str, Any], timeout_s: float
+) -> tuple[Timed, PeakSampler]:
     with PeakSampler(probes, limit_s=timeout_s + 10) as sampler:
         timed = await timed_call(session, "query_logs", arguments, timeout_s)
     return timed, sampler
@@ -337,35 +419,79 @@ async def baseline_frequent(bench: Bench, arguments: dict[str, Any], cost: list[
     """One call on a fresh baseline process (its memory is not reused between runs), bounded at 120 s."""
     async with bench.baseline() as baseline:
         before = rss(baseline.process) / MIB
-        timed, sampler = await sampled_call(baseline, {"server": lambda: rss(baseline.process)}, arguments, FREQUENT_TIMEOUT_S)
+        timed, sampler = await sampled_call(
+            baseline, {"server": lambda: rss(baseline.process)}, arguments, FREQUENT_TIMEOUT_S
+        )
         cost.append(max(0.0, sampler.mib("server") - before))
         return timed, sampler
 
 
-def frequent_rows(bench: Bench, ours: list[tuple[Timed, PeakSampler]], theirs: list[tuple[Timed, PeakSampler]],
-                  cost: dict[str, list[float]]) -> None:
+def frequent_rows(
+    bench: Bench,
+    ours: list[tuple[Timed, PeakSampler]],
+    theirs: list[tuple[Timed, PeakSampler]],
+    cost: dict[str, list[float]],
+) -> None:
     ours_s = median([t.seconds for t, _ in ours if t.ok])
     timed_out = any(t.timed_out for t, _ in theirs)
     theirs_s = FREQUENT_TIMEOUT_S if timed_out else median([t.seconds for t, _ in theirs if t.ok])
     speedup = ratio(theirs_s, ours_s)
-    note = (f"baseline HIT the {FREQUENT_TIMEOUT_S:.0f} s bound: its figure and the ratio are lower bounds; " if timed_out else "") + \
-        f"lines {[t.lines for t, _ in ours]} vs {[t.lines for t, _ in theirs]}; errors {errors_of([t for t, _ in ours + theirs]) or 'none'}"
-    bench.rows.append(Row(f"frequent pattern, max_lines=100, {bench.big_label} log: wall time", "ms",
-                          ours_s * 1000 if ours_s else None, theirs_s * 1000 if theirs_s else None, ratio=speedup,
-                          ratio_label="baseline/Bastion", target="≥ 50× faster", verdict=at_least(speedup, 50), note=note))
+    note = (
+        (
+            f"baseline HIT the {FREQUENT_TIMEOUT_S:.0f} s bound: its figure and the ratio are lower bounds; "
+            if timed_out
+            else ""
+        )
+        + f"lines {[t.lines for t, _ in ours]} vs {[t.lines for t, _ in theirs]}; errors {errors_of([t for t, _ in ours + theirs]) or 'none'}"
+    )
+    bench.rows.append(
+        Row(
+            f"frequent pattern, max_lines=100, {bench.big_label} log: wall time",
+            "ms",
+            ours_s * 1000 if ours_s else None,
+            theirs_s * 1000 if theirs_s else None,
+            ratio=speedup,
+            ratio_label="baseline/Bastion",
+            target="≥ 50× faster",
+            verdict=at_least(speedup, 50),
+            note=note,
+        )
+    )
     broker = median([s.mib("broker") for _, s in ours])
     server = median([s.mib("server") for _, s in theirs])
-    bench.rows.append(Row(f"frequent pattern, max_lines=100, {bench.big_label}: peak RSS (broker vs server)", "MiB",
-                          broker, server, ratio=ratio(broker, server), ratio_label="Bastion/baseline",
-                          note="both processes carry the MCP SDK (~68 MiB idle)"))
+    bench.rows.append(
+        Row(
+            f"frequent pattern, max_lines=100, {bench.big_label}: peak RSS (broker vs server)",
+            "MiB",
+            broker,
+            server,
+            ratio=ratio(broker, server),
+            ratio_label="Bastion/baseline",
+            note="both processes carry the MCP SDK (~68 MiB idle)",
+        )
+    )
     ours_mib, theirs_mib = median(cost["bastion"]), median(cost["baseline"])
     leaner = ratio(theirs_mib, ours_mib)
-    bench.rows.append(Row(f"frequent pattern, max_lines=100, {bench.big_label}: memory the call adds", "MiB", ours_mib, theirs_mib,
-                          ratio=leaner, ratio_label="baseline/Bastion", target="≥ 100× leaner", verdict=at_least(leaner, 100),
-                          note="Bastion: broker RSS growth + the worker's own cgroup peak (worker and engine, without the "
-                               "pages it shares with the launcher); baseline: server RSS growth"))
-    bench.details["frequent"] = {"bastion_s": [t.seconds for t, _ in ours], "baseline_s": [t.seconds for t, _ in theirs],
-                                 "baseline_timed_out": timed_out, "baseline_peak_rss_mib": [s.mib("server") for _, s in theirs]}
+    bench.rows.append(
+        Row(
+            f"frequent pattern, max_lines=100, {bench.big_label}: memory the call adds",
+            "MiB",
+            ours_mib,
+            theirs_mib,
+            ratio=leaner,
+            ratio_label="baseline/Bastion",
+            target="≥ 100× leaner",
+            verdict=at_least(leaner, 100),
+            note="Bastion: broker RSS growth + the worker's own cgroup peak (worker and engine, without the "
+            "pages it shares with the launcher); baseline: server RSS growth",
+        )
+    )
+    bench.details["frequent"] = {
+        "bastion_s": [t.seconds for t, _ in ours],
+        "baseline_s": [t.seconds for t, _ in theirs],
+        "baseline_timed_out": timed_out,
+        "baseline_peak_rss_mib": [s.mib("server") for _, s in theirs],
+    }
 
 
 # --- 4. memory when every line matches --------------------------------------------
@@ -375,8 +501,14 @@ async def memory_case(bench: Bench) -> None:
     """Fresh servers per run (RSS is a high-water mark): Bastion at max_lines 1000 then 100000, then the baseline."""
     small = str(bench.data.small_log)
     args = {n: {"log_path": small, "pattern": ALL_PATTERN, "max_lines": n} for n in (1000, 100_000)}
-    peaks: dict[str, list[float]] = {"broker_idle": [], "broker_1000": [], "broker_100000": [], "worker": [], "baseline": [],
-                                     "broker_big_1000": []}
+    peaks: dict[str, list[float]] = {
+        "broker_idle": [],
+        "broker_1000": [],
+        "broker_100000": [],
+        "worker": [],
+        "baseline": [],
+        "broker_big_1000": [],
+    }
     lines: dict[str, int] = {}
     for _ in range(bench.config.scan_runs):
         async with bench.both() as (bastion, baseline):
@@ -405,9 +537,15 @@ async def big_output_probe(bench: Bench, bastion: Session) -> dict[str, Any]:
     timed, sampler = await sampled_call(bastion, broker_probes(bastion), arguments, SCAN_TIMEOUT_S)
     structured = timed.result.structured_content if timed.result is not None else None
     reason = structured.get("truncated_reason") if structured else None
-    return {"broker_mib": sampler.mib("broker"), "worker_mib": sampler.mib("worker"), "lines": timed.lines,
-            "truncated_reason": reason, "seconds": timed.seconds, "error": timed.error,
-            "broker_duration_ms": last_audit_end(bench.audit).get("duration_ms")}
+    return {
+        "broker_mib": sampler.mib("broker"),
+        "worker_mib": sampler.mib("worker"),
+        "lines": timed.lines,
+        "truncated_reason": reason,
+        "seconds": timed.seconds,
+        "error": timed.error,
+        "broker_duration_ms": last_audit_end(bench.audit).get("duration_ms"),
+    }
 
 
 def audited_calls(audit: Path) -> list[dict[str, Any]]:
@@ -415,8 +553,11 @@ def audited_calls(audit: Path) -> list[dict[str, Any]]:
     (a worker that replied is stopped and recorded once the reply is out)."""
     records = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
     exits = {r["call"]: r for r in records if r.get("event") == "worker_exit"}
-    return [{**r, **{k: v for k, v in exits.get(r["call"], {}).items() if k not in ("seq", "ts", "event", "prev", "hash")}}
-            for r in records if r.get("event") == "end"]
+    return [
+        {**r, **{k: v for k, v in exits.get(r["call"], {}).items() if k not in ("seq", "ts", "event", "prev", "hash")}}
+        for r in records
+        if r.get("event") == "end"
+    ]
 
 
 def last_audit_end(audit: Path) -> dict[str, Any]:
@@ -434,34 +575,84 @@ def memory_rows(bench: Bench, peaks: dict[str, list[float]], lines: dict[str, in
     at_1000, at_max = median(peaks["broker_1000"]), median(peaks["broker_100000"])
     baseline, worker = median(peaks["baseline"]), median(peaks["worker"])
     note = f"median of {len(peaks['baseline'])} fresh servers; lines returned {lines}; broker idle {median(peaks['broker_idle']):.1f} MiB"
-    bench.rows.append(Row("peak RSS, all lines of 1 MB log match, max_lines=100000: broker", "MiB", at_max, baseline,
-                          ratio=ratio(at_max, baseline), ratio_label="Bastion/baseline", target="≤ 100 MiB",
-                          verdict=at_most(at_max, 100), note=note))
-    bench.rows.append(Row("  same call: peak RSS of a worker", "MiB", worker, baseline, ratio=ratio(worker, baseline),
-                          ratio_label="worker/baseline"))
+    bench.rows.append(
+        Row(
+            "peak RSS, all lines of 1 MB log match, max_lines=100000: broker",
+            "MiB",
+            at_max,
+            baseline,
+            ratio=ratio(at_max, baseline),
+            ratio_label="Bastion/baseline",
+            target="≤ 100 MiB",
+            verdict=at_most(at_max, 100),
+            note=note,
+        )
+    )
+    bench.rows.append(
+        Row(
+            "  same call: peak RSS of a worker",
+            "MiB",
+            worker,
+            baseline,
+            ratio=ratio(worker, baseline),
+            ratio_label="worker/baseline",
+        )
+    )
     big_1000 = median(peaks["broker_big_1000"])
     growth = big_1000 - at_1000 if big_1000 is not None and at_1000 is not None else None
-    bench.rows.append(Row(f"broker peak RSS as matched output grows: all lines match, max_lines=1000, 1 MB → {bench.big_label} log",
-                          "MiB", big_1000, at_1000, "1 MB log", ratio(big_1000, at_1000), f"{bench.big_label}/1 MB",
-                          f"flat (≤ +{FLAT_MIB:g} MiB)", at_most(growth, FLAT_MIB),
-                          note=f"growth {growth:+.1f} MiB while the matching lines grow ~1000x" if growth is not None else ""))
+    bench.rows.append(
+        Row(
+            f"broker peak RSS as matched output grows: all lines match, max_lines=1000, 1 MB → {bench.big_label} log",
+            "MiB",
+            big_1000,
+            at_1000,
+            "1 MB log",
+            ratio(big_1000, at_1000),
+            f"{bench.big_label}/1 MB",
+            f"flat (≤ +{FLAT_MIB:g} MiB)",
+            at_most(growth, FLAT_MIB),
+            note=f"growth {growth:+.1f} MiB while the matching lines grow ~1000x" if growth is not None else "",
+        )
+    )
     returned = at_max - at_1000 if at_max is not None and at_1000 is not None else None
-    bench.rows.append(Row("  for comparison: returned lines 1000 → 100000 (all-matching 1 MB log)", "MiB", at_max, at_1000,
-                          "at 1000", ratio(at_max, at_1000), "100000/1000",
-                          note=(f"growth {returned:+.1f} MiB for ~10x the reply: a reply costs the SDK ~14x its text, "
-                                "bounded by [limits] max_output_bytes" if returned is not None else "")))
-    bench.rows.append(Row(f"broker peak RSS, all lines of {bench.big_label} log match, max_lines=100000", "MiB", big["broker_mib"],
-                          target="≤ 100 MiB", verdict=at_most(big["broker_mib"], 100),
-                          note=f"Bastion only; {big['lines']} lines, truncated_reason={big['truncated_reason']}, "
-                               f"{big['seconds']:.1f} s end to end ({big['broker_duration_ms']} ms inside the broker per its audit), "
-                               f"worker peak {big['worker_mib']:.1f} MiB {big['error']}".rstrip()))
+    bench.rows.append(
+        Row(
+            "  for comparison: returned lines 1000 → 100000 (all-matching 1 MB log)",
+            "MiB",
+            at_max,
+            at_1000,
+            "at 1000",
+            ratio(at_max, at_1000),
+            "100000/1000",
+            note=(
+                f"growth {returned:+.1f} MiB for ~10x the reply: a reply costs the SDK ~14x its text, "
+                "bounded by [limits] max_output_bytes"
+                if returned is not None
+                else ""
+            ),
+        )
+    )
+    bench.rows.append(
+        Row(
+            f"broker peak RSS, all lines of {bench.big_label} log match, max_lines=100000",
+            "MiB",
+            big["broker_mib"],
+            target="≤ 100 MiB",
+            verdict=at_most(big["broker_mib"], 100),
+            note=f"Bastion only; {big['lines']} lines, truncated_reason={big['truncated_reason']}, "
+            f"{big['seconds']:.1f} s end to end ({big['broker_duration_ms']} ms inside the broker per its audit), "
+            f"worker peak {big['worker_mib']:.1f} MiB {big['error']}".rstrip(),
+        )
+    )
     bench.details["memory_mib"] = {**peaks, "big_output": big}
 
 
 # --- 5. throughput under concurrency ----------------------------------------------
 
 
-async def throughput(session: Session, callers: int, seconds: float, arguments: dict[str, Any]) -> tuple[float, list[str]]:
+async def throughput(
+    session: Session, callers: int, seconds: float, arguments: dict[str, Any]
+) -> tuple[float, list[str]]:
     deadline = time.monotonic() + seconds
     done: list[Timed] = []
 
@@ -484,13 +675,24 @@ async def concurrency_case(bench: Bench) -> None:
         for callers in CONCURRENCY:
             figures[callers] = {}
             for session in order:
-                figures[callers][session.name] = await throughput(session, callers, bench.config.concurrency_s, arguments)
+                figures[callers][session.name] = await throughput(
+                    session, callers, bench.config.concurrency_s, arguments
+                )
             order.reverse()
     for callers, by_name in figures.items():
         (ours, our_errors), (theirs, their_errors) = by_name["bastion"], by_name["baseline"]
         errors = our_errors + their_errors
-        bench.rows.append(Row(f"query_logs calls/s, {callers} concurrent caller(s), one session", "calls/s", ours, theirs,
-                              ratio=ratio(ours, theirs), ratio_label="Bastion/baseline", note=f"errors: {errors}" if errors else ""))
+        bench.rows.append(
+            Row(
+                f"query_logs calls/s, {callers} concurrent caller(s), one session",
+                "calls/s",
+                ours,
+                theirs,
+                ratio=ratio(ours, theirs),
+                ratio_label="Bastion/baseline",
+                note=f"errors: {errors}" if errors else "",
+            )
+        )
     bench.details["calls_per_s"] = {c: {k: v[0] for k, v in by.items()} for c, by in figures.items()}
 
 
@@ -518,7 +720,9 @@ async def intel_case(bench: Bench) -> None:
             for _ in range(config.intel_calls_per_round):
                 queries.append(await timed_call(bastion, "query_logs", query, 60))
                 await anyio.sleep(PAUSE_S)
-            theirs.append(await timed_call(baseline, "check_ip_reputation", {"ip_address": LISTED_IP}, FREQUENT_TIMEOUT_S))
+            theirs.append(
+                await timed_call(baseline, "check_ip_reputation", {"ip_address": LISTED_IP}, FREQUENT_TIMEOUT_S)
+            )
             await anyio.sleep(PAUSE_S)
     intel_rows(bench, ours, theirs, queries, verdicts)
 
@@ -550,31 +754,57 @@ def _lookup_pass(intel: IntelDatabase, addresses: list[int]) -> float:
     return len(addresses) / (time.perf_counter() - started)
 
 
-def intel_rows(bench: Bench, ours: list[Timed], theirs: list[Timed], queries: list[Timed], verdicts: dict[str, str]) -> None:
+def intel_rows(
+    bench: Bench, ours: list[Timed], theirs: list[Timed], queries: list[Timed], verdicts: dict[str, str]
+) -> None:
     p50a = median(ms([t.seconds for t in ours if t.ok]))
     p50b = median(ms([t.seconds for t in theirs if t.ok]))
     yardstick = median(ms([t.seconds for t in queries if t.ok]))
     earlier = bench.details.get("small_p50_ms")
-    note = (f"{len(ours)} vs {len(theirs)} calls, feed of {bench.data.feed_entries:,} entries; Bastion verdicts {verdicts}; "
-            f"query_logs p50 in the same rounds {yardstick or 0:.1f} ms (case 1: {earlier or 0:.1f} ms); "
-            f"errors {errors_of(ours + theirs + queries) or 'none'}")
-    bench.rows.append(Row(f"check_ip_reputation p50 ({bench.data.feed_entries:,}-entry feed)", "ms", p50a, p50b,
-                          ratio=ratio(p50a, p50b), ratio_label="Bastion/baseline",
-                          target=f"≤ query_logs 1 MB p50 ({yardstick:.1f} ms)" if yardstick else "≤ query_logs 1 MB p50",
-                          verdict=at_most(p50a, yardstick), note=note))
+    note = (
+        f"{len(ours)} vs {len(theirs)} calls, feed of {bench.data.feed_entries:,} entries; Bastion verdicts {verdicts}; "
+        f"query_logs p50 in the same rounds {yardstick or 0:.1f} ms (case 1: {earlier or 0:.1f} ms); "
+        f"errors {errors_of(ours + theirs + queries) or 'none'}"
+    )
+    bench.rows.append(
+        Row(
+            f"check_ip_reputation p50 ({bench.data.feed_entries:,}-entry feed)",
+            "ms",
+            p50a,
+            p50b,
+            ratio=ratio(p50a, p50b),
+            ratio_label="Bastion/baseline",
+            target=f"≤ query_logs 1 MB p50 ({yardstick:.1f} ms)" if yardstick else "≤ query_logs 1 MB p50",
+            verdict=at_most(p50a, yardstick),
+            note=note,
+        )
+    )
     cold, warm = lookup_rate(bench.database, bench.config.lookups)
-    bench.rows.append(Row(f"IntelDatabase.lookup in process ({bench.config.lookups:,} random IPv4)", "M lookups/s", warm / 1e6,
-                          note=f"second pass over the same addresses; first pass (mapping cold) {cold / 1e6:.2f} M/s; "
-                               f"database {bench.database.stat().st_size / MB:.0f} MB"))
-    bench.details["intel_ms"] = {"bastion": ms([t.seconds for t in ours]), "baseline": ms([t.seconds for t in theirs]),
-                                 "bastion_query_logs_same_rounds": ms([t.seconds for t in queries])}
+    bench.rows.append(
+        Row(
+            f"IntelDatabase.lookup in process ({bench.config.lookups:,} random IPv4)",
+            "M lookups/s",
+            warm / 1e6,
+            note=f"second pass over the same addresses; first pass (mapping cold) {cold / 1e6:.2f} M/s; "
+            f"database {bench.database.stat().st_size / MB:.0f} MB",
+        )
+    )
+    bench.details["intel_ms"] = {
+        "bastion": ms([t.seconds for t in ours]),
+        "baseline": ms([t.seconds for t in theirs]),
+        "bastion_query_logs_same_rounds": ms([t.seconds for t in queries]),
+    }
 
 
 # --- driver ----------------------------------------------------------------------
 
 CASES: list[tuple[str, Callable[[Bench], Awaitable[None]]]] = [
-    ("latency", latency_case), ("scan", scan_case), ("frequent", frequent_case),
-    ("memory", memory_case), ("concurrency", concurrency_case), ("intel", intel_case),
+    ("latency", latency_case),
+    ("scan", scan_case),
+    ("frequent", frequent_case),
+    ("memory", memory_case),
+    ("concurrency", concurrency_case),
+    ("intel", intel_case),
 ]
 
 
@@ -605,7 +835,9 @@ def audit_summary(audit: Path) -> dict[str, dict[str, float | None]]:
         summary[tool] = {
             "calls": len(mine),
             "worker_cpu_s_median": median([float(e["cpu_s"]) for e in mine if e.get("cpu_s") is not None]),
-            "worker_max_rss_kb_median": median([float(e["max_rss_kb"]) for e in mine if e.get("max_rss_kb") is not None]),
+            "worker_max_rss_kb_median": median(
+                [float(e["max_rss_kb"]) for e in mine if e.get("max_rss_kb") is not None]
+            ),
         }
     return summary
 
@@ -617,16 +849,30 @@ def say(message: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Bastion vs a naive MCP server, side by side.")
     parser.add_argument("--quick", action="store_true", help="200 MB big log, 100k feed, fewer calls and runs")
-    parser.add_argument("--cases", default=",".join(name for name, _ in CASES),
-                        help=f"comma-separated subset of: {', '.join(name for name, _ in CASES)} (default all)")
-    parser.add_argument("--json", type=Path, default=BENCH / "results.json", help="where to write the results (default bench/results.json)")
-    parser.add_argument("--chart", type=Path, default=BENCH / "latency.png", help="latency chart PNG (default bench/latency.png)")
+    parser.add_argument(
+        "--cases",
+        default=",".join(name for name, _ in CASES),
+        help=f"comma-separated subset of: {', '.join(name for name, _ in CASES)} (default all)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=BENCH / "results.json",
+        help="where to write the results (default bench/results.json)",
+    )
+    parser.add_argument(
+        "--chart", type=Path, default=BENCH / "latency.png", help="latency chart PNG (default bench/latency.png)"
+    )
     return parser.parse_args(argv)
 
 
 def run(config: Config, json_path: Path, chart_path: Path) -> None:
     started = time.monotonic()
-    details: dict[str, Any] = {"quick": config.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": host_details()}
+    details: dict[str, Any] = {
+        "quick": config.quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": host_details(),
+    }
     data = prepare(config.quick, say)
     say("flushing dirty pages (fresh data would otherwise be written back during the timed calls) ...")
     os.sync()  # Bastion fdatasyncs its audit log per call; a writeback storm would land on it, not on the baseline

@@ -26,7 +26,13 @@ from broker.audit.verify import summary, verify  # noqa: E402
 from tests.conftest import SAMPLE_LOGS, bastion_client, read_audit, wait_no_workers, write_policy  # noqa: E402
 
 NO_RATE_LIMIT = "[rate_limit]\ncalls = 1000000\nwindow_s = 1\nglobal_calls = 1000000\nglobal_window_s = 1\n"
-PATTERNS = ["Failed password for", "Accepted (password|publickey)", "sudo: .*COMMAND=", "Invalid user [a-z]+ from", "^zzz-no-match"]
+PATTERNS = [
+    "Failed password for",
+    "Accepted (password|publickey)",
+    "sudo: .*COMMAND=",
+    "Invalid user [a-z]+ from",
+    "^zzz-no-match",
+]
 
 
 def broker_rss_mb() -> float:
@@ -42,11 +48,14 @@ async def soak(seconds: float, concurrency: int, directory: Path) -> tuple[list[
     peak_rss = 0.0
     deadline = time.monotonic() + seconds
     async with bastion_client(policy, timeout_s=120) as client:
+
         async def caller(index: int) -> None:
             n = index
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                reply = await client.call_tool("query_logs", {"log_path": str(auth), "pattern": PATTERNS[n % len(PATTERNS)], "max_lines": 50})
+                reply = await client.call_tool(
+                    "query_logs", {"log_path": str(auth), "pattern": PATTERNS[n % len(PATTERNS)], "max_lines": 50}
+                )
                 timings.append((time.perf_counter() - started) * 1000)
                 if reply.is_error:
                     errors[reply.content[0].text[:60]] += 1
@@ -77,7 +86,9 @@ def main() -> None:
         events = Counter(record["event"] for record in read_audit(audit))
         report = verify([str(audit)])
     left = wait_no_workers()
-    print(f"soak: {len(timings)} calls in {elapsed:.1f} s at concurrency {concurrency}: {len(timings) / elapsed:.1f} calls/s")
+    print(
+        f"soak: {len(timings)} calls in {elapsed:.1f} s at concurrency {concurrency}: {len(timings) / elapsed:.1f} calls/s"
+    )
     print(f"latency median {statistics.median(timings):.1f} ms, p99 {statistics.quantiles(timings, n=100)[98]:.1f} ms")
     print(f"errors: {dict(errors) or 'none'}")
     print(f"audit: {events['begin']} begin, {events['end']} end; {summary(report, 1)}")

@@ -79,11 +79,15 @@ def uri_path(uri: str) -> object:
     try:
         return urllib.parse.unquote(parts.path, errors="strict")
     except UnicodeDecodeError:  # %ff, an overlong or surrogate sequence: no path could have that name
-        raise ToolError("uri must be a file:// URI from resources/list: its percent-escapes must encode UTF-8") from None
+        raise ToolError(
+            "uri must be a file:// URI from resources/list: its percent-escapes must encode UTF-8"
+        ) from None
 
 
 class Bastion:
-    def __init__(self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str, allowlist: Allowlist | None = None) -> None:
+    def __init__(
+        self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str, allowlist: Allowlist | None = None
+    ) -> None:
         self.policy = policy
         # `bastion serve` pins the allowlist before anything else starts (a refusal is a policy error).
         self.allowlist = allowlist if allowlist is not None else Allowlist(policy)
@@ -99,7 +103,9 @@ class Bastion:
 
     # --- the audited envelope of every call ------------------------------------
 
-    async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+    async def _audited(
+        self, tool: str, arguments: Any, client: str, work: Callable[[dict[str, Any]], Awaitable[T]]
+    ) -> T:
         """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
         started = time.monotonic()
         try:
@@ -179,7 +185,9 @@ class Bastion:
         tools = [query_logs.tool(self.policy.limits)]
         return tools + [intel_tool.tool()] if self.policy.intel is not None else tools
 
-    async def call_tool(self, name: str, arguments: dict[str, Any] | None, client: str | None = None) -> types.CallToolResult:
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any] | None, client: str | None = None
+    ) -> types.CallToolResult:
         handlers = {query_logs.NAME: self._query_logs}
         if self.policy.intel is not None:
             handlers[intel_tool.NAME] = self._check_ip_reputation
@@ -200,9 +208,16 @@ class Bastion:
         target = self.allowlist.open_search(args.log_path, newest_first=args.newest_first)
         try:
             base = SearchRequest(
-                pattern=args.pattern, max_lines=args.max_lines, max_line_bytes=limits.max_line_bytes, files=[],
-                ignore_case=args.ignore_case, context=args.context, count_only=args.count_only,
-                newest_first=args.newest_first, since=args.since, until=args.until,
+                pattern=args.pattern,
+                max_lines=args.max_lines,
+                max_line_bytes=limits.max_line_bytes,
+                files=[],
+                ignore_case=args.ignore_case,
+                context=args.context,
+                count_only=args.count_only,
+                newest_first=args.newest_first,
+                since=args.since,
+                until=args.until,
                 max_decompressed_bytes=limits.max_decompressed_bytes,
             )
             async with self._slot(limits.max_queue):  # one slot for every batch of the call
@@ -227,8 +242,14 @@ class Bastion:
             request = search_engine.choose(request, tree, self.policy.search.engine, self.ripgrep, size)
             end["engine"] = request.engine
             last = not target.pending
-            result, worker = await self._run_worker("grep", request, [log.fd for log in target.files], end,
-                                                    left_s, limits.max_output_bytes - progress.bytes_received)
+            result, worker = await self._run_worker(
+                "grep",
+                request,
+                [log.fd for log in target.files],
+                end,
+                left_s,
+                limits.max_output_bytes - progress.bytes_received,
+            )
             progress.workers += 1
             progress.bytes_received += result.bytes_received
             end["bytes_scanned"] += sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
@@ -237,7 +258,10 @@ class Bastion:
                 break
             raise_for(result, limits.timeout_s, self._memory_limit_if_crashed(result))
             failed = self._engine_deaths(result, worker, target.files)
-            notes = [search_notes.worker_note(target.log_path, note, [log.path for log in target.files]) for note in result.notes[:MAX_NOTES]]
+            notes = [
+                search_notes.worker_note(target.log_path, note, [log.path for log in target.files])
+                for note in result.notes[:MAX_NOTES]
+            ]
             absorb(progress, target.files, result, failed, notes)
             # A worker's last frames can arrive with its Done, past its byte budget: spent is spent.
             progress.capped = progress.capped or progress.bytes_received >= limits.max_output_bytes
@@ -262,8 +286,11 @@ class Bastion:
             return {}
         oom = bool(cgroup.oom_kills(worker.cgroup_dirs))  # the OOM killer's signal is SIGKILL
         limit = cgroup.memory_limit(worker.cgroup_dirs)
-        return {skip.file: engine_stopped(skip.cause, oom and skip.cause == "SIGKILL", limit)
-                for skip in result.skipped[:len(files)] if skip.file < len(files)}
+        return {
+            skip.file: engine_stopped(skip.cause, oom and skip.cause == "SIGKILL", limit)
+            for skip in result.skipped[: len(files)]
+            if skip.file < len(files)
+        }
 
     async def _stop_now(self, worker: Worker, result: WorkerResult, progress: Progress, end: dict[str, Any]) -> None:
         """A batch that is not the last: its worker is stopped at once (a call may need
@@ -274,25 +301,37 @@ class Bastion:
         await worker.finish(result)
         progress.earlier_cpu_s += result.cpu_s
 
-    def _search_reply(self, target: SearchTarget, request: SearchRequest, progress: Progress, end: dict[str, Any]) -> types.CallToolResult:
+    def _search_reply(
+        self, target: SearchTarget, request: SearchRequest, progress: Progress, end: dict[str, Any]
+    ) -> types.CallToolResult:
         limits = self.policy.limits
         if progress.failed and len(progress.failed) == len(progress.paths) and not progress.lines:
             failed = progress.failed[0]
-            raise ToolError(f"the search stopped: {search_notes.shown(target.log_path, failed.path)}: {failed.reason}", "limit_exceeded")
+            raise ToolError(
+                f"the search stopped: {search_notes.shown(target.log_path, failed.path)}: {failed.reason}",
+                "limit_exceeded",
+            )
         lines, cut = query_logs.cap_lines(progress.lines, limits.max_output_bytes)
         reason = search_notes.truncation(progress, cut, target, request)
         notes = progress.notes[:MAX_NOTES] + search_notes.coverage(target, progress, request, self.policy.limits)
         end.update(
             outcome="ok" if reason != "max_output_bytes" else "output_capped",
-            files=len(progress.paths), workers=progress.workers, lines=len(lines), truncated_reason=reason,
-            bytes=progress.bytes_received, result_preview=_preview("\n".join(line.text for line in lines)),
+            files=len(progress.paths),
+            workers=progress.workers,
+            lines=len(lines),
+            truncated_reason=reason,
+            bytes=progress.bytes_received,
+            result_preview=_preview("\n".join(line.text for line in lines)),
         )
         if progress.workers > 1:
             end["earlier_workers_cpu_s"] = round(progress.earlier_cpu_s, 4)
         if target.skipped or progress.failed or target.left_out or progress.timed_out:
-            end.update(files_skipped=len(target.skipped) + len(progress.failed), files_left_out=len(target.left_out),
-                       files_timed_out=len(progress.timed_out),
-                       skipped=[f"{file.path}: {file.reason}" for file in (target.skipped + progress.failed)[:AUDIT_SKIPPED]])
+            end.update(
+                files_skipped=len(target.skipped) + len(progress.failed),
+                files_left_out=len(target.left_out),
+                files_timed_out=len(progress.timed_out),
+                skipped=[f"{file.path}: {file.reason}" for file in (target.skipped + progress.failed)[:AUDIT_SKIPPED]],
+            )
         counts = progress.counts if request.count_only else None
         return query_logs.result(target.log_path, progress.paths, progress.compressed, lines, counts, reason, notes)
 
@@ -302,8 +341,9 @@ class Bastion:
             result, _ = await self._run_worker(kind, request, fd, end, limits.timeout_s, limits.max_output_bytes)
         return result
 
-    async def _run_worker(self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any],
-                          deadline_s: float, max_bytes: int) -> tuple[WorkerResult, Worker]:
+    async def _run_worker(
+        self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any], deadline_s: float, max_bytes: int
+    ) -> tuple[WorkerResult, Worker]:
         """One worker, in a slot the caller holds. A worker that replied is left to be
         stopped once the reply is out (end[UNREAPED]); any other is reaped already."""
         result = WorkerResult()
@@ -323,7 +363,9 @@ class Bastion:
         await anyio.sleep(STOP_DELAY_S)
         await worker.finish(result)
         try:
-            self.audit.write("worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **fate(result))
+            self.audit.write(
+                "worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **fate(result)
+            )
         except AuditError as exc:
             log.error("%s", exc)
 
@@ -333,22 +375,33 @@ class Bastion:
         args = intel_tool.parse(arguments, self.intel_refused)
         end["address"] = args.address.canonical
         fds, enrich, notes = _open_intel(intel)
-        request = IntelRequest(packed=intel_tool.packed(args.address), include_history=args.include_history,
-                               max_matches=intel_tool.MAX_MATCHES, enrich=enrich)
+        request = IntelRequest(
+            packed=intel_tool.packed(args.address),
+            include_history=args.include_history,
+            max_matches=intel_tool.MAX_MATCHES,
+            enrich=enrich,
+        )
         try:
             result = await self._run("intel", request, fds, end)
         finally:
             for fd in fds:
                 os.close(fd)
         if result.failure is not None and result.failure.code == "bad_database":
-            raise ToolError("the threat-intel database is damaged; an operator must recompile it (bastion intel compile)", "internal_error")
+            raise ToolError(
+                "the threat-intel database is damaged; an operator must recompile it (bastion intel compile)",
+                "internal_error",
+            )
         raise_for(result)
         if result.intel is None:
             raise ToolError(WORKER_FAILED, "worker_crashed")
         reply = intel_tool.result(args, result.intel, intel, notes)
         assert reply.structured_content is not None
-        end.update(outcome="ok", verdict=reply.structured_content["verdict"], matches=len(reply.structured_content["matches"]),
-                   result_preview=_preview(reply.content[0].text if isinstance(reply.content[0], types.TextContent) else ""))
+        end.update(
+            outcome="ok",
+            verdict=reply.structured_content["verdict"],
+            matches=len(reply.structured_content["matches"]),
+            result_preview=_preview(reply.content[0].text if isinstance(reply.content[0], types.TextContent) else ""),
+        )
         return reply
 
     @asynccontextmanager
@@ -371,7 +424,9 @@ class Bastion:
     def prompts(self) -> list[types.Prompt]:
         return prompts.listing()
 
-    async def get_prompt(self, name: str, arguments: dict[str, Any] | None, client: str | None = None) -> types.GetPromptResult:
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None, client: str | None = None
+    ) -> types.GetPromptResult:
         """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
 
         async def work(end: dict[str, Any]) -> types.GetPromptResult:
@@ -385,7 +440,9 @@ class Bastion:
             end["outcome"] = "ok"
             return types.GetPromptResult(description=description, messages=prompts.message(text))
 
-        return await self._audited("prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work)
+        return await self._audited(
+            "prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work
+        )
 
     def _auth_log(self, value: object) -> str:
         if value is not None:
@@ -406,7 +463,8 @@ class Bastion:
                 uri=log_uri(entry.path),
                 name=os.path.basename(entry.path),
                 title=entry.path,
-                description=entry.description or f"Allowlisted log {entry.path} (last {self.policy.limits.resource_bytes} bytes)",
+                description=entry.description
+                or f"Allowlisted log {entry.path} (last {self.policy.limits.resource_bytes} bytes)",
                 mime_type="text/plain",
             )
             for entry in self.allowlist.logs()
@@ -428,7 +486,9 @@ class Bastion:
         _, fd = self.allowlist.open(uri_path(uri), name="uri")
         limits = self.policy.limits
         try:
-            result = await self._run("resource", TailRequest(max_bytes=limits.resource_bytes, max_line_bytes=limits.max_line_bytes), fd, end)
+            result = await self._run(
+                "resource", TailRequest(max_bytes=limits.resource_bytes, max_line_bytes=limits.max_line_bytes), fd, end
+            )
         finally:
             os.close(fd)
         raise_for(result)
@@ -444,8 +504,11 @@ def _open_intel(intel: Intel) -> tuple[list[int], list[str], list[str]]:
         fds = [open_regular(intel.database, follow_symlinks=False)]
     except OSError as exc:
         log.error("cannot open the intel database %s: %s", intel.database, exc.strerror)
-        raise ToolError("threat intelligence is not available: the feed database has not been compiled "
-                        "(an operator must run `bastion intel compile`)", "internal_error") from None
+        raise ToolError(
+            "threat intelligence is not available: the feed database has not been compiled "
+            "(an operator must run `bastion intel compile`)",
+            "internal_error",
+        ) from None
     enrich, notes = [], []
     for kind, path in (("asn", intel.asn_mmdb), ("country", intel.country_mmdb)):
         if not path:

@@ -55,7 +55,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     # beyond: reported as left out). A central collector's remote/*/auth.log has one
     # per host; a search runs them 32 to a worker, ~4 ms a file, within timeout_s.
     max_glob_files: Annotated[int, Meta(ge=1, le=100_000)] = 1000
-    max_context: Annotated[int, Meta(ge=0, le=100)] = 10           # query_logs' context lines, each side
+    max_context: Annotated[int, Meta(ge=0, le=100)] = 10  # query_logs' context lines, each side
     max_decompressed_bytes: Annotated[int, Meta(ge=1 << 20, le=1 << 40)] = 1 << 30  # per call, over all .gz files
     # Calls that may wait for a worker slot once max_workers are busy; beyond: "busy".
     max_queue: Annotated[int, Meta(ge=0, le=10_000)] = 32
@@ -122,21 +122,21 @@ class IntelFeed(msgspec.Struct, forbid_unknown_fields=True):
     format: Literal["netset", "csv", "tor_exits"]
     category: Annotated[str, Meta(min_length=1, max_length=64)]
     confidence: Annotated[int, Meta(ge=0, le=100)]
-    column: Annotated[int, Meta(ge=1, le=1000)] = 1      # csv: 1-based column of the address
-    header: bool = True                                   # csv: the first row names the columns
+    column: Annotated[int, Meta(ge=1, le=1000)] = 1  # csv: 1-based column of the address
+    header: bool = True  # csv: the first row names the columns
     delimiter: Annotated[str, Meta(min_length=1, max_length=1)] = ","
 
 
 class Intel(msgspec.Struct, forbid_unknown_fields=True):
-    database: str                   # written by `bastion intel compile`, read by the server
+    database: str  # written by `bastion intel compile`, read by the server
     feeds: list[IntelFeed] = msgspec.field(default_factory=list)
     # A feed whose file is older than this is reported with a warning.
     max_age_hours: Annotated[float, Meta(gt=0, le=24 * 3650)] = 48
     # A listing at or above this confidence makes the verdict "malicious", below it "suspicious".
     malicious_confidence: Annotated[int, Meta(ge=0, le=100)] = 75
     refuse: list[str] = msgspec.field(default_factory=list)  # extra ranges never looked up (CIDR)
-    asn_mmdb: str = ""              # optional MaxMind-format ASN database
-    country_mmdb: str = ""          # optional MaxMind-format country database
+    asn_mmdb: str = ""  # optional MaxMind-format ASN database
+    country_mmdb: str = ""  # optional MaxMind-format country database
     history_days: Annotated[int, Meta(ge=1, le=3650)] = 365  # delisted entries kept this long
 
 
@@ -150,7 +150,7 @@ class Http(msgspec.Struct, forbid_unknown_fields=True):
     clients: list[HttpClient] = msgspec.field(default_factory=list)
     # Binding anything but loopback or a unix socket must be asked for explicitly.
     allow_non_loopback: bool = False
-    allowed_hosts: list[str] = msgspec.field(default_factory=list)    # extra Host header values (host:port)
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)  # extra Host header values (host:port)
     allowed_origins: list[str] = msgspec.field(default_factory=list)  # extra Origin values (scheme://host:port)
     max_sessions: Annotated[int, Meta(ge=1, le=1000)] = 32
 

@@ -46,7 +46,7 @@ def _home() -> Path:
 def expand(value: str, explicit: str | None = None) -> str:
     """`${state}/audit.jsonl` -> <state directory>/audit.jsonl; other values unchanged."""
     if value == TOKEN or value.startswith(TOKEN + "/"):
-        return str(state_directory(explicit)) + value[len(TOKEN):]
+        return str(state_directory(explicit)) + value[len(TOKEN) :]
     if TOKEN in value:
         raise StateDirError(f"{TOKEN} may only start the path")
     return value

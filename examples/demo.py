@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -35,20 +35,41 @@ WIDTH = min(shutil.get_terminal_size((110, 20)).columns, 140)
 
 QUERIES = [
     ("SSH brute force: failed passwords", LOGS / "auth.log", r"Failed password for (invalid user )?[a-z]+ from ", 8),
-    ("An accepted login for the account that was being brute-forced", LOGS / "auth.log", r"Accepted password for deploy|COMMAND=/usr/bin/cat /etc/shadow", 5),
+    (
+        "An accepted login for the account that was being brute-forced",
+        LOGS / "auth.log",
+        r"Accepted password for deploy|COMMAND=/usr/bin/cat /etc/shadow",
+        5,
+    ),
     ("Web scanners probing nginx", LOGS / "access.log", r"Nikto|sqlmap|/\.env|wp-login\.php", 6),
 ]
 
 
 # Searches over the rotated auth logs (auth.log, .1, .2.gz, .3.gz): newest first, with a time window.
 WINDOWED = [
-    ("The most persistent source, across all four days of rotated logs (newest first)",
-     {"pattern": r"Failed password for .* from 218\.92\.0\.107 port ", "max_lines": 6, "order": "newest_first"}),
-    ("Per-file counts of failed passwords on Nov 22-23 only (time window over rotations, one of them gzip'd)",
-     {"pattern": "Failed password", "count_only": True, "since": "2026-11-22T00:00:00Z", "until": "2026-11-23T23:59:59Z"}),
-    ("The intruder probing the 'deploy' account the day before the break-in, with context",
-     {"pattern": r"Failed password for deploy from 193\.32\.162\.157", "max_lines": 2, "context": 1,
-      "since": "2026-11-23T00:00:00Z", "until": "2026-11-23T23:59:59Z"}),
+    (
+        "The most persistent source, across all four days of rotated logs (newest first)",
+        {"pattern": r"Failed password for .* from 218\.92\.0\.107 port ", "max_lines": 6, "order": "newest_first"},
+    ),
+    (
+        "Per-file counts of failed passwords on Nov 22-23 only (time window over rotations, one of them gzip'd)",
+        {
+            "pattern": "Failed password",
+            "count_only": True,
+            "since": "2026-11-22T00:00:00Z",
+            "until": "2026-11-23T23:59:59Z",
+        },
+    ),
+    (
+        "The intruder probing the 'deploy' account the day before the break-in, with context",
+        {
+            "pattern": r"Failed password for deploy from 193\.32\.162\.157",
+            "max_lines": 2,
+            "context": 1,
+            "since": "2026-11-23T00:00:00Z",
+            "until": "2026-11-23T23:59:59Z",
+        },
+    ),
 ]
 
 
@@ -67,7 +88,9 @@ async def run_queries(client: Client) -> None:
     for title, path, pattern, max_lines in QUERIES:
         heading(f"query_logs: {title}")
         print(f"  log_path={path.name}  pattern={pattern!r}  max_lines={max_lines}")
-        result = await client.call_tool("query_logs", {"log_path": str(path), "pattern": pattern, "max_lines": max_lines})
+        result = await client.call_tool(
+            "query_logs", {"log_path": str(path), "pattern": pattern, "max_lines": max_lines}
+        )
         if result.is_error:
             print("  ERROR:", result.content[0].text)
         else:
@@ -89,7 +112,11 @@ async def run_windowed(client: Client) -> None:
             continue
         for line in data["lines"]:
             mark = "-" if line["context"] else ":"
-            print(textwrap.shorten(f"  {Path(line['file']).name}:{line['line_no']}{mark} {line['text']}", WIDTH, placeholder=" …"))
+            print(
+                textwrap.shorten(
+                    f"  {Path(line['file']).name}:{line['line_no']}{mark} {line['text']}", WIDTH, placeholder=" …"
+                )
+            )
 
 
 async def show_refusals(client: Client) -> None:
@@ -143,7 +170,7 @@ def date_sample_logs() -> None:
     for path in LOGS.iterdir():
         suffix = path.name.split(".log", 1)[1] if ".log" in path.name else ""
         if path.is_file() and suffix in day_end:
-            stamp = datetime(2026, 11, day_end[suffix], tzinfo=timezone.utc).timestamp()
+            stamp = datetime(2026, 11, day_end[suffix], tzinfo=UTC).timestamp()
             os.utime(path, (stamp, stamp))
 
 
@@ -183,8 +210,10 @@ async def serve_and_show(options: list[str]) -> None:
             errlog.seek(0)
             said = errlog.read()
             reason = last_meaningful(said) if said.strip() else f"{type(exc).__name__}: {exc}"
-            raise DemoFailed(f"the MCP session with bastion serve failed: {reason}\n"
-                             f"demo: `bastion doctor {' '.join(options)}` (in a checkout: make doctor) shows what to change") from None
+            raise DemoFailed(
+                f"the MCP session with bastion serve failed: {reason}\n"
+                f"demo: `bastion doctor {' '.join(options)}` (in a checkout: make doctor) shows what to change"
+            ) from None
         errlog.seek(0)
         heading("What bastion serve logged (stderr)")
         for line in errlog.read().splitlines():
@@ -213,8 +242,12 @@ def audit_path(policy: Path, state_dir: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A scripted MCP session against Bastion's example policy.")
-    parser.add_argument("--policy", type=Path, default=HERE / "policy.toml", help="policy file (default: the example's)")
-    parser.add_argument("--state-dir", metavar="DIR", help="passed on to bastion: where the audit log and intel database go")
+    parser.add_argument(
+        "--policy", type=Path, default=HERE / "policy.toml", help="policy file (default: the example's)"
+    )
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="passed on to bastion: where the audit log and intel database go"
+    )
     args = parser.parse_args(argv)
     options = ["--policy", str(args.policy), *(["--state-dir", args.state_dir] if args.state_dir else [])]
     try:

@@ -66,7 +66,7 @@ import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,7 +74,7 @@ DEFAULT_SEED = 20261124
 DEFAULT_LINES = 3000  # approximate target per file
 DEFAULT_OUT = Path(__file__).resolve().parent / "logs"
 
-START = datetime(2026, 11, 24, tzinfo=timezone.utc)
+START = datetime(2026, 11, 24, tzinfo=UTC)
 SPAN = 24 * 3600  # every event falls in [START, START + SPAN)
 
 HOST = "web-01"
@@ -132,8 +132,7 @@ LONG_REQUEST_LENGTH = 10_000
 
 # --- Accounts and fixed daemon PIDs ------------------------------------------
 
-UIDS = {"root": 0, "www-data": 33, "alice": 1000, "deploy": 1001, "bob": 1002,
-        "ops": 1003, "intern": 1004}
+UIDS = {"root": 0, "www-data": 33, "alice": 1000, "deploy": 1001, "bob": 1002, "ops": 1003, "intern": 1004}
 LOGIND = "systemd-logind[612]"
 DHCLIENT = "dhclient[548]"
 RSYSLOG_PID = 598
@@ -141,8 +140,7 @@ FIRST_SESSION_ID = 1843  # the host has been up for a while
 UPTIME_AT_START = 1_187_342.0  # seconds, for kernel timestamps
 MAC = "02:1a:4b:7c:2d:11:02:1a:4b:00:00:01:08:00"
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Relative activity per hour of day (UTC) for people and for shop visitors.
 HUMAN_HOURS = (1, 0, 0, 0, 0, 0, 2, 4, 7, 9, 9, 8, 7, 8, 9, 9, 8, 6, 5, 4, 3, 2, 2, 1)
@@ -151,6 +149,7 @@ FLAT_HOURS = (1,) * 24
 
 
 # --- Small helpers -------------------------------------------------------------
+
 
 def stream(seed: int, name: str) -> random.Random:
     """Independent PRNG per concern, so tweaking one file leaves the others alone."""
@@ -198,12 +197,25 @@ def fingerprint(user: str, kind: str) -> str:
 
 
 # Explicit list rather than ipaddress.is_global, whose answer varies by Python version.
-_NON_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24",
-    "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
-    "224.0.0.0/3",
-))
+_NON_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    )
+)
 
 
 def public_ipv4(rng: random.Random) -> str:
@@ -226,8 +238,9 @@ class Log:
     def syslog(self, t: float, tag: str, msg: str | bytes) -> None:
         self.add(t, f"{rfc3164(t, self.origin)} {HOST} {tag}: ".encode() + to_bytes(msg))
 
-    def request(self, t: float, ip: str, request: str | bytes, status: int, size: int,
-                referer: str, ua: str | bytes) -> None:
+    def request(
+        self, t: float, ip: str, request: str | bytes, status: int, size: int, referer: str, ua: str | bytes
+    ) -> None:
         self.add(t, access_line(t, ip, request, status, size, referer, ua, self.origin))
 
     def render(self, lo: float = float("-inf"), hi: float = float("inf")) -> bytes:
@@ -240,6 +253,7 @@ class Log:
 
 
 # --- Scenario shared by all files ----------------------------------------------
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -273,16 +287,11 @@ ANSIBLE_MODULES = ("setup", "stat", "apt", "copy", "file", "systemd", "lineinfil
 PHP_RELOAD = "/usr/bin/systemctl reload php8.2-fpm.service"
 
 PROFILES = (
-    Profile("alice", ("10.8.0.14",), "ED25519", True, 4, (5, 90), HUMAN_HOURS,
-            ADMIN_COMMANDS, 4, "/home/alice"),
-    Profile("bob", ("10.8.0.22", "10.8.0.37"), "ED25519", True, 4, (3, 60),
-            HUMAN_HOURS, (), 0, "/home/bob"),
-    Profile("ops", ("10.8.0.31",), "ED25519", True, 2, (2, 45), HUMAN_HOURS,
-            ADMIN_COMMANDS, 3, "/home/ops"),
-    Profile("ops", (ANSIBLE_IP,), "RSA", False, 3, (0.3, 1.5), FLAT_HOURS,
-            ("ansible",), 6, "/home/ops"),
-    Profile("deploy", (CI_RUNNER_IP,), "ED25519", False, 2, (0.2, 1.0),
-            HUMAN_HOURS, (PHP_RELOAD,), 1, "/var/www/shop"),
+    Profile("alice", ("10.8.0.14",), "ED25519", True, 4, (5, 90), HUMAN_HOURS, ADMIN_COMMANDS, 4, "/home/alice"),
+    Profile("bob", ("10.8.0.22", "10.8.0.37"), "ED25519", True, 4, (3, 60), HUMAN_HOURS, (), 0, "/home/bob"),
+    Profile("ops", ("10.8.0.31",), "ED25519", True, 2, (2, 45), HUMAN_HOURS, ADMIN_COMMANDS, 3, "/home/ops"),
+    Profile("ops", (ANSIBLE_IP,), "RSA", False, 3, (0.3, 1.5), FLAT_HOURS, ("ansible",), 6, "/home/ops"),
+    Profile("deploy", (CI_RUNNER_IP,), "ED25519", False, 2, (0.2, 1.0), HUMAN_HOURS, (PHP_RELOAD,), 1, "/var/www/shop"),
 )
 
 
@@ -331,14 +340,10 @@ class Scenario:
 
 
 CRON_JOBS = (  # (minutes past midnight that match, user, command, duration range)
-    (range(0, 1440, 5), "www-data",
-     "php /var/www/shop/artisan schedule:run >> /dev/null 2>&1", (0.8, 3.0)),
-    (range(17, 1440, 60), "root", "cd / && run-parts --report /etc/cron.hourly",
-     (0.05, 0.3)),
+    (range(0, 1440, 5), "www-data", "php /var/www/shop/artisan schedule:run >> /dev/null 2>&1", (0.8, 3.0)),
+    (range(17, 1440, 60), "root", "cd / && run-parts --report /etc/cron.hourly", (0.05, 0.3)),
     ((150,), "root", "/usr/local/sbin/db-backup.sh", (40.0, 90.0)),
-    ((385,), "root",
-     "test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }",
-     (20.0, 60.0)),
+    ((385,), "root", "test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }", (20.0, 60.0)),
 )
 
 
@@ -356,20 +361,19 @@ def ansible_command(rng: random.Random, t: float, origin: datetime = START) -> s
     stamp = f"{origin.timestamp() + t:.2f}"
     tmp = f"ansible-tmp-{stamp}-{rng.randint(20000, 99999)}-{rng.randint(10**13, 10**14)}"
     module = rng.choice(ANSIBLE_MODULES)
-    return (f"/bin/sh -c echo BECOME-SUCCESS-{token} ; /usr/bin/python3 "
-            f"/home/ops/.ansible/tmp/{tmp}/AnsiballZ_{module}.py")
+    return (
+        f"/bin/sh -c echo BECOME-SUCCESS-{token} ; /usr/bin/python3 /home/ops/.ansible/tmp/{tmp}/AnsiballZ_{module}.py"
+    )
 
 
-def draw_commands(rng: random.Random, p: Profile, start: float, end: float,
-                  origin: datetime = START) -> list[Sudo]:
+def draw_commands(rng: random.Random, p: Profile, start: float, end: float, origin: datetime = START) -> list[Sudo]:
     if not p.commands:
         return []
     low = 1 if not p.interactive else 0  # automation always escalates
     times = sorted(rng.uniform(start + 2, end - 3) for _ in range(rng.randint(low, p.max_sudo)))
     commands = []
     for t in times:
-        text = ansible_command(rng, t, origin) if p.commands == ("ansible",) \
-            else rng.choice(p.commands)
+        text = ansible_command(rng, t, origin) if p.commands == ("ansible",) else rng.choice(p.commands)
         commands.append(Sudo(t, text, rng.uniform(0.05, 1.5)))
     return commands
 
@@ -379,9 +383,15 @@ def draw_session(rng: random.Random, origin: datetime = START) -> Session:
     start = min(hour_weighted(rng, p.hours), SPAN - 600)
     end = min(start + rng.uniform(*p.minutes) * 60, SPAN - 2)
     return Session(
-        user=p.user, ip=rng.choice(p.ips), port=ephemeral_port(rng), start=start,
-        end=end, interactive=p.interactive, key=fingerprint(p.user, p.key),
-        pwd=p.pwd, commands=draw_commands(rng, p, start, end, origin),
+        user=p.user,
+        ip=rng.choice(p.ips),
+        port=ephemeral_port(rng),
+        start=start,
+        end=end,
+        interactive=p.interactive,
+        key=fingerprint(p.user, p.key),
+        pwd=p.pwd,
+        commands=draw_commands(rng, p, start, end, origin),
     )
 
 
@@ -402,12 +412,12 @@ def plan_sessions(rng: random.Random, budget: int, origin: datetime = START) -> 
 def intruder_session() -> Session:
     c = COMPROMISED_LOGIN
     start = (c.at - START).total_seconds()
-    return Session(user=c.user, ip=c.ip, port=c.port, start=start,
-                   end=start + 42 * 60 + 23, interactive=True, pwd="/home/deploy")
+    return Session(
+        user=c.user, ip=c.ip, port=c.port, start=start, end=start + 42 * 60 + 23, interactive=True, pwd="/home/deploy"
+    )
 
 
-def assign_ids(rng: random.Random, sessions: list[Session],
-               first_id: int = FIRST_SESSION_ID) -> None:
+def assign_ids(rng: random.Random, sessions: list[Session], first_id: int = FIRST_SESSION_ID) -> None:
     """Give session ids, PIDs and terminals in start order, as the host would."""
     busy: dict[int, float] = {}  # pts number -> end of the session holding it
     for sid, s in enumerate(sorted(sessions, key=lambda x: x.start), first_id):
@@ -435,29 +445,25 @@ def build_scenario(seed: int, lines: int) -> Scenario:
 
 # --- auth.log --------------------------------------------------------------------
 
-def add_sudo(log: Log, t: float, user: str, tty: str, pwd: str, command: str,
-             duration: float) -> None:
+
+def add_sudo(log: Log, t: float, user: str, tty: str, pwd: str, command: str, duration: float) -> None:
     # sudo right-aligns the user name in eight columns.
     log.syslog(t, "sudo", f"{user:>8} : TTY={tty} ; PWD={pwd} ; USER=root ; COMMAND={command}")
-    log.syslog(t, "sudo", "pam_unix(sudo:session): session opened for user root(uid=0) "
-                          f"by {user}(uid={UIDS[user]})")
+    log.syslog(t, "sudo", f"pam_unix(sudo:session): session opened for user root(uid=0) by {user}(uid={UIDS[user]})")
     log.syslog(t + duration, "sudo", "pam_unix(sudo:session): session closed for user root")
 
 
 def open_session(log: Log, s: Session, method: str) -> None:
     tag = f"sshd[{s.pid}]"
     detail = f": {s.key}" if s.key else ""
-    log.syslog(s.start, tag,
-               f"Accepted {method} for {s.user} from {s.ip} port {s.port} ssh2{detail}")
-    log.syslog(s.start, tag, f"pam_unix(sshd:session): session opened for user "
-                             f"{s.user}(uid={UIDS[s.user]}) by (uid=0)")
+    log.syslog(s.start, tag, f"Accepted {method} for {s.user} from {s.ip} port {s.port} ssh2{detail}")
+    log.syslog(s.start, tag, f"pam_unix(sshd:session): session opened for user {s.user}(uid={UIDS[s.user]}) by (uid=0)")
     log.syslog(s.start + 0.05, LOGIND, f"New session {s.sid} of user {s.user}.")
 
 
 def close_session(log: Log, s: Session) -> None:
     child = f"sshd[{s.pid + 2}]"  # the privilege-separated child reports the disconnect
-    log.syslog(s.end, child,
-               f"Received disconnect from {s.ip} port {s.port}:11: disconnected by user")
+    log.syslog(s.end, child, f"Received disconnect from {s.ip} port {s.port}:11: disconnected by user")
     log.syslog(s.end, child, f"Disconnected from user {s.user} {s.ip} port {s.port}")
     log.syslog(s.end, f"sshd[{s.pid}]", f"pam_unix(sshd:session): session closed for user {s.user}")
     log.syslog(s.end + 0.01, LOGIND, f"Session {s.sid} logged out. Waiting for processes to exit.")
@@ -474,15 +480,32 @@ def add_session(log: Log, s: Session) -> None:
 def add_cron_sessions(log: Log, runs: list[CronRun]) -> None:
     for r in runs:
         tag = f"CRON[{r.pid}]"
-        log.syslog(r.t, tag, f"pam_unix(cron:session): session opened for user "
-                             f"{r.user}(uid={UIDS[r.user]}) by (uid=0)")
-        log.syslog(r.t + r.duration, tag,
-                   f"pam_unix(cron:session): session closed for user {r.user}")
+        log.syslog(r.t, tag, f"pam_unix(cron:session): session opened for user {r.user}(uid={UIDS[r.user]}) by (uid=0)")
+        log.syslog(r.t + r.duration, tag, f"pam_unix(cron:session): session closed for user {r.user}")
 
 
-INVALID_USERS = ("admin", "test", "user", "oracle", "ubuntu", "postgres", "git",
-                 "ftpuser", "guest", "pi", "support", "hadoop", "debian", "jenkins",
-                 "mysql", "teamspeak", "minecraft", "dev", "administrator", "centos")
+INVALID_USERS = (
+    "admin",
+    "test",
+    "user",
+    "oracle",
+    "ubuntu",
+    "postgres",
+    "git",
+    "ftpuser",
+    "guest",
+    "pi",
+    "support",
+    "hadoop",
+    "debian",
+    "jenkins",
+    "mysql",
+    "teamspeak",
+    "minecraft",
+    "dev",
+    "administrator",
+    "centos",
+)
 
 
 def pam_fields(ip: str, user: str = "") -> str:
@@ -496,21 +519,19 @@ def more_failures(log: Log, t: float, tag: str, ip: str, user: str, tries: int) 
         log.syslog(t, tag, f"PAM {tries - 1} more authentication failures; {pam_fields(ip, user)}")
 
 
-def too_many(log: Log, t: float, tag: str, ip: str, port: int, user: str,
-             invalid: bool) -> None:
+def too_many(log: Log, t: float, tag: str, ip: str, port: int, user: str, invalid: bool) -> None:
     # After MaxAuthTries (6) sshd drops the connection and PAM reports the rest.
     who = f"invalid user {user}" if invalid else user
     label = "invalid user" if invalid else "authenticating user"
-    log.syslog(t, tag, f"error: maximum authentication attempts exceeded for {who} "
-                       f"from {ip} port {port} ssh2 [preauth]")
-    log.syslog(t, tag, f"Disconnecting {label} {user} {ip} port {port}: "
-                       "Too many authentication failures [preauth]")
+    log.syslog(
+        t, tag, f"error: maximum authentication attempts exceeded for {who} from {ip} port {port} ssh2 [preauth]"
+    )
+    log.syslog(t, tag, f"Disconnecting {label} {user} {ip} port {port}: Too many authentication failures [preauth]")
     more_failures(log, t, tag, ip, "" if invalid else user, 6)
     log.syslog(t, tag, "PAM service(sshd) ignoring max retries; 6 > 3")
 
 
-def polite_close(log: Log, rng: random.Random, t: float, tag: str, ip: str, port: int,
-                 label: str, user: str) -> None:
+def polite_close(log: Log, rng: random.Random, t: float, tag: str, ip: str, port: int, label: str, user: str) -> None:
     if rng.random() < 0.5:
         log.syslog(t, tag, f"Connection closed by {label} {user} {ip} port {port} [preauth]")
     else:
@@ -518,8 +539,7 @@ def polite_close(log: Log, rng: random.Random, t: float, tag: str, ip: str, port
         log.syslog(t, tag, f"Disconnected from {label} {user} {ip} port {port} [preauth]")
 
 
-def try_invalid_user(log: Log, rng: random.Random, t: float, ip: str, user: str,
-                     tries: int) -> None:
+def try_invalid_user(log: Log, rng: random.Random, t: float, ip: str, user: str, tries: int) -> None:
     tag, port = f"sshd[{pid_at(rng, t)}]", rng.randint(1024, 65535)
     log.syslog(t, tag, f"Invalid user {user} from {ip} port {port}")
     t += rng.uniform(1.0, 2.5)
@@ -536,8 +556,9 @@ def try_invalid_user(log: Log, rng: random.Random, t: float, ip: str, user: str,
     more_failures(log, t, tag, ip, "", tries)
 
 
-def try_known_user(log: Log, rng: random.Random, t: float, ip: str, user: str,
-                   tries: int, port: int | None = None) -> None:
+def try_known_user(
+    log: Log, rng: random.Random, t: float, ip: str, user: str, tries: int, port: int | None = None
+) -> None:
     tag, port = f"sshd[{pid_at(rng, t)}]", port or rng.randint(1024, 65535)
     t += rng.uniform(1.0, 2.5)
     log.syslog(t, tag, f"pam_unix(sshd:auth): authentication failure; {pam_fields(ip, user)}")
@@ -556,10 +577,14 @@ def probe_without_login(log: Log, rng: random.Random, t: float, ip: str) -> None
     tag, port = f"sshd[{pid_at(rng, t)}]", rng.randint(1024, 65535)
     kind = rng.randrange(3)
     if kind == 0:
-        log.syslog(t, tag, f"Unable to negotiate with {ip} port {port}: no matching key exchange "
-                           "method found. Their offer: diffie-hellman-group14-sha1,"
-                           "diffie-hellman-group-exchange-sha1,"
-                           "diffie-hellman-group1-sha1 [preauth]")
+        log.syslog(
+            t,
+            tag,
+            f"Unable to negotiate with {ip} port {port}: no matching key exchange "
+            "method found. Their offer: diffie-hellman-group14-sha1,"
+            "diffie-hellman-group-exchange-sha1,"
+            "diffie-hellman-group1-sha1 [preauth]",
+        )
     elif kind == 1:
         log.syslog(t, tag, f"banner exchange: Connection from {ip} port {port}: invalid format")
     else:
@@ -640,23 +665,40 @@ def add_intrusion(log: Log, s: Session) -> None:
     home = f"/home/{other}"
     t = s.start + 37 * 60 + 23
     log.syslog(t, f"su[{su_pid}]", f"(to {other}) {s.user} on {tty}")
-    log.syslog(t, f"su[{su_pid}]", f"pam_unix(su-l:session): session opened for user "
-                                   f"{other}(uid={UIDS[other]}) by {s.user}(uid={UIDS[s.user]})")
-    log.syslog(t + 51, "sudo", f"pam_unix(sudo:auth): authentication failure; logname={s.user} "
-                               f"uid={UIDS[other]} euid=0 tty=/dev/{tty} ruser={other} "
-                               f"rhost=  user={other}")
-    log.syslog(t + 64, "sudo", f"{other:>8} : 3 incorrect password attempts ; TTY={tty} ; "
-                               f"PWD={home} ; USER=root ; COMMAND=/bin/bash")
-    log.syslog(t + 89, "sudo", f"{other:>8} : user NOT in sudoers ; TTY={tty} ; "
-                               f"PWD={home} ; USER=root ; COMMAND=/bin/bash")
+    log.syslog(
+        t,
+        f"su[{su_pid}]",
+        f"pam_unix(su-l:session): session opened for user {other}(uid={UIDS[other]}) by {s.user}(uid={UIDS[s.user]})",
+    )
+    log.syslog(
+        t + 51,
+        "sudo",
+        f"pam_unix(sudo:auth): authentication failure; logname={s.user} "
+        f"uid={UIDS[other]} euid=0 tty=/dev/{tty} ruser={other} "
+        f"rhost=  user={other}",
+    )
+    log.syslog(
+        t + 64,
+        "sudo",
+        f"{other:>8} : 3 incorrect password attempts ; TTY={tty} ; PWD={home} ; USER=root ; COMMAND=/bin/bash",
+    )
+    log.syslog(
+        t + 89, "sudo", f"{other:>8} : user NOT in sudoers ; TTY={tty} ; PWD={home} ; USER=root ; COMMAND=/bin/bash"
+    )
     log.syslog(t + 142, f"su[{su_pid}]", f"pam_unix(su-l:session): session closed for user {other}")
     close_session(log, s)
 
 
 def add_attacks(log: Log, seed: int, intruder: Session) -> None:
     rng = stream(seed, "attacks")  # fresh each call, so counting runs are identical
-    for campaign in (campaign_weak_kex, campaign_dictionary, campaign_compromise,
-                     campaign_root_maxauth, campaign_low_and_slow, campaign_ipv6):
+    for campaign in (
+        campaign_weak_kex,
+        campaign_dictionary,
+        campaign_compromise,
+        campaign_root_maxauth,
+        campaign_low_and_slow,
+        campaign_ipv6,
+    ):
         campaign(log, rng)
     add_intrusion(log, intruder)
 
@@ -672,8 +714,8 @@ def build_auth(scn: Scenario) -> bytes:
 
 # --- syslog ------------------------------------------------------------------------
 
-def oneshot(log: Log, t: float, unit: str, desc: str, seconds: float,
-            cpu: float | None = None) -> None:
+
+def oneshot(log: Log, t: float, unit: str, desc: str, seconds: float, cpu: float | None = None) -> None:
     """A systemd timer-driven oneshot unit: start, finish, optional CPU summary."""
     log.syslog(t, "systemd[1]", f"Starting {unit} - {desc}...")
     log.syslog(t + seconds, "systemd[1]", f"{unit}: Deactivated successfully.")
@@ -684,28 +726,58 @@ def oneshot(log: Log, t: float, unit: str, desc: str, seconds: float,
 
 def add_timers(log: Log, rng: random.Random) -> None:
     for minute in range(0, 1440, 10):
-        oneshot(log, minute * 60 + rng.uniform(0, 0.5), "sysstat-collect.service",
-                "system activity accounting tool", rng.uniform(0.02, 0.2))
+        oneshot(
+            log,
+            minute * 60 + rng.uniform(0, 0.5),
+            "sysstat-collect.service",
+            "system activity accounting tool",
+            rng.uniform(0.02, 0.2),
+        )
     for minute in range(9, 1440, 30):
-        oneshot(log, minute * 60 + rng.uniform(0, 0.5), "phpsessionclean.service",
-                "Clean php session files", rng.uniform(0.3, 1.2))
+        oneshot(
+            log,
+            minute * 60 + rng.uniform(0, 0.5),
+            "phpsessionclean.service",
+            "Clean php session files",
+            rng.uniform(0.3, 1.2),
+        )
     oneshot(log, 0.1, "dpkg-db-backup.service", "Daily dpkg database backup service", 0.4)
     oneshot(log, 0.2, "logrotate.service", "Rotate log files", 1.1, 0.412)
-    log.syslog(0.9, f"rsyslogd[{RSYSLOG_PID}]", '[origin software="rsyslogd" swVersion="8.2302.0" '
-               f'x-pid="{RSYSLOG_PID}" x-info="https://www.rsyslog.com"] rsyslogd was HUPed')
-    oneshot(log, 7 * 60 + 3.2, "sysstat-summary.service",
-            "Generate a daily summary of process accounting", 0.3)
-    oneshot(log, rng.uniform(600, 43000), "man-db.service", "Daily man-db regeneration",
-            rng.uniform(2, 9), rng.uniform(1, 4))
-    oneshot(log, 6 * 3600 + rng.uniform(0, 3600), "apt-daily-upgrade.service",
-            "Daily apt upgrade and clean activities", rng.uniform(5, 30), rng.uniform(3, 12))
+    log.syslog(
+        0.9,
+        f"rsyslogd[{RSYSLOG_PID}]",
+        '[origin software="rsyslogd" swVersion="8.2302.0" '
+        f'x-pid="{RSYSLOG_PID}" x-info="https://www.rsyslog.com"] rsyslogd was HUPed',
+    )
+    oneshot(log, 7 * 60 + 3.2, "sysstat-summary.service", "Generate a daily summary of process accounting", 0.3)
+    oneshot(
+        log,
+        rng.uniform(600, 43000),
+        "man-db.service",
+        "Daily man-db regeneration",
+        rng.uniform(2, 9),
+        rng.uniform(1, 4),
+    )
+    oneshot(
+        log,
+        6 * 3600 + rng.uniform(0, 3600),
+        "apt-daily-upgrade.service",
+        "Daily apt upgrade and clean activities",
+        rng.uniform(5, 30),
+        rng.uniform(3, 12),
+    )
     for base in (6 * 3600, 18 * 3600):
-        oneshot(log, base + rng.uniform(0, 4 * 3600), "apt-daily.service",
-                "Daily apt download activities", rng.uniform(3, 15))
-        oneshot(log, base + rng.uniform(0, 4 * 3600), "certbot.service", "Certbot",
-                rng.uniform(1, 4))
-    oneshot(log, 15 * 3600 + rng.uniform(0, 600), "systemd-tmpfiles-clean.service",
-            "Cleanup of Temporary Directories", 0.1)
+        oneshot(
+            log,
+            base + rng.uniform(0, 4 * 3600),
+            "apt-daily.service",
+            "Daily apt download activities",
+            rng.uniform(3, 15),
+        )
+        oneshot(log, base + rng.uniform(0, 4 * 3600), "certbot.service", "Certbot", rng.uniform(1, 4))
+    oneshot(
+        log, 15 * 3600 + rng.uniform(0, 600), "systemd-tmpfiles-clean.service", "Cleanup of Temporary Directories", 0.1
+    )
 
 
 def add_dhcp(log: Log, rng: random.Random) -> None:
@@ -725,8 +797,7 @@ def add_cron_commands(log: Log, runs: list[CronRun]) -> None:
 
 
 RELOADS = {
-    "/usr/bin/systemctl reload nginx":
-        ("nginx.service", "A high performance web server and a reverse proxy server"),
+    "/usr/bin/systemctl reload nginx": ("nginx.service", "A high performance web server and a reverse proxy server"),
     PHP_RELOAD: ("php8.2-fpm.service", "The PHP 8.2 FastCGI Process Manager"),
 }
 
@@ -735,8 +806,7 @@ def add_session_units(log: Log, sessions: list[Session]) -> None:
     # logind sessions become scope units; reloads done via sudo show up here too.
     for s in sessions:
         scope = f"session-{s.sid}.scope"
-        log.syslog(s.start + 0.06, "systemd[1]",
-                   f"Started {scope} - Session {s.sid} of User {s.user}.")
+        log.syslog(s.start + 0.06, "systemd[1]", f"Started {scope} - Session {s.sid} of User {s.user}.")
         log.syslog(s.end + 0.03, "systemd[1]", f"{scope}: Deactivated successfully.")
         for cmd in s.commands:
             if cmd.command in RELOADS:
@@ -745,8 +815,32 @@ def add_session_units(log: Log, sessions: list[Session]) -> None:
                 log.syslog(cmd.t + 0.04, "systemd[1]", f"Reloaded {unit} - {desc}.")
 
 
-BLOCKED_TCP = (23, 445, 3389, 8080, 8443, 5900, 1433, 3306, 6379, 2375, 9200, 8888,
-               81, 8000, 2323, 5555, 7547, 37215, 52869, 2222, 5432, 27017, 11211, 9090)
+BLOCKED_TCP = (
+    23,
+    445,
+    3389,
+    8080,
+    8443,
+    5900,
+    1433,
+    3306,
+    6379,
+    2375,
+    9200,
+    8888,
+    81,
+    8000,
+    2323,
+    5555,
+    7547,
+    37215,
+    52869,
+    2222,
+    5432,
+    27017,
+    11211,
+    9090,
+)
 BLOCKED_UDP = (161, 123, 1900, 5060, 11211, 389, 53413)
 
 
@@ -756,20 +850,27 @@ def ufw_block(rng: random.Random, t: float, src: str, masscan: bool = False) -> 
     ttl = rng.choice((47, 49, 52, 54, 113, 117, 240, 243, 245, 249))
     if not masscan and rng.random() < 0.15:
         length = rng.randint(40, 120)
-        return (f"{head} LEN={length} TOS=0x00 PREC=0x00 TTL={ttl} ID={rng.randrange(65536)} "
-                f"PROTO=UDP SPT={rng.randint(1024, 65535)} DPT={rng.choice(BLOCKED_UDP)} "
-                f"LEN={length - 20}")
+        return (
+            f"{head} LEN={length} TOS=0x00 PREC=0x00 TTL={ttl} ID={rng.randrange(65536)} "
+            f"PROTO=UDP SPT={rng.randint(1024, 65535)} DPT={rng.choice(BLOCKED_UDP)} "
+            f"LEN={length - 20}"
+        )
     ip_id = 54321 if masscan else rng.randrange(65536)  # masscan's fixed IP ID
     window = 1024 if masscan else rng.choice((1024, 14600, 29200, 65535))
-    return (f"{head} LEN=40 TOS=0x00 PREC=0x00 TTL={ttl} ID={ip_id} PROTO=TCP "
-            f"SPT={rng.randint(1024, 65535)} DPT={rng.choice(BLOCKED_TCP)} "
-            f"WINDOW={window} RES=0x00 SYN URGP=0")
+    return (
+        f"{head} LEN=40 TOS=0x00 PREC=0x00 TTL={ttl} ID={ip_id} PROTO=TCP "
+        f"SPT={rng.randint(1024, 65535)} DPT={rng.choice(BLOCKED_TCP)} "
+        f"WINDOW={window} RES=0x00 SYN URGP=0"
+    )
 
 
 def add_attacker_blocks(log: Log, rng: random.Random) -> None:
-    bursts = (("141.98.11.23", 45 * 60, 6, False), ("45.155.205.233", 70 * 60, 8, False),
-              ("218.92.0.107", 5 * 3600 + 50 * 60, 5, False),
-              ("185.220.101.47", 7 * 3600 + 3 * 60, 26, True))
+    bursts = (
+        ("141.98.11.23", 45 * 60, 6, False),
+        ("45.155.205.233", 70 * 60, 8, False),
+        ("218.92.0.107", 5 * 3600 + 50 * 60, 5, False),
+        ("185.220.101.47", 7 * 3600 + 3 * 60, 26, True),
+    )
     for ip, start, count, masscan in bursts:
         t = float(start)
         for _ in range(count):
@@ -801,36 +902,80 @@ def build_syslog(scn: Scenario, lines: int) -> bytes:
 # --- access.log ---------------------------------------------------------------------
 
 BROWSERS = (  # (user agent, weight, is Apple mobile)
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/142.0.0.0 Safari/537.36", 30, False),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/142.0.0.0 Safari/537.36", 12, False),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 "
-     "(KHTML, like Gecko) Version/26.1 Mobile/15E148 Safari/604.1", 20, True),
-    ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/142.0.0.0 Mobile Safari/537.36", 18, False),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/142.0.0.0 Safari/537.36",
+        30,
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/142.0.0.0 Safari/537.36",
+        12,
+        False,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/26.1 Mobile/15E148 Safari/604.1",
+        20,
+        True,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/142.0.0.0 Mobile Safari/537.36",
+        18,
+        False,
+    ),
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:145.0) Gecko/20100101 Firefox/145.0", 7, False),
     ("Mozilla/5.0 (X11; Linux x86_64; rv:145.0) Gecko/20100101 Firefox/145.0", 3, False),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/142.0.0.0 Safari/537.36 Edg/142.0.0.0", 6, False),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/26.1 Safari/605.1.15", 4, False),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/142.0.0.0 Safari/537.36 Edg/142.0.0.0",
+        6,
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/26.1 Safari/605.1.15",
+        4,
+        False,
+    ),
 )
 BOTS = (  # (address prefix, user agent)
     ("66.249.66.", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
     ("40.77.167.", "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"),
     ("54.36.148.", "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)"),
 )
-PRODUCTS = ("merino-wool-beanie", "canvas-tote-bag", "ceramic-pour-over-set",
-            "walnut-desk-organizer", "linen-apron", "enamel-camp-mug",
-            "leather-card-wallet", "bamboo-cutting-board", "wool-throw-blanket")
+PRODUCTS = (
+    "merino-wool-beanie",
+    "canvas-tote-bag",
+    "ceramic-pour-over-set",
+    "walnut-desk-organizer",
+    "linen-apron",
+    "enamel-camp-mug",
+    "leather-card-wallet",
+    "bamboo-cutting-board",
+    "wool-throw-blanket",
+)
 POSTS = ("how-we-source-wool", "caring-for-cast-iron", "gift-guide-2026", "behind-the-workshop")
-ASSETS = (("/static/css/app.4f2c9e1b.css", 48213), ("/static/js/vendor.5be08f14.js", 201877),
-          ("/static/js/app.91d3a7c2.js", 63420), ("/static/img/logo.svg", 3311),
-          ("/static/fonts/inter-var.woff2", 71032))
-EXTERNAL_REFERERS = ("-", "-", "-", "https://www.google.com/", "https://www.google.com/",
-                     "https://duckduckgo.com/", "https://www.bing.com/",
-                     "https://www.instagram.com/", "https://www.ecosia.org/")
+ASSETS = (
+    ("/static/css/app.4f2c9e1b.css", 48213),
+    ("/static/js/vendor.5be08f14.js", 201877),
+    ("/static/js/app.91d3a7c2.js", 63420),
+    ("/static/img/logo.svg", 3311),
+    ("/static/fonts/inter-var.woff2", 71032),
+)
+EXTERNAL_REFERERS = (
+    "-",
+    "-",
+    "-",
+    "https://www.google.com/",
+    "https://www.google.com/",
+    "https://duckduckgo.com/",
+    "https://www.bing.com/",
+    "https://www.instagram.com/",
+    "https://www.ecosia.org/",
+)
 APP_404, NGINX_404, NGINX_403, NGINX_400 = 5213, 153, 153, 157
 
 
@@ -840,16 +985,31 @@ class Visitor(NamedTuple):
     apple_mobile: bool
 
 
-def access_line(t: float, ip: str, request: str | bytes, status: int, size: int,
-                referer: str, ua: str | bytes, origin: datetime = START) -> bytes:
-    return (f'{ip} - - [{clf_time(t, origin)}] "'.encode() + to_bytes(request)
-            + f'" {status} {size} "{referer}" "'.encode() + to_bytes(ua) + b'"')
+def access_line(
+    t: float,
+    ip: str,
+    request: str | bytes,
+    status: int,
+    size: int,
+    referer: str,
+    ua: str | bytes,
+    origin: datetime = START,
+) -> bytes:
+    return (
+        f'{ip} - - [{clf_time(t, origin)}] "'.encode()
+        + to_bytes(request)
+        + f'" {status} {size} "{referer}" "'.encode()
+        + to_bytes(ua)
+        + b'"'
+    )
 
 
 def pick_page(rng: random.Random) -> tuple[str, int, int]:
     """Return (path, status, size) for a page view."""
-    kind = rng.choices(("home", "list", "product", "blog", "post", "about", "cart",
-                        "search", "account"), weights=(30, 15, 30, 4, 7, 3, 5, 4, 2))[0]
+    kind = rng.choices(
+        ("home", "list", "product", "blog", "post", "about", "cart", "search", "account"),
+        weights=(30, 15, 30, 4, 7, 3, 5, 4, 2),
+    )[0]
     if kind == "product":
         if rng.random() < 0.02:  # old links to discontinued items
             return "/products/discontinued-felt-slippers", 404, APP_404
@@ -861,8 +1021,13 @@ def pick_page(rng: random.Random) -> tuple[str, int, int]:
         return f"/search?q={term}", 200, rng.randint(9000, 23000)
     if kind == "account":
         return "/account", 302, 374
-    fixed = {"home": ("/", 18234), "list": ("/products", 24511), "blog": ("/blog", 15322),
-             "about": ("/about", 9120), "cart": ("/cart", 6410)}
+    fixed = {
+        "home": ("/", 18234),
+        "list": ("/products", 24511),
+        "blog": ("/blog", 15322),
+        "about": ("/about", 9120),
+        "cart": ("/cart", 6410),
+    }
     path, size = fixed[kind]
     return path, 200, size + rng.randint(-40, 40)
 
@@ -871,8 +1036,10 @@ def page_extras(rng: random.Random, path: str) -> list[tuple[str, str, int, int]
     """XHR and media requests a page triggers: (method, path, status, size)."""
     if path.startswith("/products/") and "discontinued" not in path:
         slug = path.rsplit("/", 1)[1]
-        extras = [("GET", f"/media/products/{slug}-640.webp", 200, rng.randint(38000, 91000)),
-                  ("GET", f"/api/v1/products/{slug}/stock", 200, rng.randint(70, 95))]
+        extras = [
+            ("GET", f"/media/products/{slug}-640.webp", 200, rng.randint(38000, 91000)),
+            ("GET", f"/api/v1/products/{slug}/stock", 200, rng.randint(70, 95)),
+        ]
         if rng.random() < 0.15:
             extras.append(("POST", "/api/v1/cart/items", 201, rng.randint(130, 160)))
         return extras
@@ -883,14 +1050,12 @@ def page_extras(rng: random.Random, path: str) -> list[tuple[str, str, int, int]
     return []
 
 
-def add_assets(log: Log, rng: random.Random, t: float, v: Visitor, page_url: str,
-               cached: bool) -> None:
+def add_assets(log: Log, rng: random.Random, t: float, v: Visitor, page_url: str, cached: bool) -> None:
     for path, size in ASSETS:
         t += rng.uniform(0.03, 0.25)
         status, body = (304, 0) if cached else (200, size)
         log.request(t, v.ip, f"GET {path} HTTP/2.0", status, body, page_url, v.ua)
-    icon, status, size = ("/apple-touch-icon.png", 404, NGINX_404) if v.apple_mobile \
-        else ("/favicon.ico", 200, 4286)
+    icon, status, size = ("/apple-touch-icon.png", 404, NGINX_404) if v.apple_mobile else ("/favicon.ico", 200, 4286)
     log.request(t + 0.3, v.ip, f"GET {icon} HTTP/2.0", status, size, "-", v.ua)
 
 
@@ -931,29 +1096,65 @@ def add_bot_visit(log: Log, rng: random.Random) -> None:
 def add_health_checks(log: Log, rng: random.Random) -> None:
     for t in range(17, SPAN, 300):
         tt = t + rng.uniform(0, 0.2)
-        log.request(tt, MONITOR_IP, "GET /healthz HTTP/1.1", 200, 2, "-",
-                    "Blackbox Exporter/0.25.0")
+        log.request(tt, MONITOR_IP, "GET /healthz HTTP/1.1", 200, 2, "-", "Blackbox Exporter/0.25.0")
 
 
-NIKTO_PATHS = ("/", "/robots.txt", "/wp-login.php", "/wp-admin/", "/xmlrpc.php", "/.env",
-               "/.git/config", "/.git/HEAD", "/.htaccess", "/.DS_Store", "/.aws/credentials",
-               "/phpmyadmin/", "/pma/", "/admin/", "/server-status", "/config.php.bak",
-               "/backup.zip", "/db.sql", "/cgi-bin/test.cgi", "/cgi-bin/../../../../etc/passwd",
-               "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php", "/_ignition/execute-solution",
-               "/telescope/requests", "/storage/logs/laravel.log", "/actuator/env",
-               "/solr/admin/", "/console/", "/manager/html", "/.svn/entries", "/info.php",
-               "/phpinfo.php", "/shell.php", "/adminer.php", "/wp-content/debug.log",
-               "/api/v1/../../../../etc/hosts", "/index.php?page=../../../../etc/passwd")
-SQLI_PAYLOADS = ("1", "1%27%20OR%201=1--", "1%20AND%201=1", "1%20AND%201=2",
-                 "1%27%20AND%20%271%27=%271", "1%27%20AND%20SLEEP(5)--%20-",
-                 "1%20UNION%20ALL%20SELECT%20NULL--%20-",
-                 "1%20UNION%20ALL%20SELECT%20NULL,NULL--%20-",
-                 "1%20UNION%20ALL%20SELECT%20NULL,NULL,NULL--%20-",
-                 "1%29%20AND%20%28SELECT%201%20FROM%20pg_sleep%285%29%29--",
-                 "1%27%3B%20WAITFOR%20DELAY%20%270:0:5%27--",
-                 "-1%27%20OR%20%27x%27=%27x", "1%22%20OR%20%22a%22=%22a",
-                 "1%20ORDER%20BY%201--", "1%20ORDER%20BY%2010--",
-                 "1%27%20AND%20EXTRACTVALUE(1,CONCAT(0x5c,VERSION()))--%20-")
+NIKTO_PATHS = (
+    "/",
+    "/robots.txt",
+    "/wp-login.php",
+    "/wp-admin/",
+    "/xmlrpc.php",
+    "/.env",
+    "/.git/config",
+    "/.git/HEAD",
+    "/.htaccess",
+    "/.DS_Store",
+    "/.aws/credentials",
+    "/phpmyadmin/",
+    "/pma/",
+    "/admin/",
+    "/server-status",
+    "/config.php.bak",
+    "/backup.zip",
+    "/db.sql",
+    "/cgi-bin/test.cgi",
+    "/cgi-bin/../../../../etc/passwd",
+    "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+    "/_ignition/execute-solution",
+    "/telescope/requests",
+    "/storage/logs/laravel.log",
+    "/actuator/env",
+    "/solr/admin/",
+    "/console/",
+    "/manager/html",
+    "/.svn/entries",
+    "/info.php",
+    "/phpinfo.php",
+    "/shell.php",
+    "/adminer.php",
+    "/wp-content/debug.log",
+    "/api/v1/../../../../etc/hosts",
+    "/index.php?page=../../../../etc/passwd",
+)
+SQLI_PAYLOADS = (
+    "1",
+    "1%27%20OR%201=1--",
+    "1%20AND%201=1",
+    "1%20AND%201=2",
+    "1%27%20AND%20%271%27=%271",
+    "1%27%20AND%20SLEEP(5)--%20-",
+    "1%20UNION%20ALL%20SELECT%20NULL--%20-",
+    "1%20UNION%20ALL%20SELECT%20NULL,NULL--%20-",
+    "1%20UNION%20ALL%20SELECT%20NULL,NULL,NULL--%20-",
+    "1%29%20AND%20%28SELECT%201%20FROM%20pg_sleep%285%29%29--",
+    "1%27%3B%20WAITFOR%20DELAY%20%270:0:5%27--",
+    "-1%27%20OR%20%27x%27=%27x",
+    "1%22%20OR%20%22a%22=%22a",
+    "1%20ORDER%20BY%201--",
+    "1%20ORDER%20BY%2010--",
+    "1%27%20AND%20EXTRACTVALUE(1,CONCAT(0x5c,VERSION()))--%20-",
+)
 
 
 def scan_status(path: str) -> tuple[int, int]:
@@ -990,10 +1191,10 @@ def scan_sqlmap(log: Log, rng: random.Random) -> None:
     t += 25
     for payload in SQLI_PAYLOADS:
         # Two payloads make the app throw: the kind of lead an analyst wants.
-        status, size = (500, 6612) if "SLEEP" in payload or "EXTRACTVALUE" in payload \
-            else (200, 18234 + rng.randint(-40, 40))
-        log.request(t, ip, f"GET /index.php?id={payload} HTTP/1.1", status, size,
-                    "-", SQLMAP_UA)
+        status, size = (
+            (500, 6612) if "SLEEP" in payload or "EXTRACTVALUE" in payload else (200, 18234 + rng.randint(-40, 40))
+        )
+        log.request(t, ip, f"GET /index.php?id={payload} HTTP/1.1", status, size, "-", SQLMAP_UA)
         t += 5.2 if "SLEEP" in payload or "pg_sleep" in payload else rng.uniform(0.3, 1.2)
 
 
@@ -1052,9 +1253,9 @@ class Campaign(NamedTuple):
     """SSH password guessing from one address on an earlier day."""
 
     ip: str
-    user: str                 # "" = a different invalid user each time, "-" = pre-auth probes
-    tries: tuple[int, int]    # passwords per connection (6 trips MaxAuthTries)
-    start: str                # "HH:MM" UTC after the origin's midnight; may exceed 24:00
+    user: str  # "" = a different invalid user each time, "-" = pre-auth probes
+    tries: tuple[int, int]  # passwords per connection (6 trips MaxAuthTries)
+    start: str  # "HH:MM" UTC after the origin's midnight; may exceed 24:00
     connections: int
     gap: tuple[float, float]  # minutes between connections
 
@@ -1069,46 +1270,76 @@ class Probe(NamedTuple):
 
 
 class Day(NamedTuple):
-    date: str                   # ISO date, UTC
-    auth: str                   # file names under the output directory; "" = none
+    date: str  # ISO date, UTC
+    auth: str  # file names under the output directory; "" = none
     access: str
     campaigns: tuple[Campaign, ...]
     probes: tuple[Probe, ...]
 
 
-OLD_CHROME_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-                 "(KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36")
+OLD_CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36"
+)
 
 # Newest first, like the rotation numbers. The attackers of 2026-11-24 were
 # already at it: 218.92.0.107 every day, 193.32.162.157 found "deploy" the day
 # before it got in. No attempt succeeds before 2026-11-24.
 HISTORY: tuple[Day, ...] = (
-    Day("2026-11-23", "auth.log.1", "access.log.1", (
-        Campaign("218.92.0.107", "root", (3, 3), "05:40", 30, (20, 35)),
-        Campaign("193.32.162.157", "", (1, 2), "13:05", 14, (0.5, 1.5)),
-        Campaign("193.32.162.157", "deploy", (3, 3), "13:41", 2, (2, 4)),
-        Campaign("185.220.101.47", "root", (6, 6), "21:12", 4, (1, 3)),
-    ), (
-        Probe("45.155.205.233", "13:22", OLD_CHROME_UA,
-              ("/", "/.env", "/.git/config", "/wp-login.php", "/admin/", "/config.php.bak",
-               "/.aws/credentials", "/phpinfo.php")),
-        Probe("185.220.101.47", "21:05", ZGRAB_UA, ("/", "/.env")),
-    )),
-    Day("2026-11-22", "auth.log.2.gz", "access.log.2.gz", (
-        Campaign("218.92.0.107", "root", (3, 3), "08:15", 22, (25, 40)),
-        Campaign("141.98.11.23", "-", (0, 0), "02:03", 12, (1, 2)),
-        Campaign("45.155.205.233", "", (1, 3), "16:47", 18, (0.3, 1.3)),
-    ), (
-        Probe("141.98.11.23", "01:58", MASSCAN_UA, ("/",)),
-        Probe("141.98.11.23", "01:59", ZGRAB_UA,
-              ("/", "/.git/config", "/phpmyadmin/", "/wp-login.php")),
-        Probe("45.155.205.233", "16:40", OLD_CHROME_UA,
-              ("/.env", "/wp-login.php", "/xmlrpc.php", "/.git/HEAD")),
-    )),
-    Day("2026-11-21", "auth.log.3.gz", "", (
-        Campaign("218.92.0.107", "root", (3, 3), "10:30", 16, (30, 45)),
-        Campaign("2a06:4880:1000::d5", "", (1, 1), "19:20", 12, (1, 2.5)),
-    ), ()),
+    Day(
+        "2026-11-23",
+        "auth.log.1",
+        "access.log.1",
+        (
+            Campaign("218.92.0.107", "root", (3, 3), "05:40", 30, (20, 35)),
+            Campaign("193.32.162.157", "", (1, 2), "13:05", 14, (0.5, 1.5)),
+            Campaign("193.32.162.157", "deploy", (3, 3), "13:41", 2, (2, 4)),
+            Campaign("185.220.101.47", "root", (6, 6), "21:12", 4, (1, 3)),
+        ),
+        (
+            Probe(
+                "45.155.205.233",
+                "13:22",
+                OLD_CHROME_UA,
+                (
+                    "/",
+                    "/.env",
+                    "/.git/config",
+                    "/wp-login.php",
+                    "/admin/",
+                    "/config.php.bak",
+                    "/.aws/credentials",
+                    "/phpinfo.php",
+                ),
+            ),
+            Probe("185.220.101.47", "21:05", ZGRAB_UA, ("/", "/.env")),
+        ),
+    ),
+    Day(
+        "2026-11-22",
+        "auth.log.2.gz",
+        "access.log.2.gz",
+        (
+            Campaign("218.92.0.107", "root", (3, 3), "08:15", 22, (25, 40)),
+            Campaign("141.98.11.23", "-", (0, 0), "02:03", 12, (1, 2)),
+            Campaign("45.155.205.233", "", (1, 3), "16:47", 18, (0.3, 1.3)),
+        ),
+        (
+            Probe("141.98.11.23", "01:58", MASSCAN_UA, ("/",)),
+            Probe("141.98.11.23", "01:59", ZGRAB_UA, ("/", "/.git/config", "/phpmyadmin/", "/wp-login.php")),
+            Probe("45.155.205.233", "16:40", OLD_CHROME_UA, ("/.env", "/wp-login.php", "/xmlrpc.php", "/.git/HEAD")),
+        ),
+    ),
+    Day(
+        "2026-11-21",
+        "auth.log.3.gz",
+        "",
+        (
+            Campaign("218.92.0.107", "root", (3, 3), "10:30", 16, (30, 45)),
+            Campaign("2a06:4880:1000::d5", "", (1, 1), "19:20", 12, (1, 2.5)),
+        ),
+        (),
+    ),
 )
 
 
@@ -1124,7 +1355,7 @@ def rotated_attackers() -> dict[str, tuple[str, ...]]:
 
 
 def day_origin(iso_date: str) -> datetime:
-    return datetime.fromisoformat(iso_date).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(iso_date).replace(tzinfo=UTC)
 
 
 def clock(hhmm: str) -> float:
@@ -1188,8 +1419,7 @@ def build_access_day(seed: int, day: Day, lines: int) -> bytes:
 def gzip_bytes(data: bytes) -> bytes:
     """gzip with no name and mtime 0, so equal input gives equal bytes."""
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buf,
-                       mtime=0) as gz:
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buf, mtime=0) as gz:
         gz.write(data)
     return buf.getvalue()
 
@@ -1199,7 +1429,7 @@ def gzip_bytes(data: bytes) -> bytes:
 # follows "Dec 31" in auth.log.1. Both files come from one 12-hour log split at
 # midnight, so a session opened in the old year closes in the new one.
 
-NEWYEAR_ORIGIN = datetime(2026, 12, 31, tzinfo=timezone.utc)
+NEWYEAR_ORIGIN = datetime(2026, 12, 31, tzinfo=UTC)
 NEWYEAR_FROM, NEWYEAR_MIDNIGHT, NEWYEAR_UNTIL = 18 * 3600, SPAN, SPAN + 6 * 3600
 NEWYEAR_FIRST_SESSION_ID = 3911  # about 56 sessions a day since FIRST_SESSION_ID
 NEWYEAR_CAMPAIGNS = (
@@ -1208,21 +1438,26 @@ NEWYEAR_CAMPAIGNS = (
 )
 
 
-def newyear_session(rng: random.Random, p: Profile, start: float,
-                    minutes: float | None = None) -> Session:
+def newyear_session(rng: random.Random, p: Profile, start: float, minutes: float | None = None) -> Session:
     end = start + (minutes if minutes is not None else rng.uniform(*p.minutes)) * 60
-    return Session(user=p.user, ip=rng.choice(p.ips), port=ephemeral_port(rng), start=start,
-                   end=end, interactive=p.interactive, key=fingerprint(p.user, p.key),
-                   pwd=p.pwd, commands=draw_commands(rng, p, start, end, NEWYEAR_ORIGIN))
+    return Session(
+        user=p.user,
+        ip=rng.choice(p.ips),
+        port=ephemeral_port(rng),
+        start=start,
+        end=end,
+        interactive=p.interactive,
+        key=fingerprint(p.user, p.key),
+        pwd=p.pwd,
+        commands=draw_commands(rng, p, start, end, NEWYEAR_ORIGIN),
+    )
 
 
 def build_newyear(seed: int) -> dict[str, bytes]:
     rng = stream(seed, "newyear")
     log = Log(origin=NEWYEAR_ORIGIN)
-    cron = plan_cron(rng) + [replace(r, t=r.t + SPAN, pid=r.pid + int(0.9 * SPAN))
-                             for r in plan_cron(rng)]
-    add_cron_sessions(log, [r for r in cron
-                            if NEWYEAR_FROM <= r.t and r.t + r.duration < NEWYEAR_UNTIL])
+    cron = plan_cron(rng) + [replace(r, t=r.t + SPAN, pid=r.pid + int(0.9 * SPAN)) for r in plan_cron(rng)]
+    add_cron_sessions(log, [r for r in cron if NEWYEAR_FROM <= r.t and r.t + r.duration < NEWYEAR_UNTIL])
     ansible, deploy, alice = PROFILES[3], PROFILES[4], PROFILES[0]
     sessions = [newyear_session(rng, deploy, NEWYEAR_FROM + rng.uniform(30, 40) * 60)]
     t = NEWYEAR_FROM + rng.uniform(10, 40) * 60
@@ -1232,10 +1467,12 @@ def build_newyear(seed: int) -> dict[str, bytes]:
     # alice is on call: logged in before midnight, out after it, sudo on both sides.
     on_call = newyear_session(rng, alice, NEWYEAR_MIDNIGHT - rng.uniform(20, 25) * 60, 41.5)
     on_call.commands = [
-        Sudo(NEWYEAR_MIDNIGHT - rng.uniform(4, 6) * 60,
-             "/usr/bin/journalctl -u nginx --since today", rng.uniform(0.2, 1.0)),
-        Sudo(NEWYEAR_MIDNIGHT + rng.uniform(6, 8) * 60, "/usr/bin/systemctl reload nginx",
-             rng.uniform(0.2, 1.0)),
+        Sudo(
+            NEWYEAR_MIDNIGHT - rng.uniform(4, 6) * 60,
+            "/usr/bin/journalctl -u nginx --since today",
+            rng.uniform(0.2, 1.0),
+        ),
+        Sudo(NEWYEAR_MIDNIGHT + rng.uniform(6, 8) * 60, "/usr/bin/systemctl reload nginx", rng.uniform(0.2, 1.0)),
     ]
     sessions.append(on_call)
     assign_ids(rng, sessions, NEWYEAR_FIRST_SESSION_ID)
@@ -1245,8 +1482,10 @@ def build_newyear(seed: int) -> dict[str, bytes]:
         add_campaign(log, rng, campaign, until=NEWYEAR_UNTIL - 120)
     times = [t for t, _, _ in log.events]
     assert NEWYEAR_FROM <= min(times) and max(times) < NEWYEAR_UNTIL, "outside the window"
-    return {"newyear/auth.log.1": log.render(NEWYEAR_FROM, NEWYEAR_MIDNIGHT),
-            "newyear/auth.log": log.render(NEWYEAR_MIDNIGHT, NEWYEAR_UNTIL)}
+    return {
+        "newyear/auth.log.1": log.render(NEWYEAR_FROM, NEWYEAR_MIDNIGHT),
+        "newyear/auth.log": log.render(NEWYEAR_MIDNIGHT, NEWYEAR_UNTIL),
+    }
 
 
 def generate_history(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> dict[str, bytes]:
@@ -1273,8 +1512,7 @@ def generate_history(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> di
 # file is about 1/900 of BOMB_BYTES whatever the content.
 BOMB_BYTES = 1 << 30  # at least this much once decompressed
 BOMB_REQUEST = "GET /search?q=" + "A" * 16_000 + " HTTP/1.1"
-BOMB_LINE = access_line(11 * 3600 + 41 * 60 + 20, "198.51.100.7", BOMB_REQUEST, 414, 182,
-                        "-", ZGRAB_UA) + b"\n"
+BOMB_LINE = access_line(11 * 3600 + 41 * 60 + 20, "198.51.100.7", BOMB_REQUEST, 414, 182, "-", ZGRAB_UA) + b"\n"
 GZIP_HEADER = b"\x1f\x8b\x08\x00" + bytes(4) + b"\x02\xff"  # no name, mtime 0, level 9
 
 
@@ -1298,17 +1536,16 @@ def generate_broken(history: dict[str, bytes]) -> dict[str, bytes]:
     """A gzip stream cut in half (the oldest rotated auth.log) and a gzip bomb."""
     oldest = next(d.auth for d in reversed(HISTORY) if d.auth.endswith(".gz"))
     whole = history[oldest]
-    return {"broken/truncated.log.gz": whole[:len(whole) // 2],
-            "broken/bomb.log.gz": build_bomb()}
+    return {"broken/truncated.log.gz": whole[: len(whole) // 2], "broken/bomb.log.gz": build_bomb()}
 
 
 # --- Output ----------------------------------------------------------------------
 
+
 def generate(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> dict[str, bytes]:
     """Return file name -> content of today's files; pure, so tests can call it directly."""
     scn = build_scenario(seed, lines)
-    return {"auth.log": build_auth(scn), "syslog": build_syslog(scn, lines),
-            "access.log": build_access(seed, lines)}
+    return {"auth.log": build_auth(scn), "syslog": build_syslog(scn, lines), "access.log": build_access(seed, lines)}
 
 
 def generate_all(seed: int = DEFAULT_SEED, lines: int = DEFAULT_LINES) -> dict[str, bytes]:
@@ -1358,14 +1595,18 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Write Bastion's synthetic sample logs.")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="output directory (default: examples/logs next to this script)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"PRNG seed (default: {DEFAULT_SEED})")
-    parser.add_argument("--lines", type=positive_int, default=DEFAULT_LINES,
-                        help="approximate lines per file of the current day (earlier days "
-                             "get half); attack traces and scheduled jobs are always "
-                             f"included (default: {DEFAULT_LINES})")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output directory (default: examples/logs next to this script)"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"PRNG seed (default: {DEFAULT_SEED})")
+    parser.add_argument(
+        "--lines",
+        type=positive_int,
+        default=DEFAULT_LINES,
+        help="approximate lines per file of the current day (earlier days "
+        "get half); attack traces and scheduled jobs are always "
+        f"included (default: {DEFAULT_LINES})",
+    )
     return parser.parse_args(argv)
 
 

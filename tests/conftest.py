@@ -91,7 +91,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def write_policy(directory: Path, logs: list[str | Path | dict[str, Any]], audit: Path | None = None, *, toml: str = "", **limits: Any) -> Path:
+def write_policy(
+    directory: Path,
+    logs: list[str | Path | dict[str, Any]],
+    audit: Path | None = None,
+    *,
+    toml: str = "",
+    **limits: Any,
+) -> Path:
     """A policy file in `directory` allowlisting `logs` (paths, or [[logs]] tables as dicts),
     with [limits] overrides and extra `toml` tables."""
     lines = []

@@ -93,7 +93,14 @@ def test_check_path_text_refuses(value: object, needle: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["/", "/var/log/auth.log", "/var/log/app-1.2_x.log", "/var/log/日本.log", "/" + "a" * (MAX_PATH_BYTES - 1), "/var/log/*.log"],
+    [
+        "/",
+        "/var/log/auth.log",
+        "/var/log/app-1.2_x.log",
+        "/var/log/日本.log",
+        "/" + "a" * (MAX_PATH_BYTES - 1),
+        "/var/log/*.log",
+    ],
 )
 def test_check_path_text_accepts(value: str) -> None:
     assert check_path_text(value) == value
@@ -120,7 +127,9 @@ def assert_read_only_fd(fd: int, content: bytes) -> None:
         os.close(fd)
 
 
-@pytest.mark.parametrize(("name", "content"), [("allowed/a.log", b"alpha\n"), ("allowed/b.log", b"beta\n"), ("exact.log", b"exact\n")])
+@pytest.mark.parametrize(
+    ("name", "content"), [("allowed/a.log", b"alpha\n"), ("allowed/b.log", b"beta\n"), ("exact.log", b"exact\n")]
+)
 def test_open_allowed(tree: dict[str, Path], allowlist: Allowlist, name: str, content: bytes) -> None:
     path = str(tree["root"] / name)
     returned, fd = allowlist.open(path)
@@ -171,7 +180,9 @@ SYMLINK = "is a symlink or lies behind one, and symlinks are never followed"
     ["outside/secret.log", "allowed/a.txt", "allowed/sub/a.log", "conf", "exact.log", "allowed/b.log", "nowhere.log"],
     ids=["other_dir", "same_dir_not_matching", "subdir", "directory", "allowlisted_file", "glob_member", "dangling"],
 )
-def test_symlink_in_glob_folder_is_refused_whatever_it_points_to(tree: dict[str, Path], allowlist: Allowlist, target: str) -> None:
+def test_symlink_in_glob_folder_is_refused_whatever_it_points_to(
+    tree: dict[str, Path], allowlist: Allowlist, target: str
+) -> None:
     """Even a link to a file the policy names is refused: the broker never follows one at request time."""
     link = tree["allowed"] / "evil.log"
     link.symlink_to(tree["root"] / target)
@@ -181,7 +192,9 @@ def test_symlink_in_glob_folder_is_refused_whatever_it_points_to(tree: dict[str,
     assert str(link) not in {log.path for log in allowlist.logs()}
 
 
-def test_symlink_to_path_outside_tmp_refused(tree: dict[str, Path], allowlist: Allowlist, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_symlink_to_path_outside_tmp_refused(
+    tree: dict[str, Path], allowlist: Allowlist, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     elsewhere = tmp_path_factory.mktemp("elsewhere") / "x.log"
     elsewhere.write_bytes(b"x\n")
     link = tree["allowed"] / "link.log"
@@ -219,7 +232,9 @@ def test_symlinked_literal_prefix_in_policy_is_refused_at_load(tree: dict[str, P
     with pytest.raises(PolicyError) as raised:
         make_allowlist(tree["conf"], [tree["exact"], tmp_path / "alias" / "*.log"])
     message = str(raised.value)
-    assert message.startswith(f"logs[1].path: {tmp_path / 'alias'} is a symlink, on the path of {tmp_path / 'alias' / '*.log'}")
+    assert message.startswith(
+        f"logs[1].path: {tmp_path / 'alias'} is a symlink, on the path of {tmp_path / 'alias' / '*.log'}"
+    )
     assert "follow_symlinks = true" in message
 
 
@@ -280,7 +295,13 @@ def test_nonexistent_allowlisted_refused(tree: dict[str, Path], name: str) -> No
 
 @pytest.mark.parametrize(
     "bad",
-    ["{root}/allowed/../exact.log", "{root}/allowed/./a.log", "{root}/allowed//a.log", "allowed/a.log", "{root}/allowed/a.log\x00"],
+    [
+        "{root}/allowed/../exact.log",
+        "{root}/allowed/./a.log",
+        "{root}/allowed//a.log",
+        "allowed/a.log",
+        "{root}/allowed/a.log\x00",
+    ],
 )
 def test_open_rejects_bad_text_before_filesystem(tree: dict[str, Path], allowlist: Allowlist, bad: str) -> None:
     message = refused_message(allowlist, bad.format(root=tree["root"]))
@@ -299,7 +320,11 @@ def test_logs_lists_existing_regular_files_only(tree: dict[str, Path]) -> None:
     allowlist = make_allowlist(tree["conf"], [tree["allowed"] / "*.log", tree["exact"], tree["root"] / "missing.log"])
     listed = [log.path for log in allowlist.logs()]
     allowed = tree["allowed"]
-    assert listed == [str(allowed / "a.log"), str(allowed / "b.log"), str(tree["exact"])]  # no symlink, even to exact.log
+    assert listed == [
+        str(allowed / "a.log"),
+        str(allowed / "b.log"),
+        str(tree["exact"]),
+    ]  # no symlink, even to exact.log
 
 
 def test_logs_deduplicates_and_keeps_first_description(tree: dict[str, Path]) -> None:
@@ -392,6 +417,8 @@ def test_rotations_beyond_max_glob_files_are_left_out_oldest_first(tmp_path: Pat
     opened = _rotated_41(tmp_path, max_glob_files=10).open_search(str(tmp_path / "auth.log"), newest_first=True)
     try:
         assert [Path(f.path).name for f in opened.files][:2] == ["auth.log", "auth.log.1"] and len(opened.files) == 10
-        assert [Path(p).name for p in opened.left_out][:2] == ["auth.log.40.gz", "auth.log.39.gz"] and len(opened.left_out) == 31
+        assert [Path(p).name for p in opened.left_out][:2] == ["auth.log.40.gz", "auth.log.39.gz"] and len(
+            opened.left_out
+        ) == 31
     finally:
         opened.close()

@@ -118,7 +118,7 @@ def test_empty_existing_file_starts_from_genesis(audit_path: Path) -> None:
         (b'{"seq":1}', "incomplete record"),
         (b'{"seq":1}\nnot json\n', "does not end with a Bastion record"),
         (b'{"seq":1}\n{"event":"x"}\n', "does not end with a Bastion record"),
-        (b'[1,2]\n', "does not end with a Bastion record"),
+        (b"[1,2]\n", "does not end with a Bastion record"),
         (b'"seq"\n', "does not end with a Bastion record"),
         (b'{"seq":"one"}\n', "does not end with a Bastion record"),
         (b'{"seq":null}\n', "does not end with a Bastion record"),
@@ -182,22 +182,43 @@ def test_write_failure_raises_and_does_not_advance(audit_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"arguments": {"pattern": "x" * (MAX_STRING + 10)}}, {"arguments": {"pattern": "x" * MAX_STRING + "…[10 more chars]"}}),
+        (
+            {"arguments": {"pattern": "x" * (MAX_STRING + 10)}},
+            {"arguments": {"pattern": "x" * MAX_STRING + "…[10 more chars]"}},
+        ),
         ({"arguments": {"pattern": "y" * MAX_STRING}}, {"arguments": {"pattern": "y" * MAX_STRING}}),
         ({"detail": "z" * (MAX_STRING + 1)}, {"detail": "z" * MAX_STRING + "…[1 more chars]"}),
         ({"arguments": {"k" * 2000: 1}}, {"arguments": {"k" * MAX_STRING: 1}}),
         ({"arguments": {"list": list(range(100))}}, {"arguments": {"list": list(range(64))}}),
         ({"arguments": {str(i): i for i in range(100)}}, {"arguments": {str(i): i for i in range(64)}}),
-        ({"arguments": {"deep": [[["w" * 2000]]]}}, {"arguments": {"deep": [[["w" * MAX_STRING + "…[976 more chars]"]]]}}),
+        (
+            {"arguments": {"deep": [[["w" * 2000]]]}},
+            {"arguments": {"deep": [[["w" * MAX_STRING + "…[976 more chars]"]]]}},
+        ),
         ({"arguments": {"raw": b"\x00\xff"}}, {"arguments": {"raw": "b'\\x00\\xff'"}}),
         ({"arguments": {"path": Path("/var/log/x")}}, {"arguments": {"path": "/var/log/x"}}),
         ({"arguments": {1: "int key", None: "none key"}}, {"arguments": {"1": "int key", "None": "none key"}}),
         ({"arguments": {"esc": "\x1b[31m\u202e\n"}}, {"arguments": {"esc": "\x1b[31m\u202e\n"}}),
         ({"arguments": {"n": None, "b": True, "f": 1.5}}, {"arguments": {"n": None, "b": True, "f": 1.5}}),
     ],
-    ids=["long_str", "exact_str", "top_level_str", "long_key", "long_list", "many_keys", "nested", "bytes", "path", "non_str_keys", "escapes", "scalars"],
+    ids=[
+        "long_str",
+        "exact_str",
+        "top_level_str",
+        "long_key",
+        "long_list",
+        "many_keys",
+        "nested",
+        "bytes",
+        "path",
+        "non_str_keys",
+        "escapes",
+        "scalars",
+    ],
 )
-def test_field_values_are_bounded_and_serializable(audit_path: Path, fields: dict[str, Any], expected: dict[str, Any]) -> None:
+def test_field_values_are_bounded_and_serializable(
+    audit_path: Path, fields: dict[str, Any], expected: dict[str, Any]
+) -> None:
     log = AuditLog(str(audit_path))
     log.write("begin", **fields)
     log.close()
@@ -390,7 +411,11 @@ def test_planted_while_serving_is_refused_then_the_log_recovers(audit_path: Path
     assert log.write("end", tool="query_logs") == 3  # seq 2: the audit_continued record
     log.close()
     first = json.loads(raw_lines(audit_path)[0])
-    assert first["event"] == "audit_continued" and first["reason"] == "renamed_externally" and first["previous_file"] == rotated.name
+    assert (
+        first["event"] == "audit_continued"
+        and first["reason"] == "renamed_externally"
+        and first["previous_file"] == rotated.name
+    )
     assert os.stat(audit_path).st_uid == os.geteuid() and stat.S_IMODE(os.stat(audit_path).st_mode) == 0o600
     report = verify([str(rotated), str(audit_path)])
     assert report.problem is None and report.records == 3

@@ -50,7 +50,14 @@ def reseal(line: bytes, old: bytes, new: bytes) -> bytes:
 def forge_after(lines: Lines, index: int) -> bytes:
     """A record that chains perfectly onto lines[index] (seq+1, prev, own hash)."""
     record = json.loads(lines[index])
-    body = {"seq": record["seq"] + 1, "ts": record["ts"], "event": "begin", "tool": "query_logs", "arguments": {"forged": True}, "prev": hashlib.sha256(lines[index]).hexdigest()}
+    body = {
+        "seq": record["seq"] + 1,
+        "ts": record["ts"],
+        "event": "begin",
+        "tool": "query_logs",
+        "arguments": {"forged": True},
+        "prev": hashlib.sha256(lines[index]).hexdigest(),
+    }
     return seal(json.dumps(body, separators=(",", ":")).encode())
 
 
@@ -115,8 +122,12 @@ TAMPERING: list[tuple[str, Callable[[Lines], Lines], str, int]] = [
 ]
 
 
-@pytest.mark.parametrize(("tamper", "kind", "line"), [case[1:] for case in TAMPERING], ids=[case[0] for case in TAMPERING])
-def test_each_kind_of_tampering_is_named_at_its_line(tmp_path: Path, tamper: Callable[[Lines], Lines], kind: str, line: int) -> None:
+@pytest.mark.parametrize(
+    ("tamper", "kind", "line"), [case[1:] for case in TAMPERING], ids=[case[0] for case in TAMPERING]
+)
+def test_each_kind_of_tampering_is_named_at_its_line(
+    tmp_path: Path, tamper: Callable[[Lines], Lines], kind: str, line: int
+) -> None:
     path = tmp_path / "audit.jsonl"
     write_events(path, 6)
     assert verify([str(path)]).problem is None
@@ -151,7 +162,9 @@ def test_cli_exit_status_and_messages(tmp_path: Path) -> None:
     store(path, _swap(lines_of(path)))
     bad = subprocess.run([str(BASTION), "audit", "verify", str(path)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "line 2: reordered" in bad.stdout, bad
-    missing = subprocess.run([str(BASTION), "audit", "verify", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [str(BASTION), "audit", "verify", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
 
 
@@ -233,7 +246,9 @@ print(json.dumps(outcomes))
 def test_file_size_limit_refuses_the_record_and_leaves_no_torn_line(tmp_path: Path) -> None:
     """RLIMIT_FSIZE lets the big record's write stop part-way: it must be cut back."""
     path = tmp_path / "audit.jsonl"
-    proc = subprocess.run([sys.executable, "-c", FSIZE_SCRIPT, str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", FSIZE_SCRIPT, str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr
     big, small = json.loads(proc.stdout)
     assert big.startswith("refused: cannot write audit log") and small == "ok"

@@ -24,8 +24,12 @@ from broker.transport.stdio import Wire
 from tests.conftest import BASTION, read_audit, write_policy
 from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture
 
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
 
 # The client: starts the server behind a small waiter (which records the server's exit
 # status: the client will not live to see it), opens the session, starts a slow call,
@@ -51,7 +55,14 @@ ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 def call_line(log: Path, request_id: int = 2) -> str:
     arguments = {"log_path": str(log), "pattern": SLOW_PATTERN, "max_lines": 5}
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": "query_logs", "arguments": arguments}})
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {"name": "query_logs", "arguments": arguments},
+        }
+    )
 
 
 def wait_in_flight(audit: Path, server: psutil.Process, timeout_s: float = 30) -> list[psutil.Process]:
@@ -87,8 +98,22 @@ def test_a_sigkilled_client_is_a_stop(tmp_path: Path, slow_log: Path, stderr: st
     audit, rc_file, stderr_file = tmp_path / "audit.jsonl", tmp_path / "rc", tmp_path / "stderr"
     with stderr_file.open("wb") as err:
         client = subprocess.Popen(
-            [sys.executable, "-c", CLIENT, str(rc_file), stderr, json.dumps(INITIALIZE), call_line(slow_log), str(BASTION), "serve", "--policy", str(policy)],
-            stdout=subprocess.PIPE, stderr=err, env=ENV,
+            [
+                sys.executable,
+                "-c",
+                CLIENT,
+                str(rc_file),
+                stderr,
+                json.dumps(INITIALIZE),
+                call_line(slow_log),
+                str(BASTION),
+                "serve",
+                "--policy",
+                str(policy),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=ENV,
         )
     try:
         assert client.stdout is not None
@@ -115,7 +140,13 @@ def test_a_client_that_stops_reading_is_a_stop(tmp_path: Path, slow_log: Path, w
     policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
     audit, stderr = tmp_path / "audit.jsonl", tmp_path / "stderr"
     with stderr.open("wb") as err:
-        proc = subprocess.Popen([str(BASTION), "serve", "--policy", str(policy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=ENV)
+        proc = subprocess.Popen(
+            [str(BASTION), "serve", "--policy", str(policy)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=ENV,
+        )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         server = psutil.Process(proc.pid)
@@ -218,7 +249,13 @@ async def test_a_client_that_does_not_read_does_not_block_the_event_loop(pipe: t
 def test_stdin_from_dev_null_is_a_clean_stop(tmp_path: Path, slow_log: Path) -> None:
     """epoll cannot watch /dev/null (EPERM): it is read directly, and its end is a stop."""
     policy = write_policy(tmp_path, [slow_log])
-    proc = subprocess.run([str(BASTION), "serve", "--policy", str(policy)], stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=ENV)
+    proc = subprocess.run(
+        [str(BASTION), "serve", "--policy", str(policy)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stderr
     records = read_audit(tmp_path / "audit.jsonl")
     assert records[-1]["event"] == "server_stop" and records[-1]["reason"] == "stdin closed"

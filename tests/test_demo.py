@@ -25,8 +25,13 @@ def example_policy_copy(tmp_path: Path, audit_path: str) -> Path:
 
 
 def run_demo(policy: Path, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(DEMO), "--policy", str(policy), "--state-dir", str(state)],
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, str(DEMO), "--policy", str(policy), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_a_refusal_to_serve_is_one_line_and_a_failure(tmp_path: Path) -> None:

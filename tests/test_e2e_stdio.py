@@ -38,8 +38,18 @@ async def test_list_and_search_sample_log(sample_policy: Path, mode: str) -> Non
         assert client.server_info is not None and client.server_info.name == "bastion"
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert set(tools) == {"query_logs"}
-        assert tools["query_logs"].output_schema["required"] == ["log_path", "lines", "files", "total_matches", "truncated", "truncated_reason", "notes"]
-        result = await client.call_tool("query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 5})
+        assert tools["query_logs"].output_schema["required"] == [
+            "log_path",
+            "lines",
+            "files",
+            "total_matches",
+            "truncated",
+            "truncated_reason",
+            "notes",
+        ]
+        result = await client.call_tool(
+            "query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 5}
+        )
     assert not result.is_error
     structured = result.structured_content
     assert [line["line_no"] for line in structured["lines"]] == grep_lines(AUTH, b"Accepted password for deploy")
@@ -51,7 +61,9 @@ async def test_max_lines_stops_and_reports_truncation(sample_policy: Path) -> No
     expected = grep_lines(AUTH, b"Failed password")
     assert len(expected) > 10
     async with bastion_client(sample_policy) as client:
-        result = await client.call_tool("query_logs", {"log_path": str(AUTH), "pattern": "Failed password", "max_lines": 10})
+        result = await client.call_tool(
+            "query_logs", {"log_path": str(AUTH), "pattern": "Failed password", "max_lines": 10}
+        )
     assert [line["line_no"] for line in result.structured_content["lines"]] == expected[:10]
     assert result.structured_content["truncated_reason"] == "max_lines"
 
@@ -148,7 +160,9 @@ async def test_slow_search_is_stopped_at_the_deadline(tmp_path: Path) -> None:
     log = tmp_path / "slow.log"
     rng = random.Random(7)
     log.write_bytes(b"".join(bytes(rng.choice(b"ab") for _ in range(120)) + b" sshd\n" for _ in range(64000)))  # 8 MB
-    policy = write_policy(tmp_path, [log], toml='[search]\nengine = "grep"\n', timeout_s=0.5)  # ripgrep would finish in time
+    policy = write_policy(
+        tmp_path, [log], toml='[search]\nengine = "grep"\n', timeout_s=0.5
+    )  # ripgrep would finish in time
     async with bastion_client(policy) as client:
         started = time.monotonic()
         result = await client.call_tool("query_logs", {"log_path": str(log), "pattern": SLOW_PATTERN})
@@ -180,14 +194,20 @@ async def test_output_cap_stops_reading_and_says_so(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_early_stop_does_not_read_the_whole_file(tmp_path: Path) -> None:
     log = tmp_path / "large.log"
-    block = b"".join(b"Nov 24 06:25:%02d web-01 sshd[%d]: Failed password for root from 45.155.205.233 port 4%04d ssh2\n" % (n % 60, n, n) for n in range(10000))
+    block = b"".join(
+        b"Nov 24 06:25:%02d web-01 sshd[%d]: Failed password for root from 45.155.205.233 port 4%04d ssh2\n"
+        % (n % 60, n, n)
+        for n in range(10000)
+    )
     with log.open("wb") as file:
         for _ in range(100):  # ~100 MB
             file.write(block)
     size = log.stat().st_size
     policy = write_policy(tmp_path, [log])
     async with bastion_client(policy) as client:
-        result = await client.call_tool("query_logs", {"log_path": str(log), "pattern": "Failed password", "max_lines": 100})
+        result = await client.call_tool(
+            "query_logs", {"log_path": str(log), "pattern": "Failed password", "max_lines": 100}
+        )
     assert len(result.structured_content["lines"]) == 100
     assert result.structured_content["truncated_reason"] == "max_lines"
     end = [r for r in read_audit(tmp_path / "audit.jsonl") if r["event"] == "end"][0]

@@ -17,15 +17,21 @@ from broker.pool.worker_process import WorkerResult
 from broker.tools.query_logs.engine_error import MAX_CLIENT_CHARS, client_text
 
 
-@pytest.mark.parametrize(("message", "shown"), [
-    ("/usr/bin/grep: Invalid range end", "Invalid range end"),
-    ("grep: Unmatched [, [^, [:, [., or [=", "Unmatched [, [^, [:, [., or [="),
-    ("rg: regex parse error:\n    (?-u)[a\n    ^\nerror: unclosed character class", "regex parse error: (?-u)[a ^ error: unclosed character class"),
-    ("/usr/bin/grep: /var/log/secret/app.log: Permission denied", "[path]: Permission denied"),
-    ("read failed on ../../etc/shadow and ~/.ssh/id_rsa", "read failed on [path] and [path]"),
-    ("\x1b[31mred\x1b[0m \u202e bidi \x00 nul", "[31mred [0m bidi nul"),
-    ("", "no message"),
-])
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("/usr/bin/grep: Invalid range end", "Invalid range end"),
+        ("grep: Unmatched [, [^, [:, [., or [=", "Unmatched [, [^, [:, [., or [="),
+        (
+            "rg: regex parse error:\n    (?-u)[a\n    ^\nerror: unclosed character class",
+            "regex parse error: (?-u)[a ^ error: unclosed character class",
+        ),
+        ("/usr/bin/grep: /var/log/secret/app.log: Permission denied", "[path]: Permission denied"),
+        ("read failed on ../../etc/shadow and ~/.ssh/id_rsa", "read failed on [path] and [path]"),
+        ("\x1b[31mred\x1b[0m \u202e bidi \x00 nul", "[31mred [0m bidi nul"),
+        ("", "no message"),
+    ],
+)
 def test_client_text(message: str, shown: str) -> None:
     assert client_text(message) == shown
 

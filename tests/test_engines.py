@@ -50,7 +50,7 @@ CORPUS: list[bytes] = [
     b"UPPER lower MiXeD 0123456789 0xDEADbeef",
     b"foo.bar foobar foo-bar foo_bar foo bar",
     b"aaa ab abab ababab aabb x",
-    b"GET /wp-login.php HTTP/1.1\" 404 /.env",
+    b'GET /wp-login.php HTTP/1.1" 404 /.env',
     b"word_boundary-test word boundary_",
     b"end$",
     b"^start",
@@ -62,28 +62,179 @@ CORPUS: list[bytes] = [
 CORPUS += [bytes([code]) for code in range(0x20, 0x7F)] + [b"\t"]
 EDGE_CHARS = "@AZ[\\]^_`az{|}~-09:.= !/BYby\t#"
 _corpus_rng = random.Random(20261202)
-CORPUS += ["".join(_corpus_rng.choice(EDGE_CHARS) for _ in range(_corpus_rng.randint(2, 9))).encode() for _ in range(150)]
+CORPUS += [
+    "".join(_corpus_rng.choice(EDGE_CHARS) for _ in range(_corpus_rng.randint(2, 9))).encode() for _ in range(150)
+]
 
 PATTERNS = [
-    "Failed password", "Accepted (password|publickey) for", "sudo: .*COMMAND=", "Invalid user [a-z]+ from",
-    "^Oct", "ssh2$", "^$", "^ +$", "^[[:space:]]*$", "^", "$", "x", "a|b", "(a|)b", "a|", "()", "x()y",
-    ".", "..", "^.$", "[.]", "\\.", "\\$", "\\^", "\\|", "\\(z\\)", "\\[x\\]", "\\{y\\}", "a\\+b", "a\\*b", "a\\?b", "a\\\\b",
-    "[]]", "[]a]", "[^]]", "[a-]", "[-a]", "[^-]", "[a-c]+", "[^a-z ]", "[[:upper:]]+", "[[:lower:]]{3}", "[[:digit:]]{2,3}",
-    "[[:alnum:]_]+", "[[:punct:]]", "[[:blank:]]", "[[:cntrl:]]", "[[:print:]]{80}", "[[:graph:]]", "[[:xdigit:]]{8}",
-    "[^[:print:]]", "[^[:alpha:][:space:]]", "[#&~-]", "#", "&", "~", "-", "[&&]", "[~~]", "[--]", "[\\]", "[a\\]",
-    "\\bfoo\\b", "\\Bbar", "foo\\B", "\\w+", "\\W", "\\s", "\\S+", "\\bword\\b", "^\\w", "\\w$",
-    "a{3}", "a{2,}", "a{1,2}b", "(ab){2}", "(ab){2,3}", "(a|b){3}", "a{0}", "a{0}b", "a{0,1}x", "(a*)*", "(a+)+b",
-    "caf\u00e9", "(\u00e9)+", "cr\u00e8me|br", "\u65e5\u672c", ".\u00a9", "utf-8 .", "here . alone", "[^a-z]here",
-    "wp-login\\.php|/\\.env", "0x[[:xdigit:]]+", "MiXeD", "mixed", "UPPER|lower", "[A-Z]{5}", "a}", "a]", "[{}]",
+    "Failed password",
+    "Accepted (password|publickey) for",
+    "sudo: .*COMMAND=",
+    "Invalid user [a-z]+ from",
+    "^Oct",
+    "ssh2$",
+    "^$",
+    "^ +$",
+    "^[[:space:]]*$",
+    "^",
+    "$",
+    "x",
+    "a|b",
+    "(a|)b",
+    "a|",
+    "()",
+    "x()y",
+    ".",
+    "..",
+    "^.$",
+    "[.]",
+    "\\.",
+    "\\$",
+    "\\^",
+    "\\|",
+    "\\(z\\)",
+    "\\[x\\]",
+    "\\{y\\}",
+    "a\\+b",
+    "a\\*b",
+    "a\\?b",
+    "a\\\\b",
+    "[]]",
+    "[]a]",
+    "[^]]",
+    "[a-]",
+    "[-a]",
+    "[^-]",
+    "[a-c]+",
+    "[^a-z ]",
+    "[[:upper:]]+",
+    "[[:lower:]]{3}",
+    "[[:digit:]]{2,3}",
+    "[[:alnum:]_]+",
+    "[[:punct:]]",
+    "[[:blank:]]",
+    "[[:cntrl:]]",
+    "[[:print:]]{80}",
+    "[[:graph:]]",
+    "[[:xdigit:]]{8}",
+    "[^[:print:]]",
+    "[^[:alpha:][:space:]]",
+    "[#&~-]",
+    "#",
+    "&",
+    "~",
+    "-",
+    "[&&]",
+    "[~~]",
+    "[--]",
+    "[\\]",
+    "[a\\]",
+    "\\bfoo\\b",
+    "\\Bbar",
+    "foo\\B",
+    "\\w+",
+    "\\W",
+    "\\s",
+    "\\S+",
+    "\\bword\\b",
+    "^\\w",
+    "\\w$",
+    "a{3}",
+    "a{2,}",
+    "a{1,2}b",
+    "(ab){2}",
+    "(ab){2,3}",
+    "(a|b){3}",
+    "a{0}",
+    "a{0}b",
+    "a{0,1}x",
+    "(a*)*",
+    "(a+)+b",
+    "caf\u00e9",
+    "(\u00e9)+",
+    "cr\u00e8me|br",
+    "\u65e5\u672c",
+    ".\u00a9",
+    "utf-8 .",
+    "here . alone",
+    "[^a-z]here",
+    "wp-login\\.php|/\\.env",
+    "0x[[:xdigit:]]+",
+    "MiXeD",
+    "mixed",
+    "UPPER|lower",
+    "[A-Z]{5}",
+    "a}",
+    "a]",
+    "[{}]",
     # Ranges across the letters' edges: grep -i folds their ends and refused these; split by the rendering.
-    "[_-z]", "[Z-b]", "[`-h]", "[A-z]", "[Z-a]", "[X-a]", "[@-Z]", "[@-a]", "[ -~]", "[!-/]", "[^_-z]", "[^A-z]", "[0-Z]",
-    "[\\-a]", "[[-a]", "[]-a]", "[[-`]", "[^[-`]", "[Y-_]", "[y-~]", "[a-a]", "[`-`]", "[%--]", "[--/]", "[+--]",
+    "[_-z]",
+    "[Z-b]",
+    "[`-h]",
+    "[A-z]",
+    "[Z-a]",
+    "[X-a]",
+    "[@-Z]",
+    "[@-a]",
+    "[ -~]",
+    "[!-/]",
+    "[^_-z]",
+    "[^A-z]",
+    "[0-Z]",
+    "[\\-a]",
+    "[[-a]",
+    "[]-a]",
+    "[[-`]",
+    "[^[-`]",
+    "[Y-_]",
+    "[y-~]",
+    "[a-a]",
+    "[`-`]",
+    "[%--]",
+    "[--/]",
+    "[+--]",
     # Specials that only their place in brackets makes literal.
-    "[[]", "[^[]", "[]^]", "[^^]", "[-^]", "[^-^]", "[]^-]", "[][]", "[[:alpha:]-]", "[-[:alpha:]]", "[[:alpha:]z-]",
-    "[:]", "[^:]", "[=]", "[.:=]", "[a[]", "[[a]", "[[-]", "[\\^]", "[]\\]", "[[\\^-]", "[]-^]", "[^]-^]",
+    "[[]",
+    "[^[]",
+    "[]^]",
+    "[^^]",
+    "[-^]",
+    "[^-^]",
+    "[]^-]",
+    "[][]",
+    "[[:alpha:]-]",
+    "[-[:alpha:]]",
+    "[[:alpha:]z-]",
+    "[:]",
+    "[^:]",
+    "[=]",
+    "[.:=]",
+    "[a[]",
+    "[[a]",
+    "[[-]",
+    "[\\^]",
+    "[]\\]",
+    "[[\\^-]",
+    "[]-^]",
+    "[^]-^]",
     # Classes under ignore_case: upper and lower fold into letters, also negated.
-    "[^[:upper:]]", "[^[:lower:]]", "[[:upper:][:digit:]]", "[^[:upper:]a]", "[^a]", "[^A]", "[^a-z]", "[^A-Z]+$",
-    "\\w_", "\\W+", "[^\\w]", "a\\b", "\\ba", "\\B.\\B", "(^|x)a", "(a|$)", "^(\\w+)$",
+    "[^[:upper:]]",
+    "[^[:lower:]]",
+    "[[:upper:][:digit:]]",
+    "[^[:upper:]a]",
+    "[^a]",
+    "[^A]",
+    "[^a-z]",
+    "[^A-Z]+$",
+    "\\w_",
+    "\\W+",
+    "[^\\w]",
+    "a\\b",
+    "\\ba",
+    "\\B.\\B",
+    "(^|x)a",
+    "(a|$)",
+    "^(\\w+)$",
 ]
 
 
@@ -104,7 +255,9 @@ def _grep(pattern: str, ignore_case: bool, corpus: Path) -> set[int]:
 
 def _rg(pattern: str, ignore_case: bool, corpus: Path) -> set[int]:
     assert RG is not None
-    argv = [RG, "--no-config", "-j1", "-a", *RG_RAW_BYTES, "-n", "--no-heading", "--no-filename"] + (["-i"] if ignore_case else [])
+    argv = [RG, "--no-config", "-j1", "-a", *RG_RAW_BYTES, "-n", "--no-heading", "--no-filename"] + (
+        ["-i"] if ignore_case else []
+    )
     done = subprocess.run(argv + ["-e", pattern, str(corpus)], capture_output=True, env={"HOME": "/"}, timeout=30)
     assert done.returncode in (0, 1) and not done.stderr, (pattern, done.stderr)
     return {int(line.split(b":", 1)[0]) for line in done.stdout.splitlines()}
@@ -148,12 +301,23 @@ def test_ranges_grep_refuses_under_ignore_case_run_rendered(pattern: str, corpus
     assert _same_lines(pattern, corpus) == 1
 
 
-@pytest.mark.parametrize(("pattern", "rendered"), [
-    ("Failed (password|publickey)", "Failed (password|publickey)"),
-    ("[_-z]", "[_`a-z]"), ("[Z-b]", r"[]Z_`ab[\^]"), ("[ -~]", r"[] -,.-@A-Z_`a-z{-~[\^-]"),
-    ("[[:alpha:]-]", "[[:alpha:]-]"), ("[^]a-]", "[^]a-]"), ("[-^]", "[-^]"), ("[^^]", "[^^]"), ("[.:=[]", "[.:=[]"),
-    (r"\.\{a}\\", r"\.\{a\}\\"), ("(a|)b{2,}c{0,1}d?", "(a|)b{2,}c?d?"), (r"^\bx\W+\s\B.$", r"^\bx\W+\s\B.$"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "rendered"),
+    [
+        ("Failed (password|publickey)", "Failed (password|publickey)"),
+        ("[_-z]", "[_`a-z]"),
+        ("[Z-b]", r"[]Z_`ab[\^]"),
+        ("[ -~]", r"[] -,.-@A-Z_`a-z{-~[\^-]"),
+        ("[[:alpha:]-]", "[[:alpha:]-]"),
+        ("[^]a-]", "[^]a-]"),
+        ("[-^]", "[-^]"),
+        ("[^^]", "[^^]"),
+        ("[.:=[]", "[.:=[]"),
+        (r"\.\{a}\\", r"\.\{a\}\\"),
+        ("(a|)b{2,}c{0,1}d?", "(a|)b{2,}c?d?"),
+        (r"^\bx\W+\s\B.$", r"^\bx\W+\s\B.$"),
+    ],
+)
 def test_grep_rendering_is_canonical(pattern: str, rendered: str) -> None:
     assert to_grep_ere(parse_ere(pattern)) == rendered
 
@@ -165,8 +329,40 @@ def test_backreferences_never_reach_an_engine() -> None:
 
 # --- random patterns from the accepted grammar (and some just outside it) -------------
 
-LITERALS = ["a", "b", "z", "A", "Z", "_", "`", "@", "-", "]", "}", " ", "0", "#", "~", ":", "\u00e9", "\t",
-            "\\.", "\\[", "\\]", "\\^", "\\$", "\\|", "\\(", "\\)", "\\{", "\\}", "\\*", "\\+", "\\?", "\\\\"]
+LITERALS = [
+    "a",
+    "b",
+    "z",
+    "A",
+    "Z",
+    "_",
+    "`",
+    "@",
+    "-",
+    "]",
+    "}",
+    " ",
+    "0",
+    "#",
+    "~",
+    ":",
+    "\u00e9",
+    "\t",
+    "\\.",
+    "\\[",
+    "\\]",
+    "\\^",
+    "\\$",
+    "\\|",
+    "\\(",
+    "\\)",
+    "\\{",
+    "\\}",
+    "\\*",
+    "\\+",
+    "\\?",
+    "\\\\",
+]
 ZERO_OR_CLASS = [".", "\\w", "\\W", "\\s", "\\S", "\\b", "\\B", "^", "$"]
 REPEATS = ["*", "+", "?", "{2}", "{1,3}", "{0,2}", "{2,}", "{0}"]
 BRACKET_CHARS = "@AZ[\\]^_`az{|}~-09:.= !/BYby"
@@ -259,7 +455,11 @@ SAMPLE_CALLS: list[dict[str, Any]] = [
     {"pattern": "Invalid user [a-z]+ from", "context": 1, "max_lines": 3},
     {"pattern": "^zzz-nothing", "max_lines": 5},
     {"pattern": "\u00e9", "max_lines": 5},
-    {"pattern": "INVALID USER [_-z]+ FROM", "ignore_case": True, "max_lines": 3},  # grep -i refused the range as written
+    {
+        "pattern": "INVALID USER [_-z]+ FROM",
+        "ignore_case": True,
+        "max_lines": 3,
+    },  # grep -i refused the range as written
 ]
 
 
@@ -296,13 +496,27 @@ async def test_both_engines_give_the_same_answers_end_to_end(tmp_path: Path) -> 
 def test_engine_rg_without_ripgrep_refuses_to_serve(tmp_path: Path) -> None:
     """Fail closed on a promise the host cannot keep: a profile whose ripgrep is missing."""
     profiles = tmp_path / "profiles"
-    shutil.copytree(Path(sandbox_profiles.__file__).parent, profiles, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(
+        Path(sandbox_profiles.__file__).parent, profiles, ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
     grep_toml = profiles / "grep.toml"
-    grep_toml.write_text(grep_toml.read_text().replace('optional_executables = ["/usr/bin/rg"]', 'optional_executables = ["/nonexistent/rg"]'))
+    grep_toml.write_text(
+        grep_toml.read_text().replace(
+            'optional_executables = ["/usr/bin/rg"]', 'optional_executables = ["/nonexistent/rg"]'
+        )
+    )
     policy = _policy(tmp_path / "p", SAMPLE_LOGS / "auth.log", "rg")
-    served = subprocess.run([str(BASTION), "serve", "--policy", str(policy), "--profiles-dir", str(profiles)],
-                            stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-    assert served.returncode != 0 and b"refusing to serve" in served.stderr and b"ripgrep is not installed" in served.stderr
+    served = subprocess.run(
+        [str(BASTION), "serve", "--policy", str(policy), "--profiles-dir", str(profiles)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (
+        served.returncode != 0
+        and b"refusing to serve" in served.stderr
+        and b"ripgrep is not installed" in served.stderr
+    )
 
 
 def test_auto_takes_ripgrep_for_large_scans_only() -> None:
@@ -314,7 +528,9 @@ def test_auto_takes_ripgrep_for_large_scans_only() -> None:
     assert engine("auto", True, big) == "rg" and engine("auto", True, small) == "grep"
     assert engine("auto", False, big) == "grep" and engine("grep", True, big) == "grep"
     assert engine("rg", True, small) == "rg" and engine("rg", True, big, context=2) == "grep"
-    chosen = search_engine.choose(SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), parse_ere("a(b|c)"), "rg", True, 0)
+    chosen = search_engine.choose(
+        SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), parse_ere("a(b|c)"), "rg", True, 0
+    )
     assert chosen.rg_pattern == "(?-u)a(?:b|c)" and chosen.pattern == "a(b|c)"
 
 
@@ -324,9 +540,10 @@ def test_grep_is_given_the_rendering_not_the_clients_text() -> None:
     assert chosen.engine == "grep" and chosen.pattern == "[_`a-z]"
 
 
-
 @pytest.mark.slow
-@pytest.mark.parametrize("pattern", ["([[:print:]]{255}){39}", "(\\w{99}){99}", "((a|b|c|d){50}){40}", "((\u00e9){255}){30}"])
+@pytest.mark.parametrize(
+    "pattern", ["([[:print:]]{255}){39}", "(\\w{99}){99}", "((a|b|c|d){50}){40}", "((\u00e9){255}){30}"]
+)
 def test_patterns_at_the_size_limit_run_on_both_engines(pattern: str, corpus: Path) -> None:
     """The largest automata the parser allows: no engine refuses them (e.g. a size limit)."""
     _same_lines(pattern, corpus)
@@ -335,8 +552,11 @@ def test_patterns_at_the_size_limit_run_on_both_engines(pattern: str, corpus: Pa
 # --- byte-order marks: the bytes are searched as they are, by either engine ---------
 
 BOMS = {"utf-16le": b"\xff\xfe", "utf-16be": b"\xfe\xff", "utf-8": b"\xef\xbb\xbf"}
-BOM_LINES = [b"Oct  1 00:00:%02d web-01 sshd[%d]: Failed password for root from 10.0.0.%d port 22 ssh2" % (i % 60, 4000 + i, i % 250)
-             for i in range(99)] + [b"Oct  1 00:01:40 web-01 sshd[4100]: Accepted publickey for alice"]
+BOM_LINES = [
+    b"Oct  1 00:00:%02d web-01 sshd[%d]: Failed password for root from 10.0.0.%d port 22 ssh2"
+    % (i % 60, 4000 + i, i % 250)
+    for i in range(99)
+] + [b"Oct  1 00:01:40 web-01 sshd[4100]: Accepted publickey for alice"]
 BOM_CALLS: list[dict[str, Any]] = [
     {"pattern": "Failed password", "count_only": True},
     {"pattern": "Failed password", "max_lines": 2},
@@ -371,10 +591,10 @@ async def test_a_byte_order_mark_changes_nothing_on_either_engine(tmp_path: Path
         toml = f'[search]\nengine = "{engine}"\n'
         answers[engine] = await _bom_answers(write_policy(tmp_path / engine, entries, toml=toml), logs)
     assert answers["rg"] == answers["grep"]
-    counts = [answer["total_matches"] for answer in answers["rg"][0::len(BOM_CALLS)]]
+    counts = [answer["total_matches"] for answer in answers["rg"][0 :: len(BOM_CALLS)]]
     assert counts == [99, 99, 99]
-    assert [len(answer["lines"]) for answer in answers["rg"][2::len(BOM_CALLS)]] == [2, 2, 2]
-    assert {line["line_no"] for answer in answers["rg"][2::len(BOM_CALLS)] for line in answer["lines"]} == {2, 3}
+    assert [len(answer["lines"]) for answer in answers["rg"][2 :: len(BOM_CALLS)]] == [2, 2, 2]
+    assert {line["line_no"] for answer in answers["rg"][2 :: len(BOM_CALLS)] for line in answer["lines"]} == {2, 3}
 
 
 @pytest.mark.anyio
@@ -391,7 +611,9 @@ async def test_a_byte_order_mark_changes_nothing_at_any_size(tmp_path: Path) -> 
     counts = []
     async with bastion_client(policy) as client:
         for log in (small, large):
-            result = await client.call_tool("query_logs", {"log_path": str(log), "pattern": "Failed password", "count_only": True})
+            result = await client.call_tool(
+                "query_logs", {"log_path": str(log), "pattern": "Failed password", "count_only": True}
+            )
             assert not result.is_error, result.content
             counts.append(result.structured_content["total_matches"])
     assert counts == [99, 99 * copies]

@@ -164,15 +164,21 @@ def test_error_messages_stay_short_and_do_not_echo_huge_input() -> None:
 
 def test_ast_shape() -> None:
     node = parse_ere(r"^(Failed|Accepted) [[:alpha:]_a-c]{2,}\w.$")
-    assert node == Concat((
-        Anchor("^"),
-        Group(Alternation((Concat(tuple(Literal(c) for c in "Failed")), Concat(tuple(Literal(c) for c in "Accepted"))))),
-        Literal(" "),
-        Repeat(Bracket(False, ("_",), (("a", "c"),), ("alpha",)), 2, None),
-        Escape("w"),
-        AnyChar(),
-        Anchor("$"),
-    ))
+    assert node == Concat(
+        (
+            Anchor("^"),
+            Group(
+                Alternation(
+                    (Concat(tuple(Literal(c) for c in "Failed")), Concat(tuple(Literal(c) for c in "Accepted")))
+                )
+            ),
+            Literal(" "),
+            Repeat(Bracket(False, ("_",), (("a", "c"),), ("alpha",)), 2, None),
+            Escape("w"),
+            AnyChar(),
+            Anchor("$"),
+        )
+    )
     assert parse_ere("[^]x-]") == Bracket(True, ("]", "x", "-"), (), ())
     assert parse_ere("a?") == Repeat(Literal("a"), 0, 1)
     assert parse_ere("a{3}") == Repeat(Literal("a"), 3, 3)
@@ -210,8 +216,38 @@ def test_what_grep_refuses_we_refuse_first(pattern: str) -> None:
         parse_ere(pattern)
 
 
-ALPHABET = ["a", "b", ".", "*", "+", "?", "|", "(", ")", "[", "]", "^", "$", "-", "{", "}", ",", "1", "2",
-            ":", "\\", "\\w", "\\b", "\\.", "[:alpha:]", "[:digit:]", "{2}", "{1,3}", "é", " "]
+ALPHABET = [
+    "a",
+    "b",
+    ".",
+    "*",
+    "+",
+    "?",
+    "|",
+    "(",
+    ")",
+    "[",
+    "]",
+    "^",
+    "$",
+    "-",
+    "{",
+    "}",
+    ",",
+    "1",
+    "2",
+    ":",
+    "\\",
+    "\\w",
+    "\\b",
+    "\\.",
+    "[:alpha:]",
+    "[:digit:]",
+    "{2}",
+    "{1,3}",
+    "é",
+    " ",
+]
 
 
 def test_random_patterns_never_accepted_when_grep_refuses() -> None:
@@ -230,7 +266,9 @@ def test_random_patterns_never_accepted_when_grep_refuses() -> None:
     assert accepted > 40  # the generator must exercise the accepting side too
 
 
-@pytest.mark.parametrize(("pattern", "anchor"), [("a*(^b)", "^"), ("x?(^b)", "^"), ("x^", "^"), ("(a$)b*", "$"), ("$x", "$")])
+@pytest.mark.parametrize(
+    ("pattern", "anchor"), [("a*(^b)", "^"), ("x?(^b)", "^"), ("x^", "^"), ("(a$)b*", "$"), ("$x", "$")]
+)
 def test_an_anchor_inside_a_branch_is_refused_for_the_true_reason(pattern: str, anchor: str) -> None:
     """Such an anchor can match (grep finds 'b' with a*(^b)); the refusal must not say it never does."""
     with pytest.raises(PatternError) as raised:
@@ -241,5 +279,7 @@ def test_an_anchor_inside_a_branch_is_refused_for_the_true_reason(pattern: str, 
 
 
 def test_an_anchor_after_what_can_match_empty_does_match_in_grep() -> None:
-    found = subprocess.run([GREP, "-E", "-c", "-e", "a*(^b)"], input=b"b\nab\n", capture_output=True, env={"LC_ALL": "C"}, timeout=10)
+    found = subprocess.run(
+        [GREP, "-E", "-c", "-e", "a*(^b)"], input=b"b\nab\n", capture_output=True, env={"LC_ALL": "C"}, timeout=10
+    )
     assert found.stdout == b"1\n"

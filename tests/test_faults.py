@@ -88,7 +88,10 @@ def fake_worker(mode: str, env: dict[str, str] | None = None) -> Worker:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     proc = subprocess.Popen(
         [sys.executable, "-I", "-c", FAKE_WORKER, str(child.fileno()), mode, str(ROOT)],
-        pass_fds=(child.fileno(),), start_new_session=True, stdin=subprocess.DEVNULL, env=env or {},
+        pass_fds=(child.fileno(),),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        env=env or {},
     )
     child.close()
     parent.setblocking(False)
@@ -135,7 +138,11 @@ def ends(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def alive(pool: FakePool) -> list[int]:
-    return [w.pid for w in pool.started if psutil.pid_exists(w.pid) and psutil.Process(w.pid).status() != psutil.STATUS_ZOMBIE]
+    return [
+        w.pid
+        for w in pool.started
+        if psutil.pid_exists(w.pid) and psutil.Process(w.pid).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def reply_text(result: Any) -> str:
@@ -151,13 +158,19 @@ FAULTS = [
     ("oversized", "worker_crashed", {}),
     ("wrong_frame", "worker_crashed", {}),
     ("killed_mid_call", "worker_crashed", {"signal": "SIGKILL"}),
-    ("outer_killed", "worker_crashed", {"signal": "SIGKILL", "stopped_after_reply": False, "detail": "worker exited without a final reply"}),
+    (
+        "outer_killed",
+        "worker_crashed",
+        {"signal": "SIGKILL", "stopped_after_reply": False, "detail": "worker exited without a final reply"},
+    ),
     ("sigsys", "sandbox_violation", {"signal": "SIGSYS"}),
 ]
 
 
 @pytest.mark.parametrize(("mode", "outcome", "fields"), FAULTS, ids=[fault[0] for fault in FAULTS])
-async def test_worker_fault_gives_a_clean_error_and_an_end_record(tmp_path: Path, log_file: Path, mode: str, outcome: str, fields: dict[str, Any]) -> None:
+async def test_worker_fault_gives_a_clean_error_and_an_end_record(
+    tmp_path: Path, log_file: Path, mode: str, outcome: str, fields: dict[str, Any]
+) -> None:
     pool = FakePool([mode])
     bastion = make_bastion(tmp_path, log_file, pool)
     result = await bastion.call_tool("query_logs", {"log_path": str(log_file), "pattern": "first"})
@@ -303,7 +316,9 @@ async def test_cancellation_kills_the_worker_and_writes_the_end(tmp_path: Path, 
     assert verify([str(tmp_path / "audit.jsonl")]).problem is None
 
 
-async def test_a_call_whose_end_cannot_be_written_is_withheld(tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_call_whose_end_cannot_be_written_is_withheld(
+    tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pool = FakePool([])
     bastion = make_bastion(tmp_path, log_file, pool)
     real_write = bastion.audit.write

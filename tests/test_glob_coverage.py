@@ -205,18 +205,24 @@ async def test_the_decompression_cap_is_shared_by_the_batches_of_a_call(tmp_path
         path = logs / f"auth-{number:02d}.log.gz"
         path.write_bytes(gzip.compress(day, mtime=0))
         os.utime(path, (BASE_MTIME + number, BASE_MTIME + number))
-    policy = write_policy(tmp_path, [{"path": str(logs / "*.log.gz")}], toml=NO_RATE_LIMIT, max_decompressed_bytes=1 << 20)
+    policy = write_policy(
+        tmp_path, [{"path": str(logs / "*.log.gz")}], toml=NO_RATE_LIMIT, max_decompressed_bytes=1 << 20
+    )
     async with bastion_client(policy) as client:
         data = await query(client, log_path=str(logs / "*.log.gz"), pattern="Failed", count_only=True)
     counts = [f["matches"] for f in data["files"]]
     assert len(counts) == 40 and counts[0] == 1000  # the first files fit in the cap
     assert counts[MAX_SEARCH_FILES:] == [0] * 8  # the second batch starts with the cap spent
-    assert sum(counts) < 1000 * 21 and any("decompression cap of 1048576 bytes" in note for note in data["notes"]), data["notes"]
+    assert sum(counts) < 1000 * 21 and any("decompression cap of 1048576 bytes" in note for note in data["notes"]), (
+        data["notes"]
+    )
     assert not any("truncated gzip" in note for note in data["notes"])  # whole files are not truncated
     assert last_end(tmp_path)["workers"] == 2
 
 
-def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At the memory limit the kernel may refuse a read with ENOMEM instead of killing: the worker
     stops and reaps that file's engine, reports the file, and searches the next one."""
     import errno
@@ -239,7 +245,9 @@ def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(tmp_path: Pa
     monkeypatch.setattr(worker_search.FileSearch, "_pump", pump)
     sent: list[Any] = []
     fds = [os.open(path, os.O_RDONLY) for path in paths]
-    request = SearchRequest(pattern="Failed", max_lines=100, max_line_bytes=4096, count_only=True, files=[SearchFile()] * 3)
+    request = SearchRequest(
+        pattern="Failed", max_lines=100, max_line_bytes=4096, count_only=True, files=[SearchFile()] * 3
+    )
     worker_search.search(request, fds, ["/usr/bin/grep"], sent.append)
     (done,) = [message for message in sent if isinstance(message, Done)]
     assert done.counts == [1, 0, 3] and [(skip.file, skip.cause) for skip in done.skipped] == [(1, "ENOMEM")]

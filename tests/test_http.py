@@ -27,9 +27,17 @@ from broker.transport.http_auth import digest
 from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
 
 AUTH = SAMPLE_LOGS / "auth.log"
-TOKENS = {"alice": "bst_alice-token-for-tests-only", "bob": "bst_bob-token-for-tests-only", "mallory": "bst_revoked-token"}
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+TOKENS = {
+    "alice": "bst_alice-token-for-tests-only",
+    "bob": "bst_bob-token-for-tests-only",
+    "mallory": "bst_revoked-token",
+}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
 
 
 def free_port() -> int:
@@ -40,7 +48,9 @@ def free_port() -> int:
 
 def http_policy(tmp_path: Path, rate: str = "") -> Path:
     clients = "".join(
-        f'[[http.clients]]\nname = "{name}"\ntoken_sha256 = "{digest(token)}"\n' + ("revoked = true\n" if name == "mallory" else "") + "\n"
+        f'[[http.clients]]\nname = "{name}"\ntoken_sha256 = "{digest(token)}"\n'
+        + ("revoked = true\n" if name == "mallory" else "")
+        + "\n"
         for name, token in TOKENS.items()
     )
     return write_policy(tmp_path, [AUTH], toml=clients + rate)
@@ -51,7 +61,9 @@ class Served:
         self.port, self.url = port, f"http://127.0.0.1:{port}/mcp"
         self.proc = subprocess.Popen(
             [str(BASTION), "serve", "--policy", str(policy), "--http", f"127.0.0.1:{port}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
         deadline = time.monotonic() + 30
@@ -127,7 +139,9 @@ def test_a_good_token_is_accepted_at_the_http_level(served: Served) -> None:
 async def test_tools_work_and_the_audit_names_the_client(tmp_path: Path, served: Served) -> None:
     async with http_client(served.url, TOKENS["alice"]) as client:
         tools = [tool.name for tool in (await client.list_tools()).tools]
-        result = await client.call_tool("query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 2})
+        result = await client.call_tool(
+            "query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 2}
+        )
         resource = await client.read_resource(f"file://{AUTH}")
     assert tools == ["query_logs"] and not result.is_error and resource.contents
     code, stderr = served.stop()
@@ -168,7 +182,9 @@ async def test_sigterm_with_a_call_in_flight_drains_and_exits_cleanly(tmp_path: 
     slow = tmp_path / "slow.log"
     rng = random.Random(5)
     slow.write_text("".join("".join(rng.choice("ab") for _ in range(66)) + "\n" for _ in range(60_000)))
-    clients = "".join(f'[[http.clients]]\nname = "{n}"\ntoken_sha256 = "{digest(t)}"\n\n' for n, t in TOKENS.items() if n != "mallory")
+    clients = "".join(
+        f'[[http.clients]]\nname = "{n}"\ntoken_sha256 = "{digest(t)}"\n\n' for n, t in TOKENS.items() if n != "mallory"
+    )
     policy = write_policy(tmp_path, [slow], toml=clients, timeout_s=60)
     server = Served(policy, free_port())
     replies: list[Any] = []
@@ -190,9 +206,12 @@ async def test_sigterm_with_a_call_in_flight_drains_and_exits_cleanly(tmp_path: 
 async def _call_then_sigterm(server: Served, slow: Path, tmp_path: Path, replies: list[Any]) -> None:
     async with http_client(server.url, TOKENS["alice"]) as client:
         async with anyio.create_task_group() as group:
+
             async def slow_call() -> None:
                 try:
-                    replies.append(await client.call_tool("query_logs", {"log_path": str(slow), "pattern": "[ab]*a[ab]{16}c"}))
+                    replies.append(
+                        await client.call_tool("query_logs", {"log_path": str(slow), "pattern": "[ab]*a[ab]{16}c"})
+                    )
                 except Exception as exc:  # noqa: BLE001 - the server went away: acceptable for the client
                     replies.append(exc)
 
@@ -217,14 +236,24 @@ async def _call_then_sigterm(server: Served, slow: Path, tmp_path: Path, replies
     ],
 )
 def test_refused_bind_addresses(tmp_path: Path, address: str, needle: str) -> None:
-    proc = subprocess.run([str(BASTION), "serve", "--policy", str(http_policy(tmp_path)), "--http", address],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(BASTION), "serve", "--policy", str(http_policy(tmp_path)), "--http", address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2 and needle in proc.stderr and proc.stdout == ""
 
 
 def test_http_without_clients_is_refused(tmp_path: Path) -> None:
-    proc = subprocess.run([str(BASTION), "serve", "--policy", str(write_policy(tmp_path, [AUTH])), "--http", "127.0.0.1:8765"],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(BASTION), "serve", "--policy", str(write_policy(tmp_path, [AUTH])), "--http", "127.0.0.1:8765"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2 and "[[http.clients]]" in proc.stderr
 
 
@@ -239,8 +268,12 @@ def test_token_new_prints_a_token_and_its_policy_lines() -> None:
 
 def test_unix_socket_serves_with_tokens_and_is_not_world_accessible(tmp_path: Path) -> None:
     sock = tmp_path / "mcp.sock"
-    proc = subprocess.Popen([str(BASTION), "serve", "--policy", str(http_policy(tmp_path)), "--http", f"unix:{sock}"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BASTION), "serve", "--policy", str(http_policy(tmp_path)), "--http", f"unix:{sock}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (sock.exists() and sock.stat().st_mode & 0o777 == 0o660) and time.monotonic() < deadline:
@@ -250,7 +283,9 @@ def test_unix_socket_serves_with_tokens_and_is_not_world_accessible(tmp_path: Pa
         with httpx2.Client(transport=transport, base_url="http://127.0.0.1:8765") as client:
             base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
             denied = client.post("/mcp", headers=base, content=json.dumps(INITIALIZE))
-            allowed = client.post("/mcp", headers={**base, "Authorization": f"Bearer {TOKENS['bob']}"}, content=json.dumps(INITIALIZE))
+            allowed = client.post(
+                "/mcp", headers={**base, "Authorization": f"Bearer {TOKENS['bob']}"}, content=json.dumps(INITIALIZE)
+            )
         assert denied.status_code == 401 and allowed.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -21,14 +21,20 @@ from tests.conftest import read_audit, write_policy
 from tests.test_http import INITIALIZE, TOKENS, Served, free_port
 from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture
 
-BASE = {"Authorization": f"Bearer {TOKENS['alice']}", "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+BASE = {
+    "Authorization": f"Bearer {TOKENS['alice']}",
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+}
 
 
 def open_session(url: str) -> dict[str, str]:
     opened = httpx2.post(url, headers=BASE, content=json.dumps(INITIALIZE), timeout=10)
     assert opened.status_code == 200, opened.text
     headers = {**BASE, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
-    done = httpx2.post(url, headers=headers, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', timeout=10)
+    done = httpx2.post(
+        url, headers=headers, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', timeout=10
+    )
     assert done.status_code == 202
     return headers
 
@@ -36,7 +42,7 @@ def open_session(url: str) -> dict[str, str]:
 def raw_post(port: int, headers: dict[str, str], body: bytes) -> socket.socket:
     """Send a POST on a socket of our own, and read until its response has begun."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    lines = [f"POST /mcp HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    lines = ["POST /mcp HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     head = b""
@@ -75,11 +81,20 @@ def test_a_dropped_connection_cancels_the_call(tmp_path: Path, slow_log: Path, h
     served = Served(policy, free_port())
     try:
         headers = open_session(served.url)
-        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                "params": {"name": "query_logs", "arguments": {"log_path": str(slow_log), "pattern": SLOW_PATTERN, "max_lines": 5}}}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {
+                "name": "query_logs",
+                "arguments": {"log_path": str(slow_log), "pattern": SLOW_PATTERN, "max_lines": 5},
+            },
+        }
         sock = raw_post(served.port, headers, json.dumps(call).encode())
         server = psutil.Process(served.proc.pid)
-        wait_for(lambda: events(audit, "begin") and len(server.children(recursive=True)) >= 2, 20, "the call never started")
+        wait_for(
+            lambda: events(audit, "begin") and len(server.children(recursive=True)) >= 2, 20, "the call never started"
+        )
         time.sleep(0.5)  # well inside the call, which takes seconds
         dropped = time.monotonic()
         drop(sock, how)
@@ -87,11 +102,28 @@ def test_a_dropped_connection_cancels_the_call(tmp_path: Path, slow_log: Path, h
         (end,) = events(audit, "end")
         assert end["outcome"] == "cancelled" and end["success"] is False and end["client"] == "alice", end
         assert time.monotonic() - dropped < 5  # not when the worker would have finished
-        wait_for(lambda: not psutil.pid_exists(end["worker_pid"]) or psutil.Process(end["worker_pid"]).status() == psutil.STATUS_ZOMBIE,
-                 5, "the worker is still running")
+        wait_for(
+            lambda: (
+                not psutil.pid_exists(end["worker_pid"])
+                or psutil.Process(end["worker_pid"]).status() == psutil.STATUS_ZOMBIE
+            ),
+            5,
+            "the worker is still running",
+        )
         # Still serving, in the same session.
-        again = httpx2.post(served.url, headers=headers, timeout=30, content=json.dumps(
-            {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "query_logs", "arguments": {"log_path": str(slow_log), "pattern": "^zzz"}}}))
+        again = httpx2.post(
+            served.url,
+            headers=headers,
+            timeout=30,
+            content=json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 3,
+                    "method": "tools/call",
+                    "params": {"name": "query_logs", "arguments": {"log_path": str(slow_log), "pattern": "^zzz"}},
+                }
+            ),
+        )
         assert again.status_code == 200 and '"isError":false' in again.text.replace(" ", "")
         code, stderr = served.stop()
         assert code == 0, stderr

@@ -52,12 +52,15 @@ def modules_after_boot(boot: str, then: str = "") -> set[str]:
     return set(proc.stdout.split())
 
 
-@pytest.mark.parametrize(("boot", "then", "forbidden"), [
-    pytest.param(dispatch.BOOT, "", NEVER_IN_A_WORKER + ONLY_WITH_INTEL, id="worker"),
-    # workers.main imports workers.intel before confining an intel worker (its C extension)
-    pytest.param(dispatch.BOOT, "; import workers.intel", NEVER_IN_A_WORKER, id="intel-worker"),
-    pytest.param(launcher.BOOT, "", NEVER_IN_A_WORKER, id="launcher"),
-])
+@pytest.mark.parametrize(
+    ("boot", "then", "forbidden"),
+    [
+        pytest.param(dispatch.BOOT, "", NEVER_IN_A_WORKER + ONLY_WITH_INTEL, id="worker"),
+        # workers.main imports workers.intel before confining an intel worker (its C extension)
+        pytest.param(dispatch.BOOT, "; import workers.intel", NEVER_IN_A_WORKER, id="intel-worker"),
+        pytest.param(launcher.BOOT, "", NEVER_IN_A_WORKER, id="launcher"),
+    ],
+)
 def test_a_worker_loads_no_broker_code_and_no_sdk(boot: str, then: str, forbidden: tuple[str, ...]) -> None:
     loaded = modules_after_boot(boot, then)
     assert "workers.confine.order" in loaded, "the boot did not import the worker"
@@ -82,13 +85,18 @@ def _imports_of(package: str) -> dict[str, set[str]]:
     return {str(path.relative_to(ROOT)): imported_modules(path.read_text()) for path in files}
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [
-    ("workers", ("broker",)),
-    ("broker", ("workers",)),
-    ("bastion_wire", ("broker", "workers")),
-])
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("workers", ("broker",)),
+        ("broker", ("workers",)),
+        ("bastion_wire", ("broker", "workers")),
+    ],
+)
 def test_no_package_imports_across_the_boundary(package: str, forbidden: tuple[str, ...]) -> None:
-    crossing = {path: sorted(m for m in modules if _matches(m, forbidden)) for path, modules in _imports_of(package).items()}
+    crossing = {
+        path: sorted(m for m in modules if _matches(m, forbidden)) for path, modules in _imports_of(package).items()
+    }
     assert {path: modules for path, modules in crossing.items() if modules} == {}
 
 
@@ -98,16 +106,18 @@ def test_the_shared_package_needs_only_the_stdlib_and_msgspec() -> None:
         assert sorted(tops - set(sys.stdlib_module_names) - SHARED_MAY_IMPORT - {"__future__"}) == [], path
 
 
-@pytest.mark.parametrize("source", [
-    "from broker.sandbox.profile import Rlimits",
-    "import broker.pool.worker_process",
-    "from broker import audit",
-    "def later():\n    import broker.policy\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from broker.sandbox.profile import Rlimits",
+        "import broker.pool.worker_process",
+        "from broker import audit",
+        "def later():\n    import broker.policy\n",
+    ],
+)
 def test_the_static_check_sees_every_form_of_import(source: str) -> None:
     assert any(_matches(module, ("broker",)) for module in imported_modules(source))
 
 
 def test_the_static_check_ignores_relative_and_other_imports() -> None:
     assert not any(_matches(m, ("broker",)) for m in imported_modules("from . import brokers\nimport brokerage\n"))
-

@@ -38,8 +38,15 @@ def test_inspector_lists_calls_and_reads(tmp_path: Path) -> None:
     assert [tool["name"] for tool in tools] == ["query_logs"]
 
     called = inspector(
-        policy, "--method", "tools/call", "--tool-name", "query_logs",
-        "--tool-arg", f"log_path={auth}", "--tool-arg", "pattern=Accepted password for deploy",
+        policy,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "query_logs",
+        "--tool-arg",
+        f"log_path={auth}",
+        "--tool-arg",
+        "pattern=Accepted password for deploy",
     )
     assert called["isError"] is False
     assert called["structuredContent"]["lines"][0]["text"].endswith("ssh2")

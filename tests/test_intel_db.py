@@ -52,8 +52,19 @@ NETSET_CASES = [
     pytest.param(
         b"# FireHOL-style header\n; Spamhaus-style comment\n\n1.2.3.4\n10.0.0.0/8 ; SBL123456\n"
         b"192.168.1.0/24 # note\n  5.6.7.8  \n1.2.3.4\n2001:DB8::/32\n2001:db8::1\n",
-        ParsedFeed([(4, v4("1.2.3.4"), 32), (4, DB1, 8), (4, v4("192.168.1.0"), 24), (4, v4("5.6.7.8"), 32),
-                    (6, V6, 32), (6, V6 + 1, 128)], lines=7, malformed=0, malformed_examples=[]),
+        ParsedFeed(
+            [
+                (4, v4("1.2.3.4"), 32),
+                (4, DB1, 8),
+                (4, v4("192.168.1.0"), 24),
+                (4, v4("5.6.7.8"), 32),
+                (6, V6, 32),
+                (6, V6 + 1, 128),
+            ],
+            lines=7,
+            malformed=0,
+            malformed_examples=[],
+        ),
         id="comments-duplicates-ipv6",
     ),
     pytest.param(
@@ -69,22 +80,32 @@ NETSET_CASES = [
     pytest.param(
         b"10.0.0.1/8\nhello\n1.2.3.256\n01.2.3.4\n1.2.3.4/33\n2001:db8::1/32\n1.2.3.4 # caf\xe9\n"
         b"fe80::1%eth0\n1.2.3\n1.2.3.4 /24\n9.9.9.9\n",
-        ParsedFeed([(4, v4("9.9.9.9"), 32)], lines=11, malformed=10, malformed_examples=[
-            "line 1: host bits set: '10.0.0.1/8'",
-            "line 2: not an IP address or network: 'hello'",
-            "line 3: not an IP address or network: '1.2.3.256'",
-            "line 4: not an IP address or network: '01.2.3.4'",
-            "line 5: not an IP address or network: '1.2.3.4/33'",
-        ]),
+        ParsedFeed(
+            [(4, v4("9.9.9.9"), 32)],
+            lines=11,
+            malformed=10,
+            malformed_examples=[
+                "line 1: host bits set: '10.0.0.1/8'",
+                "line 2: not an IP address or network: 'hello'",
+                "line 3: not an IP address or network: '1.2.3.256'",
+                "line 4: not an IP address or network: '01.2.3.4'",
+                "line 5: not an IP address or network: '1.2.3.4/33'",
+            ],
+        ),
         id="malformed",
     ),
     pytest.param(
         b"2001:db8::1/32\n\xff\xfe\n" + b"x" * 100 + b"\n",
-        ParsedFeed([], lines=3, malformed=3, malformed_examples=[
-            "line 1: host bits set: '2001:db8::1/32'",
-            "line 2: not valid UTF-8: b'\\xff\\xfe'",
-            "line 3: not an IP address or network: '" + "x" * 60 + "'",
-        ]),
+        ParsedFeed(
+            [],
+            lines=3,
+            malformed=3,
+            malformed_examples=[
+                "line 1: host bits set: '2001:db8::1/32'",
+                "line 2: not valid UTF-8: b'\\xff\\xfe'",
+                "line 3: not an IP address or network: '" + "x" * 60 + "'",
+            ],
+        ),
         id="ipv6-host-bits-bad-utf8-long",
     ),
 ]
@@ -114,28 +135,48 @@ FEODO = b"""################################################################
 
 CSV_CASES = [
     pytest.param(
-        FEODO, {"column": 2},
-        ParsedFeed([(4, v4("51.75.37.16"), 32), (4, v4("1.2.3.4"), 32), (6, v6("2001:db8::5"), 128),
-                    (4, DB1, 8), (4, v4("5.6.7.8"), 32)], lines=9, malformed=3, malformed_examples=[
-            "line 11: too few columns (1 < 2): '\"only one column\"'",
-            "line 12: not an IP address or network: 'not-an-ip'",
-            "line 15: CSV syntax error: '\"unterminated,9.9.9.9'",
-        ]),
+        FEODO,
+        {"column": 2},
+        ParsedFeed(
+            [
+                (4, v4("51.75.37.16"), 32),
+                (4, v4("1.2.3.4"), 32),
+                (6, v6("2001:db8::5"), 128),
+                (4, DB1, 8),
+                (4, v4("5.6.7.8"), 32),
+            ],
+            lines=9,
+            malformed=3,
+            malformed_examples=[
+                "line 11: too few columns (1 < 2): '\"only one column\"'",
+                "line 12: not an IP address or network: 'not-an-ip'",
+                "line 15: CSV syntax error: '\"unterminated,9.9.9.9'",
+            ],
+        ),
         id="feodo-header",
     ),
     pytest.param(
-        b"1.2.3.4;x\n# comment\n5.6.7.8;y\n", {"column": 1, "header": False, "delimiter": ";"},
+        b"1.2.3.4;x\n# comment\n5.6.7.8;y\n",
+        {"column": 1, "header": False, "delimiter": ";"},
         ParsedFeed([(4, v4("1.2.3.4"), 32), (4, v4("5.6.7.8"), 32)], lines=2, malformed=0, malformed_examples=[]),
         id="no-header-semicolon",
     ),
     pytest.param(
-        b"ip,note\n1.2.3.4,caf\xe9\n 5.6.7.8 ,ok\n", {"column": 1},
-        ParsedFeed([(4, v4("5.6.7.8"), 32)], lines=2, malformed=1,
-                   malformed_examples=["line 2: not valid UTF-8: b'1.2.3.4,caf\\xe9'"]),
+        b"ip,note\n1.2.3.4,caf\xe9\n 5.6.7.8 ,ok\n",
+        {"column": 1},
+        ParsedFeed(
+            [(4, v4("5.6.7.8"), 32)],
+            lines=2,
+            malformed=1,
+            malformed_examples=["line 2: not valid UTF-8: b'1.2.3.4,caf\\xe9'"],
+        ),
         id="bad-utf8-row-and-padded-cell",
     ),
     pytest.param(
-        b"ip\n", {"column": 1}, ParsedFeed([], lines=0, malformed=0, malformed_examples=[]), id="header-only",
+        b"ip\n",
+        {"column": 1},
+        ParsedFeed([], lines=0, malformed=0, malformed_examples=[]),
+        id="header-only",
     ),
 ]
 
@@ -164,20 +205,29 @@ ExitAddress 2001:db8::7 2026-11-24 05:04:00
 TOR_CASES = [
     pytest.param(
         EXIT_ADDRESSES,
-        ParsedFeed([(4, v4("162.247.74.201"), 32), (4, v4("1.2.3.4"), 32), (6, v6("2001:db8::7"), 128)],
-                   lines=7, malformed=3, malformed_examples=[
-            "line 10: a network where an address was expected: '10.0.0.0/8'",
-            "line 11: not an exit-list line: 'ExitAddress'",
-            "line 12: not an exit-list line: 'Router 5.6.7.8'",
-        ]),
+        ParsedFeed(
+            [(4, v4("162.247.74.201"), 32), (4, v4("1.2.3.4"), 32), (6, v6("2001:db8::7"), 128)],
+            lines=7,
+            malformed=3,
+            malformed_examples=[
+                "line 10: a network where an address was expected: '10.0.0.0/8'",
+                "line 11: not an exit-list line: 'ExitAddress'",
+                "line 12: not an exit-list line: 'Router 5.6.7.8'",
+            ],
+        ),
         id="exit-addresses",
     ),
     pytest.param(
         b"1.2.3.4\r\n5.6.7.8\n1.2.3.4\n\n999.1.1.1\n2001:db8::/32\n",
-        ParsedFeed([(4, v4("1.2.3.4"), 32), (4, v4("5.6.7.8"), 32)], lines=5, malformed=2, malformed_examples=[
-            "line 5: not an IP address or network: '999.1.1.1'",
-            "line 6: a network where an address was expected: '2001:db8::/32'",
-        ]),
+        ParsedFeed(
+            [(4, v4("1.2.3.4"), 32), (4, v4("5.6.7.8"), 32)],
+            lines=5,
+            malformed=2,
+            malformed_examples=[
+                "line 5: not an IP address or network: '999.1.1.1'",
+                "line 6: a network where an address was expected: '2001:db8::/32'",
+            ],
+        ),
         id="bulk-list",
     ),
 ]
@@ -261,8 +311,11 @@ def _write_feeds(rng: random.Random, directory: Path) -> tuple[list[FeedSource],
 
 def _reference(entries: list[Entry], version: int, address: int) -> list[tuple[int, str]]:
     bits = 32 if version == 4 else 128
-    found = [(feed, network, plen) for feed, ver, network, plen in entries
-             if ver == version and address >> (bits - plen) == network >> (bits - plen)]
+    found = [
+        (feed, network, plen)
+        for feed, ver, network, plen in entries
+        if ver == version and address >> (bits - plen) == network >> (bits - plen)
+    ]
     found.sort(key=lambda item: (-item[2], item[0]))
     return [(feed, _text(version, network, plen)) for feed, network, plen in found]
 
@@ -342,11 +395,20 @@ def test_intervals_are_sorted_disjoint_and_merged(tmp_path: Path, seed: int) -> 
 def test_nested_order_most_specific_then_feed(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("10.0.0.0/8\n10.1.2.0/24\n")
     (tmp_path / "b").write_text("10.1.2.0/24\n10.1.0.0/16\n10.1.2.3\n")
-    sources = [FeedSource("a", str(tmp_path / "a"), "netset", "x", 50), FeedSource("b", str(tmp_path / "b"), "netset", "y", 60)]
+    sources = [
+        FeedSource("a", str(tmp_path / "a"), "netset", "x", 50),
+        FeedSource("b", str(tmp_path / "b"), "netset", "y", 60),
+    ]
     compile_feeds(sources, str(tmp_path / "db"), now=5)
     with opened(tmp_path / "db") as database:
         got = [(m.feed, m.prefix) for m in database.lookup(4, v4("10.1.2.3"))]
-        assert got == [(1, "10.1.2.3/32"), (0, "10.1.2.0/24"), (1, "10.1.2.0/24"), (1, "10.1.0.0/16"), (0, "10.0.0.0/8")]
+        assert got == [
+            (1, "10.1.2.3/32"),
+            (0, "10.1.2.0/24"),
+            (1, "10.1.2.0/24"),
+            (1, "10.1.0.0/16"),
+            (0, "10.0.0.0/8"),
+        ]
         assert [(m.feed, m.prefix) for m in database.lookup(4, v4("10.2.0.0"))] == [(0, "10.0.0.0/8")]
         assert database.lookup(4, v4("11.0.0.0")) == []
         assert database.lookup(6, 1) == []
@@ -396,8 +458,10 @@ DAY = 86400
 def _entries_by_name(path: Path) -> dict[tuple[str, str], tuple[int, int, bool]]:
     with opened(path) as database:
         names = [feed.name for feed in database.meta.feeds]
-        return {(names[feed], _text(version, network, plen)): (first, last, active)
-                for feed, version, network, plen, active, first, last in database.entries()}
+        return {
+            (names[feed], _text(version, network, plen)): (first, last, active)
+            for feed, version, network, plen, active, first, last in database.entries()
+        }
 
 
 def test_history_across_three_compiles(tmp_path: Path) -> None:
@@ -420,7 +484,10 @@ def test_history_across_three_compiles(tmp_path: Path) -> None:
         ("b", "10.0.0.0/8"): (t1, t2, True),
     }
     with opened(db) as database:  # inactive entries are still found, flagged
-        assert database.lookup(4, v4("10.9.9.9")) == [Match(0, "10.0.0.0/8", t1, t1, False), Match(1, "10.0.0.0/8", t1, t2, True)]
+        assert database.lookup(4, v4("10.9.9.9")) == [
+            Match(0, "10.0.0.0/8", t1, t1, False),
+            Match(1, "10.0.0.0/8", t1, t2, True),
+        ]
     # Third compile, 25 days after the first: what left at t1 ages out (older
     # than 20 days), what left at t2 stays; a delisted entry coming back keeps first_seen.
     a.write_text("10.0.0.0/8\n")
@@ -471,14 +538,17 @@ def test_unreadable_previous_database_is_an_error(tmp_path: Path) -> None:
 def small_db(tmp_path: Path) -> bytes:
     (tmp_path / "a").write_text("10.0.0.0/8\n10.1.0.0/16\n1.2.3.4\n2001:db8::/32\n2001:db8::1\n")
     (tmp_path / "b").write_text("10.1.2.0/24\n1.2.3.4\n2001:db8::/48\n")
-    sources = [FeedSource("a", str(tmp_path / "a"), "netset", "x", 50), FeedSource("b", str(tmp_path / "b"), "netset", "y", 60)]
+    sources = [
+        FeedSource("a", str(tmp_path / "a"), "netset", "x", 50),
+        FeedSource("b", str(tmp_path / "b"), "netset", "y", 60),
+    ]
     compile_feeds(sources, str(tmp_path / "good.db"), now=100)
     return (tmp_path / "good.db").read_bytes()
 
 
-PROBES = [(4, v4(a)) for a in ("10.1.2.3", "10.0.0.0", "1.2.3.4", "1.2.3.5", "9.255.255.255", "10.255.255.255", "0.0.0.0")] + [
-    (6, v6(a)) for a in ("2001:db8::1", "2001:db8::2", "2001:db8:1::", "::", "ffff::")
-]
+PROBES = [
+    (4, v4(a)) for a in ("10.1.2.3", "10.0.0.0", "1.2.3.4", "1.2.3.5", "9.255.255.255", "10.255.255.255", "0.0.0.0")
+] + [(6, v6(a)) for a in ("2001:db8::1", "2001:db8::2", "2001:db8:1::", "::", "ffff::")]
 
 
 def _exercise(data: bytes, path: Path) -> None:
@@ -528,7 +598,16 @@ def test_the_fixture_database_is_valid(small_db: bytes, tmp_path: Path) -> None:
 
 
 def test_truncated_anywhere(small_db: bytes, tmp_path: Path) -> None:
-    cuts = set(range(0, len(small_db), 97)) | {1, 7, 8, HEADER.size - 1, HEADER.size, HEADER.size + 1, len(small_db) - 1, len(small_db) - 8}
+    cuts = set(range(0, len(small_db), 97)) | {
+        1,
+        7,
+        8,
+        HEADER.size - 1,
+        HEADER.size,
+        HEADER.size + 1,
+        len(small_db) - 1,
+        len(small_db) - 8,
+    }
     for cut in sorted(cuts):
         _expect_error(small_db[:cut], tmp_path / "cut.db")
     _expect_error(small_db + b"\0" * 8, tmp_path / "long.db", "extended")
@@ -541,19 +620,24 @@ def test_wrong_magic_and_version(small_db: bytes, tmp_path: Path) -> None:
     _expect_error(_repack(small_db, fields), tmp_path / "v.db", "format version 2")
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [
-    (8, 10**9, "section table"),  # meta offset past the end
-    (9, 10**9, "section table"),  # meta length past the end
-    (31, 1 << 40, "section table"),  # entries length past the end
-    (30, 8, "section table"),  # entries overlapping an earlier section
-    (4, 1 << 40, "counts out of range"),  # entries count
-    (5, 1 << 20, "section table"),  # v4 interval count inconsistent
-    (7, 1, "section table"),  # member words
-    (3, 1 << 62, "truncated or extended"),  # file size
-    (2, 64, "header size"),
-    (32, 1, "reserved"),
-])
-def test_inconsistent_header_with_valid_checksum(small_db: bytes, tmp_path: Path, field: int, value: int, match: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        (8, 10**9, "section table"),  # meta offset past the end
+        (9, 10**9, "section table"),  # meta length past the end
+        (31, 1 << 40, "section table"),  # entries length past the end
+        (30, 8, "section table"),  # entries overlapping an earlier section
+        (4, 1 << 40, "counts out of range"),  # entries count
+        (5, 1 << 20, "section table"),  # v4 interval count inconsistent
+        (7, 1, "section table"),  # member words
+        (3, 1 << 62, "truncated or extended"),  # file size
+        (2, 64, "header size"),
+        (32, 1, "reserved"),
+    ],
+)
+def test_inconsistent_header_with_valid_checksum(
+    small_db: bytes, tmp_path: Path, field: int, value: int, match: str
+) -> None:
     fields = _fields(small_db)
     fields[field] = value
     _expect_error(_repack(small_db, fields), tmp_path / "bad.db", match)
@@ -575,13 +659,18 @@ def test_index_ends_are_checked(small_db: bytes, tmp_path: Path) -> None:
     _expect_error(bytes(damaged), tmp_path / "idx.db", "index")
 
 
-@pytest.mark.parametrize(("section", "word", "value"), [
-    ("v4_member", 0, 0xFFFFFFF0),  # membership offset past its section
-    ("members", 0, 0xFFFFFFFF),  # a list longer than its section
-    ("members", 1, 0x7FFFFFFF),  # an entry id past the entries
-    ("v4_index", 2000, 0xFFFFFFFF),  # a bucket range past the intervals
-])
-def test_damaged_tables_raise_intel_errors_on_lookup(small_db: bytes, tmp_path: Path, section: str, word: int, value: int) -> None:
+@pytest.mark.parametrize(
+    ("section", "word", "value"),
+    [
+        ("v4_member", 0, 0xFFFFFFF0),  # membership offset past its section
+        ("members", 0, 0xFFFFFFFF),  # a list longer than its section
+        ("members", 1, 0x7FFFFFFF),  # an entry id past the entries
+        ("v4_index", 2000, 0xFFFFFFFF),  # a bucket range past the intervals
+    ],
+)
+def test_damaged_tables_raise_intel_errors_on_lookup(
+    small_db: bytes, tmp_path: Path, section: str, word: int, value: int
+) -> None:
     offset, _length = _span(small_db, section)
     damaged = bytearray(small_db)
     damaged[offset + 4 * word : offset + 4 * word + 4] = struct.pack("<I", value)
@@ -604,14 +693,31 @@ def test_random_body_flips_never_raise_anything_else(small_db: bytes, tmp_path: 
         _exercise(bytes(damaged), tmp_path / "flip.db")
 
 
-@pytest.mark.parametrize("meta", [
-    b"\xc1",  # not msgpack
-    msgspec.msgpack.encode({"compiled_at": "x", "feeds": [{"name": "a"}]}),  # fields missing
-    msgspec.msgpack.encode({"compiled_at": "x", "feeds": [], "extra": 1}),  # unknown field
-    msgspec.msgpack.encode({"compiled_at": "x", "feeds": [{
-        "name": "a", "category": "c", "confidence": 101, "source": "s", "sha256": "h",
-        "entries": 0, "malformed": 0, "source_mtime": "t"}]}),  # confidence out of range
-])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        b"\xc1",  # not msgpack
+        msgspec.msgpack.encode({"compiled_at": "x", "feeds": [{"name": "a"}]}),  # fields missing
+        msgspec.msgpack.encode({"compiled_at": "x", "feeds": [], "extra": 1}),  # unknown field
+        msgspec.msgpack.encode(
+            {
+                "compiled_at": "x",
+                "feeds": [
+                    {
+                        "name": "a",
+                        "category": "c",
+                        "confidence": 101,
+                        "source": "s",
+                        "sha256": "h",
+                        "entries": 0,
+                        "malformed": 0,
+                        "source_mtime": "t",
+                    }
+                ],
+            }
+        ),  # confidence out of range
+    ],
+)
 def test_hostile_metadata_with_valid_layout_and_checksum(tmp_path: Path, meta: bytes) -> None:
     counts = (0, 0, 0, 0)
     spans, size = layout(section_lengths(len(meta), *counts))

@@ -37,13 +37,22 @@ def intel_policy(tmp_path: Path, feeds_dir: Path, extra: str = "") -> Path:
         extra,
     ]
     for name, file, fmt, category, confidence, options in FEEDS:
-        lines += ["[[intel.feeds]]", f'name = "{name}"', f"path = {json.dumps(str(feeds_dir / file))}", f'format = "{fmt}"',
-                  f'category = "{category}"', f"confidence = {confidence}", options]
+        lines += [
+            "[[intel.feeds]]",
+            f'name = "{name}"',
+            f"path = {json.dumps(str(feeds_dir / file))}",
+            f'format = "{fmt}"',
+            f'category = "{category}"',
+            f"confidence = {confidence}",
+            options,
+        ]
     return write_policy(tmp_path, [SAMPLE_LOGS / "auth.log"], toml="\n".join(lines))
 
 
 def compile_intel(policy: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BASTION), "intel", "compile", "--policy", str(policy)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(BASTION), "intel", "compile", "--policy", str(policy)], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -90,7 +99,9 @@ async def test_attacker_from_the_logs_is_flagged_with_feeds_enrichment_and_ages(
         ("2a06:4880:1000::d5", "malicious", {"firehol_level1"}),
     ],
 )
-async def test_verdicts_for_the_sample_attackers(tmp_path: Path, feeds: Path, address: str, verdict: str, feeds_listed: set[str]) -> None:
+async def test_verdicts_for_the_sample_attackers(
+    tmp_path: Path, feeds: Path, address: str, verdict: str, feeds_listed: set[str]
+) -> None:
     policy = intel_policy(tmp_path, feeds)
     assert compile_intel(policy).returncode == 0
     async with bastion_client(policy) as client:
@@ -104,7 +115,9 @@ async def test_verdicts_for_the_sample_attackers(tmp_path: Path, feeds: Path, ad
 
 async def test_a_low_confidence_listing_alone_is_suspicious(tmp_path: Path, feeds: Path) -> None:
     tor = (feeds / "tor_exit_addresses.txt").read_text()
-    lone = next(line.split()[1] for line in tor.splitlines() if line.startswith("ExitAddress") and "185.220.101.47" not in line)
+    lone = next(
+        line.split()[1] for line in tor.splitlines() if line.startswith("ExitAddress") and "185.220.101.47" not in line
+    )
     policy = intel_policy(tmp_path, feeds)
     assert compile_intel(policy).returncode == 0
     async with bastion_client(policy) as client:
@@ -167,7 +180,11 @@ async def test_missing_or_damaged_database_gives_a_clean_error(tmp_path: Path, f
         damaged = await check(client, "45.155.205.233")
         assert damaged.is_error and "damaged" in damaged.content[0].text
         assert str(tmp_path) not in damaged.content[0].text
-        assert not (await client.call_tool("query_logs", {"log_path": str(SAMPLE_LOGS / "auth.log"), "pattern": "sshd", "max_lines": 1})).is_error
+        assert not (
+            await client.call_tool(
+                "query_logs", {"log_path": str(SAMPLE_LOGS / "auth.log"), "pattern": "sshd", "max_lines": 1}
+            )
+        ).is_error
     ends = [r for r in read_audit(tmp_path / "audit.jsonl") if r["event"] == "end"]
     assert [r["outcome"] for r in ends] == ["internal_error", "internal_error", "ok"]
     assert "bad_database" in ends[1]["worker_error"]

@@ -13,7 +13,9 @@ from broker.transport.jsonrpc_gate import CUT, MAX_DEPTH, MAX_MESSAGE_BYTES, Ref
 
 
 def call(arguments: str) -> bytes:
-    return ('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_logs","arguments":' + arguments + "}}").encode()
+    return (
+        '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_logs","arguments":' + arguments + "}}"
+    ).encode()
 
 
 def depth_arguments(levels: int) -> str:

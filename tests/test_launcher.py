@@ -104,7 +104,9 @@ async def test_a_killed_launcher_is_replaced(tmp_path: Path) -> None:
         assert not (await client.call_tool("query_logs", ARGS)).is_error
         first = the_launcher(serve_process())
         first.send_signal(signal.SIGKILL)
-        await anyio.to_thread.run_sync(wait_for, lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE)
+        await anyio.to_thread.run_sync(
+            wait_for, lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE
+        )
         again = await client.call_tool("query_logs", ARGS)
         assert not again.is_error and again.structured_content["lines"]
         second = the_launcher(serve_process())
@@ -113,8 +115,12 @@ async def test_a_killed_launcher_is_replaced(tmp_path: Path) -> None:
 
 def test_the_launcher_and_workers_die_with_the_broker(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, [AUTH])
-    server = subprocess.Popen([str(BASTION), "serve", "--policy", str(policy)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [str(BASTION), "serve", "--policy", str(policy)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert wait_for(lambda: any(p.ppid() == server.pid for p in launchers())), "no launcher came up"
         assert wait_for(lambda: any(p.ppid() == server.pid for p in worker_processes()))
@@ -131,7 +137,9 @@ def test_the_launcher_and_workers_die_with_the_broker(tmp_path: Path) -> None:
 @pytest.mark.parametrize("frame", ["garbage", "fork_without_fd", "two_fds"])
 def test_the_launcher_refuses_anything_but_one_fork_with_one_descriptor(frame: str) -> None:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    launcher = subprocess.Popen(python_argv(BOOT, child.fileno()), env={}, pass_fds=(child.fileno(),), start_new_session=True)
+    launcher = subprocess.Popen(
+        python_argv(BOOT, child.fileno()), env={}, pass_fds=(child.fileno(),), start_new_session=True
+    )
     child.close()
     spare_a, spare_b = socket.socketpair()
     try:
@@ -177,7 +185,10 @@ async def test_each_ready_worker_is_alone_in_its_own_memory_and_pids_cgroups(tmp
         for worker in [p for p in broker.children() if _named(p, WORKER_NAME)]:
             try:  # the last call's worker may be stopped while we look (it lingers ~20 ms)
                 lines = _joined_cgroups(worker.pid, f"/bastion-{broker.pid}/w")
-                threads = {Path(f"/proc/{worker.pid}/task/{task}/cgroup").read_text() for task in os.listdir(f"/proc/{worker.pid}/task")}
+                threads = {
+                    Path(f"/proc/{worker.pid}/task/{task}/cgroup").read_text()
+                    for task in os.listdir(f"/proc/{worker.pid}/task")
+                }
             except FileNotFoundError:
                 continue
             own = [line.split(":", 2)[2] for line in lines if f"/bastion-{broker.pid}/w" in line]

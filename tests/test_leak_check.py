@@ -65,8 +65,14 @@ def decoy_server(tmp_path: Path) -> Iterator[int]:
     become_subreaper(False)  # else the detached server would be re-parented to us
     try:
         # setsid -f forks and its first process exits: the server's parent is above us.
-        subprocess.run(["setsid", "-f", str(BASTION), "serve", "--policy", str(policy)], stdin=stdin_r,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=START_TIMEOUT_S, check=True)
+        subprocess.run(
+            ["setsid", "-f", str(BASTION), "serve", "--policy", str(policy)],
+            stdin=stdin_r,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=START_TIMEOUT_S,
+            check=True,
+        )
     finally:
         become_subreaper(True)
         os.close(stdin_r)

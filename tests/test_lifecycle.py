@@ -71,7 +71,9 @@ class RawServer:
     def __init__(self, policy: Path, extra_args: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [str(BASTION), "serve", "--policy", str(policy), *(extra_args or [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
         self._buffer = b""
@@ -99,7 +101,17 @@ class RawServer:
         raise TimeoutError(f"no response to request {request_id}")
 
     def initialize(self) -> None:
-        self.send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        self.send(
+            {
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "1"},
+                },
+            }
+        )
         assert "result" in self.receive(1)
         self.send({"method": "notifications/initialized"})
 
@@ -192,8 +204,11 @@ async def test_a_sandboxed_worker_killed_mid_call(tmp_path: Path, slow_log: Path
     replies: list[Any] = []
     async with bastion_client(policy) as client:
         async with anyio.create_task_group() as group:
+
             async def slow_call() -> None:
-                replies.append(await client.call_tool("query_logs", {"log_path": str(slow_log), "pattern": SLOW_PATTERN}))
+                replies.append(
+                    await client.call_tool("query_logs", {"log_path": str(slow_log), "pattern": SLOW_PATTERN})
+                )
 
             group.start_soon(slow_call)
             await anyio.to_thread.run_sync(wait_for_call_in_flight, audit)
@@ -216,9 +231,12 @@ async def test_load_500_calls_at_concurrency_16(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     results: list[bool] = []
     async with bastion_client(policy, timeout_s=120) as client:
+
         async def caller(index: int) -> None:
             for n in range(index, 500, 16):
-                reply = await client.call_tool("query_logs", {"log_path": str(log), "pattern": f"203\\.0\\.113\\.{n % 250}$", "max_lines": 10})
+                reply = await client.call_tool(
+                    "query_logs", {"log_path": str(log), "pattern": f"203\\.0\\.113\\.{n % 250}$", "max_lines": 10}
+                )
                 results.append(not reply.is_error and len(reply.structured_content["lines"]) >= 1)
 
         with anyio.fail_after(300):
@@ -254,7 +272,10 @@ async def test_audit_write_failure_refuses_calls_and_the_server_keeps_running(tm
         server = serve_process()
         server.rlimit(psutil.RLIMIT_FSIZE, (audit.stat().st_size + 50, psutil.RLIM_INFINITY))
         refused = await client.call_tool("query_logs", args)
-        assert refused.is_error and refused.content[0].text == "refused: the audit log cannot be written, so no call can run"
+        assert (
+            refused.is_error
+            and refused.content[0].text == "refused: the audit log cannot be written, so no call can run"
+        )
         assert (await client.list_tools()).tools  # still serving
         assert verify([str(audit)]).problem is None  # no torn line
         server.rlimit(psutil.RLIMIT_FSIZE, (psutil.RLIM_INFINITY, psutil.RLIM_INFINITY))

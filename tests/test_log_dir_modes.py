@@ -109,12 +109,18 @@ def test_rotations_and_nested_glob_directories_are_checked(tmp_path: Path, logs:
     (deep / "b").mkdir(parents=True)
     (deep / "b" / "x.log").write_text("x\n")
     os.chown(deep, WWW, WWW)  # one level above the file's own directory
-    entries = [{"path": str(logs / "app.log"), "rotations": True}, tmp_path / "remote" / "*" / "auth.log", tmp_path / "deep" / "*" / "*" / "x.log"]
-    assert sorted(texts(tmp_path, entries)) == sorted([
-        f"{WWW_NAME} {log_dir_modes.FILE.format(path=logs / 'app.log.1')}",
-        f"{WWW_NAME} {log_dir_modes.DIRECTORY.format(path=host)}",
-        f"{WWW_NAME} {log_dir_modes.DIRECTORY.format(path=deep)}",
-    ])
+    entries = [
+        {"path": str(logs / "app.log"), "rotations": True},
+        tmp_path / "remote" / "*" / "auth.log",
+        tmp_path / "deep" / "*" / "*" / "x.log",
+    ]
+    assert sorted(texts(tmp_path, entries)) == sorted(
+        [
+            f"{WWW_NAME} {log_dir_modes.FILE.format(path=logs / 'app.log.1')}",
+            f"{WWW_NAME} {log_dir_modes.DIRECTORY.format(path=host)}",
+            f"{WWW_NAME} {log_dir_modes.DIRECTORY.format(path=deep)}",
+        ]
+    )
 
 
 def test_report_names_each_log_and_bounds_its_lines() -> None:
@@ -143,7 +149,10 @@ def test_serve_warns_by_default_and_refuses_with_strict_modes(tmp_path: Path, lo
         assert "serving stdio" not in stderr
     else:
         assert served.returncode == 0, stderr
-        assert f"WARNING {line} (a warning; [sandbox] strict_modes = true would refuse)" in stderr and "serving stdio" in stderr
+        assert (
+            f"WARNING {line} (a warning; [sandbox] strict_modes = true would refuse)" in stderr
+            and "serving stdio" in stderr
+        )
 
 
 @pytest.mark.parametrize("strict", [False, True])

@@ -26,7 +26,9 @@ def test_nothing_missing_is_silent() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-@pytest.mark.skipif(shutil.which("dpkg-query") is None or shutil.which("setpriv") is None, reason="needs dpkg and setpriv")
+@pytest.mark.skipif(
+    shutil.which("dpkg-query") is None or shutil.which("setpriv") is None, reason="needs dpkg and setpriv"
+)
 @pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged uid")
 def test_a_user_gets_the_exact_command_and_nothing_is_installed() -> None:
     done = _run("dpkg", MISSING, as_nobody=True)

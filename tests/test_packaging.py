@@ -33,14 +33,22 @@ def installed() -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix="bastion-wheel-"))
     os.chmod(work, 0o755)
     try:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(work / "dist")],
-                       check=True, timeout=600, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(work / "dist")],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
         (wheel,) = (work / "dist").glob("bastion_soc_mcp-*.whl")
         python = SYSTEM_PYTHON if SYSTEM_PYTHON.exists() else Path(sys.executable)
         env_dir = work / "venv"
         subprocess.run([str(python), "-m", "venv", str(env_dir)], check=True, timeout=300, capture_output=True)
-        pip = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
-                             timeout=900, capture_output=True, text=True)
+        pip = subprocess.run(
+            [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+            timeout=900,
+            capture_output=True,
+            text=True,
+        )
         assert pip.returncode == 0, pip.stderr[-2000:]
         yield env_dir
     finally:
@@ -58,14 +66,20 @@ def test_the_wheel_installs_a_working_command(installed: Path, tmp_path: Path) -
     example = example_of(installed)
     assert example.is_file() and (example.parent / "logs" / "auth.log.2.gz").is_file()
     assert (example.parent / "intel" / "sample-asn.mmdb").is_file()
-    doctor = subprocess.run([str(bastion), "doctor", "--policy", str(example), "--state-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    doctor = subprocess.run(
+        [str(bastion), "doctor", "--policy", str(example), "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
 def test_the_metadata_declares_what_is_imported(installed: Path) -> None:
-    code = ("import importlib.metadata as m; d = m.distribution('bastion-soc-mcp'); "
-            "print(d.metadata['License-Expression']); print('\\n'.join(d.requires or []))")
+    code = (
+        "import importlib.metadata as m; d = m.distribution('bastion-soc-mcp'); "
+        "print(d.metadata['License-Expression']); print('\\n'.join(d.requires or []))"
+    )
     done = subprocess.run([str(installed / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -79,9 +93,18 @@ def test_the_metadata_declares_what_is_imported(installed: Path) -> None:
 async def test_the_installed_server_answers_from_the_shipped_example(installed: Path, tmp_path: Path) -> None:
     example = example_of(installed)
     env = {"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path)}
-    params = StdioServerParameters(command=str(installed / "bin" / "bastion"), args=["serve", "--policy", str(example)], env=env)
+    params = StdioServerParameters(
+        command=str(installed / "bin" / "bastion"), args=["serve", "--policy", str(example)], env=env
+    )
     async with Client(params, read_timeout_seconds=60) as client:
-        result = await client.call_tool("query_logs", {"log_path": str(example.parent / "logs" / "auth.log"), "pattern": "Accepted password for deploy", "max_lines": 1})
+        result = await client.call_tool(
+            "query_logs",
+            {
+                "log_path": str(example.parent / "logs" / "auth.log"),
+                "pattern": "Accepted password for deploy",
+                "max_lines": 1,
+            },
+        )
     assert not result.is_error and len(result.structured_content["lines"]) == 1
     assert (tmp_path / "bastion" / "audit.jsonl").is_file()
 
@@ -90,8 +113,19 @@ async def test_the_installed_server_answers_from_the_shipped_example(installed: 
 
 
 def _as_user(scratch: Path, *argv: str) -> list[str]:
-    return ["setpriv", "--reuid", UNPRIVILEGED, "--regid", UNPRIVILEGED, "--clear-groups",
-            "env", "-i", f"HOME={scratch}", "PATH=/usr/bin:/bin", *argv]
+    return [
+        "setpriv",
+        "--reuid",
+        UNPRIVILEGED,
+        "--regid",
+        UNPRIVILEGED,
+        "--clear-groups",
+        "env",
+        "-i",
+        f"HOME={scratch}",
+        "PATH=/usr/bin:/bin",
+        *argv,
+    ]
 
 
 @pytest.fixture
@@ -124,17 +158,30 @@ def _user_copy(example: Path, home: Path) -> Path:
 async def test_an_ordinary_user_runs_the_installed_example(installed: Path, user_home: Path) -> None:
     example, bastion = example_of(installed), str(installed / "bin" / "bastion")
     before = _files_under(installed)
-    compiled = subprocess.run(_as_user(user_home, bastion, "intel", "compile", "--policy", str(example)),
-                              capture_output=True, text=True, timeout=300, cwd=user_home)
+    compiled = subprocess.run(
+        _as_user(user_home, bastion, "intel", "compile", "--policy", str(example)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=user_home,
+    )
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     state = user_home / ".local" / "state" / "bastion"
     assert (state / "intel.db").is_file()
 
     policy = _user_copy(example, user_home)
     command, *args = _as_user(user_home, bastion, "serve", "--policy", str(policy))
-    async with Client(StdioServerParameters(command=command, args=args, cwd=str(user_home)), read_timeout_seconds=60) as client:
-        found = await client.call_tool("query_logs", {"log_path": str(example.parent / "logs" / "auth.log"),
-                                                       "pattern": "Accepted password for deploy", "max_lines": 1})
+    async with Client(
+        StdioServerParameters(command=command, args=args, cwd=str(user_home)), read_timeout_seconds=60
+    ) as client:
+        found = await client.call_tool(
+            "query_logs",
+            {
+                "log_path": str(example.parent / "logs" / "auth.log"),
+                "pattern": "Accepted password for deploy",
+                "max_lines": 1,
+            },
+        )
         looked_up = await client.call_tool("check_ip_reputation", {"ip_address": "45.155.205.233"})
     assert not found.is_error, found.content
     assert not looked_up.is_error, looked_up.content

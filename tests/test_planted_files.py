@@ -58,10 +58,14 @@ def test_a_fifo_planted_at_the_audit_path_is_refused_and_the_log_recovers(tmp_pa
     assert "is a FIFO" in stderr  # the operator is told why calls were refused
     records = read_audit(rotated) + read_audit(audit)
     begins = [r["seq"] for r in records if r["event"] == "begin"]
-    assert begins == [r["call"] for r in records if r["event"] == "end"] and len(begins) == 2  # the refused call has neither
+    assert (
+        begins == [r["call"] for r in records if r["event"] == "end"] and len(begins) == 2
+    )  # the refused call has neither
     assert read_audit(audit)[0]["event"] == "audit_continued"
     assert wait_no_workers() == []
-    verify = subprocess.run([str(BASTION), "audit", "verify", str(rotated), str(audit)], capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [str(BASTION), "audit", "verify", str(rotated), str(audit)], capture_output=True, text=True, timeout=60
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -120,11 +124,17 @@ def test_an_mmdb_symlink_is_followed_but_a_fifo_is_skipped(tmp_path: Path) -> No
     real.write_bytes(b"stand-in")
     (tmp_path / "asn.mmdb").symlink_to(real)
     os.mkfifo(tmp_path / "country.mmdb")
-    intel = Intel(database=str(database), asn_mmdb=str(tmp_path / "asn.mmdb"), country_mmdb=str(tmp_path / "country.mmdb"))
+    intel = Intel(
+        database=str(database), asn_mmdb=str(tmp_path / "asn.mmdb"), country_mmdb=str(tmp_path / "country.mmdb")
+    )
     fds, enrich, notes = _bounded(lambda: _open_intel(intel), tmp_path / "country.mmdb")
     for fd in fds:
         os.close(fd)
-    assert enrich == ["asn"] and len(fds) == 2 and notes == ["country enrichment unavailable (its database cannot be opened)"]
+    assert (
+        enrich == ["asn"]
+        and len(fds) == 2
+        and notes == ["country enrichment unavailable (its database cannot be opened)"]
+    )
 
 
 def test_compiling_refuses_a_fifo_feed_and_a_symlinked_previous_database(tmp_path: Path) -> None:
@@ -138,8 +148,13 @@ def test_compiling_refuses_a_fifo_feed_and_a_symlinked_previous_database(tmp_pat
     fifo = tmp_path / "fifo.netset"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="FIFO"):
-        _bounded(lambda: compile_feeds([FeedSource("f", str(fifo), "netset", "x", 50)], str(tmp_path / "other.db"), now=100), fifo)
+        _bounded(
+            lambda: compile_feeds([FeedSource("f", str(fifo), "netset", "x", 50)], str(tmp_path / "other.db"), now=100),
+            fifo,
+        )
     link = tmp_path / "previous.db"
     link.symlink_to(output)
     with pytest.raises(IntelDatabaseError, match="symbolic link"):
-        compile_feeds([FeedSource("f", str(feed), "netset", "x", 50)], str(tmp_path / "third.db"), previous=str(link), now=200)
+        compile_feeds(
+            [FeedSource("f", str(feed), "netset", "x", 50)], str(tmp_path / "third.db"), previous=str(link), now=200
+        )

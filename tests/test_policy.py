@@ -13,7 +13,9 @@ from tests.conftest import EXAMPLES
 MINIMAL = '[[logs]]\npath = "/var/log/auth.log"\n\n[audit]\npath = "/var/log/bastion/audit.jsonl"\n'
 
 
-def policy_with(extra: str = "", logs: str = '[[logs]]\npath = "/var/log/auth.log"\n', audit: str | None = None) -> bytes:
+def policy_with(
+    extra: str = "", logs: str = '[[logs]]\npath = "/var/log/auth.log"\n', audit: str | None = None
+) -> bytes:
     audit_block = '[audit]\npath = "/var/log/bastion/audit.jsonl"\n' if audit is None else audit
     return f"{extra}\n{logs}\n{audit_block}".encode()
 
@@ -34,7 +36,12 @@ def test_bundled_example_policy(tmp_path: Path) -> None:
     assert policy.sha256 == hashlib.sha256(policy_file.read_bytes()).hexdigest()
     assert policy.source == str(policy_file)
     assert policy.limits == Limits(
-        max_lines=1000, timeout_s=10, max_output_bytes=1048576, max_workers=4, max_line_bytes=4096, resource_bytes=1048576
+        max_lines=1000,
+        timeout_s=10,
+        max_output_bytes=1048576,
+        max_workers=4,
+        max_line_bytes=4096,
+        resource_bytes=1048576,
     )
     assert policy.workers == Workers(prestart=2)
 
@@ -154,7 +161,10 @@ def test_boundary_limit_values_accepted(setting: str, field: str, value: float) 
     assert getattr(policy.limits, field) == value
 
 
-@pytest.mark.parametrize(("setting", "ok"), [("prestart = 0", True), ("prestart = 16", True), ("prestart = 17", False), ("prestart = -1", False)])
+@pytest.mark.parametrize(
+    ("setting", "ok"),
+    [("prestart = 0", True), ("prestart = 16", True), ("prestart = 17", False), ("prestart = -1", False)],
+)
 def test_workers_prestart_bounds(setting: str, ok: bool) -> None:
     data = policy_with(extra=f"[workers]\n{setting}")
     if ok:
@@ -241,7 +251,10 @@ def test_load_policy_bad_content_names_key(tmp_path: Path) -> None:
         load_policy(policy_file)
 
 
-@pytest.mark.parametrize(("path", "is_glob"), [("/a/b.log", False), ("/a/*.log", True), ("/a/b?.log", True), ("/a/[ab].log", True), ("/a/{x}.log", False)])
+@pytest.mark.parametrize(
+    ("path", "is_glob"),
+    [("/a/b.log", False), ("/a/*.log", True), ("/a/b?.log", True), ("/a/[ab].log", True), ("/a/{x}.log", False)],
+)
 def test_is_glob(path: str, is_glob: bool) -> None:
     policy = parse_policy(policy_with(logs=f'[[logs]]\npath = "{path}"\n'), Path("/"))
     assert policy.logs[0].is_glob is is_glob

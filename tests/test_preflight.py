@@ -84,9 +84,13 @@ def intel_db_missing(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def engine_missing(tmp_path: Path) -> tuple[Path, list[str]]:
     profiles = tmp_path / "profiles"
-    shutil.copytree(Path(sandbox_profiles.__file__).parent, profiles, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(
+        Path(sandbox_profiles.__file__).parent, profiles, ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
     grep = profiles / "grep.toml"
-    grep.write_text(grep.read_text().replace('optional_executables = ["/usr/bin/rg"]', 'optional_executables = ["/nonexistent/rg"]'))
+    grep.write_text(
+        grep.read_text().replace('optional_executables = ["/usr/bin/rg"]', 'optional_executables = ["/nonexistent/rg"]')
+    )
     return write_policy(tmp_path, [AUTH], toml='[search]\nengine = "rg"\n'), ["--profiles-dir", str(profiles)]
 
 
@@ -140,13 +144,21 @@ def test_doctor_checks_the_policy_it_is_given_with_its_state_dir(tmp_path: Path)
     assert doctor.returncode == 3 and f"{tmp_path / 'state'}/audit.jsonl: Not a directory" in doctor.stdout
 
 
-@pytest.mark.parametrize(("layer", "reason", "root", "fix"), [
-    ("cgroup", "worker cgroups need root", False, 'add `best_effort = ["cgroup"]` to [sandbox] (workers then run without it), or run as root'),
-    ("seccomp", "no libseccomp Python binding could be loaded", True, "pyseccomp"),
-    ("seccomp", "seccomp.allow: unknown syscall 'x'", True, "correct the profile"),
-    ("landlock", "Landlock is not supported", True, "lsm="),
-    ("namespaces", "unshare(...): Operation not permitted", False, "unprivileged_userns_clone"),
-])
+@pytest.mark.parametrize(
+    ("layer", "reason", "root", "fix"),
+    [
+        (
+            "cgroup",
+            "worker cgroups need root",
+            False,
+            'add `best_effort = ["cgroup"]` to [sandbox] (workers then run without it), or run as root',
+        ),
+        ("seccomp", "no libseccomp Python binding could be loaded", True, "pyseccomp"),
+        ("seccomp", "seccomp.allow: unknown syscall 'x'", True, "correct the profile"),
+        ("landlock", "Landlock is not supported", True, "lsm="),
+        ("namespaces", "unshare(...): Operation not permitted", False, "unprivileged_userns_clone"),
+    ],
+)
 def test_every_missing_layer_comes_with_a_fix(layer: str, reason: str, root: bool, fix: str) -> None:
     assert fix in layer_fix(layer, reason, root)
 
@@ -169,9 +181,25 @@ def test_the_start_up_line_counts_only_the_layers_applied(scratch: Path) -> None
         pytest.skip(".venv-rootless is missing (make test creates it as root)")
     tmp_path = scratch
     policy = tmp_path / "policy.toml"
-    policy.write_text(f'[[logs]]\npath = "{AUTH}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n[sandbox]\nbest_effort = ["cgroup"]\n')
-    command = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
-               "env", "-i", f"HOME={tmp_path}", "PATH=/usr/bin:/bin", str(rootless), "serve", "--policy", str(policy)]
+    policy.write_text(
+        f'[[logs]]\npath = "{AUTH}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n[sandbox]\nbest_effort = ["cgroup"]\n'
+    )
+    command = [
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "env",
+        "-i",
+        f"HOME={tmp_path}",
+        "PATH=/usr/bin:/bin",
+        str(rootless),
+        "serve",
+        "--policy",
+        str(policy),
+    ]
     served = subprocess.run(command, input="", capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert served.returncode == 0, served.stderr
     assert "11 of 12 sandbox layers applied per worker" in served.stderr

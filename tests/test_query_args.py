@@ -111,7 +111,9 @@ def test_max_lines_bounded_by_policy(policy_max: int, requested: int) -> None:
     assert message == f"max_lines must be between 1 and {policy_max}"
 
 
-@pytest.mark.parametrize("pattern", ["-f/etc/shadow", "--help", "-e", "-", "--", "-rn root /etc", "Failed password", "^a.*b$"])
+@pytest.mark.parametrize(
+    "pattern", ["-f/etc/shadow", "--help", "-e", "-", "--", "-rn root /etc", "Failed password", "^a.*b$"]
+)
 def test_option_like_patterns_accepted_verbatim(pattern: str) -> None:
     assert parse({"log_path": LOG, "pattern": pattern}, LIMITS).pattern == pattern
 
@@ -121,11 +123,20 @@ def test_invalid_patterns(pattern: str) -> None:
     assert error_of({"log_path": LOG, "pattern": pattern}).startswith("invalid pattern")
 
 
-@pytest.mark.parametrize(("pattern", "text"), [
-    ("a*(^b)", "invalid pattern: '^' anchors only at the start of the pattern or of a branch: after other items it holds "
-               "only where they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^ (at offset 2)"),
-    ("[[:alpha:]-z]", "invalid pattern: ambiguous '-' after a character class; put a literal '-' first or last in the brackets (at offset 11)"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        (
+            "a*(^b)",
+            "invalid pattern: '^' anchors only at the start of the pattern or of a branch: after other items it holds "
+            "only where they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^ (at offset 2)",
+        ),
+        (
+            "[[:alpha:]-z]",
+            "invalid pattern: ambiguous '-' after a character class; put a literal '-' first or last in the brackets (at offset 11)",
+        ),
+    ],
+)
 def test_pattern_refusals_the_client_sees(pattern: str, text: str) -> None:
     assert error_of({"log_path": LOG, "pattern": pattern}) == text
 
@@ -207,13 +218,30 @@ def test_bad_search_options(extra: dict[str, Any], needle: str) -> None:
 
 
 def test_search_options_are_parsed() -> None:
-    args = parse({"log_path": LOG, "pattern": "x", "since": "-2h", "until": "now", "context": 3, "ignore_case": True,
-                  "order": "newest_first"}, LIMITS, now=NOW)
+    args = parse(
+        {
+            "log_path": LOG,
+            "pattern": "x",
+            "since": "-2h",
+            "until": "now",
+            "context": 3,
+            "ignore_case": True,
+            "order": "newest_first",
+        },
+        LIMITS,
+        now=NOW,
+    )
     assert (args.since, args.until) == (NOW - 7200, NOW)
     assert args.context == 3 and args.ignore_case and args.newest_first and not args.count_only
     defaults = parse({"log_path": LOG, "pattern": "x"}, LIMITS, now=NOW)
-    assert (defaults.since, defaults.until, defaults.context, defaults.ignore_case, defaults.count_only, defaults.newest_first) == (
-        None, None, 0, False, False, False)
+    assert (
+        defaults.since,
+        defaults.until,
+        defaults.context,
+        defaults.ignore_case,
+        defaults.count_only,
+        defaults.newest_first,
+    ) == (None, None, 0, False, False, False)
 
 
 # --- schemas -----------------------------------------------------------------
@@ -305,9 +333,13 @@ def test_result_with_several_files_context_and_counts() -> None:
 
 
 GOOD_RESULT: dict[str, Any] = {
-    "log_path": LOG, "lines": [{"file": LOG, "line_no": 1, "text": "a", "context": False}],
-    "files": [{"path": LOG, "compressed": False, "matches": None}], "total_matches": None,
-    "truncated": False, "truncated_reason": None, "notes": [],
+    "log_path": LOG,
+    "lines": [{"file": LOG, "line_no": 1, "text": "a", "context": False}],
+    "files": [{"path": LOG, "compressed": False, "matches": None}],
+    "total_matches": None,
+    "truncated": False,
+    "truncated_reason": None,
+    "notes": [],
 }
 
 

@@ -17,11 +17,39 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJ
 SSHD_FAILED = "Nov 24 00:13:16 web-01 sshd[20713]: Failed password for invalid user admin from 203.0.113.7 port 22 ssh2"
 
 SENSITIVE_KEYS = [
-    "password", "PassWord", "db_password", "passwd", "secret", "ClientSecret", "client_secret",
-    "token", "TOKEN", "refresh_token", "X-Auth-Token", "api_key", "apikey", "api-key", "API_KEY",
-    "Api_Key", "ApiKey", "X-Api-Key", "credential", "aws_credentials", "authorization",
-    "Proxy-Authorization", "cookie", "set-cookie", "Set-Cookie", "private_key", "privatekey",
-    "Private-Key", "privateKey", "session", "SessionId", "session_id", "aws_secret_access_key",
+    "password",
+    "PassWord",
+    "db_password",
+    "passwd",
+    "secret",
+    "ClientSecret",
+    "client_secret",
+    "token",
+    "TOKEN",
+    "refresh_token",
+    "X-Auth-Token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "API_KEY",
+    "Api_Key",
+    "ApiKey",
+    "X-Api-Key",
+    "credential",
+    "aws_credentials",
+    "authorization",
+    "Proxy-Authorization",
+    "cookie",
+    "set-cookie",
+    "Set-Cookie",
+    "private_key",
+    "privatekey",
+    "Private-Key",
+    "privateKey",
+    "session",
+    "SessionId",
+    "session_id",
+    "aws_secret_access_key",
 ]
 NON_SENSITIVE_KEYS = ["user", "host", "key", "keyboard", "path", "author", "pass", "api", "private", "policy_sha256"]
 
@@ -39,9 +67,7 @@ def test_other_keys_keep_their_value(key: str) -> None:
     assert redact({key: "v4lue-1"}) == {key: "v4lue-1"}
 
 
-@pytest.mark.parametrize(
-    "value", [0, 42, -1.5, True, False, ["a", "b"], ("t",), {"nested": "x"}, [], {}, [None]]
-)
+@pytest.mark.parametrize("value", [0, 42, -1.5, True, False, ["a", "b"], ("t",), {"nested": "x"}, [], {}, [None]])
 def test_sensitive_key_hides_a_value_of_any_type(value: object) -> None:
     assert redact({"Session": value, "n": 1}) == {"Session": R, "n": 1}
 
@@ -178,18 +204,26 @@ TEXT_CASES = [
     # AWS
     ("key AKIAIOSFODNN7EXAMPLE in use", f"key {R} in use"),
     (f"aws_secret_access_key={AWS_SECRET}\nregion=us-east-1", f"aws_secret_access_key={R}\nregion=us-east-1"),
-    (f'{{"aws_secret_access_key": "{AWS_SECRET}", "region": "eu-west-1"}}',
-     f'{{"aws_secret_access_key": "{R}", "region": "eu-west-1"}}'),
+    (
+        f'{{"aws_secret_access_key": "{AWS_SECRET}", "region": "eu-west-1"}}',
+        f'{{"aws_secret_access_key": "{R}", "region": "eu-west-1"}}',
+    ),
     (f"AWS_SECRET_ACCESS_KEY: {AWS_SECRET}", f"AWS_SECRET_ACCESS_KEY: {R}"),
     # PEM private keys
-    ("a\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA\n-----END RSA PRIVATE KEY-----\nb",
-     f"a\n-----BEGIN RSA PRIVATE KEY-----{R}-----END RSA PRIVATE KEY-----\nb"),
+    (
+        "a\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA\n-----END RSA PRIVATE KEY-----\nb",
+        f"a\n-----BEGIN RSA PRIVATE KEY-----{R}-----END RSA PRIVATE KEY-----\nb",
+    ),
     ("x -----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\nno end line", f"x -----BEGIN EC PRIVATE KEY-----{R}"),
     ("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END EC PRIVATE KEY-----\nrest", f"-----BEGIN RSA PRIVATE KEY-----{R}"),
-    ("-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n",
-     f"-----BEGIN PRIVATE KEY-----{R}-----END PRIVATE KEY-----\\n"),
-    ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nxcE\n-----END PGP PRIVATE KEY BLOCK-----",
-     f"-----BEGIN PGP PRIVATE KEY BLOCK-----{R}-----END PGP PRIVATE KEY BLOCK-----"),
+    (
+        "-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n",
+        f"-----BEGIN PRIVATE KEY-----{R}-----END PRIVATE KEY-----\\n",
+    ),
+    (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\nxcE\n-----END PGP PRIVATE KEY BLOCK-----",
+        f"-----BEGIN PGP PRIVATE KEY BLOCK-----{R}-----END PGP PRIVATE KEY BLOCK-----",
+    ),
     # key=value, key: value, headers
     ("GET /login?user=bob&token=abc123&x=1 HTTP/1.1", f"GET /login?user=bob&token={R}&x=1 HTTP/1.1"),
     ("user=bob&password=hunter2&remember=1", f"user=bob&password={R}&remember=1"),

@@ -26,7 +26,19 @@ UNPRIVILEGED = "65534"
 
 
 def _userns_allowed() -> tuple[bool, str]:
-    probe = ["setpriv", "--reuid", UNPRIVILEGED, "--regid", UNPRIVILEGED, "--clear-groups", "unshare", "-U", "-m", "-n", "true"]
+    probe = [
+        "setpriv",
+        "--reuid",
+        UNPRIVILEGED,
+        "--regid",
+        UNPRIVILEGED,
+        "--clear-groups",
+        "unshare",
+        "-U",
+        "-m",
+        "-n",
+        "true",
+    ]
     proc = subprocess.run(probe, capture_output=True, timeout=30, cwd="/")
     return proc.returncode == 0, proc.stderr.decode(errors="replace").strip()
 
@@ -40,7 +52,9 @@ def _preconditions() -> None:
         pytest.fail(f"{ROOTLESS_PYTHON.relative_to(ROOT)} is missing: run `make test`, which creates it")
     allowed, why = _userns_allowed()
     if not allowed:
-        pytest.skip(f"this host forbids unprivileged user namespaces ({why}); `bastion doctor` run as a user lists the layers that remain")
+        pytest.skip(
+            f"this host forbids unprivileged user namespaces ({why}); `bastion doctor` run as a user lists the layers that remain"
+        )
 
 
 def _scratch_dir() -> Path:
@@ -54,11 +68,30 @@ def test_end_to_end_suite_passes_as_an_unprivileged_user() -> None:
     scratch = _scratch_dir()
     try:
         command = [
-            "setpriv", "--reuid", UNPRIVILEGED, "--regid", UNPRIVILEGED, "--clear-groups",
-            "env", "-i", f"HOME={scratch}", f"TMPDIR={scratch}", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
+            "setpriv",
+            "--reuid",
+            UNPRIVILEGED,
+            "--regid",
+            UNPRIVILEGED,
+            "--clear-groups",
+            "env",
+            "-i",
+            f"HOME={scratch}",
+            f"TMPDIR={scratch}",
+            f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
             "BASTION_TEST_BEST_EFFORT=cgroup",
-            str(ROOTLESS_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(scratch / "pytest"),
-            "tests/test_e2e_stdio.py", "tests/test_symlink_attacks.py", "tests/test_worker_death.py", "tests/test_planted_files.py",
+            str(ROOTLESS_PYTHON),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(scratch / "pytest"),
+            "tests/test_e2e_stdio.py",
+            "tests/test_symlink_attacks.py",
+            "tests/test_worker_death.py",
+            "tests/test_planted_files.py",
             "tests/test_client_gone.py",
         ]
         proc = subprocess.run(command, capture_output=True, timeout=600, cwd=ROOT)
@@ -72,9 +105,18 @@ def test_end_to_end_suite_passes_as_an_unprivileged_user() -> None:
 
 def _as_unprivileged(args: list[str], scratch: Path) -> subprocess.CompletedProcess[bytes]:
     command = [
-        "setpriv", "--reuid", UNPRIVILEGED, "--regid", UNPRIVILEGED, "--clear-groups",
-        "env", "-i", f"HOME={scratch}", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
-        str(ROOTLESS_PYTHON.with_name("bastion")), *args,
+        "setpriv",
+        "--reuid",
+        UNPRIVILEGED,
+        "--regid",
+        UNPRIVILEGED,
+        "--clear-groups",
+        "env",
+        "-i",
+        f"HOME={scratch}",
+        f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
+        str(ROOTLESS_PYTHON.with_name("bastion")),
+        *args,
     ]
     return subprocess.run(command, capture_output=True, timeout=120, cwd=scratch, input=b"")
 
@@ -85,7 +127,9 @@ def test_without_root_a_required_cgroup_layer_means_refusal(tmp_path: Path) -> N
     scratch = _scratch_dir()
     try:
         policy = scratch / "policy.toml"
-        policy.write_text(f'[[logs]]\npath = "{ROOT}/examples/logs/auth.log"\n[audit]\npath = "{scratch}/audit.jsonl"\n')
+        policy.write_text(
+            f'[[logs]]\npath = "{ROOT}/examples/logs/auth.log"\n[audit]\npath = "{scratch}/audit.jsonl"\n'
+        )
         doctor = _as_unprivileged(["doctor", "--policy", str(policy)], scratch)
         assert doctor.returncode == 3, doctor.stderr
         assert b"cgroup: worker cgroups need root" in doctor.stdout

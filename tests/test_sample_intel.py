@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -69,15 +69,36 @@ MMDB_EXPECTED = {
 }
 NOT_IN_MMDB = ("1.1.1.1", "9.9.9.9", "10.0.0.1", "2001:4860:4860::8888", "2001:db8::1")
 MMDB_FILES = {ASN_DB: ("Bastion-Sample-ASN", 24), COUNTRY_DB: ("Bastion-Sample-Country", 28)}
-BUILD_EPOCH = int(datetime(2026, 11, 24, 10, 30, tzinfo=timezone.utc).timestamp())
+BUILD_EPOCH = int(datetime(2026, 11, 24, 10, 30, tzinfo=UTC).timestamp())
 
-FORBIDDEN = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
-    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-    "::/8", "100::/64", "2001:db8::/32", "2002::/16", "3fff::/20", "fc00::/7",
-    "fe80::/10", "ff00::/8",
-))
+FORBIDDEN = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/8",
+        "100::/64",
+        "2001:db8::/32",
+        "2002::/16",
+        "3fff::/20",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    )
+)
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -96,6 +117,7 @@ writer_mod = _load("_intel_test_mmdb_writer", INTEL / "mmdb_writer.py")
 
 
 # --- Feed parsers, independent of the generator -----------------------------------
+
 
 def _lines(name: str) -> list[str]:
     return (INTEL / name).read_text(encoding="utf-8").splitlines()
@@ -154,10 +176,10 @@ def covering(feed: str, ip: str) -> list[Net]:
 
 # --- Generator and files --------------------------------------------------------------
 
+
 def _generate(out: Path, hash_seed: str = "0") -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)],
-                          capture_output=True, check=True, env=env)
+    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, check=True, env=env)
 
 
 def test_generator_reproduces_committed_files(tmp_path: Path) -> None:
@@ -166,7 +188,8 @@ def test_generator_reproduces_committed_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(GENERATED)
     for name in GENERATED:
         assert (tmp_path / name).read_bytes() == (INTEL / name).read_bytes(), (
-            f"{name} is out of date: run python examples/intel/generate_intel.py")
+            f"{name} is out of date: run python examples/intel/generate_intel.py"
+        )
 
 
 def test_generator_ignores_hash_seed(tmp_path: Path) -> None:
@@ -177,8 +200,9 @@ def test_generator_ignores_hash_seed(tmp_path: Path) -> None:
 
 
 def test_seed_option_changes_the_filler_not_the_listings(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--seed", "7"],
-                   capture_output=True, check=True)
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--seed", "7"], capture_output=True, check=True
+    )
     other = (tmp_path / FIREHOL).read_text()
     assert other != (INTEL / FIREHOL).read_text()
     assert "45.155.205.233/32\n" in other and other.startswith(f"# {NOTICE}\n")
@@ -204,12 +228,13 @@ def test_readme_table_matches_the_feeds() -> None:
     readme = (INTEL / "README.md").read_text()
     for ip in logs_gen.ATTACKER_IPS:
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{ip}` |"))
-        cells = [cell.strip() for cell in row.strip("|").split("|")][1:1 + len(FEEDS)]
+        cells = [cell.strip() for cell in row.strip("|").split("|")][1 : 1 + len(FEEDS)]
         for feed, cell in zip(FEEDS, cells):
             assert (cell != "-") == (ip in LISTED[feed]), (ip, feed, cell)
 
 
 # --- Feed contents ---------------------------------------------------------------------
+
 
 def test_expectations_cover_the_attackers_of_the_sample_logs() -> None:
     attackers = set(logs_gen.ATTACKER_IPS)
@@ -236,8 +261,11 @@ def test_overlapping_listings() -> None:
     assert [n.prefixlen for n in covering(FIREHOL, "45.155.205.233")] == [32]
     assert "45.155.205.233/32" in _lines(FIREHOL)
     # ...and one exact address is in two feeds.
-    assert covering(FIREHOL, "185.220.101.47") == covering(TOR, "185.220.101.47") \
+    assert (
+        covering(FIREHOL, "185.220.101.47")
+        == covering(TOR, "185.220.101.47")
         == [ipaddress.ip_network("185.220.101.47/32")]
+    )
 
 
 @pytest.mark.parametrize("feed", FEEDS)
@@ -280,20 +308,28 @@ def test_feodo_csv_format() -> None:
 
 def test_tor_exit_list_format() -> None:
     stamp = r"2026-11-2[0-4] \d\d:\d\d:\d\d"
-    patterns = {"ExitNode": r"ExitNode [0-9A-F]{40}", "Published": f"Published {stamp}",
-                "LastStatus": f"LastStatus {stamp}", "ExitAddress": rf"ExitAddress \S+ {stamp}"}
+    patterns = {
+        "ExitNode": r"ExitNode [0-9A-F]{40}",
+        "Published": f"Published {stamp}",
+        "LastStatus": f"LastStatus {stamp}",
+        "ExitAddress": rf"ExitAddress \S+ {stamp}",
+    }
     lines = _lines(TOR)
     assert lines[0].startswith("ExitNode ")
     for line in lines:
         assert re.fullmatch(patterns[line.split(" ", 1)[0]], line), line
-    block = lines[lines.index("ExitAddress 185.220.101.47 2026-11-24 10:03:11") - 3:][:3]
+    block = lines[lines.index("ExitAddress 185.220.101.47 2026-11-24 10:03:11") - 3 :][:3]
     assert block[1:] == ["Published 2026-11-24 09:12:01", "LastStatus 2026-11-24 10:00:00"]
 
 
 # --- MaxMind DB files -------------------------------------------------------------------
 
-MODES = {"mmap_ext": maxminddb.MODE_MMAP_EXT, "mmap": maxminddb.MODE_MMAP,
-         "file": maxminddb.MODE_FILE, "memory": maxminddb.MODE_MEMORY}
+MODES = {
+    "mmap_ext": maxminddb.MODE_MMAP_EXT,
+    "mmap": maxminddb.MODE_MMAP,
+    "file": maxminddb.MODE_FILE,
+    "memory": maxminddb.MODE_MEMORY,
+}
 
 
 def _asn(ip: str) -> dict[str, Any]:
@@ -339,7 +375,7 @@ def test_mmdb_metadata(name: str) -> None:
     assert list(meta.description) == ["en"]
     assert "SAMPLE DATA" in meta.description["en"] and "not real" in meta.description["en"]
     tree_size = meta.node_count * record_size // 4
-    assert (INTEL / name).read_bytes()[tree_size:tree_size + 16] == bytes(16)  # data section separator
+    assert (INTEL / name).read_bytes()[tree_size : tree_size + 16] == bytes(16)  # data section separator
 
 
 def test_mmdb_every_record_is_invented_and_public() -> None:
@@ -387,6 +423,7 @@ def test_mmdb_mode_fd_does_not_take_a_bare_int() -> None:
 
 # --- The writer itself ------------------------------------------------------------------
 
+
 def _write(tmp_path: Path, networks: list[tuple[str, dict[str, Any]]], record_size: int = 24) -> Path:
     writer = writer_mod.MMDBWriter("Test", {"en": "test"}, build_epoch=1, record_size=record_size)
     for cidr, value in networks:
@@ -404,8 +441,11 @@ def test_writer_28_bit_node_layout() -> None:
 
 @pytest.mark.parametrize("record_size", [24, 28, 32])
 def test_writer_most_specific_network_wins(tmp_path: Path, record_size: int) -> None:
-    path = _write(tmp_path, [("198.19.0.0/24", {"n": "inner"}), ("198.0.0.0/8", {"n": "outer"}),
-                             ("2a00::/16", {"n": "v6"})], record_size)
+    path = _write(
+        tmp_path,
+        [("198.19.0.0/24", {"n": "inner"}), ("198.0.0.0/8", {"n": "outer"}), ("2a00::/16", {"n": "v6"})],
+        record_size,
+    )
     with maxminddb.open_database(path, maxminddb.MODE_MMAP_EXT) as reader:
         assert reader.get_with_prefix_len("198.19.0.9") == ({"n": "inner"}, 24)
         assert reader.get_with_prefix_len("198.19.1.9") == ({"n": "outer"}, 24)  # the /8 is split
@@ -415,8 +455,16 @@ def test_writer_most_specific_network_wins(tmp_path: Path, record_size: int) -> 
 
 
 def test_writer_sizes_and_types_round_trip(tmp_path: Path) -> None:
-    value = {"short": "x" * 28, "s29": "y" * 100, "s30": "z" * 1000, "s31": "w" * 70_000,
-             "u32": 4_294_967_295, "zero": 0, "list": ["a", 1], "nested": {"k": {"v": 2}}}
+    value = {
+        "short": "x" * 28,
+        "s29": "y" * 100,
+        "s30": "z" * 1000,
+        "s31": "w" * 70_000,
+        "u32": 4_294_967_295,
+        "zero": 0,
+        "list": ["a", 1],
+        "nested": {"k": {"v": 2}},
+    }
     path = _write(tmp_path, [("8.8.8.0/24", value)])
     for mode in (maxminddb.MODE_MMAP_EXT, maxminddb.MODE_MEMORY):
         with maxminddb.open_database(path, mode) as reader:

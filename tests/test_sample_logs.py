@@ -67,7 +67,7 @@ def _lines(name: str) -> list[bytes]:
 
 
 def _month(day: date) -> bytes:
-    return b"JanFebMarAprMayJunJulAugSepOctNovDec"[3 * day.month - 3:3 * day.month]
+    return b"JanFebMarAprMayJunJulAugSepOctNovDec"[3 * day.month - 3 : 3 * day.month]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,9 @@ def syslog() -> list[bytes]:
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     """Run the script once (default seed) into a scratch directory."""
     out = tmp_path_factory.mktemp("regenerated")
-    result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)],
-                            capture_output=True, check=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, check=True, timeout=600
+    )
     return out, result.stderr.splitlines()
 
 
@@ -111,14 +112,15 @@ def _why_different(name: str, fresh: bytes, committed: bytes) -> str:
     hint = f"examples/logs/{name} is stale: rerun examples/generate_logs.py"
     if name.endswith(".gz") and name not in (TRUNCATED, BOMB):
         if gzip.decompress(fresh) == gzip.decompress(committed):
-            return (f"{name}: same content, other gzip bytes; this zlib "
-                    f"({zlib.ZLIB_RUNTIME_VERSION}) compresses differently")
+            return (
+                f"{name}: same content, other gzip bytes; this zlib "
+                f"({zlib.ZLIB_RUNTIME_VERSION}) compresses differently"
+            )
     return hint
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_generator_reproduces_committed_file(regenerated: tuple[Path, list[bytes]],
-                                             name: str) -> None:
+def test_generator_reproduces_committed_file(regenerated: tuple[Path, list[bytes]], name: str) -> None:
     fresh, committed = (regenerated[0] / name).read_bytes(), (LOG_DIR / name).read_bytes()
     assert fresh == committed, _why_different(name, fresh, committed)
 
@@ -177,11 +179,15 @@ def test_brute_force_from_every_listed_address(auth: list[bytes]) -> None:
 
 def test_preauth_noise_variety(auth: list[bytes]) -> None:
     text = b"\n".join(auth)
-    for needle in (b"Invalid user oracle from ", b"Failed password for invalid user admin from ",
-                   b"Connection closed by authenticating user root ", b"[preauth]",
-                   b"Disconnecting invalid user ",
-                   b"error: maximum authentication attempts exceeded",
-                   b"pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh"):
+    for needle in (
+        b"Invalid user oracle from ",
+        b"Failed password for invalid user admin from ",
+        b"Connection closed by authenticating user root ",
+        b"[preauth]",
+        b"Disconnecting invalid user ",
+        b"error: maximum authentication attempts exceeded",
+        b"pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh",
+    ):
         assert needle in text, needle
 
 
@@ -193,7 +199,7 @@ def test_compromised_login(auth: list[bytes]) -> None:
     assert sum(b"Accepted password" in line for line in auth) == 1
     assert auth[hits[0]].startswith(c.at.strftime("Nov %d %H:%M:%S").encode())
     failed = f"Failed password for {c.user} from {c.ip} port ".encode()
-    before = [line for line in auth[:hits[0]] if failed in line]
+    before = [line for line in auth[: hits[0]] if failed in line]
     assert len(before) == gen.COMPROMISED_FAILURES >= 25
     opened = f"session opened for user {c.user}(uid={c.uid}) by (uid=0)".encode()
     assert opened in auth[hits[0] + 1]
@@ -201,8 +207,11 @@ def test_compromised_login(auth: list[bytes]) -> None:
 
 def test_sudo_misuse_after_compromise(auth: list[bytes]) -> None:
     text = b"\n".join(auth)
-    shadow = re.search(rb"sudo: +deploy : TTY=pts/\d+ ; PWD=/home/deploy ; USER=root ; "
-                       rb"COMMAND=/usr/bin/cat /etc/shadow\n", text)
+    shadow = re.search(
+        rb"sudo: +deploy : TTY=pts/\d+ ; PWD=/home/deploy ; USER=root ; "
+        rb"COMMAND=/usr/bin/cat /etc/shadow\n",
+        text,
+    )
     assert shadow
     assert text.index(b"Accepted password for deploy") < shadow.start()
     user = gen.NOT_IN_SUDOERS_USER.encode()
@@ -218,8 +227,7 @@ def test_normal_activity(auth: list[bytes], syslog: list[bytes], access: list[by
     assert b"pam_unix(cron:session): session opened for user root(uid=0)" in auth_text
     assert b"systemd-logind[612]: New session " in auth_text
     syslog_text = b"\n".join(syslog)
-    assert re.search(rb"kernel: \[ *\d+\.\d{6}\] \[UFW BLOCK\] .* SRC=[\d.]+ DST=10\.0\.1\.23 ",
-                     syslog_text)
+    assert re.search(rb"kernel: \[ *\d+\.\d{6}\] \[UFW BLOCK\] .* SRC=[\d.]+ DST=10\.0\.1\.23 ", syslog_text)
     for needle in (b"CRON[", b"dhclient[", b"Reloaded nginx.service", b"Started session-"):
         assert needle in syslog_text, needle
     statuses = [line.split(b'" ')[1].split(b" ")[0] for line in access if b'" ' in line]
@@ -232,8 +240,14 @@ def test_web_scanners(access: list[bytes]) -> None:
     text = b"\n".join(access)
     for ua in (b"Nikto/2.5.0", b"sqlmap/1.8", b"masscan/1.3", b"zgrab/0.x"):
         assert ua in text, ua
-    for path in (b"/wp-login.php", b"/.env", b"/.git/config", b"/phpmyadmin/",
-                 b"/index.php?id=1%27%20OR%201=1--", b"/cgi-bin/../../../../etc/passwd"):
+    for path in (
+        b"/wp-login.php",
+        b"/.env",
+        b"/.git/config",
+        b"/phpmyadmin/",
+        b"/index.php?id=1%27%20OR%201=1--",
+        b"/cgi-bin/../../../../etc/passwd",
+    ):
         assert b"GET " + path + b" HTTP/1.1" in text, path
     assert 2 <= len(gen.SCANNER_IPS) <= 3
     for ip in gen.SCANNER_IPS:
@@ -262,6 +276,7 @@ def test_hostile_content() -> None:
 
 
 # --- Rotated history ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ROTATED)
 def test_rotated_file_holds_its_day(name: str) -> None:
@@ -307,8 +322,7 @@ def _sources(name: str) -> set[str]:
     text = _text(name)
     found = set()
     for ip in gen.ATTACKER_IPS:
-        pattern = rf"^{re.escape(ip)} - - " if name.startswith("access") \
-            else rf"[ =]{re.escape(ip)}( |$)"
+        pattern = rf"^{re.escape(ip)} - - " if name.startswith("access") else rf"[ =]{re.escape(ip)}( |$)"
         if re.search(pattern.encode(), text, re.MULTILINE):
             found.add(ip)
     return found
@@ -316,9 +330,11 @@ def _sources(name: str) -> set[str]:
 
 def _brute_forcers(text: bytes) -> set[str]:
     """BRUTE_FORCE_IPS with at least 5 failed passwords in text."""
-    return {ip for ip in gen.BRUTE_FORCE_IPS
-            if len(re.findall(rb"Failed password for .* from " + re.escape(ip).encode()
-                              + rb" port ", text)) >= 5}
+    return {
+        ip
+        for ip in gen.BRUTE_FORCE_IPS
+        if len(re.findall(rb"Failed password for .* from " + re.escape(ip).encode() + rb" port ", text)) >= 5
+    }
 
 
 def test_attackers_recur_across_rotations() -> None:
@@ -332,8 +348,7 @@ def test_attackers_recur_across_rotations() -> None:
         assert len(re.findall(PERSISTENT_PATTERN, _text(name))) >= 20, name
     # The compromised login's source was already guessing the day before.
     assert gen.COMPROMISED_LOGIN.ip in failed["auth.log.1"]
-    assert b"Failed password for deploy from " + gen.COMPROMISED_LOGIN.ip.encode() \
-        in _text("auth.log.1")
+    assert b"Failed password for deploy from " + gen.COMPROMISED_LOGIN.ip.encode() in _text("auth.log.1")
 
 
 def test_rotated_attackers_are_the_documented_ones() -> None:
@@ -350,8 +365,7 @@ def test_nobody_gets_in_before_today() -> None:
         text = _text(name)
         assert b"Accepted password" not in text, name
         for ip in gen.ATTACKER_IPS:
-            assert re.search(rb"Accepted \S+ for \S+ from " + re.escape(ip).encode(), text) \
-                is None, (name, ip)
+            assert re.search(rb"Accepted \S+ for \S+ from " + re.escape(ip).encode(), text) is None, (name, ip)
 
 
 def test_hostile_lines_only_today() -> None:
@@ -363,6 +377,7 @@ def test_hostile_lines_only_today() -> None:
 
 
 # --- New Year ----------------------------------------------------------------------
+
 
 def test_newyear_pair_spans_the_turn_of_the_year() -> None:
     old, new = (_lines(name) for name in NEWYEAR)
@@ -389,6 +404,7 @@ def test_newyear_session_crosses_midnight() -> None:
 
 
 # --- Broken archives ---------------------------------------------------------------
+
 
 def test_truncated_gzip_is_a_valid_stream_cut_short() -> None:
     data = (LOG_DIR / TRUNCATED).read_bytes()
@@ -430,8 +446,10 @@ def test_bomb_is_small_with_a_huge_declared_size() -> None:
     assert len(head) == 1 << 20 and not inflate.eof
     lines = head.split(b"\n")[:-1]
     assert len(lines) >= 10
-    access = rb'^198\.51\.100\.7 - - \[24/Nov/2026:\d\d:\d\d:\d\d \+0000\] "GET /search\?q=A+ ' \
-             rb'HTTP/1\.1" 414 \d+ "-" "[^"]*"$'
+    access = (
+        rb'^198\.51\.100\.7 - - \[24/Nov/2026:\d\d:\d\d:\d\d \+0000\] "GET /search\?q=A+ '
+        rb'HTTP/1\.1" 414 \d+ "-" "[^"]*"$'
+    )
     assert all(re.match(access, line) for line in lines)
 
 
@@ -441,4 +459,4 @@ def test_bomb_really_inflates_past_one_gib() -> None:
     total, complete = _inflated_size(data, GIB + (1 << 24))  # bounded: ~2 s, 1 MiB at a time
     assert complete and total >= GIB
     assert total == int.from_bytes(data[-4:], "little")
-    assert _inflated_size(data[:len(data) // 2], GIB)[1] is False  # and it notices a cut
+    assert _inflated_size(data[: len(data) // 2], GIB)[1] is False  # and it notices a cut

@@ -12,7 +12,7 @@ import pytest
 
 from broker.sandbox.binds import bind_list, shared_libraries
 from broker.sandbox.profile import ProfileError, decode_profile, load_profile
-from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, bastion_client, read_audit, write_policy
+from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, read_audit, write_policy
 
 PROFILES = ROOT / "sandbox_profiles"
 AUTH = SAMPLE_LOGS / "auth.log"
@@ -65,7 +65,11 @@ async def test_an_explicit_downgrade_serves_and_is_audited(tmp_path: Path) -> No
     policy.write_text(policy.read_text().replace("[limits]", '[sandbox]\nbest_effort = ["seccomp"]\n\n[limits]'))
     from mcp import Client, StdioServerParameters
 
-    params = StdioServerParameters(command=str(BASTION), args=["serve", "--policy", str(policy), "--profiles-dir", str(profiles)], env={"PATH": "/usr/bin:/bin"})
+    params = StdioServerParameters(
+        command=str(BASTION),
+        args=["serve", "--policy", str(policy), "--profiles-dir", str(profiles)],
+        env={"PATH": "/usr/bin:/bin"},
+    )
     async with Client(params, read_timeout_seconds=30) as client:
         result = await client.call_tool("query_logs", {"log_path": str(AUTH), "pattern": "sshd", "max_lines": 1})
     assert not result.is_error
@@ -109,7 +113,12 @@ def test_worker_root_holds_only_the_engine_and_its_libraries(tmp_path: Path) -> 
     assert binds == sorted({"/usr/bin/grep", *libraries})
     assert not any(path.startswith(("/etc", "/home", "/root", "/proc", "/dev", "/var")) for path in binds)
     static = tmp_path / "static"
-    subprocess.run(["gcc", "-static", "-O1", "-x", "c", "-o", str(static), "-"], input=b"int main(void){return 0;}", check=True, timeout=120)
+    subprocess.run(
+        ["gcc", "-static", "-O1", "-x", "c", "-o", str(static), "-"],
+        input=b"int main(void){return 0;}",
+        check=True,
+        timeout=120,
+    )
     assert shared_libraries(str(static)) == []
 
 

@@ -157,7 +157,7 @@ def test_line_splitter(chunks: list[bytes], keep: int, expected: list[tuple[byte
 
 
 def test_crlf_line_is_escaped_after_split() -> None:
-    (raw, total), = split_all([b"user=root\r\n"], 100)
+    ((raw, total),) = split_all([b"user=root\r\n"], 100)
     assert clean_line(raw, total) == "user=root\\x0d"
 
 

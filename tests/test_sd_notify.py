@@ -24,8 +24,13 @@ def test_ready_after_set_up_and_stopping_on_sigterm(tmp_path: Path) -> None:
     sock, path = notify_socket(tmp_path)
     policy = write_policy(tmp_path, [SAMPLE_LOGS / "auth.log"])
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NOTIFY_SOCKET": path}
-    proc = subprocess.Popen([str(BASTION), "serve", "--policy", str(policy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [str(BASTION), "serve", "--policy", str(policy)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         assert sock.recv(256) == b"READY=1"
         assert read_audit(tmp_path / "audit.jsonl")[0]["event"] == "server_start"  # written before READY
@@ -46,7 +51,13 @@ def test_no_ready_when_the_server_refuses_to_start(tmp_path: Path) -> None:
     blocker.write_text("x")
     policy = write_policy(tmp_path, [SAMPLE_LOGS / "auth.log"], audit=blocker / "audit.jsonl")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NOTIFY_SOCKET": path}
-    proc = subprocess.run([str(BASTION), "serve", "--policy", str(policy)], capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(BASTION), "serve", "--policy", str(policy)],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 3
     try:
         data = sock.recv(256)

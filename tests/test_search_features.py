@@ -8,7 +8,7 @@ import gzip
 import os
 import random
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ def stamp(day: int, hour: int, minute: int = 0, month: str = "Nov") -> str:
 
 
 def unix(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
-    return datetime(year, month, day, hour, minute, tzinfo=timezone.utc).timestamp()
+    return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
 
 
 def write_day(path: Path, day: int, attacker: str, compress: bool = False, mtime_day: int | None = None) -> None:
@@ -109,12 +109,26 @@ async def test_oldest_first_early_stop_does_not_read_newer_files(tmp_path: Path,
 async def test_time_window_across_rotations(tmp_path: Path, rotated: Path) -> None:
     policy = policy_file(tmp_path, [{"path": str(rotated), "rotations": True}])
     async with bastion_client(policy) as client:
-        data = await query(client, log_path=str(rotated), pattern="Failed password", max_lines=1000,
-                           since="2026-11-22T12:00:00Z", until="2026-11-23T05:00:00Z")
-        counted = await query(client, log_path=str(rotated), pattern="Failed password", count_only=True,
-                              since="2026-11-22T12:00:00Z", until="2026-11-23T05:00:00Z")
+        data = await query(
+            client,
+            log_path=str(rotated),
+            pattern="Failed password",
+            max_lines=1000,
+            since="2026-11-22T12:00:00Z",
+            until="2026-11-23T05:00:00Z",
+        )
+        counted = await query(
+            client,
+            log_path=str(rotated),
+            pattern="Failed password",
+            count_only=True,
+            since="2026-11-22T12:00:00Z",
+            until="2026-11-23T05:00:00Z",
+        )
         bad = await query_error(client, log_path=str(rotated), pattern="x", since="yesterday")
-        reversed_window = await query_error(client, log_path=str(rotated), pattern="x", since="2026-11-23", until="2026-11-22")
+        reversed_window = await query_error(
+            client, log_path=str(rotated), pattern="x", since="2026-11-23", until="2026-11-22"
+        )
     texts = [line["text"] for line in data["lines"]]
     assert len(texts) == 12 + 6  # Nov 22 12:00-23:00, Nov 23 00:00-05:00
     assert texts[0].startswith("Nov 22 12:00:00") and texts[-1].startswith("Nov 23 05:00:00")
@@ -143,12 +157,22 @@ async def test_year_boundary_and_lines_without_a_timestamp(tmp_path: Path) -> No
 async def test_mixed_timestamp_formats_in_one_glob(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "a.log").write_text("2026-11-24T10:00:00Z app: login failed for bob\n2026-11-24T12:00:00+02:00 app: login failed for eve\n")
-    (logs / "b.log").write_text('203.0.113.9 - - [24/Nov/2026:09:00:00 +0000] "POST /login HTTP/1.1" 401 12 "-" "curl" login failed\n'
-                                "<34>1 2026-11-24T11:00:00.000Z host app - - - login failed for mallory\n")
+    (logs / "a.log").write_text(
+        "2026-11-24T10:00:00Z app: login failed for bob\n2026-11-24T12:00:00+02:00 app: login failed for eve\n"
+    )
+    (logs / "b.log").write_text(
+        '203.0.113.9 - - [24/Nov/2026:09:00:00 +0000] "POST /login HTTP/1.1" 401 12 "-" "curl" login failed\n'
+        "<34>1 2026-11-24T11:00:00.000Z host app - - - login failed for mallory\n"
+    )
     policy = policy_file(tmp_path, [{"path": str(logs / "*.log")}])
     async with bastion_client(policy) as client:
-        data = await query(client, log_path=str(logs / "*.log"), pattern="login failed", since="2026-11-24T09:30:00Z", until="2026-11-24T10:30:00Z")
+        data = await query(
+            client,
+            log_path=str(logs / "*.log"),
+            pattern="login failed",
+            since="2026-11-24T09:30:00Z",
+            until="2026-11-24T10:30:00Z",
+        )
         one = await query(client, log_path=str(logs / "b.log"), pattern="login failed")
     assert sorted(line["text"].split()[-1] for line in data["lines"]) == ["bob", "eve"]  # eve: 10:00 UTC
     assert len(one["files"]) == 1 and len(one["lines"]) == 2
@@ -166,7 +190,16 @@ async def test_context_ignore_case_and_counts(tmp_path: Path) -> None:
         both = await query_error(client, log_path=str(log), pattern="x", context=1, count_only=True)
         not_bool = await query_error(client, log_path=str(log), pattern="x", ignore_case="yes")
     assert [(line["line_no"], line["context"]) for line in data["lines"]] == [
-        (3, True), (4, True), (5, False), (6, True), (7, True), (13, True), (14, True), (15, False), (16, True), (17, True),
+        (3, True),
+        (4, True),
+        (5, False),
+        (6, True),
+        (7, True),
+        (13, True),
+        (14, True),
+        (15, False),
+        (16, True),
+        (17, True),
     ]
     assert data["truncated_reason"] == "max_lines"
     assert counted["total_matches"] == 4 and counted["lines"] == []
@@ -181,7 +214,9 @@ async def test_gzip_bomb_is_stopped_and_reported(tmp_path: Path) -> None:
     chunk = b"Nov 24 00:00:00 h app: the same line again and again\n" * 20000
     parts = [compressor.compress(chunk) for _ in range(200)]  # ~200 MB decompressed
     (tmp_path / "bomb.log.1.gz").write_bytes(b"".join(parts) + compressor.flush())
-    policy = policy_file(tmp_path, [{"path": str(log), "rotations": True}], max_decompressed_bytes=8 << 20, timeout_s=20)
+    policy = policy_file(
+        tmp_path, [{"path": str(log), "rotations": True}], max_decompressed_bytes=8 << 20, timeout_s=20
+    )
     async with bastion_client(policy) as client:
         data = await query(client, log_path=str(log), pattern="never matches", count_only=True)
     assert any("decompression cap" in note and "bomb.log.1.gz" in note for note in data["notes"]), data["notes"]
@@ -207,7 +242,9 @@ async def test_a_whole_gzip_rotation_gets_no_note(tmp_path: Path) -> None:
     log.write_text("live\n")
     lines = [f"entry {n} payload\n".encode() for n in range(20000)]
     (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(b"".join(lines), mtime=0))
-    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(b"".join(lines[:5]), mtime=0) + gzip.compress(b"".join(lines[5:]), mtime=0))
+    (tmp_path / "app.log.2.gz").write_bytes(
+        gzip.compress(b"".join(lines[:5]), mtime=0) + gzip.compress(b"".join(lines[5:]), mtime=0)
+    )
     policy = policy_file(tmp_path, [{"path": str(log), "rotations": True}])
     async with bastion_client(policy) as client:
         data = await query(client, log_path=str(log), pattern="^entry", count_only=True)
@@ -226,6 +263,7 @@ async def test_a_rotation_mid_search_changes_nothing(tmp_path: Path) -> None:
     results: list[dict[str, Any]] = []
     async with bastion_client(policy) as client:
         async with anyio.create_task_group() as group:
+
             async def search() -> None:
                 results.append(await query(client, log_path=str(log), pattern=pattern, count_only=True))
 

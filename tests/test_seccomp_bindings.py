@@ -58,10 +58,13 @@ def test_no_binding_at_all_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("which", ["official", "pypi"])
-@pytest.mark.parametrize(("rules", "message"), [
-    (Seccomp(allow=["read", "no_such_syscall"]), r"seccomp\.allow: unknown syscall 'no_such_syscall'"),
-    (Seccomp(allow=["read"], errno={"not_a_call": "ENOSYS"}), r"seccomp\.errno: unknown syscall 'not_a_call'"),
-])
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        (Seccomp(allow=["read", "no_such_syscall"]), r"seccomp\.allow: unknown syscall 'no_such_syscall'"),
+        (Seccomp(allow=["read"], errno={"not_a_call": "ENOSYS"}), r"seccomp\.errno: unknown syscall 'not_a_call'"),
+    ],
+)
 def test_an_unknown_syscall_names_the_entry_with_either_binding(which: str, rules: Seccomp, message: str) -> None:
     module = _official() if which == "official" else _pypi()
     with pytest.raises(SeccompUnavailable, match=message):

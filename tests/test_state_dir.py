@@ -19,15 +19,19 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
-@pytest.mark.parametrize(("environment", "explicit", "expected"), [
-    ({}, None, "home/.local/state/bastion"),
-    ({"XDG_STATE_HOME": "/xdg"}, None, "/xdg/bastion"),
-    ({"XDG_STATE_HOME": "relative/ignored"}, None, "home/.local/state/bastion"),
-    ({"STATE_DIRECTORY": "/var/lib/bastion:/var/lib/other", "XDG_STATE_HOME": "/xdg"}, None, "/var/lib/bastion"),
-    ({"STATE_DIRECTORY": "/var/lib/bastion"}, "/given", "/given"),
-])
-def test_the_state_directory_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                   environment: dict[str, str], explicit: str | None, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("environment", "explicit", "expected"),
+    [
+        ({}, None, "home/.local/state/bastion"),
+        ({"XDG_STATE_HOME": "/xdg"}, None, "/xdg/bastion"),
+        ({"XDG_STATE_HOME": "relative/ignored"}, None, "home/.local/state/bastion"),
+        ({"STATE_DIRECTORY": "/var/lib/bastion:/var/lib/other", "XDG_STATE_HOME": "/xdg"}, None, "/var/lib/bastion"),
+        ({"STATE_DIRECTORY": "/var/lib/bastion"}, "/given", "/given"),
+    ],
+)
+def test_the_state_directory_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, environment: dict[str, str], explicit: str | None, expected: str
+) -> None:
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert state_directory(explicit) == tmp_path / expected  # an absolute `expected` wins the join

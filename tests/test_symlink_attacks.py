@@ -46,8 +46,10 @@ SWAP_SECONDS_MAX = 60.0
 def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with openat2, and again as on a kernel without it (< 5.6)."""
     if request.param == "walk":
+
         def no_openat2(*_args: object) -> int:
             raise OSError(errno.ENOSYS, "Function not implemented")
+
         monkeypatch.setattr(no_follow_open, "openat2", no_openat2)
     return str(request.param)
 
@@ -77,11 +79,17 @@ class Site:
         self.conf.mkdir()
 
     def entries(self) -> list[Any]:
-        return [{"path": str(self.app), "rotations": True}, self.glob / "*.log", self.root / "remote" / "*" / "auth.log"]
+        return [
+            {"path": str(self.app), "rotations": True},
+            self.glob / "*.log",
+            self.root / "remote" / "*" / "auth.log",
+        ]
 
     def policy(self, extra: list[Any] | None = None) -> Path:
         # Rate limits high enough for the swap loop's calls.
-        return write_policy(self.conf, [*self.entries(), *(extra or [])], toml="[rate_limit]\ncalls = 10000\nglobal_calls = 100000\n")
+        return write_policy(
+            self.conf, [*self.entries(), *(extra or [])], toml="[rate_limit]\ncalls = 10000\nglobal_calls = 100000\n"
+        )
 
     def allowlist(self, extra: list[Any] | None = None) -> Allowlist:
         return Allowlist(load_policy(self.policy(extra)))
@@ -204,7 +212,9 @@ def test_magic_links_in_proc_are_refused(tmp_path: Path, opener: Callable[[int, 
 
 
 @OPENERS
-def test_a_fifo_opens_without_blocking_and_a_directory_as_itself(tree: int, opener: Callable[[int, str, int], int]) -> None:
+def test_a_fifo_opens_without_blocking_and_a_directory_as_itself(
+    tree: int, opener: Callable[[int, str, int], int]
+) -> None:
     """The wrapper resolves names; the Allowlist's fstat is what refuses them (below)."""
     fifo = opener(tree, "fifo", os.O_RDONLY | os.O_NONBLOCK)
     directory = opener(tree, "sub", os.O_RDONLY)
@@ -235,6 +245,7 @@ def test_without_openat2_the_walk_is_used(tree: int, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("code", [errno.EPERM, errno.EINVAL])
 def test_other_openat2_failures_never_fall_back(tree: int, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     """A seccomp filter's EPERM, say, is a refusal: fail closed, not a reason to try another way."""
+
     def failing(*_args: object) -> int:
         raise OSError(code, os.strerror(code))
 
@@ -298,12 +309,16 @@ def test_glob_member_that_is_a_symlink(site: Site, allowlist: Allowlist, kernel:
 def test_glob_directory_that_is_a_symlink(site: Site, allowlist: Allowlist, kernel: str) -> None:
     (site.root / "remote" / "evil").symlink_to(site.secret_dir)
     assert SYMLINK in served(allowlist, site.root / "remote" / "evil" / "auth.log")
-    assert searched(allowlist, site.root / "remote" / "*" / "auth.log") == {str(site.host / "auth.log"): "ordinary remote line\n"}
+    assert searched(allowlist, site.root / "remote" / "*" / "auth.log") == {
+        str(site.host / "auth.log"): "ordinary remote line\n"
+    }
 
 
 @pytest.mark.parametrize("replacement", ["symlink", "directory"])
 @pytest.mark.parametrize("which", ["logs", "glob", "remote"])
-def test_a_directory_swapped_after_load_gains_nothing(site: Site, allowlist: Allowlist, kernel: str, replacement: str, which: str) -> None:
+def test_a_directory_swapped_after_load_gains_nothing(
+    site: Site, allowlist: Allowlist, kernel: str, replacement: str, which: str
+) -> None:
     """The directory pinned at load is the one served from, wherever it has been renamed to."""
     directory = site.root / which
     os.rename(directory, site.root / f"{which}.moved")
@@ -314,7 +329,11 @@ def test_a_directory_swapped_after_load_gains_nothing(site: Site, allowlist: All
         for name in ("app.log", "app.log.1", "a.log", "web1"):
             (directory / name).write_text(MARKER) if name != "web1" else (directory / name).mkdir()
         (directory / "web1" / "auth.log").write_text(MARKER)
-    texts = [served(allowlist, site.app), served(allowlist, site.glob / "a.log"), served(allowlist, site.host / "auth.log")]
+    texts = [
+        served(allowlist, site.app),
+        served(allowlist, site.glob / "a.log"),
+        served(allowlist, site.host / "auth.log"),
+    ]
     texts += [*searched(allowlist, site.app).values(), *searched(allowlist, site.glob / "*.log").values()]
     texts += searched(allowlist, site.root / "remote" / "*" / "auth.log").values()
     assert not [text for text in texts if MARKER in text]
@@ -339,7 +358,10 @@ def test_only_regular_files_with_one_name_are_served(site: Site, allowlist: Allo
     assert {log.path for log in allowlist.logs()} == {str(site.glob / "a.log"), str(site.host / "auth.log")}
     os.unlink(site.app)
     site.app.write_text("ordinary app line\n")
-    assert searched(allowlist, site.app) == {str(site.logs / "app.log.1"): "ordinary rotated line\n", str(site.app): "ordinary app line\n"}
+    assert searched(allowlist, site.app) == {
+        str(site.logs / "app.log.1"): "ordinary rotated line\n",
+        str(site.app): "ordinary app line\n",
+    }
 
 
 # --- the Allowlist at load --------------------------------------------------------
@@ -359,14 +381,21 @@ def test_a_symlinked_directory_on_the_path_is_refused_at_load(site: Site, entry:
     (site.root / "alias").symlink_to(site.logs)
     with pytest.raises(PolicyError) as raised:
         site.allowlist([site.root / entry])
-    assert str(raised.value).startswith(f"logs[3].path: {site.root / 'alias'} is a symlink, on the path of {site.root / entry}; ")
+    assert str(raised.value).startswith(
+        f"logs[3].path: {site.root / 'alias'} is a symlink, on the path of {site.root / entry}; "
+    )
 
 
 def test_serve_refuses_a_symlinked_entry_before_anything_starts(site: Site) -> None:
     link = site.logs / "link.log"
     link.symlink_to(site.shadow)
-    served = subprocess.run([str(BASTION), "serve", "--policy", str(site.policy([link]))], capture_output=True, timeout=60,
-                            input=b"", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    served = subprocess.run(
+        [str(BASTION), "serve", "--policy", str(site.policy([link]))],
+        capture_output=True,
+        timeout=60,
+        input=b"",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
     assert served.returncode == 2 and served.stdout == b""
     assert f"policy error: logs[3].path: {link} is a symlink; ".encode() in served.stderr
     assert b"serving" not in served.stderr
@@ -380,7 +409,10 @@ def test_follow_symlinks_pins_the_target_once(site: Site, kernel: str) -> None:
     allowlist = site.allowlist([{"path": str(link), "follow_symlinks": True, "rotations": True}])
     try:
         assert served(allowlist, link) == "ordinary app line\n"
-        assert searched(allowlist, link) == {str(site.root / "current.log.1"): "ordinary rotated line\n", str(link): "ordinary app line\n"}
+        assert searched(allowlist, link) == {
+            str(site.root / "current.log.1"): "ordinary rotated line\n",
+            str(link): "ordinary app line\n",
+        }
         plant_link(link, site.shadow)
         assert served(allowlist, link) == "ordinary app line\n"
         plant_link(site.app, site.shadow)
@@ -431,12 +463,20 @@ def _text(result: Any) -> str:
 async def _everything_a_client_sees(client: Any, site: Site, extra_paths: list[Path]) -> list[str]:
     """Every tool result, resource listing and read, and prompt a client can get at."""
     seen = []
-    for path in [site.app, site.logs / "app.log.1", site.glob / "*.log", site.root / "remote" / "*" / "auth.log", *extra_paths]:
+    for path in [
+        site.app,
+        site.logs / "app.log.1",
+        site.glob / "*.log",
+        site.root / "remote" / "*" / "auth.log",
+        *extra_paths,
+    ]:
         result = await client.call_tool("query_logs", {"log_path": str(path), "pattern": "ordinary|root|SECRET"})
         seen.append(_text(result))
     resources = (await client.list_resources()).resources
     seen.append(" ".join(str(resource.uri) for resource in resources))
-    for uri in {str(resource.uri) for resource in resources} | {log_uri(str(path)) for path in [site.app, *extra_paths]}:
+    for uri in {str(resource.uri) for resource in resources} | {
+        log_uri(str(path)) for path in [site.app, *extra_paths]
+    }:
         try:
             seen += [content.text for content in (await client.read_resource(uri)).contents]
         except MCPError as exc:
@@ -507,7 +547,9 @@ async def test_links_swapped_in_while_calls_run_are_never_served_end_to_end(site
                 if time.monotonic() > deadline:
                     break
                 for path in (site.app, site.glob / "*.log", site.glob / "a.log"):
-                    seen.append(_text(await client.call_tool("query_logs", {"log_path": str(path), "pattern": "ordinary|root"})))
+                    seen.append(
+                        _text(await client.call_tool("query_logs", {"log_path": str(path), "pattern": "ordinary|root"}))
+                    )
                 try:
                     seen += [content.text for content in (await client.read_resource(log_uri(str(site.app)))).contents]
                 except MCPError as exc:

@@ -38,17 +38,51 @@ PROFILES = sorted((ROOT / "sandbox_profiles").glob("*.toml"))
 # and rlimit changes, Landlock, loading and probing seccomp (libseccomp asks
 # the kernel with seccomp() which actions it supports), pidfds, socketpairs.
 SETUP_SYSCALLS = {
-    "unshare", "clone", "mount", "umount2", "pivot_root", "capget", "capset", "prctl", "prlimit64",
-    "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self", "seccomp",
-    "pidfd_open", "pidfd_send_signal", "socketpair", "sendmsg", "recvmsg", "wait4", "kill",
-    "fdatasync", "flock", "execve",
+    "unshare",
+    "clone",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "capget",
+    "capset",
+    "prctl",
+    "prlimit64",
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+    "seccomp",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "socketpair",
+    "sendmsg",
+    "recvmsg",
+    "wait4",
+    "kill",
+    "fdatasync",
+    "flock",
+    "execve",
 }
 # Profile namespace names -> RestrictNamespaces= names.
 NAMESPACE_NAMES = {"mount": "mnt", "pid": "pid", "net": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup"}
 DANGEROUS_CAPABILITIES = {
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_PTRACE", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_NET_ADMIN",
-    "CAP_NET_RAW", "CAP_MKNOD", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_BPF", "CAP_PERFMON", "CAP_SYSLOG",
-    "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_AUDIT_CONTROL", "CAP_LINUX_IMMUTABLE", "CAP_SETFCAP",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_TIME",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_MKNOD",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_SYSLOG",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_SETFCAP",
 }
 
 
@@ -193,7 +227,9 @@ def test_server_unit_type_identity_and_privileges() -> None:
     unit = SERVER_UNIT
     assert _one(unit, "Type") == "notify"
     assert _one(unit, "NotifyAccess") == "main"
-    assert _one(unit, "ExecStart").startswith("/opt/bastion/venv/bin/bastion serve --policy /etc/bastion/policy.toml --http ")
+    assert _one(unit, "ExecStart").startswith(
+        "/opt/bastion/venv/bin/bastion serve --policy /etc/bastion/policy.toml --http "
+    )
     assert _one(unit, "User") == "bastion"
     # Not root, and no capability in any set: every worker layer that needs
     # privilege gets it inside the worker's own user namespace.
@@ -208,11 +244,24 @@ def test_server_unit_type_identity_and_privileges() -> None:
 @pytest.mark.parametrize("unit", SERVICES, ids=lambda path: path.name)
 def test_filesystem_network_and_kernel_hardening(unit: Path) -> None:
     for key, value in {
-        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
-        "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
-        "ProtectControlGroups": "yes", "ProtectClock": "yes", "ProtectHostname": "yes", "ProtectProc": "invisible",
-        "ProcSubset": "pid", "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes", "RestrictRealtime": "yes",
-        "RestrictSUIDSGID": "yes", "SystemCallArchitectures": "native", "UMask": "0077",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
+        "ProtectProc": "invisible",
+        "ProcSubset": "pid",
+        "LockPersonality": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
+        "SystemCallArchitectures": "native",
+        "UMask": "0077",
     }.items():
         assert _one(unit, key) == value, f"{unit.name}: {key}= should be {value}"
     families = set(" ".join(_directives(unit)["RestrictAddressFamilies"]).split())
@@ -247,15 +296,37 @@ def test_system_call_filter_allows_what_the_broker_and_every_worker_profile_use(
     assert not missing, f"the broker's worker set-up needs {sorted(missing)}"
     for kind, calls in _profile_syscalls().items():
         missing = calls - allowed
-        assert not missing, f"the {kind} profile allows {sorted(missing)}, which bastion.service's SystemCallFilter= refuses"
+        assert not missing, (
+            f"the {kind} profile allows {sorted(missing)}, which bastion.service's SystemCallFilter= refuses"
+        )
     # And what the unit keeps out: no module loading, clock, reboot, swap, raw I/O, ptrace, bpf.
-    for refused in ("init_module", "finit_module", "clock_settime", "reboot", "swapon", "iopl", "ptrace", "bpf", "kexec_load"):
+    for refused in (
+        "init_module",
+        "finit_module",
+        "clock_settime",
+        "reboot",
+        "swapon",
+        "iopl",
+        "ptrace",
+        "bpf",
+        "kexec_load",
+    ):
         assert refused not in allowed, refused
     assert _one(SERVER_UNIT, "SystemCallErrorNumber") == "EPERM"
 
 
 def test_intel_unit_allows_no_sandbox_system_calls() -> None:
     allowed = _allowed_syscalls(INTEL_UNIT)
-    for refused in ("mount", "pivot_root", "chroot", "setuid", "setresuid", "capset", "landlock_restrict_self", "ptrace", "bpf"):
+    for refused in (
+        "mount",
+        "pivot_root",
+        "chroot",
+        "setuid",
+        "setresuid",
+        "capset",
+        "landlock_restrict_self",
+        "ptrace",
+        "bpf",
+    ):
         assert refused not in allowed, refused
     # unshare/clone stay in @system-service; RestrictNamespaces=yes refuses every namespace flag.

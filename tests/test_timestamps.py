@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from workers.timestamps import HEAD, LineClock, WindowFilter
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0) -> float:
     """Expected values, computed independently of the code under test."""
-    return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone.utc).timestamp()
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC).timestamp()
 
 
 HOUR = 3600
@@ -282,7 +282,7 @@ def test_mixed_formats_in_one_file() -> None:
 
 def test_date_cache_stays_bounded() -> None:
     clock = LineClock(REFERENCE)
-    start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
     for day in range(3 * timestamps.CACHE_MAX):
         moment = start + timedelta(days=day)
         line = moment.strftime("%Y-%m-%dT%H:%M:%SZ x").encode()
@@ -510,6 +510,7 @@ def test_last_time_before_random_chunks() -> None:
 
 # --- rough speed, printed with -s -----------------------------------------------------------------
 
+
 def _bsd(d: datetime) -> str:
     return f"{d:%b} {d.day:2d} {d:%H:%M:%S}"
 
@@ -518,12 +519,17 @@ def _bsd(d: datetime) -> str:
 SPEED_FORMATS: dict[str, tuple[Callable[[datetime], str], float]] = {
     "rfc3164": (lambda d: f"{_bsd(d)} host sshd[812]: Failed password for root from 203.0.113.7 port 22 ssh2", 0.0),
     "rfc3164 <pri> .frac": (lambda d: f"<38>{_bsd(d)}.123 host sshd[812]: Accepted publickey for deploy", 0.123),
-    "rfc5424": (lambda d: f"<34>1 {d + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}.123456+01:00 host app 4242 ID47 - msg", 0.123456),
+    "rfc5424": (
+        lambda d: f"<34>1 {d + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}.123456+01:00 host app 4242 ID47 - msg",
+        0.123456,
+    ),
     "iso Z": (lambda d: f"{d:%Y-%m-%dT%H:%M:%S}Z host app[1]: msg", 0.0),
     "iso .frac +hh:mm": (lambda d: f"{d + timedelta(hours=2):%Y-%m-%dT%H:%M:%S}.5+02:00 host app[1]: msg", 0.5),
     "python logging": (lambda d: f"{d:%Y-%m-%d %H:%M:%S},123 - root - INFO - user logged in", 0.123),
     "nginx combined": (
-        lambda d: f'203.0.113.7 - - [{d - timedelta(hours=8):%d/%b/%Y:%H:%M:%S} -0800] "GET / HTTP/1.1" 200 612 "-" "curl/8"',
+        lambda d: (
+            f'203.0.113.7 - - [{d - timedelta(hours=8):%d/%b/%Y:%H:%M:%S} -0800] "GET / HTTP/1.1" 200 612 "-" "curl/8"'
+        ),
         0.0,
     ),
     "no stamp": (lambda d: "    at com.example.service.Handler.process(Handler.java:142)", math.nan),
@@ -535,14 +541,16 @@ SPEED_LINES = 200_000
 def test_speed(name: str) -> None:
     """Lines 3 s apart (a week of log: a few distinct dates, as in a real file); figures are printed, not asserted."""
     write, fraction = SPEED_FORMATS[name]
-    start = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 24, tzinfo=UTC)
     moments = [start + timedelta(seconds=3 * i) for i in range(SPEED_LINES)]
     lines = [write(moment).encode() for moment in moments]
     time_of = LineClock(REFERENCE).time_of
     started = time.perf_counter()
     results = [time_of(line) for line in lines]
     elapsed = time.perf_counter() - started
-    print(f"\n  time_of {name:22s} {SPEED_LINES / elapsed / 1e6:5.2f} M lines/s  ({elapsed / SPEED_LINES * 1e9:5.0f} ns/line)")
+    print(
+        f"\n  time_of {name:22s} {SPEED_LINES / elapsed / 1e6:5.2f} M lines/s  ({elapsed / SPEED_LINES * 1e9:5.0f} ns/line)"
+    )
     if math.isnan(fraction):
         assert results == [None] * SPEED_LINES
         return

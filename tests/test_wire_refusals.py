@@ -24,7 +24,17 @@ from tests.conftest import BASTION, read_audit, write_policy
 from tests.test_http import INITIALIZE, TOKENS, Served, free_port, http_policy
 
 MARKER = "ECHO-MARKER-7f3a"  # in every bad message: an answer that echoes the input shows it
-LEAKS = ("pydantic", "JSONRPC", "alidation error", "input_value", "input_type", "Traceback", "/usr/", "site-packages", MARKER)
+LEAKS = (
+    "pydantic",
+    "JSONRPC",
+    "alidation error",
+    "input_value",
+    "input_type",
+    "Traceback",
+    "/usr/",
+    "site-packages",
+    MARKER,
+)
 DEEP = [100, 200, 1000, 100_000]
 
 
@@ -59,19 +69,58 @@ MALFORMED: list[tuple[str, bytes, int, Any]] = [
     ("wrong-version", json.dumps({"jsonrpc": "1.0", "id": 95, "method": MARKER}).encode(), -32600, 95),
     ("no-version", json.dumps({"id": 96, "method": MARKER}).encode(), -32600, 96),
     ("no-method", json.dumps({"jsonrpc": "2.0", "id": 97, "params": {"x": MARKER}}).encode(), -32600, 97),
-    ("params-array", json.dumps({"jsonrpc": "2.0", "id": 98, "method": "tools/list", "params": [MARKER]}).encode(), -32600, 98),
+    (
+        "params-array",
+        json.dumps({"jsonrpc": "2.0", "id": 98, "method": "tools/list", "params": [MARKER]}).encode(),
+        -32600,
+        98,
+    ),
     ("method-number", json.dumps({"jsonrpc": "2.0", "id": 99, "method": 7, "x": MARKER}).encode(), -32600, 99),
     ("id-bool", json.dumps({"jsonrpc": "2.0", "id": True, "method": MARKER}).encode(), -32600, None),
     ("id-object", json.dumps({"jsonrpc": "2.0", "id": {"x": MARKER}, "method": "tools/list"}).encode(), -32600, None),
     ("bad-response", json.dumps({"jsonrpc": "2.0", "id": 100, "error": MARKER}).encode(), -32600, 100),
-    ("too-large", json.dumps({"jsonrpc": "2.0", "id": 101, "method": "tools/list", "params": {"x": MARKER * (MAX_MESSAGE_BYTES // len(MARKER))}}).encode(), -32600, None),
+    (
+        "too-large",
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 101,
+                "method": "tools/list",
+                "params": {"x": MARKER * (MAX_MESSAGE_BYTES // len(MARKER))},
+            }
+        ).encode(),
+        -32600,
+        None,
+    ),
 ]
 
 # Deep values elsewhere than in tool arguments: (name, line, audited tool or None, code, answer id).
 DEEP_ELSEWHERE: list[tuple[str, bytes, str | None, int, Any]] = [
-    ("resources/read _meta", b'{"jsonrpc":"2.0","id":110,"method":"resources/read","params":{"uri":"file:///x","_meta":{"x":' + nested(300).encode() + b"}}}", "resources/read", -32602, 110),
-    ("prompts/get arguments", b'{"jsonrpc":"2.0","id":111,"method":"prompts/get","params":{"name":"triage_auth_failures","arguments":{"x":' + nested(300).encode() + b"}}}", "prompts/get", -32602, 111),
-    ("tools/list _meta", b'{"jsonrpc":"2.0","id":112,"method":"tools/list","params":{"_meta":' + nested(5000).encode() + b"}}", None, -32602, 112),
+    (
+        "resources/read _meta",
+        b'{"jsonrpc":"2.0","id":110,"method":"resources/read","params":{"uri":"file:///x","_meta":{"x":'
+        + nested(300).encode()
+        + b"}}}",
+        "resources/read",
+        -32602,
+        110,
+    ),
+    (
+        "prompts/get arguments",
+        b'{"jsonrpc":"2.0","id":111,"method":"prompts/get","params":{"name":"triage_auth_failures","arguments":{"x":'
+        + nested(300).encode()
+        + b"}}}",
+        "prompts/get",
+        -32602,
+        111,
+    ),
+    (
+        "tools/list _meta",
+        b'{"jsonrpc":"2.0","id":112,"method":"tools/list","params":{"_meta":' + nested(5000).encode() + b"}}",
+        None,
+        -32602,
+        112,
+    ),
     ("id", b'{"jsonrpc":"2.0","id":' + nested(300).encode() + b',"method":"tools/list"}', None, -32600, None),
 ]
 
@@ -101,7 +150,9 @@ class RawStdio:
     def __init__(self, policy: Path) -> None:
         self.proc = subprocess.Popen(
             [str(BASTION), "serve", "--policy", str(policy)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
         self._buffer = b""
@@ -144,7 +195,11 @@ def stdio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawStdio, 
     directory = tmp_path_factory.mktemp("stdio")
     log = directory / "auth.log"
     log.write_text("sshd Failed password for root\n")
-    policy = write_policy(directory, [log], toml="[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n")
+    policy = write_policy(
+        directory,
+        [log],
+        toml="[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n",
+    )
     server = RawStdio(policy)
     try:
         yield server, directory / "audit.jsonl"
@@ -191,7 +246,9 @@ def test_arguments_within_the_depth_limit_reach_the_tool_over_stdio(stdio: tuple
 
 
 @pytest.mark.parametrize(("name", "line", "code", "request_id"), MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_messages_get_a_short_error_and_a_record_over_stdio(stdio: tuple[RawStdio, Path], name: str, line: bytes, code: int, request_id: Any) -> None:
+def test_malformed_messages_get_a_short_error_and_a_record_over_stdio(
+    stdio: tuple[RawStdio, Path], name: str, line: bytes, code: int, request_id: Any
+) -> None:
     server, audit = stdio
     before = len(read_audit(audit))
     server.send(line)
@@ -201,8 +258,12 @@ def test_malformed_messages_get_a_short_error_and_a_record_over_stdio(stdio: tup
     assert MARKER not in json.dumps(record) or name == "too-large"
 
 
-@pytest.mark.parametrize(("name", "line", "tool", "code", "request_id"), DEEP_ELSEWHERE, ids=[d[0] for d in DEEP_ELSEWHERE])
-def test_deep_values_anywhere_are_answered_over_stdio(stdio: tuple[RawStdio, Path], name: str, line: bytes, tool: str | None, code: int, request_id: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "line", "tool", "code", "request_id"), DEEP_ELSEWHERE, ids=[d[0] for d in DEEP_ELSEWHERE]
+)
+def test_deep_values_anywhere_are_answered_over_stdio(
+    stdio: tuple[RawStdio, Path], name: str, line: bytes, tool: str | None, code: int, request_id: Any
+) -> None:
     server, audit = stdio
     before = len(read_audit(audit))
     server.send(line)
@@ -234,11 +295,15 @@ def test_the_server_still_serves_after_all_that_over_stdio(stdio: tuple[RawStdio
 
 
 @pytest.mark.parametrize(("name", "uri", "needle"), BAD_URIS, ids=[u[0] for u in BAD_URIS])
-def test_bad_resource_uris_are_clear_refusals_over_stdio(stdio: tuple[RawStdio, Path], name: str, uri: str, needle: str) -> None:
+def test_bad_resource_uris_are_clear_refusals_over_stdio(
+    stdio: tuple[RawStdio, Path], name: str, uri: str, needle: str
+) -> None:
     server, audit = stdio
     before = len(read_audit(audit))
     request_id = next(ids)
-    server.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "resources/read", "params": {"uri": uri}}).encode())
+    server.send(
+        json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "resources/read", "params": {"uri": uri}}).encode()
+    )
     answer = server.receive()
     assert answer["id"] == request_id and answer["error"]["code"] == -32602, answer
     assert needle in answer["error"]["message"] and "internal" not in answer["error"]["message"]
@@ -254,8 +319,11 @@ class RawHttp:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {TOKENS['alice']}", "Accept": "application/json, text/event-stream",
-                        "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {TOKENS['alice']}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
         opened = self.post(json.dumps(INITIALIZE).encode())
         assert opened.status_code == 200, opened.text
         self.headers.update({"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"})
@@ -300,7 +368,9 @@ def test_deep_arguments_are_answered_and_audited_over_http(http: tuple[RawHttp, 
 
 
 @pytest.mark.parametrize(("name", "line", "code", "request_id"), MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_messages_get_a_short_error_and_a_record_over_http(http: tuple[RawHttp, Path], name: str, line: bytes, code: int, request_id: Any) -> None:
+def test_malformed_messages_get_a_short_error_and_a_record_over_http(
+    http: tuple[RawHttp, Path], name: str, line: bytes, code: int, request_id: Any
+) -> None:
     client, audit = http
     before = len(read_audit(audit))
     status, answer = client.answer(line)
@@ -310,8 +380,12 @@ def test_malformed_messages_get_a_short_error_and_a_record_over_http(http: tuple
     assert record["event"] == "rejected" and record["client"] == "alice"
 
 
-@pytest.mark.parametrize(("name", "line", "tool", "code", "request_id"), DEEP_ELSEWHERE, ids=[d[0] for d in DEEP_ELSEWHERE])
-def test_deep_values_anywhere_are_answered_over_http(http: tuple[RawHttp, Path], name: str, line: bytes, tool: str | None, code: int, request_id: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "line", "tool", "code", "request_id"), DEEP_ELSEWHERE, ids=[d[0] for d in DEEP_ELSEWHERE]
+)
+def test_deep_values_anywhere_are_answered_over_http(
+    http: tuple[RawHttp, Path], name: str, line: bytes, tool: str | None, code: int, request_id: Any
+) -> None:
     client, audit = http
     before = len(read_audit(audit))
     status, answer = client.answer(line)
@@ -325,11 +399,15 @@ def test_deep_values_anywhere_are_answered_over_http(http: tuple[RawHttp, Path],
 
 
 @pytest.mark.parametrize(("name", "uri", "needle"), BAD_URIS, ids=[u[0] for u in BAD_URIS])
-def test_bad_resource_uris_are_clear_refusals_over_http(http: tuple[RawHttp, Path], name: str, uri: str, needle: str) -> None:
+def test_bad_resource_uris_are_clear_refusals_over_http(
+    http: tuple[RawHttp, Path], name: str, uri: str, needle: str
+) -> None:
     client, audit = http
     before = len(read_audit(audit))
     request_id = next(ids)
-    _, answer = client.answer(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "resources/read", "params": {"uri": uri}}).encode())
+    _, answer = client.answer(
+        json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "resources/read", "params": {"uri": uri}}).encode()
+    )
     assert answer["id"] == request_id and answer["error"]["code"] == -32602, answer
     assert needle in answer["error"]["message"]
     begin, end = new_records(audit, before)

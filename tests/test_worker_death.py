@@ -76,7 +76,9 @@ def _busy_worker(broker: psutil.Process, timeout_s: float = 10) -> psutil.Proces
     while time.monotonic() < deadline:
         for child in broker.children():
             try:
-                if child.name() == WORKER_NAME and any(name in ENGINES for name in _names(child.children(recursive=True))):
+                if child.name() == WORKER_NAME and any(
+                    name in ENGINES for name in _names(child.children(recursive=True))
+                ):
                     return child
             except psutil.Error:
                 continue
@@ -95,7 +97,9 @@ def servers() -> Iterator[list[RawServer]]:
             server.proc.wait()
 
 
-def _start_slow_call(servers: list[RawServer], tmp_path: Path, slow_log: Path, profiles: Path | None = None) -> tuple[RawServer, Path]:
+def _start_slow_call(
+    servers: list[RawServer], tmp_path: Path, slow_log: Path, profiles: Path | None = None
+) -> tuple[RawServer, Path]:
     policy = write_policy(tmp_path, [slow_log], toml=GREP_ONLY, timeout_s=60)
     audit = tmp_path / "audit.jsonl"
     server = RawServer(policy, [] if profiles is None else ["--profiles-dir", str(profiles)])
@@ -107,14 +111,18 @@ def _start_slow_call(servers: list[RawServer], tmp_path: Path, slow_log: Path, p
 
 
 @pytest.mark.parametrize("pid_namespace", [True, False], ids=["shipped", "no_pid_namespace"])
-def test_a_sigkilled_broker_leaves_no_process_of_its_tree(servers: list[RawServer], tmp_path: Path, slow_log: Path, pid_namespace: bool) -> None:
+def test_a_sigkilled_broker_leaves_no_process_of_its_tree(
+    servers: list[RawServer], tmp_path: Path, slow_log: Path, pid_namespace: bool
+) -> None:
     profiles = None if pid_namespace else _profiles_without_pid_namespace(tmp_path / "profiles")
     server, _ = _start_slow_call(servers, tmp_path, slow_log, profiles)
     broker = psutil.Process(server.proc.pid)
     _busy_worker(broker)
     tree = _tree(broker)
     # The busy worker (with a pid namespace: its monitor and PID 1), its engine, an idle spare.
-    assert any(name in ENGINES for name in _names(tree)) and _names(tree).count(WORKER_NAME) >= (3 if pid_namespace else 2)
+    assert any(name in ENGINES for name in _names(tree)) and _names(tree).count(WORKER_NAME) >= (
+        3 if pid_namespace else 2
+    )
     try:
         broker.send_signal(signal.SIGKILL)
         server.proc.wait(timeout=5)
@@ -129,7 +137,9 @@ def test_a_sigkilled_broker_leaves_no_process_of_its_tree(servers: list[RawServe
     assert wait_no_workers(timeout_s=1.0) == []
 
 
-def test_killing_the_workers_monitor_ends_the_call_as_crashed(servers: list[RawServer], tmp_path: Path, slow_log: Path) -> None:
+def test_killing_the_workers_monitor_ends_the_call_as_crashed(
+    servers: list[RawServer], tmp_path: Path, slow_log: Path
+) -> None:
     server, audit = _start_slow_call(servers, tmp_path, slow_log)
     monitor = _busy_worker(psutil.Process(server.proc.pid))
     inner = monitor.children(recursive=True)

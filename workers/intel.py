@@ -54,7 +54,9 @@ def _report(database: IntelDatabase, request: IntelRequest) -> IntelReport:
         for f in database.meta.feeds
     ]
     notes = [f"{len(found) - len(matches)} more matching entries not shown"] if len(found) > len(matches) else []
-    return IntelReport(compiled_at=database.meta.compiled_at, feeds=feeds, matches=matches, enrichment=Enrichment(), notes=notes)
+    return IntelReport(
+        compiled_at=database.meta.compiled_at, feeds=feeds, matches=matches, enrichment=Enrichment(), notes=notes
+    )
 
 
 def _enrich(request: IntelRequest, fds: list[int]) -> tuple[Enrichment, list[str]]:
@@ -64,7 +66,10 @@ def _enrich(request: IntelRequest, fds: list[int]) -> tuple[Enrichment, list[str
         try:
             # MODE_FD reads the whole (small) file from a file object; the descriptor stays ours.
             # Unbuffered, so opening it does not probe isatty (an ioctl seccomp does not allow).
-            with os.fdopen(fd, "rb", buffering=0, closefd=False) as file, maxminddb.open_database(file, mode=maxminddb.MODE_FD) as reader:
+            with (
+                os.fdopen(fd, "rb", buffering=0, closefd=False) as file,
+                maxminddb.open_database(file, mode=maxminddb.MODE_FD) as reader,
+            ):
                 record = reader.get(address)
         except (maxminddb.InvalidDatabaseError, OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
             notes.append(f"{kind} database unreadable: {type(exc).__name__}")

@@ -34,7 +34,6 @@ from workers.confine import session, syscalls
 from workers.confine.layer import LayerError
 from workers.main import EXIT_PROTOCOL, WORKER_NAME, main
 
-
 LAUNCHER_NAME = "bastion-launch"
 
 
@@ -46,7 +45,12 @@ def _serve(control: socket.socket, broker_pid: int) -> int:
             return 0
         try:
             messages = reader.feed(data)
-            if flags & socket.MSG_CTRUNC or len(messages) > 1 or len(fds) != len(messages) or not all(isinstance(m, Fork) for m in messages):
+            if (
+                flags & socket.MSG_CTRUNC
+                or len(messages) > 1
+                or len(fds) != len(messages)
+                or not all(isinstance(m, Fork) for m in messages)
+            ):
                 raise ProtocolError("expected one Fork frame with one descriptor")
         except ProtocolError:
             return EXIT_PROTOCOL

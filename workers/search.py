@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers import engine_process
 from workers.lines import LineSplitter
-from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
 
@@ -110,7 +110,16 @@ RG_RAW_BYTES = ["--encoding", "none"]
 
 def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]:
     if request.engine == "rg":
-        argv = [grep, "--no-config", "--threads=1", "--text", *RG_RAW_BYTES, "--line-number", "--byte-offset", "--color=never"]
+        argv = [
+            grep,
+            "--no-config",
+            "--threads=1",
+            "--text",
+            *RG_RAW_BYTES,
+            "--line-number",
+            "--byte-offset",
+            "--color=never",
+        ]
     else:
         argv = [grep, "-E", "-a", "-n", "-b"]
     if request.ignore_case:
@@ -170,7 +179,9 @@ def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
                 data, inflater, in_member = inflater.unused_data, zlib.decompressobj(wbits=31), False
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
-                call.notes.append(f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)")
+                call.notes.append(
+                    f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)"
+                )
                 return
             if out:
                 yield out
@@ -256,7 +267,9 @@ class FileSearch:
             feeder, stdin = Feeder(_gunzip(self.fd, self.call, f"file #{self.index}"), in_w), in_r
         env = RG_ENV if self.request.engine == "rg" else {}
         try:
-            pid = engine_process.start(self.grep, grep_argv(self.grep, self.request, self.limit()), env, stdin, out_w, err_w)
+            pid = engine_process.start(
+                self.grep, grep_argv(self.grep, self.request, self.limit()), env, stdin, out_w, err_w
+            )
         except OSError:  # e.g. EAGAIN at the process limit: this file is skipped, its pipes must not pile up
             for pipe_fd in (out_r, out_w, err_r, err_w, *((stdin, feeder.fd) if feeder is not None else ())):
                 _close_quietly(pipe_fd)
@@ -349,7 +362,9 @@ class FileSearch:
         if code not in (0, 1) and not self.stop and code != -signal.SIGPIPE:
             if code < 0:
                 raise EngineFailure("engine_killed", signal.Signals(-code).name)
-            raise EngineFailure("engine_error", clean_text(errors).strip()[:500] or f"{self.request.engine} exited with {code}")
+            raise EngineFailure(
+                "engine_error", clean_text(errors).strip()[:500] or f"{self.request.engine} exited with {code}"
+            )
         if self.request.count_only:
             self.call.counts.append(self.count)
         elif self.request.newest_first and not self.probe:
@@ -403,8 +418,15 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
         for fd in fds:
             _close_quietly(fd)
     call.flush()
-    send(Done(more=call.more, counts=call.counts if request.count_only else None, notes=call.notes,
-              skipped=call.skipped, decompressed=call.inflated))
+    send(
+        Done(
+            more=call.more,
+            counts=call.counts if request.count_only else None,
+            notes=call.notes,
+            skipped=call.skipped,
+            decompressed=call.inflated,
+        )
+    )
 
 
 def _search_one(call: Call, index: int, spec: SearchFile, fd: int, grep: str) -> None:

@@ -36,8 +36,12 @@ _MIN_T = float((1 - _EPOCH_ORDINAL) * _DAY)  # 0001-01-01
 _MAX_T = float((date.max.toordinal() + 1 - _EPOCH_ORDINAL) * _DAY - 1)  # 9999-12-31T23:59:59
 _NO_DATE = -math.inf  # cached for a key that is no date, so it is parsed once only
 
-_MONTHS = {name.encode(): number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+_MONTHS = {
+    name.encode(): number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+    )
+}
 _HHMM = {f"{h:02d}:{m:02d}".encode(): h * 3600 + m * 60 for h in range(24) for m in range(60)}
 _SECONDS = {f"{s:02d}".encode(): s for s in range(61)}  # 60: a leap second
 _HOURS = {f"{h:02d}".encode(): h for h in range(24)}

@@ -140,7 +140,9 @@ class AuditLog:
         if not tail:
             return 0, GENESIS
         if not tail.endswith(b"\n"):
-            raise AuditError(f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving")
+            raise AuditError(
+                f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving"
+            )
         last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
             seq = int(json.loads(last)["seq"])
@@ -219,7 +221,9 @@ class AuditLog:
                 os.rename(older, f"{self.path}.{index + 1}")
         os.rename(self.path, f"{self.path}.1")
         self._reopen()
-        self._append(self._line(CONTINUED, {"reason": "size_limit", "previous_file": os.path.basename(self.path) + ".1"}))
+        self._append(
+            self._line(CONTINUED, {"reason": "size_limit", "previous_file": os.path.basename(self.path) + ".1"})
+        )
 
     def _sync_pending(self) -> None:
         if self._unsynced:

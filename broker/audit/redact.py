@@ -46,13 +46,9 @@ _HEADER = re.compile(
 _USERINFO = re.compile(r"(?<=://)[^\s/:@]{1,256}+:(?P<secret>[^\s/@]{1,256}+)(?=@)")
 _TOKEN_CHAR = r"[A-Za-z0-9._~+/=-]"
 # Bearer/Basic credentials; a plain word after them is prose ("Basic auth failed").
-_BEARER = re.compile(
-    rf"\b(?i:bearer|basic)[ \t]++(?![A-Za-z][a-z]*+\.?+(?!{_TOKEN_CHAR}))(?P<secret>{_TOKEN_CHAR}++)"
-)
+_BEARER = re.compile(rf"\b(?i:bearer|basic)[ \t]++(?![A-Za-z][a-z]*+\.?+(?!{_TOKEN_CHAR}))(?P<secret>{_TOKEN_CHAR}++)")
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]++\.[A-Za-z0-9_-]++\.[A-Za-z0-9_-]*+")
-_AWS_KEY_ID = re.compile(
-    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Za-z0-9])"
-)
+_AWS_KEY_ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 # key=value / key: value / "key": "value" where the key names a secret. A dotted
 # name before a bare colon is a file or unit, not a field ("phpsessionclean.service:
 # Deactivated", "secrets.yml:3:"). A value already redacted is matched first so

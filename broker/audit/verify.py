@@ -110,10 +110,17 @@ def _start(entry: Entry, chain: _Chain, first_file: bool, name: str) -> Problem 
         return None
     if record.get("event") != CONTINUED:
         what = "the chain's first record" if first_file else f"an {CONTINUED} record"
-        return Problem(name, entry.number, "dropped", f"the file starts at seq {entry.seq}, not with {what}: earlier records were dropped")
+        return Problem(
+            name,
+            entry.number,
+            "dropped",
+            f"the file starts at seq {entry.seq}, not with {what}: earlier records were dropped",
+        )
     if first_file:
         chain.report.last_seq, chain.report.head = (entry.seq or 1) - 1, record["prev"]
-        chain.report.notes.append(f"{name} continues from seq {chain.report.last_seq} of an earlier file; give that file first to check the link")
+        chain.report.notes.append(
+            f"{name} continues from seq {chain.report.last_seq} of an earlier file; give that file first to check the link"
+        )
     return None
 
 
@@ -124,22 +131,51 @@ def _diagnose(entries: list[Entry], index: int, chain: _Chain, name: str) -> Pro
     skipped = following is not None and _own_hash_ok(following) and chain.follows(following)
     if entry.record is None:
         if skipped:
-            return Problem(name, entry.number, "inserted", "this line is not part of the chain (the next line continues from the line before it)")
+            return Problem(
+                name,
+                entry.number,
+                "inserted",
+                "this line is not part of the chain (the next line continues from the line before it)",
+            )
         return Problem(name, entry.number, "malformed", "not a Bastion audit record")
     assert entry.seq is not None
-    later = next((other for other in entries[index + 1:] if other.seq == expected), None) if entry.seq > expected else None
+    later = (
+        next((other for other in entries[index + 1 :] if other.seq == expected), None) if entry.seq > expected else None
+    )
     if later is not None:
-        return Problem(name, entry.number, "reordered", f"seq {entry.seq} where seq {expected} was due; seq {expected} is at line {later.number}")
+        return Problem(
+            name,
+            entry.number,
+            "reordered",
+            f"seq {entry.seq} where seq {expected} was due; seq {expected} is at line {later.number}",
+        )
     if skipped:
-        return Problem(name, entry.number, "inserted", "this line is not part of the chain (the next line continues from the line before it)")
+        return Problem(
+            name,
+            entry.number,
+            "inserted",
+            "this line is not part of the chain (the next line continues from the line before it)",
+        )
     if not _own_hash_ok(entry):
         return Problem(name, entry.number, "edited", "the line's content does not match its own hash")
     if entry.seq == expected:
         previous = chain.last.number if chain.last else entry.number - 1
-        return Problem(name, previous, "edited", f"line {entry.number} names a different previous record: this line was changed (and its hash recomputed) or replaced")
+        return Problem(
+            name,
+            previous,
+            "edited",
+            f"line {entry.number} names a different previous record: this line was changed (and its hash recomputed) or replaced",
+        )
     if entry.seq > expected:
-        return Problem(name, entry.number, "dropped", f"records seq {expected}..{entry.seq - 1} are missing before this line")
-    return Problem(name, entry.number, "inserted", f"seq {entry.seq} repeats or goes back (seq {expected} was due): this line or the one before it was inserted")
+        return Problem(
+            name, entry.number, "dropped", f"records seq {expected}..{entry.seq - 1} are missing before this line"
+        )
+    return Problem(
+        name,
+        entry.number,
+        "inserted",
+        f"seq {entry.seq} repeats or goes back (seq {expected} was due): this line or the one before it was inserted",
+    )
 
 
 def _verify_file(path: str, name: str, chain: _Chain, first_file: bool) -> Problem | None:

@@ -20,21 +20,33 @@ EXIT_CONFIG = 2
 
 def sources(intel: Intel) -> list[FeedSource]:
     return [
-        FeedSource(name=feed.name, path=feed.path, fmt=feed.format, category=feed.category, confidence=feed.confidence,
-                   column=feed.column, header=feed.header, delimiter=feed.delimiter)
+        FeedSource(
+            name=feed.name,
+            path=feed.path,
+            fmt=feed.format,
+            category=feed.category,
+            confidence=feed.confidence,
+            column=feed.column,
+            header=feed.header,
+            delimiter=feed.delimiter,
+        )
         for feed in intel.feeds
     ]
 
 
 def _print_report(report: CompileReport, output: str) -> None:
     for feed in report.feeds:
-        print(f"  {feed.name:<28} {feed.entries:>9} entries  {feed.malformed:>5} malformed lines  sha256 {feed.sha256[:16]}…  ({feed.source})")
+        print(
+            f"  {feed.name:<28} {feed.entries:>9} entries  {feed.malformed:>5} malformed lines  sha256 {feed.sha256[:16]}…  ({feed.source})"
+        )
         for example in report.malformed_examples.get(feed.name, [])[:3]:
             print(f"      malformed: {example}")
     for name in report.dropped_feeds:
         print(f"  {name}: no longer in the policy; its history was dropped")
-    print(f"compiled {report.entries} entries ({report.active} listed now, {report.entries - report.active} history only) "
-          f"into {report.intervals_v4} IPv4 and {report.intervals_v6} IPv6 ranges in {report.seconds:.2f} s -> {output}")
+    print(
+        f"compiled {report.entries} entries ({report.active} listed now, {report.entries - report.active} history only) "
+        f"into {report.intervals_v4} IPv4 and {report.intervals_v6} IPv6 ranges in {report.seconds:.2f} s -> {output}"
+    )
 
 
 def cmd_intel_compile(args: argparse.Namespace) -> int:
@@ -61,5 +73,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     intel = commands.add_parser("intel", help="threat-intel tools").add_subparsers(dest="intel_command", required=True)
     compile_ = intel.add_parser("compile", help="compile the policy's feeds into the intel database (keeps history)")
     compile_.add_argument("--policy", required=True, help="policy TOML file with an [intel] section")
-    compile_.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
+    compile_.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)",
+    )
     compile_.set_defaults(func=cmd_intel_compile)

@@ -55,7 +55,9 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-async def _serve(policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist) -> bool:
+async def _serve(
+    policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist
+) -> bool:
     """Serve until stopped; False if the stop could not be recorded in the audit log."""
     # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
@@ -106,14 +108,26 @@ def _record_stop(policy: Policy, audit: AuditLog, reason: str) -> bool:
 def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int | None, transport: str) -> None:
     skipped = downgrades(pool.layers)
     audit.write(
-        "server_start", version=package_version(), policy=policy.source, policy_sha256=policy.sha256,
-        transport=transport, layers=pool.layers, cgroup=cgroup, downgraded=skipped,
+        "server_start",
+        version=package_version(),
+        policy=policy.source,
+        policy_sha256=policy.sha256,
+        transport=transport,
+        layers=pool.layers,
+        cgroup=cgroup,
+        downgraded=skipped,
     )
     for kind, entries in skipped.items():
         log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
     layers = pool.layers.get("grep", [])
     applied = len(layers) - len(skipped.get("grep", []))
-    log.info("serving %s; policy %s; %d of %d sandbox layers applied per worker", transport, policy.source, applied, len(layers))
+    log.info(
+        "serving %s; policy %s; %d of %d sandbox layers applied per worker",
+        transport,
+        policy.source,
+        applied,
+        len(layers),
+    )
 
 
 async def _run_stdio(server: Server, bastion: Bastion) -> str:
@@ -122,7 +136,9 @@ async def _run_stdio(server: Server, bastion: Bastion) -> str:
     return await stdio_transport.serve(server, functools.partial(record_refusal, bastion, client=None))
 
 
-async def _run_http(server: Server, bastion: Bastion, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]) -> None:
+async def _run_http(
+    server: Server, bastion: Bastion, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]
+) -> None:
     web = uvicorn_server(http_app(server, bind, policy.http, bastion), bind)
     await task_group.start(_stop_on_signal, None, stop, web)
     task_group.start_soon(_announce_when_started, web, bind)
@@ -142,8 +158,11 @@ async def _announce_when_started(web: uvicorn.Server, bind: Bind) -> None:
 
 
 async def _stop_on_signal(
-    scope: anyio.CancelScope | None, stop: dict[str, str], web: uvicorn.Server | None,
-    *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    scope: anyio.CancelScope | None,
+    stop: dict[str, str],
+    web: uvicorn.Server | None,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """SIGTERM/SIGINT: cancel every call in flight (each kills its worker and writes
     its end record), then stop serving; the caller writes server_stop."""
@@ -208,7 +227,10 @@ def _forget_stderr_if_gone() -> None:
 
 def cmd_token_new(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", args.name):
-        print("bastion token new: NAME must be 1-64 letters, digits and _ . @ - (starting with a letter or digit)", file=sys.stderr)
+        print(
+            "bastion token new: NAME must be 1-64 letters, digits and _ . @ - (starting with a letter or digit)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     token = new_token()
     print(f"token for {args.name} (shown once; give it to that client only):\n\n    {token}\n")
@@ -247,19 +269,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve MCP over stdio (default) or Streamable HTTP (--http)")
-    serve.add_argument("--http", metavar="ADDR", help="serve Streamable HTTP on HOST:PORT (loopback) or unix:/path/to/socket")
+    serve.add_argument(
+        "--http", metavar="ADDR", help="serve Streamable HTTP on HOST:PORT (loopback) or unix:/path/to/socket"
+    )
     serve.add_argument("--policy", required=True, help="policy TOML file")
-    serve.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)",
+    )
     serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
-    serve.add_argument("--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones")
+    serve.add_argument(
+        "--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones"
+    )
     serve.set_defaults(func=cmd_serve)
     token = commands.add_parser("token", help="HTTP client tokens").add_subparsers(dest="token_command", required=True)
-    token_new = token.add_parser("new", help="print a fresh bearer token once, and the [[http.clients]] lines for the policy")
+    token_new = token.add_parser(
+        "new", help="print a fresh bearer token once, and the [[http.clients]] lines for the policy"
+    )
     token_new.add_argument("name", help="the client's name, as it will appear in audit records")
     token_new.set_defaults(func=cmd_token_new)
     audit = commands.add_parser("audit", help="audit log tools").add_subparsers(dest="audit_command", required=True)
     verify = audit.add_parser("verify", help="check the hash chain of audit log files; exit 1 at the first problem")
-    verify.add_argument("files", nargs="+", metavar="FILE", help="audit log files, oldest first (audit.jsonl.2 audit.jsonl.1 audit.jsonl)")
+    verify.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audit log files, oldest first (audit.jsonl.2 audit.jsonl.1 audit.jsonl)",
+    )
     verify.set_defaults(func=cmd_audit_verify)
     sandbox_cli.add_commands(commands)
     intel_cli.add_commands(commands)

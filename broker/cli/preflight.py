@@ -30,7 +30,7 @@ TAIL_BYTES = 1 << 16  # a record is far shorter; enough to find the last one
 
 @dataclass(frozen=True)
 class Finding:
-    subject: str   # the policy key it is about, e.g. "audit.path" or "logs[2].path"
+    subject: str  # the policy key it is about, e.g. "audit.path" or "logs[2].path"
     message: str
     refuses: bool  # True: bastion serve refuses to start
 
@@ -45,7 +45,12 @@ def check(policy: Policy, profiles_dir: str | None = None, allowlist: Allowlist 
     own = allowlist is None
     allowlist = Allowlist(policy) if allowlist is None else allowlist
     try:
-        findings = [*_audit(policy.audit.path), *_engine(policy, profiles_dir), *_logs(allowlist), *_log_modes(policy, allowlist)]
+        findings = [
+            *_audit(policy.audit.path),
+            *_engine(policy, profiles_dir),
+            *_logs(allowlist),
+            *_log_modes(policy, allowlist),
+        ]
     finally:
         if own:
             allowlist.close()
@@ -86,7 +91,9 @@ def _audit_problem(path: str) -> str:
     if not stat.S_ISREG(info.st_mode):
         return f"cannot open audit log {path}: not a regular file"
     if info.st_uid != os.geteuid():
-        return f"cannot open audit log {path}: it is owned by uid {info.st_uid}, not by this server's uid {os.geteuid()}"
+        return (
+            f"cannot open audit log {path}: it is owned by uid {info.st_uid}, not by this server's uid {os.geteuid()}"
+        )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -94,8 +101,10 @@ def _audit_problem(path: str) -> str:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
     except BlockingIOError:
-        return (f"cannot open audit log {path}: in use by another Bastion process (each server needs its own audit log; "
-                "if that is the running service, this policy is being served)")
+        return (
+            f"cannot open audit log {path}: in use by another Bastion process (each server needs its own audit log; "
+            "if that is the running service, this policy is being served)"
+        )
     finally:
         os.close(fd)
     return _tail_problem(path)
@@ -183,8 +192,15 @@ def _unopenable(allowlist: Allowlist, path: str) -> str:
 def _log_modes(policy: Policy, allowlist: Allowlist) -> list[Finding]:
     """Who besides root can change a log (broker/files/log_dir_modes.py): refuses under strict_modes."""
     strict = policy.sandbox.strict_modes
-    consequence = "[sandbox] strict_modes = true refuses to serve this" if strict else "a warning; [sandbox] strict_modes = true would refuse"
-    return [Finding("allowlisted log", f"{line} ({consequence})", strict) for line in log_dir_modes.report(log_dir_modes.find(allowlist))]
+    consequence = (
+        "[sandbox] strict_modes = true refuses to serve this"
+        if strict
+        else "a warning; [sandbox] strict_modes = true would refuse"
+    )
+    return [
+        Finding("allowlisted log", f"{line} ({consequence})", strict)
+        for line in log_dir_modes.report(log_dir_modes.find(allowlist))
+    ]
 
 
 def _unreadable(path: str, follow_symlinks: bool = True) -> str:
@@ -206,12 +222,16 @@ def _intel(intel: Intel) -> list[Finding]:
     database = _unreadable(intel.database, follow_symlinks=False)  # the server writes it: a link was planted
     if database:
         hint = " (run `bastion intel compile --policy FILE`)" if not os.path.exists(intel.database) else ""
-        findings.append(Finding("intel.database", f"{database}{hint}: check_ip_reputation fails until it can be read", False))
+        findings.append(
+            Finding("intel.database", f"{database}{hint}: check_ip_reputation fails until it can be read", False)
+        )
     for key in ("asn_mmdb", "country_mmdb"):
         path = getattr(intel, key)
         problem = _unreadable(path) if path else ""
         if problem:
-            findings.append(Finding(f"intel.{key}", f"{problem}: check_ip_reputation answers without that enrichment", False))
+            findings.append(
+                Finding(f"intel.{key}", f"{problem}: check_ip_reputation answers without that enrichment", False)
+            )
     return findings
 
 
@@ -231,6 +251,8 @@ def layer_fix(layer: str, reason: str, root: bool) -> str:
     if layer == "landlock":
         return f"boot a kernel >= 5.13 with landlock in its lsm= list, or {downgrade}"
     if layer in ("namespaces", "filesystem") and not root:
-        return ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu also "
-                f"kernel.apparmor_restrict_unprivileged_userns=0), or run as root, or {downgrade}")
+        return (
+            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu also "
+            f"kernel.apparmor_restrict_unprivileged_userns=0), or run as root, or {downgrade}"
+        )
     return f"fix the cause above, or {downgrade}"

@@ -126,7 +126,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"bastion doctor: a worker could not even start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     lines, reasons, servable = _doctor_table(probes)
-    mode = "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
+    mode = (
+        "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
+    )
     print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(kinds)}")
     print("\n".join(lines))
     if reasons:
@@ -180,7 +182,9 @@ def _open_pass_fd(path: str) -> int:
         raise ProfileError(f"--pass-fd {path}: {exc.strerror}") from None
 
 
-async def _run_confined(plan: Plan, cgroups: CgroupHost, request: RunRequest, pass_fd: str | None, timeout_s: float) -> tuple[list[str], str, int]:
+async def _run_confined(
+    plan: Plan, cgroups: CgroupHost, request: RunRequest, pass_fd: str | None, timeout_s: float
+) -> tuple[list[str], str, int]:
     fd = None
     try:
         fd = _open_pass_fd(pass_fd) if pass_fd else None  # before any worker exists
@@ -212,8 +216,12 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
         code_text = open(args.python, encoding="utf-8").read() if args.python else ""
         profile = load_profile(args.profile, args.profiles_dir)
         cgroups = cgroup_host()
-        plan = build_plan(profile, settings.worker_user, list(settings.best_effort), cgroups, tuple(argv[:1]), run_mode=True)
-        layers, message, code = anyio.run(_run_confined, plan, cgroups, RunRequest(argv=argv, python=code_text), args.pass_fd, args.timeout)
+        plan = build_plan(
+            profile, settings.worker_user, list(settings.best_effort), cgroups, tuple(argv[:1]), run_mode=True
+        )
+        layers, message, code = anyio.run(
+            _run_confined, plan, cgroups, RunRequest(argv=argv, python=code_text), args.pass_fd, args.timeout
+        )
     except (PolicyError, ProfileError, OSError) as exc:
         print(f"bastion sandbox run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -227,9 +235,16 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser("doctor", help="report which sandbox layers this host supports")
-    doctor.add_argument("--policy", help="policy TOML file: its layers and every check serve makes; default [sandbox] settings otherwise")
+    doctor.add_argument(
+        "--policy",
+        help="policy TOML file: its layers and every check serve makes; default [sandbox] settings otherwise",
+    )
     doctor.add_argument("--profiles-dir", metavar="DIR", help="sandbox profiles from DIR instead of the shipped ones")
-    doctor.add_argument("--state-dir", metavar="DIR", help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)")
+    doctor.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)",
+    )
     doctor.set_defaults(func=cmd_doctor)
     sandbox = commands.add_parser("sandbox", help="sandbox tools").add_subparsers(dest="sandbox_command", required=True)
     run = sandbox.add_parser("run", help="run a program or Python payload confined exactly as a worker kind")

@@ -83,7 +83,7 @@ class OpenedLog:
 
 @dataclass(frozen=True)
 class Skipped:
-    path: str    # as the client would name it
+    path: str  # as the client would name it
     reason: str  # why it was not searched; never an internal path
 
 
@@ -139,15 +139,17 @@ def _servable(st: os.stat_result) -> bool:
 
 
 def _is_rotation_of(base: str, path: str) -> bool:
-    return path.startswith(base) and ROTATION.fullmatch(path[len(base):]) is not None
+    return path.startswith(base) and ROTATION.fullmatch(path[len(base) :]) is not None
 
 
 def _below(directory: str, path: str) -> str:
     """path's name relative to `directory`, which is one of its literal leading segments."""
-    return path[len(directory):].lstrip("/")
+    return path[len(directory) :].lstrip("/")
 
 
-def _scan(dirfd: int, relative: str, wanted: Callable[[str], bool], symlinks: bool = False) -> list[tuple[str, os.stat_result]]:
+def _scan(
+    dirfd: int, relative: str, wanted: Callable[[str], bool], symlinks: bool = False
+) -> list[tuple[str, os.stat_result]]:
     """(name, lstat) of the wanted names in a directory beneath `dirfd`, reached without
     following symlinks ([] if it is gone or unreadable: a glob then matches nothing there).
     Symlinks themselves are left out unless asked for (to be reported, never followed)."""
@@ -198,7 +200,7 @@ class Allowlist:
             if not entry.is_glob and entry.path == path:
                 return pinned, pinned.name
             if not entry.is_glob and entry.rotations and _is_rotation_of(entry.path, path):
-                return pinned, pinned.name + path[len(entry.path):]
+                return pinned, pinned.name + path[len(entry.path) :]
         return None
 
     def open_search(self, value: object, newest_first: bool = False) -> SearchTarget:
@@ -261,12 +263,14 @@ class Allowlist:
         for want in directories:
             levels = [
                 os.path.join(relative, name)
-                for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=want))
+                for relative in levels
+                for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=want))
                 if stat.S_ISDIR(st.st_mode)
             ]
         return [
             (st.st_mtime, os.path.join(pinned.shown, relative, name))
-            for relative in levels for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable)
+            for relative in levels
+            for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable)
             if unusable or _servable(st)
         ]
 
@@ -277,7 +281,7 @@ class Allowlist:
             return []
         base = pinned.name
         found = sorted(
-            (int(ROTATION.fullmatch(name[len(base):]).group(1)), pinned.entry.path + name[len(base):])  # type: ignore[union-attr]
+            (int(ROTATION.fullmatch(name[len(base) :]).group(1)), pinned.entry.path + name[len(base) :])  # type: ignore[union-attr]
             for name, st in _scan(pinned.dirfd, "", functools.partial(_is_rotation_of, base))
             if _servable(st)
         )
@@ -301,7 +305,7 @@ class Allowlist:
         if pinned.entry.is_glob:
             return sorted(_below(pinned.shown, path) for _, path in self._glob_members(pinned))[: self._max_glob_files]
         rotations = self._rotations(pinned, self._max_glob_files) if pinned.entry.rotations else []
-        names = [pinned.name + path[len(pinned.entry.path):] for path in rotations]
+        names = [pinned.name + path[len(pinned.entry.path) :] for path in rotations]
         return [*names, pinned.name] if self._literal_exists(pinned) else names
 
     def _literal_exists(self, pinned: PinnedEntry) -> bool:

@@ -29,7 +29,7 @@ FILE = "can rewrite {path}: what it says is only that user's word"
 
 @dataclass(frozen=True)
 class Finding:
-    log: str   # the entry's path, as the policy names it
+    log: str  # the entry's path, as the policy names it
     text: str  # who can do what, for the operator
 
 
@@ -82,7 +82,9 @@ def _ancestors(real: str, trusted: frozenset[int]) -> Iterator[str]:
 def _beneath(pinned: PinnedEntry, files: list[str], trusted: frozenset[int]) -> Iterator[str]:
     """The pinned directory, any directory between it and a file, and the files themselves."""
     assert pinned.dirfd is not None
-    directories = {""} | {"/".join(name.split("/")[:depth]) for name in files for depth in range(1, name.count("/") + 1)}
+    directories = {""} | {
+        "/".join(name.split("/")[:depth]) for name in files for depth in range(1, name.count("/") + 1)
+    }
     for relative in sorted(directories):
         try:
             st = os.stat(relative or ".", dir_fd=pinned.dirfd, follow_symlinks=False)

@@ -42,8 +42,13 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     (openat2, unlike Python's os.open, would otherwise leave it off)."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
     encoded = os.fsencode(path)
-    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(encoded),
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _libc.syscall(
+        ctypes.c_long(SYS_OPENAT2),
+        ctypes.c_int(dirfd),
+        ctypes.c_char_p(encoded),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)

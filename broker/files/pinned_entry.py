@@ -24,9 +24,9 @@ DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
 @dataclass(frozen=True)
 class PinnedEntry:
     entry: LogEntry
-    shown: str         # the entry's directory as the policy (and so the client) names it
-    real: str          # the directory pinned: `shown`, or where its symlinks led at load
-    name: str          # literal: the file's name in `real`; glob: the pattern below it
+    shown: str  # the entry's directory as the policy (and so the client) names it
+    real: str  # the directory pinned: `shown`, or where its symlinks led at load
+    name: str  # literal: the file's name in `real`; glob: the pattern below it
     dirfd: int | None  # O_PATH descriptor of `real`; None when it could not be opened at load
     problem: str = ""  # why dirfd is None, for the start-up log and doctor (operator-only)
 
@@ -99,4 +99,3 @@ def pin(entry: LogEntry, key: str) -> PinnedEntry:
         os.close(dirfd)
         raise _refuse(key, entry, entry.path)
     return PinnedEntry(entry, shown, real, name, dirfd)
-

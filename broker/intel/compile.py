@@ -24,7 +24,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import chain
 
 import msgspec
@@ -94,8 +94,13 @@ class _Tables:
     members: list[int] = field(default_factory=list)
 
 
-def compile_feeds(sources: list[FeedSource], output: str, previous: str | None = None,
-                  now: float | None = None, history_days: int = 365) -> CompileReport:
+def compile_feeds(
+    sources: list[FeedSource],
+    output: str,
+    previous: str | None = None,
+    now: float | None = None,
+    history_days: int = 365,
+) -> CompileReport:
     """Compile `sources` into `output`, carrying history over from `previous`. All or nothing."""
     # Millions of tuples that all live until the end: the cyclic collector
     # would rescan them again and again (about 15% of the time) for nothing.
@@ -108,7 +113,9 @@ def compile_feeds(sources: list[FeedSource], output: str, previous: str | None =
             gc.enable()
 
 
-def _compile(sources: list[FeedSource], output: str, previous: str | None, now: float | None, history_days: int) -> CompileReport:
+def _compile(
+    sources: list[FeedSource], output: str, previous: str | None, now: float | None, history_days: int
+) -> CompileReport:
     started = time.perf_counter()
     if sys.byteorder != "little":
         raise ValueError("the intel database is little-endian and read in place: compile it on a little-endian host")
@@ -125,7 +132,9 @@ def _compile(sources: list[FeedSource], output: str, previous: str | None, now: 
         _add_current(tables, index, feed, now_s)
     dropped = _merge_previous(tables, previous, [source.name for source in sources], now_s - history_days * DAY_S)
     entries, active, v4, v6 = _write(output, DatabaseMeta(compiled_at=_iso(now_s), feeds=metas), tables, now_s)
-    examples = {source.name: feed.malformed_examples for source, feed in zip(sources, parsed) if feed.malformed_examples}
+    examples = {
+        source.name: feed.malformed_examples for source, feed in zip(sources, parsed) if feed.malformed_examples
+    }
     return CompileReport(metas, entries, active, v4, v6, time.perf_counter() - started, examples, dropped)
 
 
@@ -149,18 +158,24 @@ def _read_feed(source: FeedSource) -> tuple[FeedMeta, ParsedFeed]:
     except ValueError as exc:
         raise ValueError(f"feed {source.name}: {exc}") from None
     meta = FeedMeta(
-        name=source.name, category=source.category, confidence=source.confidence, source=source.path,
-        sha256=hashlib.sha256(data).hexdigest(), entries=len(parsed.networks), malformed=parsed.malformed,
+        name=source.name,
+        category=source.category,
+        confidence=source.confidence,
+        source=source.path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        entries=len(parsed.networks),
+        malformed=parsed.malformed,
         source_mtime=_iso(info.st_mtime),
     )
     return meta, parsed
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- history ----------------------------------------------------------------
+
 
 def _add_current(tables: dict[int, _Entries], index: int, feed: ParsedFeed, now: int) -> None:
     # Hot loop over every network of every feed: locals only.
@@ -313,10 +328,18 @@ def _write(output: str, meta: DatabaseMeta, tables: dict[int, _Entries], now: in
     if max(total, len(words)) >= MAX_COUNT:
         raise ValueError("too many entries for one intel database")
     sections = [
-        msgspec.msgpack.encode(meta), _u32(_v4_index(v4.starts)), _u32(v4.starts), _u32(v4.ends), _u32(v4.members),
-        _u64(s >> 64 for s in v6.starts), _u64(s & MASK64 for s in v6.starts),
-        _u64(e >> 64 for e in v6.ends), _u64(e & MASK64 for e in v6.ends), _u32(v6.members),
-        _u32(words), _entry_table(keys[4], first[4], tables[4], now) + _entry_table(keys[6], first[6], tables[6], now),
+        msgspec.msgpack.encode(meta),
+        _u32(_v4_index(v4.starts)),
+        _u32(v4.starts),
+        _u32(v4.ends),
+        _u32(v4.members),
+        _u64(s >> 64 for s in v6.starts),
+        _u64(s & MASK64 for s in v6.starts),
+        _u64(e >> 64 for e in v6.ends),
+        _u64(e & MASK64 for e in v6.ends),
+        _u32(v6.members),
+        _u32(words),
+        _entry_table(keys[4], first[4], tables[4], now) + _entry_table(keys[6], first[6], tables[6], now),
     ]
     _write_atomic(output, sections, (total, len(v4.starts), len(v6.starts), len(words)))
     active = len(tables[4].current) + len(tables[6].current)
@@ -395,4 +418,3 @@ def _write_atomic(output: str, sections: list[bytes | bytearray], counts: tuple[
         remove_quietly(temp)
         raise
     sync_directory(directory)
-

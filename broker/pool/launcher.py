@@ -46,8 +46,14 @@ class Launcher:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = subprocess.Popen(
-                python_argv(BOOT, child.fileno()), env={}, cwd="/", stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=self._stderr, pass_fds=(child.fileno(),), start_new_session=True,
+                python_argv(BOOT, child.fileno()),
+                env={},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                pass_fds=(child.fileno(),),
+                start_new_session=True,
             )
         except OSError as exc:
             parent.close()

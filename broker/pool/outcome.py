@@ -20,8 +20,12 @@ WORKER_FAILED = "the worker running this call failed; the incident was recorded 
 def fate(result: WorkerResult) -> dict[str, Any]:
     """How a reaped worker ended, from wait4 and its cgroup."""
     return {
-        "exit_code": result.exit_code, "signal": result.signal, "stopped_after_reply": result.stopped_after_reply,
-        "cpu_s": result.cpu_s, "max_rss_kb": result.max_rss_kb, "peak_memory_kb": result.peak_memory_kb,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "stopped_after_reply": result.stopped_after_reply,
+        "cpu_s": result.cpu_s,
+        "max_rss_kb": result.max_rss_kb,
+        "peak_memory_kb": result.peak_memory_kb,
     }
 
 
@@ -48,7 +52,12 @@ def raise_for(result: WorkerResult, timeout_s: float | None = None, memory_limit
     if result.outcome in ("ok", "output_capped"):
         return
     peak = result.peak_memory_kb
-    if result.outcome == "worker_crashed" and memory_limit and peak is not None and peak * 1024 >= memory_limit - MEMORY_SLACK:
+    if (
+        result.outcome == "worker_crashed"
+        and memory_limit
+        and peak is not None
+        and peak * 1024 >= memory_limit - MEMORY_SLACK
+    ):
         # The worker itself, not only its engine, was stopped at its memory limit.
         raise ToolError(f"the search stopped: {engine_stopped('SIGKILL', True, memory_limit)}", "limit_exceeded")
     if result.outcome == "timeout":
@@ -74,8 +83,10 @@ def engine_stopped(cause: str, oom_killed: bool, memory_limit: int | None) -> st
     only be the CPU-time limit's hard end."""
     if oom_killed or cause == "ENOMEM":
         size = f" of {memory_limit >> 20} MiB" if memory_limit and memory_limit < 1 << 50 else ""
-        return (f"the search reached the worker's memory limit{size} (the sandbox profile's [cgroup] memory_bytes): "
-                "a line too long to hold, as in a sparse or binary file")
+        return (
+            f"the search reached the worker's memory limit{size} (the sandbox profile's [cgroup] memory_bytes): "
+            "a line too long to hold, as in a sparse or binary file"
+        )
     if cause in ("SIGXCPU", "SIGKILL"):
         return f"the search engine was stopped by a sandbox limit ({cause}: CPU time or memory)"
     if cause == "EAGAIN":

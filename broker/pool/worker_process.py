@@ -75,7 +75,9 @@ class SandboxUnavailable(Exception):
 class WorkerResult:
     """What one call produced and how the worker ended (for the reply and the audit)."""
 
-    outcome: str = "worker_crashed"  # ok | failed | timeout | output_capped | worker_crashed | protocol_error | cancelled
+    outcome: str = (
+        "worker_crashed"  # ok | failed | timeout | output_capped | worker_crashed | protocol_error | cancelled
+    )
     lines: list[Line] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     more: bool = False
@@ -110,8 +112,15 @@ def _import_paths() -> tuple[str, ...]:
 class Worker:
     """One started worker process and the broker's end of its socket."""
 
-    def __init__(self, kind: str, pid: int, sock: socket.socket, cgroups: CgroupHost, cgroup_dirs: list[str],
-                 proc: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        pid: int,
+        sock: socket.socket,
+        cgroups: CgroupHost,
+        cgroup_dirs: list[str],
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         self.kind = kind
         self.pid = pid  # always the broker's child (started directly or by the launcher)
         self.proc = proc
@@ -156,8 +165,15 @@ class Worker:
                     return
         raise SandboxUnavailable(f"{self.kind} worker did not finish sandbox set-up in time")
 
-    async def call(self, request: msgspec.Struct, fd: int | list[int], deadline_s: float, max_bytes: int,
-                   result: WorkerResult | None = None, stop_later: bool = False) -> WorkerResult:
+    async def call(
+        self,
+        request: msgspec.Struct,
+        fd: int | list[int],
+        deadline_s: float,
+        max_bytes: int,
+        result: WorkerResult | None = None,
+        stop_later: bool = False,
+    ) -> WorkerResult:
         """Serve one request; `result` (filled in even if the call is cancelled) is returned.
 
         With stop_later, a worker that sent its final reply is left waiting (it
@@ -195,7 +211,11 @@ class Worker:
         while True:
             data = await self._receive()
             if not data:
-                result.detail = "worker closed its channel without a final reply" if data == b"" else "worker exited without a final reply"
+                result.detail = (
+                    "worker closed its channel without a final reply"
+                    if data == b""
+                    else "worker exited without a final reply"
+                )
                 return
             result.bytes_received += len(data)
             try:
@@ -245,7 +265,10 @@ class Worker:
             await self._reap(result, replied)
 
     def kill(self) -> None:
-        for send in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)):
+        for send in (
+            lambda: os.killpg(self.pid, signal.SIGKILL),
+            lambda: signal.pidfd_send_signal(self.pidfd, signal.SIGKILL),
+        ):
             try:
                 send()
             except (ProcessLookupError, PermissionError):
@@ -306,7 +329,9 @@ def worker_cgroup(plan: Plan, cgroups: CgroupHost) -> list[str]:
         return []
 
 
-def spawn_worker(plan: Plan, cgroups: CgroupHost, stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.DEVNULL) -> Worker:
+def spawn_worker(
+    plan: Plan, cgroups: CgroupHost, stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.DEVNULL
+) -> Worker:
     """Start one worker as a fresh interpreter and send it its Setup; it confines itself next."""
     cgroup_dirs = worker_cgroup(plan, cgroups)
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

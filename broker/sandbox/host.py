@@ -26,11 +26,19 @@ def cgroup_host() -> CgroupHost:
 
 
 def plans_for(
-    settings: Sandbox, cgroups: CgroupHost, profiles_dir: str | None = None, kinds: tuple[str, ...] = WORKER_KINDS,
+    settings: Sandbox,
+    cgroups: CgroupHost,
+    profiles_dir: str | None = None,
+    kinds: tuple[str, ...] = WORKER_KINDS,
     timeout_s: float = 0,
 ) -> dict[str, Plan]:
     return {
-        kind: build_plan(_cpu_at_least(load_profile(kind, profiles_dir), timeout_s), settings.worker_user, list(settings.best_effort), cgroups)
+        kind: build_plan(
+            _cpu_at_least(load_profile(kind, profiles_dir), timeout_s),
+            settings.worker_user,
+            list(settings.best_effort),
+            cgroups,
+        )
         for kind in kinds
     }
 

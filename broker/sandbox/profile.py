@@ -24,8 +24,18 @@ Scope = Literal["abstract_unix_socket", "signal"]
 
 # The layers, in the fixed order workers/confine/order.py applies them.
 LayerName = Literal[
-    "session", "fd_hygiene", "environment", "cgroup", "namespaces", "filesystem",
-    "capabilities", "identity", "rlimits", "no_new_privs", "landlock", "seccomp",
+    "session",
+    "fd_hygiene",
+    "environment",
+    "cgroup",
+    "namespaces",
+    "filesystem",
+    "capabilities",
+    "identity",
+    "rlimits",
+    "no_new_privs",
+    "landlock",
+    "seccomp",
 ]
 LAYER_ORDER: tuple[str, ...] = get_args(LayerName)
 
@@ -117,8 +127,11 @@ def requirements(profile: Profile, downgraded: list[str]) -> dict[str, Requireme
 
 
 def _check(profile: Profile, source: str) -> Profile:
-    for key, paths in (("executables", profile.executables), ("optional_executables", profile.optional_executables),
-                       ("filesystem.read_only", profile.filesystem.read_only)):
+    for key, paths in (
+        ("executables", profile.executables),
+        ("optional_executables", profile.optional_executables),
+        ("filesystem.read_only", profile.filesystem.read_only),
+    ):
         for path in paths:
             if not Path(path).is_absolute() or "\x00" in path:
                 raise ProfileError(f"{source}: {key}: {path!r} must be an absolute path")

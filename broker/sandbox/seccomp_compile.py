@@ -31,8 +31,10 @@ from typing import Any
 from broker.sandbox.profile import Seccomp
 
 DEBIAN_DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
-MISSING = ("no libseccomp Python binding could be loaded: neither python3-seccomp nor PyPI pyseccomp "
-           "(reinstall Bastion with its dependencies, e.g. `make venv`; pyseccomp also needs libseccomp2)")
+MISSING = (
+    "no libseccomp Python binding could be loaded: neither python3-seccomp nor PyPI pyseccomp "
+    "(reinstall Bastion with its dependencies, e.g. `make venv`; pyseccomp also needs libseccomp2)"
+)
 
 
 class SeccompUnavailable(Exception):
@@ -96,8 +98,14 @@ def compile_filter(rules: Seccomp, module: ModuleType | None = None) -> bytes:
         _add(sc, ruleset, "errno", sc.ERRNO(getattr(errno, code)), name)
     for condition in rules.conditional:
         if condition.mask is not None:
-            _add(sc, ruleset, "conditional", sc.ALLOW, condition.syscall,
-                 sc.Arg(condition.arg, sc.MASKED_EQ, condition.mask, condition.equals))
+            _add(
+                sc,
+                ruleset,
+                "conditional",
+                sc.ALLOW,
+                condition.syscall,
+                sc.Arg(condition.arg, sc.MASKED_EQ, condition.mask, condition.equals),
+            )
         for value in condition.values:
             _add(sc, ruleset, "conditional", sc.ALLOW, condition.syscall, sc.Arg(condition.arg, sc.EQ, value))
     with tempfile.TemporaryFile() as file:
@@ -113,8 +121,12 @@ def _add(sc: ModuleType, ruleset: Any, section: str, action: int, name: str, *ar
     # Both bindings answer an unknown name with a bare EINVAL; resolving it first
     # lets the message say which entry of the profile is wrong.
     if sc.resolve_syscall(sc.Arch.NATIVE, name) < 0:
-        raise SeccompUnavailable(f"cannot compile the seccomp allowlist: seccomp.{section}: unknown syscall {name!r} on this architecture")
+        raise SeccompUnavailable(
+            f"cannot compile the seccomp allowlist: seccomp.{section}: unknown syscall {name!r} on this architecture"
+        )
     try:
         ruleset.add_rule(action, name, *args)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise SeccompUnavailable(f"cannot compile the seccomp allowlist: seccomp.{section}: libseccomp refused the rule for {name!r}: {exc}") from None
+        raise SeccompUnavailable(
+            f"cannot compile the seccomp allowlist: seccomp.{section}: libseccomp refused the rule for {name!r}: {exc}"
+        ) from None

@@ -42,7 +42,13 @@ PROMPTS = [
         "analyze_incident",
         "Analyze an incident",
         "Investigate one incident across the allowlisted logs and threat intel, then write it up.",
-        [types.PromptArgument(name="incident_id", description="Ticket or incident identifier (letters, digits, . _ : -; at most 64)", required=True)],
+        [
+            types.PromptArgument(
+                name="incident_id",
+                description="Ticket or incident identifier (letters, digits, . _ : -; at most 64)",
+                required=True,
+            )
+        ],
     ),
     PromptSpec(
         "triage_auth_failures",
@@ -50,8 +56,16 @@ PROMPTS = [
         "Find brute-force and credential-stuffing sources in an auth log, check them against threat intel, "
         "and look for a success after the failures.",
         [
-            types.PromptArgument(name="log_path", description="An allowlisted auth log (default: the first allowlisted log named like auth*)", required=False),
-            types.PromptArgument(name="since", description="Start of the window: ISO 8601 date/time or relative -30m, -2h, -7d", required=False),
+            types.PromptArgument(
+                name="log_path",
+                description="An allowlisted auth log (default: the first allowlisted log named like auth*)",
+                required=False,
+            ),
+            types.PromptArgument(
+                name="since",
+                description="Start of the window: ISO 8601 date/time or relative -30m, -2h, -7d",
+                required=False,
+            ),
         ],
     ),
 ]
@@ -63,19 +77,25 @@ def listing() -> list[types.Prompt]:
 
 def check_incident_id(value: object) -> str:
     if not isinstance(value, str) or not INCIDENT_ID.fullmatch(value):
-        raise ToolError("incident_id must be 1-64 characters: letters, digits and . _ : - (starting with a letter or digit)")
+        raise ToolError(
+            "incident_id must be 1-64 characters: letters, digits and . _ : - (starting with a letter or digit)"
+        )
     return value
 
 
 def check_since(value: object) -> str:
     if not isinstance(value, str) or not 2 <= len(value) <= 40:
-        raise ToolError("since must be an ISO 8601 date/time (2026-11-24 or 2026-11-24T08:00:00Z) or relative like -2h, -7d, -30m")
+        raise ToolError(
+            "since must be an ISO 8601 date/time (2026-11-24 or 2026-11-24T08:00:00Z) or relative like -2h, -7d, -30m"
+        )
     if RELATIVE.fullmatch(value):
         return value
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ToolError("since must be an ISO 8601 date/time (2026-11-24 or 2026-11-24T08:00:00Z) or relative like -2h, -7d, -30m") from None
+        raise ToolError(
+            "since must be an ISO 8601 date/time (2026-11-24 or 2026-11-24T08:00:00Z) or relative like -2h, -7d, -30m"
+        ) from None
     return value
 
 
@@ -83,7 +103,8 @@ def analyze_incident(incident_id: str, intel: bool) -> str:
     intel_step = (
         "3. For every external IP address you found, call check_ip_reputation (include_history=true for the "
         "ones that matter most). 'unlisted' is not 'clean'.\n"
-        if intel else "3. Threat intel is not configured on this server: note the external addresses for a later check.\n"
+        if intel
+        else "3. Threat intel is not configured on this server: note the external addresses for a later check.\n"
     )
     return (
         f"You are investigating incident {incident_id}.\n"
@@ -101,7 +122,8 @@ def triage_auth_failures(log_path: str, since: str | None, intel: bool) -> str:
     window = f" Consider only events at or after {since}." if since else ""
     intel_step = (
         "3. Call check_ip_reputation for each of the top source addresses and note each verdict.\n"
-        if intel else "3. Threat intel is not configured on this server: list the top source addresses for a later check.\n"
+        if intel
+        else "3. Threat intel is not configured on this server: list the top source addresses for a later check.\n"
     )
     return (
         f"Triage authentication failures in {log_path}.{window}\n"

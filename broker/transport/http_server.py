@@ -69,7 +69,9 @@ def check_bind(bind: Bind, http: Http) -> None:
         raise PolicyError("--http needs at least one [[http.clients]] entry (create one with `bastion token new NAME`)")
     if bind.uds or ipaddress.ip_address(bind.host).is_loopback or http.allow_non_loopback:
         return
-    raise PolicyError(f"refusing to listen on {bind.host}, which is not loopback; set [http] allow_non_loopback = true to allow it")
+    raise PolicyError(
+        f"refusing to listen on {bind.host}, which is not loopback; set [http] allow_non_loopback = true to allow it"
+    )
 
 
 def transport_security(bind: Bind, http: Http) -> TransportSecuritySettings:
@@ -79,7 +81,9 @@ def transport_security(bind: Bind, http: Http) -> TransportSecuritySettings:
         origins = ["http://localhost", "http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
     else:
         host = f"[{bind.host}]" if ":" in bind.host else bind.host
-        hosts = [f"{host}:{bind.port}"] + ([f"localhost:{bind.port}"] if ipaddress.ip_address(bind.host).is_loopback else [])
+        hosts = [f"{host}:{bind.port}"] + (
+            [f"localhost:{bind.port}"] if ipaddress.ip_address(bind.host).is_loopback else []
+        )
         origins = [f"http://{name}" for name in hosts]
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
@@ -118,8 +122,15 @@ class _Uvicorn(uvicorn.Server):
 
 def uvicorn_server(app: object, bind: Bind) -> uvicorn.Server:
     config = uvicorn.Config(
-        app, host=bind.host or "127.0.0.1", port=bind.port or 0, uds=bind.uds or None, log_level="warning",
-        lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False, proxy_headers=False,
+        app,
+        host=bind.host or "127.0.0.1",
+        port=bind.port or 0,
+        uds=bind.uds or None,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server_header=False,
+        proxy_headers=False,
     )
     if bind.uds:
         with contextlib.suppress(FileNotFoundError):

@@ -64,13 +64,23 @@ def screen(data: bytes) -> Refusal | types.JSONRPCMessage:
     if refusal is not None:
         return refusal
     if too_deep:
-        return Refusal(types.INVALID_PARAMS, f"invalid params: a message may nest at most {MAX_DEPTH} levels of objects and arrays",
-                       message.get("id"), message.get("method"), message.get("params"))
+        return Refusal(
+            types.INVALID_PARAMS,
+            f"invalid params: a message may nest at most {MAX_DEPTH} levels of objects and arrays",
+            message.get("id"),
+            message.get("method"),
+            message.get("params"),
+        )
     try:
         return types.jsonrpc_message_adapter.validate_python(message, by_name=False)
     except ValidationError:  # its text names internal types and echoes the input: not for the client
-        return Refusal(types.INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 request, notification or response",
-                       message.get("id"), message.get("method"), message.get("params"))
+        return Refusal(
+            types.INVALID_REQUEST,
+            "invalid request: not a JSON-RPC 2.0 request, notification or response",
+            message.get("id"),
+            message.get("method"),
+            message.get("params"),
+        )
 
 
 def error_line(refusal: Refusal) -> bytes:
@@ -104,19 +114,29 @@ def _cut_deep(text: str) -> tuple[str, bool]:
 
 def _check_envelope(message: object) -> Refusal | None:
     if isinstance(message, list):
-        return Refusal(types.INVALID_REQUEST, "invalid request: batches (JSON arrays) are not supported; send one message at a time")
+        return Refusal(
+            types.INVALID_REQUEST,
+            "invalid request: batches (JSON arrays) are not supported; send one message at a time",
+        )
     if not isinstance(message, dict):
         return Refusal(types.INVALID_REQUEST, "invalid request: a message must be a JSON-RPC 2.0 object")
     request_id = message.get("id")
     if "id" in message and not _valid_id(request_id):
-        return Refusal(types.INVALID_REQUEST, f"invalid request: id must be a string of at most {MAX_ID_CHARS} characters or an integer")
+        return Refusal(
+            types.INVALID_REQUEST,
+            f"invalid request: id must be a string of at most {MAX_ID_CHARS} characters or an integer",
+        )
     answer_id = request_id if "id" in message else None
     if message.get("jsonrpc") != "2.0":
         return Refusal(types.INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"', answer_id)
     if "method" in message:
         method = message["method"]
         if not isinstance(method, str) or not method or len(method) > MAX_METHOD_CHARS:
-            return Refusal(types.INVALID_REQUEST, f"invalid request: method must be a string of 1 to {MAX_METHOD_CHARS} characters", answer_id)
+            return Refusal(
+                types.INVALID_REQUEST,
+                f"invalid request: method must be a string of 1 to {MAX_METHOD_CHARS} characters",
+                answer_id,
+            )
         if "params" in message and not isinstance(message["params"], dict):
             return Refusal(types.INVALID_REQUEST, "invalid request: params must be an object", answer_id, method)
         return None
@@ -126,13 +146,21 @@ def _check_envelope(message: object) -> Refusal | None:
 def _check_response(message: dict[str, Any], answer_id: str | int | None) -> Refusal | None:
     """A client's answer to a server request: an id and exactly one of result or error."""
     if ("result" in message) == ("error" in message) or "id" not in message:
-        return Refusal(types.INVALID_REQUEST, "invalid request: a message needs a method (a request or notification), "
-                       "or an id with a result or an error (a response)", answer_id)
+        return Refusal(
+            types.INVALID_REQUEST,
+            "invalid request: a message needs a method (a request or notification), "
+            "or an id with a result or an error (a response)",
+            answer_id,
+        )
     if "result" in message and not isinstance(message["result"], dict):
         return Refusal(types.INVALID_REQUEST, "invalid request: result must be an object", answer_id)
     error = message.get("error", {"code": 0, "message": ""})
     if not isinstance(error, dict) or type(error.get("code")) is not int or not isinstance(error.get("message"), str):
-        return Refusal(types.INVALID_REQUEST, "invalid request: error must be an object with an integer code and a string message", answer_id)
+        return Refusal(
+            types.INVALID_REQUEST,
+            "invalid request: error must be an object with an integer code and a string message",
+            answer_id,
+        )
     return None
 
 

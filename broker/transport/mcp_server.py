@@ -34,7 +34,9 @@ def package_version() -> str:
 
 
 def build_server(bastion: Bastion) -> Server:
-    async def list_tools(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=bastion.tools())
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -43,29 +45,43 @@ def build_server(bastion: Bastion) -> Server:
         except UnknownName as exc:
             raise MCPError(code=types.INVALID_PARAMS, message=str(exc)) from None
 
-    async def list_resources(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+    async def list_resources(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=bastion.resources())
 
-    async def list_templates(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None) -> types.ListResourceTemplatesResult:
+    async def list_templates(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=[])
 
-    async def read_resource(ctx: ServerRequestContext, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+    async def read_resource(
+        ctx: ServerRequestContext, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
         uri = str(params.uri)
         try:
             text = await bastion.read_resource(uri, http_client_name())
         except ToolError as exc:
             code = types.INVALID_PARAMS if exc.outcome == "invalid" else types.INTERNAL_ERROR
             raise MCPError(code=code, message=exc.message) from None
-        return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, mime_type="text/plain", text=text)])
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, mime_type="text/plain", text=text)]
+        )
 
-    async def list_prompts(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+    async def list_prompts(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=bastion.prompts())
 
     async def get_prompt(ctx: ServerRequestContext, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
             return await bastion.get_prompt(params.name, params.arguments, http_client_name())
         except (ToolError, UnknownName) as exc:
-            code = types.INTERNAL_ERROR if isinstance(exc, ToolError) and exc.outcome != "invalid" else types.INVALID_PARAMS
+            code = (
+                types.INTERNAL_ERROR
+                if isinstance(exc, ToolError) and exc.outcome != "invalid"
+                else types.INVALID_PARAMS
+            )
             raise MCPError(code=code, message=exc.message if isinstance(exc, ToolError) else str(exc)) from None
 
     server = Server(

@@ -126,7 +126,9 @@ async def _stop_when_gone(wire: Wire, scope: anyio.CancelScope) -> None:
     scope.cancel()  # cancels every call in flight: each kills its worker and records its end
 
 
-async def _read(to_server: anyio.abc.ObjectSendStream[SessionMessage | Exception], wire: Wire, on_refusal: OnRefusal) -> None:
+async def _read(
+    to_server: anyio.abc.ObjectSendStream[SessionMessage | Exception], wire: Wire, on_refusal: OnRefusal
+) -> None:
     async with to_server:
         async for line in StdinLines(0, MAX_MESSAGE_BYTES):
             if not line.strip():

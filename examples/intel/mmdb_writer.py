@@ -127,8 +127,15 @@ def _pack(left: int, right: int, record_size: int) -> bytes:
 class MMDBWriter:
     """Collects networks and values, then serialises them with `to_bytes`."""
 
-    def __init__(self, database_type: str, description: dict[str, str], *, build_epoch: int,
-                 languages: tuple[str, ...] = ("en",), record_size: int = 24) -> None:
+    def __init__(
+        self,
+        database_type: str,
+        description: dict[str, str],
+        *,
+        build_epoch: int,
+        languages: tuple[str, ...] = ("en",),
+        record_size: int = 24,
+    ) -> None:
         if record_size not in (24, 28, 32):
             raise ValueError("record_size must be 24, 28 or 32")
         if build_epoch <= 0:
@@ -179,8 +186,7 @@ class MMDBWriter:
                 return index[id(child)]
             return count + len(SEPARATOR) + child
 
-        return b"".join(_pack(record(n.children[0]), record(n.children[1]), self.record_size)
-                        for n in nodes)
+        return b"".join(_pack(record(n.children[0]), record(n.children[1]), self.record_size) for n in nodes)
 
     def metadata(self, node_count: int) -> dict[str, Any]:
         return {
@@ -197,8 +203,13 @@ class MMDBWriter:
 
     def to_bytes(self) -> bytes:
         nodes = _breadth_first(self._tree())
-        return (self._search_tree(nodes) + SEPARATOR + bytes(self._data)
-                + METADATA_MARKER + encode(self.metadata(len(nodes))))
+        return (
+            self._search_tree(nodes)
+            + SEPARATOR
+            + bytes(self._data)
+            + METADATA_MARKER
+            + encode(self.metadata(len(nodes)))
+        )
 
 
 def _breadth_first(root: _Node) -> list[_Node]:

@@ -55,7 +55,8 @@ def results(request: pytest.FixtureRequest) -> Results:
 def _compile(source: Path, target: Path) -> None:
     proc = subprocess.run(
         ["gcc", "-static", "-O1", "-Wall", "-o", str(target), str(source)],
-        capture_output=True, timeout=COMPILE_TIMEOUT_S,
+        capture_output=True,
+        timeout=COMPILE_TIMEOUT_S,
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 

@@ -55,7 +55,9 @@ class Attempt:
 
     @property
     def label(self) -> str:
-        return f"{self.profile}{'' if self.profiles == 'shipped' else '/' + self.profiles}{' (py)' if self.python else ''}"
+        return (
+            f"{self.profile}{'' if self.profiles == 'shipped' else '/' + self.profiles}{' (py)' if self.python else ''}"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,18 @@ class Row:
 class Results:
     rows: list[Row] = field(default_factory=list)
 
-    def record(self, attempt_id: str, profile: str, expected: frozenset[str] | str, observed: str, verdict: str) -> None:
+    def record(
+        self, attempt_id: str, profile: str, expected: frozenset[str] | str, observed: str, verdict: str
+    ) -> None:
         wanted = expected if isinstance(expected, str) else "|".join(sorted(expected))
         self.rows.append(Row(attempt_id, profile, wanted, observed, verdict))
 
     def table(self) -> list[str]:
         header = Row("attempt", "profile", "expected", "observed", "verdict")
         rows = [header, *self.rows]
-        widths = [min(72, max(len(getattr(row, name)) for row in rows)) for name in ("id", "profile", "expected", "observed")]
+        widths = [
+            min(72, max(len(getattr(row, name)) for row in rows)) for name in ("id", "profile", "expected", "observed")
+        ]
 
         def fmt(row: Row) -> str:
             cells = [row.id, row.profile, row.expected, row.observed]
@@ -115,7 +121,11 @@ class Results:
 def payload_file(attempt: Attempt, env: SandboxEnv) -> Path:
     """The Python payload as run: the shared prelude, the parameters, the payload."""
     assert attempt.python is not None
-    text = (PAYLOADS / "_prelude.py").read_text() + f"\nPARAMS = {env.values!r}\n\n" + (PAYLOADS / attempt.python).read_text()
+    text = (
+        (PAYLOADS / "_prelude.py").read_text()
+        + f"\nPARAMS = {env.values!r}\n\n"
+        + (PAYLOADS / attempt.python).read_text()
+    )
     target = env.scratch / f"{attempt.id.replace('/', '_')}-{attempt.profile}.py"
     target.write_text(text)
     return target

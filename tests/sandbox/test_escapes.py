@@ -33,14 +33,30 @@ BLOCKED = frozenset({"blocked"})
 SIGSYS = frozenset({"SIGSYS"})
 REFUSED = frozenset({"refused"})  # the directory is never handed over
 
+
 def grep(
-    attempt_id: str, expected: frozenset[str], *args: str, pass_fd: str | None = None, program: str = "attempt",
-    profiles: str = "shipped", timeout_s: float = 10.0, detail: str = "", known_weakness: str = "",
+    attempt_id: str,
+    expected: frozenset[str],
+    *args: str,
+    pass_fd: str | None = None,
+    program: str = "attempt",
+    profiles: str = "shipped",
+    timeout_s: float = 10.0,
+    detail: str = "",
+    known_weakness: str = "",
 ) -> Attempt:
     """An attempt.c subcommand (or another static program) confined as the grep profile."""
     return Attempt(
-        id=attempt_id, profile="grep", expected=expected, args=args, program=program, pass_fd=pass_fd,
-        profiles=profiles, timeout_s=timeout_s, detail=detail, known_weakness=known_weakness,
+        id=attempt_id,
+        profile="grep",
+        expected=expected,
+        args=args,
+        program=program,
+        pass_fd=pass_fd,
+        profiles=profiles,
+        timeout_s=timeout_s,
+        detail=detail,
+        known_weakness=known_weakness,
     )
 
 
@@ -98,9 +114,28 @@ PROCESSES = [
 PRIVILEGES = [
     grep(f"priv/{name}", SIGSYS, name)
     for name in (
-        "setuid", "capset", "mount", "umount", "unshare", "setns", "pivot-root", "chroot", "keyctl", "bpf",
-        "perf", "userfaultfd", "io-uring", "init-module", "kexec", "personality", "reboot", "tiocsti",
-        "clock-settime", "clone-newuser", "x32", "int80",
+        "setuid",
+        "capset",
+        "mount",
+        "umount",
+        "unshare",
+        "setns",
+        "pivot-root",
+        "chroot",
+        "keyctl",
+        "bpf",
+        "perf",
+        "userfaultfd",
+        "io-uring",
+        "init-module",
+        "kexec",
+        "personality",
+        "reboot",
+        "tiocsti",
+        "clock-settime",
+        "clone-newuser",
+        "x32",
+        "int80",
     )
 ] + [
     grep("priv/clone3", BLOCKED, "clone3", detail="ENOSYS"),

@@ -81,7 +81,11 @@ def check_probe(reply: Reply, end: dict[str, Any]) -> list[str]:
 
 def check_flood(reply: Reply, end: dict[str, Any]) -> list[str]:
     reason = (reply.structured or {}).get("truncated_reason")
-    problems = [] if not reply.error and reason == "max_output_bytes" else [f"expected truncation at max_output_bytes, got {reply.text[:200]!r} ({reason})"]
+    problems = (
+        []
+        if not reply.error and reason == "max_output_bytes"
+        else [f"expected truncation at max_output_bytes, got {reply.text[:200]!r} ({reason})"]
+    )
     if end.get("outcome") != "output_capped":
         problems.append(f"audit outcome {end.get('outcome')!r}, expected 'output_capped'")
     return problems
@@ -120,7 +124,7 @@ def check_syscall(reply: Reply, end: dict[str, Any]) -> list[str]:
     problems = _clean_error(reply, WORKER_FAILED)
     wanted = {"outcome": "sandbox_violation", "signal": "SIGSYS"}
     if any(end.get(key) != value for key, value in wanted.items()):
-        problems.append(f"audit end has {({key: end.get(key) for key in wanted})}, expected {wanted}")
+        problems.append(f"audit end has { ({key: end.get(key) for key in wanted}) }, expected {wanted}")
     return problems
 
 
@@ -142,17 +146,22 @@ CASES = [
     HostileCase("engine/invalid-bytes", "badbytes", "sanitized lines", check_sanitized),
     HostileCase("engine/huge-line-number", "bignum", "clean tool error", check_worker_failed),
     HostileCase("engine/line-number-0-and-negative", "negative", "clean error or valid lines", check_line_numbers),
-    HostileCase("engine/stderr-with-paths", "stderrpaths", "tool error without paths; audit keeps them", check_engine_error),
+    HostileCase(
+        "engine/stderr-with-paths", "stderrpaths", "tool error without paths; audit keeps them", check_engine_error
+    ),
     HostileCase("engine/forbidden-syscall", "syscall", "tool error; audit sandbox_violation+SIGSYS", check_syscall),
 ]
 
 
 @pytest.fixture(scope="session")
 def hostile_profiles(programs: dict[str, Path], scratch: Path) -> Path:
-    return profiles_copy(scratch / "profiles-hostile", {  # the hostile program is the only engine: no ripgrep
-        'executables = ["/usr/bin/grep"]': f'executables = ["{programs["hostile"]}"]',
-        'optional_executables = ["/usr/bin/rg"]': "optional_executables = []",
-    })
+    return profiles_copy(
+        scratch / "profiles-hostile",
+        {  # the hostile program is the only engine: no ripgrep
+            'executables = ["/usr/bin/grep"]': f'executables = ["{programs["hostile"]}"]',
+            'optional_executables = ["/usr/bin/rg"]': "optional_executables = []",
+        },
+    )
 
 
 @asynccontextmanager
@@ -169,7 +178,9 @@ async def serve(policy: Path, profiles: Path) -> AsyncIterator[Client]:
 async def query(client: Client, log: Path, pattern: str) -> Reply:
     try:
         with anyio.fail_after(CALL_TIMEOUT_S):
-            result = await client.call_tool("query_logs", {"log_path": str(log), "pattern": pattern, "max_lines": 100000})
+            result = await client.call_tool(
+                "query_logs", {"log_path": str(log), "pattern": pattern, "max_lines": 100000}
+            )
     except Exception as exc:  # noqa: BLE001 - a client-side failure is itself the finding
         return Reply(True, "", None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     return Reply(bool(result.is_error), result.content[0].text, result.structured_content, "")
@@ -198,8 +209,14 @@ def _param(case: HostileCase) -> object:
 
 
 @pytest.mark.parametrize("case", [_param(case) for case in CASES])
-async def test_hostile_engine(case: HostileCase, tmp_path: Path, hostile_profiles: Path, programs: dict[str, Path],
-                              listeners: Listeners, results: Results) -> None:
+async def test_hostile_engine(
+    case: HostileCase,
+    tmp_path: Path,
+    hostile_profiles: Path,
+    programs: dict[str, Path],
+    listeners: Listeners,
+    results: Results,
+) -> None:
     log = tmp_path / "hostile.log"
     log.write_text(LOG_TEXT)
     policy = write_policy(tmp_path, [log], **POLICY_LIMITS)
@@ -207,7 +224,11 @@ async def test_hostile_engine(case: HostileCase, tmp_path: Path, hostile_profile
     async with serve(policy, hostile_profiles) as client:
         reply = await query(client, log, pattern)
         tail = await read_tail(client, log)
-    ends = [record for record in read_audit(tmp_path / "audit.jsonl") if record["event"] == "end" and record["tool"] == "query_logs"]
+    ends = [
+        record
+        for record in read_audit(tmp_path / "audit.jsonl")
+        if record["event"] == "end" and record["tool"] == "query_logs"
+    ]
     end = ends[-1] if ends else {}
     problems = case.check(reply, end)
     problems += [f"listener reached: {hit}" for hit in listeners.hits()]

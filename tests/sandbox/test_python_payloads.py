@@ -48,10 +48,15 @@ def _attempts() -> list[Attempt]:
             if expected is None:
                 continue
             name = payload.removeprefix("py_").removesuffix(".py").replace("_", "-")
-            found.append(Attempt(
-                id=f"py/{name}", profile=profile, expected=expected, python=payload,
-                pass_fd="handed_log" if payload in HANDS_A_FILE else None,
-            ))
+            found.append(
+                Attempt(
+                    id=f"py/{name}",
+                    profile=profile,
+                    expected=expected,
+                    python=payload,
+                    pass_fd="handed_log" if payload in HANDS_A_FILE else None,
+                )
+            )
     return found
 
 

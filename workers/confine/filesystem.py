@@ -24,7 +24,11 @@ def _existing_flags(fd: int) -> int:
     """Flags of the source mount that a bind inside a user namespace must keep."""
     flags = os.statvfs(f"/proc/self/fd/{fd}").f_flag
     kept = 0
-    for st_flag, ms_flag in ((os.ST_NOEXEC, syscalls.MS_NOEXEC), (os.ST_NOSUID, syscalls.MS_NOSUID), (os.ST_NODEV, syscalls.MS_NODEV)):
+    for st_flag, ms_flag in (
+        (os.ST_NOEXEC, syscalls.MS_NOEXEC),
+        (os.ST_NOSUID, syscalls.MS_NOSUID),
+        (os.ST_NODEV, syscalls.MS_NODEV),
+    ):
         if flags & st_flag:
             kept |= ms_flag
     return kept
@@ -62,11 +66,19 @@ def _build_and_pivot(binds: list[str], tmpfs_bytes: int) -> None:
     try:
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         root = MOUNT_POINT
-        syscalls.mount("bastion-root", root, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmpfs_bytes},nr_inodes=1024,mode=0755")
+        syscalls.mount(
+            "bastion-root",
+            root,
+            "tmpfs",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV,
+            f"size={tmpfs_bytes},nr_inodes=1024,mode=0755",
+        )
         for path, fd in sources.items():
             target = _make_target(root, path, stat.S_ISDIR(os.fstat(fd).st_mode))
             _bind_read_only(fd, target)
-        syscalls.mount(None, root, None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV)
+        syscalls.mount(
+            None, root, None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
+        )
     finally:
         for fd in sources.values():
             os.close(fd)

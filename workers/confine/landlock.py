@@ -33,7 +33,11 @@ FILE_ONLY_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | (1 << 14) | (1 <<
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -43,7 +47,9 @@ class _PathBeneathAttr(ctypes.Structure):
 
 def abi_version() -> int:
     try:
-        return syscalls.syscall(syscalls.NR_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(CREATE_RULESET_VERSION))
+        return syscalls.syscall(
+            syscalls.NR_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(CREATE_RULESET_VERSION)
+        )
     except OSError:
         return 0
 
@@ -61,7 +67,9 @@ def _ruleset(abi: int, scopes: list[str]) -> int:
         for scope in scopes:
             attr.scoped |= SCOPES[scope]
         size = 24
-    return syscalls.syscall(syscalls.NR_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    return syscalls.syscall(
+        syscalls.NR_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)
+    )
 
 
 def _allow(ruleset: int, path: str, rights: int) -> None:
@@ -70,7 +78,13 @@ def _allow(ruleset: int, path: str, rights: int) -> None:
         if not os.path.isdir(path):
             rights &= FILE_ONLY_RIGHTS
         rule = _PathBeneathAttr(rights, fd)
-        syscalls.syscall(syscalls.NR_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+        syscalls.syscall(
+            syscalls.NR_LANDLOCK_ADD_RULE,
+            ctypes.c_int(ruleset),
+            ctypes.c_int(RULE_PATH_BENEATH),
+            ctypes.byref(rule),
+            ctypes.c_uint32(0),
+        )
     finally:
         os.close(fd)
 

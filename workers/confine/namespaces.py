@@ -57,7 +57,9 @@ def apply(
     try:
         syscalls.unshare(flags)
     except OSError as exc:
-        raise LayerError("namespaces", f"unshare({', '.join(names)}{', user' if user_namespace else ''}): {exc.strerror}") from None
+        raise LayerError(
+            "namespaces", f"unshare({', '.join(names)}{', user' if user_namespace else ''}): {exc.strerror}"
+        ) from None
     if user_namespace:
         _map_ids(inner_ids, outer_ids)
     if "pid" in names:
@@ -68,7 +70,11 @@ def apply(
 def _map_ids(inner: tuple[int, int], outer: tuple[int, int]) -> None:
     """Map exactly one id: the worker's own outer uid/gid appear as `inner` inside."""
     try:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{inner[0]} {outer[0]} 1"), ("gid_map", f"{inner[1]} {outer[1]} 1")):
+        for name, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{inner[0]} {outer[0]} 1"),
+            ("gid_map", f"{inner[1]} {outer[1]} 1"),
+        ):
             with open(f"/proc/self/{name}", "w") as file:
                 file.write(text)
     except OSError as exc:

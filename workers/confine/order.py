@@ -88,8 +88,12 @@ def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
 
     def enter_namespaces() -> None:
         alive_fd = namespaces.apply(
-            plan.namespaces, plan.user_namespace, (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid),
-            monitor_closes={channel_fd}, harden_monitor=_harden_monitor(plan, expected_parent),
+            plan.namespaces,
+            plan.user_namespace,
+            (plan.uid, plan.gid),
+            (plan.outer_uid, plan.outer_gid),
+            monitor_closes={channel_fd},
+            harden_monitor=_harden_monitor(plan, expected_parent),
         )
         if alive_fd is not None:
             monitor_alive.append(alive_fd)

@@ -87,7 +87,11 @@ def fork_as_sibling() -> int:
     Python's at-fork hooks nor glibc's (the child's cached thread id stays the
     parent's, which only raise()/pthread_kill() would notice).
     """
-    return _check(_libc_gil.syscall(ctypes.c_long(NR_CLONE), ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD), None, None, None, None))
+    return _check(
+        _libc_gil.syscall(
+            ctypes.c_long(NR_CLONE), ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD), None, None, None, None
+        )
+    )
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -159,7 +159,9 @@ def _check_text(value: object) -> str:
     if not value:
         raise AddressRefused("ip_address is empty")
     if len(value) > MAX_LENGTH:
-        raise AddressRefused(f"too long: {len(value)} characters, an IP address has at most {MAX_LENGTH}: {show(value)}")
+        raise AddressRefused(
+            f"too long: {len(value)} characters, an IP address has at most {MAX_LENGTH}: {show(value)}"
+        )
     _check_characters(value)
     return value
 
@@ -220,7 +222,9 @@ def _check_ipv4_syntax(text: str) -> None:
     if text.endswith("."):
         raise AddressRefused(f"not a canonical IPv4 address: trailing dot: {show(text)}")
     if "." not in text:
-        raise AddressRefused(f"not a canonical IPv4 address: a bare integer is ambiguous; use the dotted quad: {show(text)}")
+        raise AddressRefused(
+            f"not a canonical IPv4 address: a bare integer is ambiguous; use the dotted quad: {show(text)}"
+        )
 
 
 def _check_ipv4_parts(parts: list[str], text: str) -> None:
@@ -300,7 +304,9 @@ def _check_policy(address: ipaddress.IPv4Address | ipaddress.IPv6Address, extra:
         kind, inner = embedded
         excluded = _policy_match(inner, extra)
         if excluded is not None:
-            raise AddressRefused(f"{kind} address embedding IPv4 address {inner}: in a range the policy excludes ({excluded})")
+            raise AddressRefused(
+                f"{kind} address embedding IPv4 address {inner}: in a range the policy excludes ({excluded})"
+            )
 
 
 def _policy_match(address: ipaddress.IPv4Address | ipaddress.IPv6Address, extra: Sequence[Network]) -> Network | None:

@@ -12,7 +12,7 @@ import ipaddress
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import mcp_types as types
@@ -59,7 +59,15 @@ OUTPUT_SCHEMA: dict[str, Any] = {
                     "last_seen": _STAMP,
                     "listed_now": {"type": "boolean"},
                 },
-                "required": ["feed", "category", "matched_prefix", "confidence", "first_seen", "last_seen", "listed_now"],
+                "required": [
+                    "feed",
+                    "category",
+                    "matched_prefix",
+                    "confidence",
+                    "first_seen",
+                    "last_seen",
+                    "listed_now",
+                ],
                 "additionalProperties": False,
             },
         },
@@ -73,11 +81,28 @@ OUTPUT_SCHEMA: dict[str, Any] = {
             },
             "additionalProperties": False,
         },
-        "feeds": {"type": "array", "items": {"type": "object", "properties": _FEED_PROPERTIES, "required": sorted(_FEED_PROPERTIES), "additionalProperties": False}},
+        "feeds": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": _FEED_PROPERTIES,
+                "required": sorted(_FEED_PROPERTIES),
+                "additionalProperties": False,
+            },
+        },
         "database_compiled_at": _STAMP,
         "warnings": {"type": "array", "items": {"type": "string"}},
     },
-    "required": ["ip_address", "version", "verdict", "matches", "enrichment", "feeds", "database_compiled_at", "warnings"],
+    "required": [
+        "ip_address",
+        "version",
+        "verdict",
+        "matches",
+        "enrichment",
+        "feeds",
+        "database_compiled_at",
+        "warnings",
+    ],
     "additionalProperties": False,
 }
 INPUT_SCHEMA: dict[str, Any] = {
@@ -136,7 +161,7 @@ def packed(address: CheckedAddress) -> bytes:
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _age_hours(stamp: str, now: float) -> float:
@@ -147,11 +172,17 @@ def _age_hours(stamp: str, now: float) -> float:
     return round(max(0.0, now - then) / 3600, 1)
 
 
-def result(args: IntelArgs, report: IntelReport, intel: Intel, notes: list[str], now: float | None = None) -> types.CallToolResult:
+def result(
+    args: IntelArgs, report: IntelReport, intel: Intel, notes: list[str], now: float | None = None
+) -> types.CallToolResult:
     now = time.time() if now is None else now
     feeds = [_feed(feed, _age_hours(feed.source_mtime, now), intel.max_age_hours) for feed in report.feeds]
     matches = [_match(match, report, feeds) for match in report.matches if match.feed < len(feeds)]
-    warnings = [f"feed {feed['name']} is {feed['age_hours']} hours old (policy max_age_hours {intel.max_age_hours:g}): refresh it" for feed in feeds if feed["stale"]]
+    warnings = [
+        f"feed {feed['name']} is {feed['age_hours']} hours old (policy max_age_hours {intel.max_age_hours:g}): refresh it"
+        for feed in feeds
+        if feed["stale"]
+    ]
     warnings += notes + report.notes
     structured = {
         "ip_address": args.address.canonical,
@@ -163,21 +194,34 @@ def result(args: IntelArgs, report: IntelReport, intel: Intel, notes: list[str],
         "database_compiled_at": report.compiled_at,
         "warnings": warnings,
     }
-    return types.CallToolResult(content=[types.TextContent(type="text", text=_as_text(structured))], structured_content=structured)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=_as_text(structured))], structured_content=structured
+    )
 
 
 def _feed(feed: Any, age_hours: float, max_age_hours: float) -> dict[str, Any]:
     return {
-        "name": feed.name, "category": feed.category, "confidence": feed.confidence, "entries": feed.entries,
-        "malformed_lines": feed.malformed, "updated": feed.source_mtime, "age_hours": age_hours, "stale": age_hours > max_age_hours,
+        "name": feed.name,
+        "category": feed.category,
+        "confidence": feed.confidence,
+        "entries": feed.entries,
+        "malformed_lines": feed.malformed,
+        "updated": feed.source_mtime,
+        "age_hours": age_hours,
+        "stale": age_hours > max_age_hours,
     }
 
 
 def _match(match: Any, report: IntelReport, feeds: list[dict[str, Any]]) -> dict[str, Any]:
     feed = feeds[match.feed]
     return {
-        "feed": feed["name"], "category": feed["category"], "matched_prefix": match.prefix, "confidence": feed["confidence"],
-        "first_seen": _iso(match.first_seen), "last_seen": _iso(match.last_seen), "listed_now": match.active,
+        "feed": feed["name"],
+        "category": feed["category"],
+        "matched_prefix": match.prefix,
+        "confidence": feed["confidence"],
+        "first_seen": _iso(match.first_seen),
+        "last_seen": _iso(match.last_seen),
+        "listed_now": match.active,
     }
 
 
@@ -189,8 +233,12 @@ def _verdict(matches: list[dict[str, Any]], malicious_at: int) -> str:
 
 
 def _enrichment(report: IntelReport) -> dict[str, Any] | None:
-    found = {"asn": report.enrichment.asn, "organization": report.enrichment.organization,
-             "country": report.enrichment.country, "country_name": report.enrichment.country_name}
+    found = {
+        "asn": report.enrichment.asn,
+        "organization": report.enrichment.organization,
+        "country": report.enrichment.country,
+        "country_name": report.enrichment.country_name,
+    }
     return found if any(value is not None for value in found.values()) else None
 
 
@@ -200,11 +248,15 @@ def _as_text(structured: dict[str, Any]) -> str:
         lines[0] += " (no configured feed lists it; this is not evidence that it is harmless)"
     for match in structured["matches"]:
         state = "listed" if match["listed_now"] else "formerly listed"
-        lines.append(f"- {state} in {match['feed']} ({match['category']}, confidence {match['confidence']}) as {match['matched_prefix']}; "
-                     f"first seen {match['first_seen']}, last seen {match['last_seen']}")
+        lines.append(
+            f"- {state} in {match['feed']} ({match['category']}, confidence {match['confidence']}) as {match['matched_prefix']}; "
+            f"first seen {match['first_seen']}, last seen {match['last_seen']}"
+        )
     enrichment = structured["enrichment"]
     if enrichment:
-        lines.append(f"AS{enrichment['asn']} {enrichment['organization'] or ''}; country {enrichment['country'] or '?'} {enrichment['country_name'] or ''}".rstrip())
+        lines.append(
+            f"AS{enrichment['asn']} {enrichment['organization'] or ''}; country {enrichment['country'] or '?'} {enrichment['country_name'] or ''}".rstrip()
+        )
     ages = ", ".join(f"{feed['name']} ({feed['age_hours']} h old)" for feed in structured["feeds"])
     lines.append(f"feeds: {ages}")
     lines += [f"warning: {warning}" for warning in structured["warnings"]]

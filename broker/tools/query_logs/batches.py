@@ -56,11 +56,19 @@ def batch_request(base: SearchRequest, files: list[OpenedLog], progress: Progres
     if not progress.workers:  # the first (usually the only) batch
         base.files = specs
         return base
-    return msgspec.structs.replace(base, files=specs, max_lines=max(0, base.max_lines - progress.matches),
-                                   decompressed_before=progress.decompressed, engine="grep", rg_pattern="")
+    return msgspec.structs.replace(
+        base,
+        files=specs,
+        max_lines=max(0, base.max_lines - progress.matches),
+        decompressed_before=progress.decompressed,
+        engine="grep",
+        rg_pattern="",
+    )
 
 
-def absorb(progress: Progress, files: list[OpenedLog], result: WorkerResult, failed: dict[int, str], notes: list[str]) -> None:
+def absorb(
+    progress: Progress, files: list[OpenedLog], result: WorkerResult, failed: dict[int, str], notes: list[str]
+) -> None:
     """Fold a finished batch (outcome ok or output_capped) in. `failed`: the batch's file
     indices whose engine died, with why; `notes`: the worker's notes, already named."""
     offset = len(progress.paths)
@@ -73,7 +81,9 @@ def absorb(progress: Progress, files: list[OpenedLog], result: WorkerResult, fai
     progress.paths += [log.path for log in files]
     progress.compressed += [log.gzip for log in files]
     counts = result.counts or []
-    progress.counts += [None if index in failed or index >= len(counts) else counts[index] for index in range(len(files))]
+    progress.counts += [
+        None if index in failed or index >= len(counts) else counts[index] for index in range(len(files))
+    ]
     progress.failed += [Skipped(files[index].path, why) for index, why in sorted(failed.items())]
     progress.notes += notes
     progress.more = progress.more or result.more

@@ -96,7 +96,7 @@ def _grep_bracket(node: Bracket) -> str:
     for char in node.chars:
         members[ord(char)] = 1
     for low, high in node.ranges:
-        members[ord(low):ord(high) + 1] = b"\1" * (ord(high) - ord(low) + 1)
+        members[ord(low) : ord(high) + 1] = b"\1" * (ord(high) - ord(low) + 1)
     # ']' first (anywhere else it would close), '[' after the ranges (so that
     # no ':', '.' or '=' follows it), '^' not first (it would negate), '-' last.
     head = ["]"] if members[ord("]")] else []

@@ -27,9 +27,9 @@ ANCHOR_ESCAPES = frozenset("bB")
 QUANTIFIERS = frozenset("*+?{")
 ANCHOR_INSIDE = {
     "^": "'^' anchors only at the start of the pattern or of a branch: after other items it holds only where "
-         "they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^",
+    "they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^",
     "$": "'$' anchors only at the end of the pattern or of a branch: before other items it holds only where "
-         "they all match empty text (as in (a$)b*), which is rarely what was meant; for a literal write \\$",
+    "they all match empty text (as in (a$)b*), which is rarely what was meant; for a literal write \\$",
 }
 
 
@@ -166,12 +166,18 @@ class _Parser:
     def quantified(self, atom: Node) -> Node:
         if self.peek() not in QUANTIFIERS:
             return atom
-        if (isinstance(atom, Anchor) or (isinstance(atom, Escape) and atom.letter in ANCHOR_ESCAPES)
-                or _anchored(atom, "^", first=True) or _anchored(atom, "$", first=False)):
+        if (
+            isinstance(atom, Anchor)
+            or (isinstance(atom, Escape) and atom.letter in ANCHOR_ESCAPES)
+            or _anchored(atom, "^", first=True)
+            or _anchored(atom, "$", first=False)
+        ):
             raise self.fail("an anchor cannot be repeated")
         if isinstance(atom, Literal) and ord(atom.char) > 0x7F:
-            raise self.fail(f"repeating the non-ASCII character {atom.char!r} would repeat only its last byte; "
-                            f"use a group, e.g. ({atom.char})*")
+            raise self.fail(
+                f"repeating the non-ASCII character {atom.char!r} would repeat only its last byte; "
+                f"use a group, e.g. ({atom.char})*"
+            )
         low, high = self.quantifier()
         if self.peek() in QUANTIFIERS:
             raise self.fail("a repetition cannot follow another repetition; use a group, e.g. (a+)*")
@@ -190,7 +196,7 @@ class _Parser:
     def interval(self) -> tuple[int, int | None]:
         start = self.pos - 1
         close = self.text.find("}", self.pos)
-        body = self.text[self.pos:close] if close != -1 else ""
+        body = self.text[self.pos : close] if close != -1 else ""
         low_text, comma, high_text = body.partition(",")
         if close == -1 or not low_text.isdigit() or not (high_text == "" or high_text.isdigit()):
             self.pos = start
@@ -253,8 +259,10 @@ class _Parser:
         if char in "<>`'":
             raise self.fail(f"\\{char} is not supported; use \\b for a word boundary")
         if char in "nrtfv":
-            raise self.fail(f"\\{char} is not an escape in ERE; lines never contain a newline, "
-                            "and a tab can be typed as is or matched with [[:blank:]]")
+            raise self.fail(
+                f"\\{char} is not an escape in ERE; lines never contain a newline, "
+                "and a tab can be typed as is or matched with [[:blank:]]"
+            )
         raise self.fail(f"'\\{char}' is not an escape in ERE; write {char!r} without the backslash")
 
     def bracket(self) -> Node:
@@ -279,14 +287,18 @@ class _Parser:
                 continue
             self.take()
             if ord(char) > 0x7F:
-                raise self.fail(f"non-ASCII character {char!r} in a bracket expression matches single bytes; "
-                                "use alternation instead, e.g. (é|è)")
-            following = self.text[self.pos:self.pos + 2]
+                raise self.fail(
+                    f"non-ASCII character {char!r} in a bracket expression matches single bytes; "
+                    "use alternation instead, e.g. (é|è)"
+                )
+            following = self.text[self.pos : self.pos + 2]
             if char == "-" and not first and following[:1] != "]" and after_range:
                 raise self.fail("ambiguous '-' after a range; put a literal '-' first or last in the brackets")
             if char == "-" and following[:1] != "]" and after_class:
                 # POSIX leaves it undefined (a class cannot end a range) and GNU grep refuses it.
-                raise self.fail("ambiguous '-' after a character class; put a literal '-' first or last in the brackets")
+                raise self.fail(
+                    "ambiguous '-' after a character class; put a literal '-' first or last in the brackets"
+                )
             if following[:1] == "-" and following[1:2] not in ("]", ""):
                 end = self.range_end()
                 if ord(end) < ord(char):
@@ -317,7 +329,7 @@ class _Parser:
             raise self.fail("equivalence classes [= =] and collating symbols [. .] are not supported")
         if close == -1:
             raise self.fail("unterminated character class; write [[:name:]]")
-        name = self.text[self.pos + 2:close]
+        name = self.text[self.pos + 2 : close]
         if name not in POSIX_CLASSES:
             raise self.fail(f"unknown character class [:{name[:20]}:]; known: {', '.join(sorted(POSIX_CLASSES))}")
         self.pos = close + 2

@@ -30,7 +30,7 @@ def _base_dir(log_path: str) -> str:
 
 def shown(log_path: str, path: str) -> str:
     base = _base_dir(log_path)
-    return path[len(base):] if path.startswith(base) and len(path) > len(base) else os.path.basename(path)
+    return path[len(base) :] if path.startswith(base) and len(path) > len(base) else os.path.basename(path)
 
 
 def _named(log_path: str, paths: list[str]) -> str:
@@ -41,13 +41,17 @@ def _named(log_path: str, paths: list[str]) -> str:
 
 def left_out(log_path: str, paths: list[str], limit: int) -> str:
     """The files beyond max_glob_files (least recently modified first)."""
-    return (f"{len(paths)} matching file(s) were not searched: limits.max_glob_files = {limit} keeps the {limit} most "
-            f"recently modified; left out, oldest first: {_named(log_path, paths)}")
+    return (
+        f"{len(paths)} matching file(s) were not searched: limits.max_glob_files = {limit} keeps the {limit} most "
+        f"recently modified; left out, oldest first: {_named(log_path, paths)}"
+    )
 
 
 def timed_out(log_path: str, paths: list[str], timeout_s: float) -> str:
-    return (f"{len(paths)} file(s) were not searched: the call reached limits.timeout_s ({timeout_s:g} s); "
-            f"not searched: {_named(log_path, paths)}")
+    return (
+        f"{len(paths)} file(s) were not searched: the call reached limits.timeout_s ({timeout_s:g} s); "
+        f"not searched: {_named(log_path, paths)}"
+    )
 
 
 def not_reached(count: int) -> str:
@@ -58,8 +62,10 @@ def skipped(log_path: str, files: list[Skipped], failed: int = 0) -> list[str]:
     """One note per skipped file, up to MAX_NAMED; then one that counts the rest. The
     last `failed` of them were handed over, but their engine died part-way."""
     first_failed = len(files) - failed
-    notes = [f"{shown(log_path, file.path)}: {'not searched to the end' if index >= first_failed else 'not searched'}: {file.reason}"
-             for index, file in enumerate(files[:MAX_NAMED])]
+    notes = [
+        f"{shown(log_path, file.path)}: {'not searched to the end' if index >= first_failed else 'not searched'}: {file.reason}"
+        for index, file in enumerate(files[:MAX_NAMED])
+    ]
     if len(files) > MAX_NAMED:
         notes.append(f"{len(files) - MAX_NAMED} more file(s) not searched (the audit log names them)")
     return notes
@@ -69,7 +75,7 @@ def worker_note(log_path: str, note: str, paths: list[str]) -> str:
     """The worker says "file #N:"; the client should see the name. Bounded, printable."""
     note = "".join(char if char.isprintable() else "?" for char in note[:MAX_NOTE_CHARS])
     if note.startswith("file #"):
-        index, colon, rest = note[len("file #"):].partition(":")
+        index, colon, rest = note[len("file #") :].partition(":")
         if colon and index.isdigit() and int(index) < len(paths):
             return f"{shown(log_path, paths[int(index)])}:{rest}"
     return note

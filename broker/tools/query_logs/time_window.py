@@ -14,12 +14,12 @@ and never echoes the value (it may hold anything).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 MAX_LENGTH = 40
 MIN_YEAR, MAX_YEAR = 1970, 9999
 MAX_RELATIVE_S = 3653 * 86400  # ten years, leap days included
-_LATEST = datetime(MAX_YEAR, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc).timestamp()
+_LATEST = datetime(MAX_YEAR, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EXAMPLES = "e.g. 2026-11-24, 2026-11-24T08:00:00Z, 2026-11-24T08:00+01:00, -30m, -2h, -7d or now"
 
@@ -83,8 +83,12 @@ def _absolute_seconds(match: re.Match[str], name: str) -> float:
         raise WindowError(f"{name}: the year must be between {MIN_YEAR} and {MAX_YEAR}")
     try:
         moment = datetime(
-            year, int(part["month"]), int(part["day"]),
-            int(part["hour"] or 0), int(part["minute"] or 0), int(part["second"] or 0),
+            year,
+            int(part["month"]),
+            int(part["day"]),
+            int(part["hour"] or 0),
+            int(part["minute"] or 0),
+            int(part["second"] or 0),
             tzinfo=_zone(part),
         )
     except ValueError:
@@ -96,7 +100,7 @@ def _absolute_seconds(match: re.Match[str], name: str) -> float:
 def _zone(part: dict[str, str | None]) -> timezone:
     """The stamp's zone: UTC unless an offset is given (ValueError if it is out of range)."""
     if part["sign"] is None:
-        return timezone.utc
+        return UTC
     hours, minutes = int(part["zone_hour"] or 0), int(part["zone_minute"] or 0)
     if hours > 23 or minutes > 59:
         raise ValueError("zone offset out of range")

@@ -78,16 +78,37 @@ def input_schema(limits: Limits) -> dict[str, Any]:
                 "maximum": limits.max_lines,
                 "default": min(DEFAULT_MAX_LINES, limits.max_lines),
             },
-            "since": {"type": "string", "maxLength": 40, "description": "Only lines at or after this time. " + TIME_HELP},
-            "until": {"type": "string", "maxLength": 40, "description": "Only lines at or before this time. " + TIME_HELP},
+            "since": {
+                "type": "string",
+                "maxLength": 40,
+                "description": "Only lines at or after this time. " + TIME_HELP,
+            },
+            "until": {
+                "type": "string",
+                "maxLength": 40,
+                "description": "Only lines at or before this time. " + TIME_HELP,
+            },
             "context": {
-                "type": "integer", "minimum": 0, "maximum": limits.max_context, "default": 0,
+                "type": "integer",
+                "minimum": 0,
+                "maximum": limits.max_context,
+                "default": 0,
                 "description": "Lines of context before and after each match (marked context=true).",
             },
-            "ignore_case": {"type": "boolean", "default": False, "description": "Match letters case-insensitively (ASCII)."},
-            "count_only": {"type": "boolean", "default": False, "description": "Return the number of matching lines per file, no lines."},
+            "ignore_case": {
+                "type": "boolean",
+                "default": False,
+                "description": "Match letters case-insensitively (ASCII).",
+            },
+            "count_only": {
+                "type": "boolean",
+                "default": False,
+                "description": "Return the number of matching lines per file, no lines.",
+            },
             "order": {
-                "type": "string", "enum": ORDERS, "default": "oldest_first",
+                "type": "string",
+                "enum": ORDERS,
+                "default": "oldest_first",
                 "description": "oldest_first: the first matches in time order; newest_first: the most recent matches, newest first.",
             },
         },
@@ -118,7 +139,11 @@ OUTPUT_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"path": {"type": "string"}, "compressed": {"type": "boolean"}, "matches": {"type": ["integer", "null"]}},
+                "properties": {
+                    "path": {"type": "string"},
+                    "compressed": {"type": "boolean"},
+                    "matches": {"type": ["integer", "null"]},
+                },
                 "required": ["path", "compressed", "matches"],
                 "additionalProperties": False,
             },
@@ -153,7 +178,9 @@ def parse(arguments: object, limits: Limits, now: float | None = None) -> QueryA
         tree = parse_ere(pattern)
     except PatternError as exc:
         raise ToolError(f"invalid pattern: {exc}") from None
-    max_lines = check_int(args.get("max_lines", min(DEFAULT_MAX_LINES, limits.max_lines)), "max_lines", 1, limits.max_lines)
+    max_lines = check_int(
+        args.get("max_lines", min(DEFAULT_MAX_LINES, limits.max_lines)), "max_lines", 1, limits.max_lines
+    )
     try:
         since, until = parse_window(args.get("since"), args.get("until"), time.time() if now is None else now)
     except WindowError as exc:
@@ -166,8 +193,15 @@ def parse(arguments: object, limits: Limits, now: float | None = None) -> QueryA
     if count_only and context:
         raise ToolError("context cannot be combined with count_only (no lines are returned)")
     return QueryArgs(
-        log_path=args["log_path"], pattern=pattern, pattern_tree=tree, max_lines=max_lines, since=since, until=until, context=context,
-        ignore_case=check_bool(args.get("ignore_case", False), "ignore_case"), count_only=count_only,
+        log_path=args["log_path"],
+        pattern=pattern,
+        pattern_tree=tree,
+        max_lines=max_lines,
+        since=since,
+        until=until,
+        context=context,
+        ignore_case=check_bool(args.get("ignore_case", False), "ignore_case"),
+        count_only=count_only,
         newest_first=order == "newest_first",
     )
 
@@ -182,13 +216,27 @@ def cap_lines(lines: list[Line], max_bytes: int) -> tuple[list[Line], bool]:
     return lines, False
 
 
-def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[Line], counts: list[int | None] | None,
-           truncated_reason: str | None, notes: list[str]) -> types.CallToolResult:
+def result(
+    log_path: str,
+    paths: list[str],
+    compressed: list[bool],
+    lines: list[Line],
+    counts: list[int | None] | None,
+    truncated_reason: str | None,
+    notes: list[str],
+) -> types.CallToolResult:
     structured = {
         "log_path": log_path,
-        "lines": [{"file": paths[line.file], "line_no": line.line_no, "text": line.text, "context": line.context} for line in lines],
+        "lines": [
+            {"file": paths[line.file], "line_no": line.line_no, "text": line.text, "context": line.context}
+            for line in lines
+        ],
         "files": [
-            {"path": path, "compressed": gz, "matches": counts[index] if counts is not None and index < len(counts) else None}
+            {
+                "path": path,
+                "compressed": gz,
+                "matches": counts[index] if counts is not None and index < len(counts) else None,
+            }
             for index, (path, gz) in enumerate(zip(paths, compressed))
         ],
         "total_matches": sum(count for count in counts if count is not None) if counts is not None else None,
@@ -196,7 +244,9 @@ def result(log_path: str, paths: list[str], compressed: list[bool], lines: list[
         "truncated_reason": truncated_reason,
         "notes": notes,
     }
-    return types.CallToolResult(content=[types.TextContent(type="text", text=_as_text(structured))], structured_content=structured)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=_as_text(structured))], structured_content=structured
+    )
 
 
 def _as_text(structured: dict[str, Any]) -> str:
@@ -204,8 +254,12 @@ def _as_text(structured: dict[str, Any]) -> str:
     truncated = TRUNCATION_TEXT.get(structured["truncated_reason"] or "", "")
     several = len(structured["files"]) > 1
     if structured["total_matches"] is not None:
-        per_file = "\n".join(f"{f['path']}: {'not counted' if f['matches'] is None else f['matches']}" for f in structured["files"])
-        return f"{structured['total_matches']} matching line(s) in {structured['log_path']}{truncated}\n{per_file}{notes}"
+        per_file = "\n".join(
+            f"{f['path']}: {'not counted' if f['matches'] is None else f['matches']}" for f in structured["files"]
+        )
+        return (
+            f"{structured['total_matches']} matching line(s) in {structured['log_path']}{truncated}\n{per_file}{notes}"
+        )
     lines = structured["lines"]
     matches = sum(1 for line in lines if not line["context"])
     head = f"{matches} matching line(s) in {structured['log_path']}"
@@ -213,6 +267,7 @@ def _as_text(structured: dict[str, Any]) -> str:
         head += f" ({len(structured['files'])} files)"
     head += truncated
     body = "\n".join(
-        (f"{line['file']}:" if several else "") + f"{line['line_no']}{'-' if line['context'] else ':'} {line['text']}" for line in lines
+        (f"{line['file']}:" if several else "") + f"{line['line_no']}{'-' if line['context'] else ':'} {line['text']}"
+        for line in lines
     )
     return (f"{head}\n{body}" if body else head) + notes
