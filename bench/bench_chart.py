@@ -2,7 +2,9 @@
 
 Empirical CDFs of end-to-end query_logs latency on the 1 MB log (x: ms, log
 scale; y: share of calls at or below), one panel per pacing (50 ms pause,
-back to back), p50 and p99 marked. Drawn with matplotlib when it is installed
+back to back in bursts of 10, the sustained stream), p50 and p99 marked (ranked
+as round(p x (n - 1)), so a p99 may differ a little from the table's
+nearest-rank one). Drawn with matplotlib when it is installed
 (`make bench` installs the bench extra); otherwise the bench says so and skips it.
 """
 
