@@ -2,7 +2,9 @@
 
 Empirical CDFs of end-to-end query_logs latency on the 1 MB log (x: ms, log
 scale; y: share of calls at or below), one panel per pacing (50 ms pause,
-back to back), p50 and p99 marked. Drawn with matplotlib when it is installed
+back to back in bursts of 10, the sustained stream), p50 and p99 marked (ranked
+as round(p x (n - 1)), so a p99 may differ a little from the table's
+nearest-rank one). Drawn with matplotlib when it is installed
 (`make bench` installs the bench extra); otherwise the bench says so and skips it.
 """
 
@@ -32,7 +34,7 @@ def latency_chart(latency_ms: dict[str, dict[str, list[float]]], path: Path, tit
     if not panels:
         return "no latency figures in this run"
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), sharey=True, squeeze=False)
-    for axis, (label, series) in zip(axes[0], panels):
+    for axis, (label, series) in zip(axes[0], panels, strict=True):
         _panel(axis, label, series)
     axes[0][0].set_ylabel("share of calls at or below")
     figure.suptitle(title, fontsize=11)

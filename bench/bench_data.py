@@ -4,7 +4,9 @@ Everything lives in bench/.data/ (git-ignored) and is reused by later runs
 when the manifest says it was made by the same generator with the same sizes.
 The big log is one ~1 MiB block of varied lines written over and over with a
 block counter in the hostname, so it is written at disk speed; a rare line is
-added to a handful of blocks only.
+added to a handful of blocks only. A log with 31 rotations (auth.log,
+auth.log.1 ... auth.log.31: 64 MB in all, 32 MB with --quick) has varied lines
+of its own in each file and two rare lines per file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ FREQUENT_PATTERN = "Failed password for"
 SMALL_PATTERN = "Accepted (password|publickey) for"
 ALL_PATTERN = "."
 RARE_BLOCKS = 5
+ROTATED_FILES = 32  # the log and 31 rotations: one worker's batch (bastion_wire MAX_SEARCH_FILES)
+RARE_PER_ROTATION = 2
 LISTED_IP = "45.155.205.233"
 UNLISTED_IP = "8.8.4.4"
 HOST_MARK = "@@@@@@"  # replaced by the block number (same width) in the big log
@@ -49,6 +53,17 @@ class Dataset:
     small_bytes: int
     feed_entries: int
     rare_matches: int
+    rotated_log: Path  # the current file; its rotations are rotated_log.1 ... .31 beside it
+    rotated_bytes: int  # all 32 files together
+
+    def rotated_files(self) -> list[Path]:
+        """The log and its rotations, newest first (auth.log, auth.log.1, ...)."""
+        base = self.rotated_log
+        return [base] + [base.with_name(f"{base.name}.{n}") for n in range(1, ROTATED_FILES)]
+
+    @property
+    def rotated_matches(self) -> int:
+        return ROTATED_FILES * RARE_PER_ROTATION
 
 
 def _ip(rng: random.Random) -> str:
@@ -75,9 +90,11 @@ def _message(rng: random.Random) -> str:
         method = rng.choice(["password", "publickey"])
         return f"sshd[{pid}]: Accepted {method} for {user} from {ip} port {port} ssh2"
     if roll < 0.75:
-        return f"sshd[{pid}]: pam_unix(sshd:session): session opened for user {user}(uid={rng.randint(1000, 1999)}) by (uid=0)"
+        uid = rng.randint(1000, 1999)
+        return f"sshd[{pid}]: pam_unix(sshd:session): session opened for user {user}(uid={uid}) by (uid=0)"
     if roll < 0.82:
-        return f"sudo: {user:>9} : TTY=pts/{rng.randint(0, 9)} ; PWD=/home/{user} ; USER=root ; COMMAND={rng.choice(COMMANDS)}"
+        tty, command = rng.randint(0, 9), rng.choice(COMMANDS)
+        return f"sudo: {user:>9} : TTY=pts/{tty} ; PWD=/home/{user} ; USER=root ; COMMAND={command}"
     if roll < 0.93:
         return f"CRON[{pid}]: pam_unix(cron:session): session closed for user root"
     return f"systemd-logind[{rng.randint(300, 999)}]: New session {rng.randint(1, 99999)} of user {user}."
@@ -99,7 +116,10 @@ def write_small_log(path: Path, size: int) -> None:
 
 
 def _rare_line(block: int) -> bytes:
-    return f"Nov 27 04:12:{block % 60:02d} blk{block:06d} sshd[4242]: Accepted password for breakglass from 198.51.100.{block % 250 + 1} port 40022 ssh2\n".encode()
+    return (
+        f"Nov 27 04:12:{block % 60:02d} blk{block:06d} sshd[4242]: "
+        f"Accepted password for breakglass from 198.51.100.{block % 250 + 1} port 40022 ssh2\n"
+    ).encode()
 
 
 def _block_template() -> bytes:
@@ -138,6 +158,27 @@ def _padding(count: int) -> bytes:
     return line * full + (b"x" * (rest - 1) + b"\n" if rest else b"")
 
 
+def write_rotation(path: Path, size: int, index: int) -> None:
+    """One file of the rotated log: `size` bytes of its own varied lines, a rare line in the
+    middle and one at the end; older rotations (higher index) get older mtimes, as logrotate leaves them."""
+    rare = [_rare_line(index * RARE_PER_ROTATION + k) for k in range(RARE_PER_ROTATION)]
+    room = size - sum(len(line) for line in rare)
+    body = auth_block(random.Random(100 + index), room, f"web-{index:02d}").encode()
+    body = body[: body.rfind(b"\n", 0, room) + 1]
+    half = body.rfind(b"\n", 0, len(body) // 2) + 1
+    data = body[:half] + rare[0] + body[half:] + rare[1]
+    path.write_bytes(data + _padding(size - len(data)))
+    stamp = 1_700_000_000 - index * 86400
+    os.utime(path, (stamp, stamp))
+
+
+def write_rotations(dataset: Dataset) -> None:
+    dataset.rotated_log.parent.mkdir(exist_ok=True)
+    each = dataset.rotated_bytes // ROTATED_FILES
+    for index, path in enumerate(dataset.rotated_files()):
+        write_rotation(path, each, index)
+
+
 def write_feed(path: Path, entries: int) -> None:
     """A netset of `entries` lines: /32s and /24s, a few /16s, plus LISTED_IP; never 8.0.0.0/8."""
     rng = random.Random(3)
@@ -166,6 +207,7 @@ def prepare(quick: bool, say: Callable[[str], None] = print) -> Dataset:
     DATA_DIR.mkdir(exist_ok=True)
     big_mb = 200 if quick else 1024
     entries = 100_000 if quick else 1_000_000
+    rotated_mb = 32 if quick else 64
     dataset = Dataset(
         small_log=DATA_DIR / "auth-1m.log",
         big_log=DATA_DIR / f"auth-{big_mb}m.log",
@@ -174,10 +216,14 @@ def prepare(quick: bool, say: Callable[[str], None] = print) -> Dataset:
         small_bytes=MIB,
         feed_entries=entries,
         rare_matches=len(rare_block_numbers(big_mb * MIB // _block_size())),
+        rotated_log=DATA_DIR / f"rotated-{rotated_mb}m" / "auth.log",
+        rotated_bytes=rotated_mb * MIB,
     )
     _ensure(dataset.small_log, {"small": MIB}, lambda: write_small_log(dataset.small_log, MIB), say)
     _ensure(dataset.big_log, {"big": dataset.big_bytes}, lambda: write_big_log(dataset.big_log, dataset.big_bytes), say)
     _ensure(dataset.feed, {"feed": entries}, lambda: write_feed(dataset.feed, entries), say)
+    rotated = {"rotated": dataset.rotated_bytes, "files": ROTATED_FILES}
+    _ensure(dataset.rotated_log.parent, rotated, lambda: write_rotations(dataset), say)
     return dataset
 
 
@@ -198,4 +244,5 @@ def _ensure(path: Path, what: dict[str, object], make: Callable[[], object], say
 
 
 def dataset_summary(dataset: Dataset) -> dict[str, object]:
-    return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(dataset).items()}
+    summary = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(dataset).items()}
+    return {**summary, "rotated_files": ROTATED_FILES, "rotated_matches": dataset.rotated_matches}

@@ -1,4 +1,10 @@
-"""Rows of the bench/run.py report: one printed table and the same data as JSON."""
+"""Rows of the bench/run.py report: one printed table and the same data as JSON.
+
+A row with a target says "met" or "missed" by comparing the unrounded figure
+with the target; "n/a" when a figure is missing. The JSON repeats every row
+that has a ratio under "ratios" (name, both figures, ratio, target, verdict), so
+a reader need not know which rows carry one.
+"""
 
 from __future__ import annotations
 
@@ -35,13 +41,13 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def at_most(value: float | None, limit: float | None) -> str:
     if value is None or limit is None:
         return "n/a"
-    return "meets" if value <= limit else "misses"
+    return "met" if value <= limit else "missed"
 
 
 def at_least(value: float | None, limit: float | None) -> str:
     if value is None or limit is None:
         return "n/a"
-    return "meets" if value >= limit else "misses"
+    return "met" if value >= limit else "missed"
 
 
 def median(values: list[float]) -> float | None:
@@ -82,12 +88,34 @@ HEADERS = ["#", "case", "Bastion", "baseline / bare", "ratio", "target", "verdic
 def table(rows: list[Row]) -> str:
     cells = [HEADERS] + [_cells(index, row) for index, row in enumerate(rows, 1)]
     widths = [max(len(line[column]) for line in cells) for column in range(len(HEADERS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     notes = [f"  [{index}] {row.note}" for index, row in enumerate(rows, 1) if row.note]
     return "\n".join(lines + (["", "notes:"] + notes if notes else []))
 
 
+def verdict_summary(rows: list[Row]) -> str:
+    """One line under the table: how many targets were met, and which were missed or not measured."""
+    targeted = [(index, row) for index, row in enumerate(rows, 1) if row.target != NO_TARGET]
+    missed = [f"#{index}" for index, row in targeted if row.verdict == "missed"]
+    unknown = [f"#{index}" for index, row in targeted if row.verdict not in ("met", "missed")]
+    met = len(targeted) - len(missed) - len(unknown)
+    text = f"targets: {met} of {len(targeted)} met"
+    text += f"; missed: {', '.join(missed)}" if missed else ""
+    return text + (f"; not measured: {', '.join(unknown)}" if unknown else "")
+
+
+def ratios(rows: list[Row]) -> list[dict[str, Any]]:
+    """Every row with a ratio, in table order, with just what judging it needs."""
+    keys = ("case", "unit", "bastion", "other_label", "other", "ratio_label", "ratio", "target", "verdict")
+    return [
+        {"row": index, **{key: getattr(row, key) for key in keys}}
+        for index, row in enumerate(rows, 1)
+        if row.ratio is not None or row.ratio_label
+    ]
+
+
 def write_json(path: Path, rows: list[Row], details: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": [asdict(row) for row in rows], **details}, indent=2, default=str) + "\n")
+    document = {"ratios": ratios(rows), "targets": verdict_summary(rows), "rows": [asdict(row) for row in rows]}
+    path.write_text(json.dumps({**document, **details}, indent=2, default=str) + "\n")

@@ -3,6 +3,8 @@
 A session is an MCP client connected to a server subprocess (Bastion or the
 baseline) plus the psutil handle of that subprocess, so the bench can sample
 its memory. Server stderr goes to a file, never to the bench's output.
+Each server runs in a cpuacct cgroup of its own when the host allows it
+(bench_cpu.py), so the CPU of its whole tree can be read per run.
 Every process the bench starts is a descendant of it; kill_descendants() is
 the last-resort cleanup (also on Ctrl-C).
 """
@@ -23,6 +25,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import psutil
+from bench_cpu import CpuGroup, CpuMeter
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -38,6 +41,7 @@ class Session:
     name: str
     client: Client
     process: psutil.Process
+    cpu: CpuMeter
 
 
 @dataclass
@@ -83,25 +87,43 @@ def _find_child(marker: str) -> psutil.Process:
 async def open_session(
     name: str, command: str, args: list[str], marker: str, stderr_path: Path, timeout_s: float
 ) -> AsyncIterator[Session]:
+    group = CpuGroup.create(name)
+    if group is not None:
+        command, args = group.wrap(command, args)
     params = StdioServerParameters(command=command, args=args, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    with open(stderr_path, "a") as errlog:
-        async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=timeout_s) as client:
-            yield Session(name, client, _find_child(marker))
+    try:
+        with open(stderr_path, "a") as errlog:
+            async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=timeout_s) as client:
+                process = _find_child(marker)
+                yield Session(name, client, process, CpuMeter(process, group))
+    finally:
+        if group is not None:
+            group.remove()
+
+
+def bastion_argv(bastion: Path, policy: Path) -> list[str]:
+    """How the bench starts Bastion (the policy path also finds its process)."""
+    return [str(bastion), "serve", "--policy", str(policy)]
+
+
+def baseline_argv(logs: list[Path], feed: Path, tag: str) -> list[str]:
+    """How the bench starts the baseline (`tag` is only there to find its process)."""
+    return [sys.executable, str(BASELINE_SCRIPT), *[f"--log={log}" for log in logs], f"--feed={feed}", f"--tag={tag}"]
 
 
 def bastion_session(
     bastion: Path, policy: Path, stderr_path: Path, timeout_s: float = 900
 ) -> AbstractAsyncContextManager[Session]:
-    args = ["serve", "--policy", str(policy)]
-    return open_session("bastion", str(bastion), args, str(policy), stderr_path, timeout_s)
+    command, *args = bastion_argv(bastion, policy)
+    return open_session("bastion", command, args, str(policy), stderr_path, timeout_s)
 
 
 def baseline_session(
     logs: list[Path], feed: Path, stderr_path: Path, timeout_s: float = 900
 ) -> AbstractAsyncContextManager[Session]:
     tag = uuid.uuid4().hex
-    args = [str(BASELINE_SCRIPT), *[f"--log={log}" for log in logs], f"--feed={feed}", f"--tag={tag}"]
-    return open_session("baseline", sys.executable, args, tag, stderr_path, timeout_s)
+    command, *args = baseline_argv(logs, feed, tag)
+    return open_session("baseline", command, args, tag, stderr_path, timeout_s)
 
 
 async def timed_call(session: Session, tool: str, arguments: dict[str, Any], timeout_s: float | None = None) -> Timed:

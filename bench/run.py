@@ -7,22 +7,33 @@ baseline (bench/baseline_server.py) each over its own stdio session, measures
 in alternation (A then B, B then A, ...):
 
   1. query_logs latency on the 1 MB log, p50/p99, with a 50 ms pause between
-     calls (like an assistant) and back to back; calls go in bursts of 10 per
-     server so "back to back" stays back to back;
+     calls (like an assistant) and back to back in bursts of 10 per server
+     (the other server's burst runs in between, so Bastion's pool refills);
+  1b. a sustained stream: one caller issuing calls back to back for a fixed
+     time (bounded in count too), per server in alternating rounds: p50/p99,
+     calls/s and the server's CPU per call;
+  1c. spawn to `initialize`: from starting each server to its reply;
   2. a full scan of the big log with a rare pattern: Bastion vs bare grep -E
-     (C locale, output to a pipe) vs rg (if installed) vs the baseline;
+     (C locale, output to a pipe) vs rg in Bastion's read mode (the file on
+     stdin, Bastion's flags and rendered pattern) and rg in its default mmap
+     mode (the path named) vs the baseline; the page cache is checked (and
+     warmed if needed) before every timed scan;
+  2b. the log with 31 rotations (32 files, 64 MB): one query_logs call vs one
+     rg over the 32 paths;
   3. a frequent pattern with max_lines=100 on the big log: wall time, and the
      baseline's peak RSS (bounded at 120 s);
   4. peak RSS of Bastion's broker and worker vs the baseline when every line of
      the 1 MB log matches (max_lines 1000 and 100000);
-  5. calls/s with 1, 4 and 16 concurrent callers on one session;
+  5. calls/s with 1, 4 and 16 concurrent callers on one session, and each
+     server's CPU per call (its whole process tree, bench_cpu.py);
   6. check_ip_reputation p50 (Bastion's compiled database vs the baseline's
      per-call feed parse), against Bastion's query_logs p50 measured in the
      same rounds, plus IntelDatabase.lookup calls/s in process.
 
-Prints one table (figure, comparison, ratio, target, verdict) and writes the
-same as JSON. No assertions: it reports. Every loop is bounded in count and
-time, and every process it starts is stopped, also on Ctrl-C.
+Prints one table (figure, comparison, ratio, target, met/missed) and writes
+the same as JSON, every ratio also listed under "ratios". No assertions: it
+reports. Every loop is bounded in count and time, and every process it starts
+is stopped, also on Ctrl-C.
 Usage: .venv/bin/python bench/run.py [--quick] [--json PATH]
 """
 
@@ -41,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +64,10 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+from bench_cache import CacheCheck, ensure_cached  # noqa: E402
+from bench_cache import summary as cache_summary  # noqa: E402
 from bench_chart import latency_chart  # noqa: E402
+from bench_cpu import remove_leftover_groups  # noqa: E402
 from bench_data import (  # noqa: E402
     ALL_PATTERN,
     DATA_DIR,
@@ -66,18 +80,21 @@ from bench_data import (  # noqa: E402
     dataset_summary,
     prepare,
 )
-from bench_report import Row, at_least, at_most, median, percentile, ratio, table, write_json  # noqa: E402
+from bench_report import Row, at_least, at_most, median, percentile, ratio, table, verdict_summary, write_json  # noqa: E402
 from bench_sessions import (  # noqa: E402
     PeakSampler,
     Session,
     Timed,
+    baseline_argv,
     baseline_session,
+    bastion_argv,
     bastion_session,
     kill_descendants,
     rss,
     timed_call,
     worker_rss,
 )
+from bench_startup import spawn_to_initialize  # noqa: E402
 
 from bastion_wire.intel_db import IntelDatabase  # noqa: E402
 from tests.conftest import BASTION, write_policy  # noqa: E402
@@ -90,6 +107,11 @@ FREQUENT_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 900.0
 SCAN_TIMEOUT_S = 600.0
 CONCURRENCY = (1, 4, 16)
+STREAM_MAX_CALLS = 5000  # a stream ends at its duration or at this count, whichever comes first
+# ripgrep as Bastion's grep worker runs it (workers/search.py grep_argv, RG_ENV): keep in step.
+RG_AS_BASTION = ["--no-config", "--threads=1", "--text", "--encoding", "none", "--line-number", "--byte-offset"]
+RG_AS_BASTION += ["--color=never"]
+RG_ENV = {"HOME": "/"}
 MB = 1e6
 MIB = 2**20
 FLAT_MIB = 10.0
@@ -104,16 +126,40 @@ class Config:
     concurrency_s: float
     intel_rounds: int
     intel_calls_per_round: int
+    scan_rounds: int  # timed runs of each engine in the cached-scan and rotation cases (cheap, so more)
+    stream_s: float
+    stream_rounds: int
+    startup_runs: int
     lookups: int = 100_000
 
     @classmethod
     def make(cls, quick: bool, cases: tuple[str, ...]) -> Config:
         if quick:
             return cls(
-                quick, cases, latency_calls=50, scan_runs=1, concurrency_s=2, intel_rounds=3, intel_calls_per_round=8
+                quick,
+                cases,
+                latency_calls=50,
+                scan_runs=1,
+                concurrency_s=2,
+                intel_rounds=3,
+                intel_calls_per_round=8,
+                scan_rounds=3,
+                stream_s=2.0,
+                stream_rounds=2,
+                startup_runs=3,
             )
         return cls(
-            quick, cases, latency_calls=200, scan_runs=3, concurrency_s=5, intel_rounds=5, intel_calls_per_round=8
+            quick,
+            cases,
+            latency_calls=200,
+            scan_runs=3,
+            concurrency_s=5,
+            intel_rounds=5,
+            intel_calls_per_round=8,
+            scan_rounds=5,
+            stream_s=5.0,
+            stream_rounds=3,
+            startup_runs=7,
         )
 
 
@@ -162,7 +208,12 @@ def intel_toml(data: Dataset, database: Path) -> str:
 
 def make_policy(workdir: Path, data: Dataset, database: Path) -> Path:
     toml = RATE_LIMITS + "\n" + intel_toml(data, database)
-    return write_policy(workdir, [data.small_log, data.big_log], toml=toml, max_lines=100_000, timeout_s=600)
+    logs: list[str | Path | dict[str, Any]] = [
+        data.small_log,
+        data.big_log,
+        {"path": str(data.rotated_log), "rotations": True},
+    ]
+    return write_policy(workdir, logs, toml=toml, max_lines=100_000, timeout_s=600)
 
 
 def compile_intel(policy: Path, data: Dataset, database: Path) -> float | None:
@@ -243,7 +294,7 @@ async def latency_case(bench: Bench) -> None:
             return await timed_call(session, "query_logs", arguments, 60)
 
         await interleaved([bastion, baseline], call, WARMUP, PAUSE_S)
-        for label, pause in (("50 ms pause", PAUSE_S), ("back to back", 0.0)):
+        for label, pause in (("50 ms pause", PAUSE_S), ("back to back, bursts of 10", 0.0)):
             results = await interleaved([bastion, baseline], call, bench.config.latency_calls, pause)
             latency_rows(bench, label, results["bastion"], results["baseline"])
 
@@ -275,16 +326,178 @@ def latency_rows(bench: Bench, label: str, ours: list[Timed], theirs: list[Timed
         bench.details["small_p50_ms"] = p50a
 
 
+# --- 1b. a sustained back-to-back stream -------------------------------------------
+
+
+@dataclass
+class Stream:
+    """One stream of back-to-back calls and the server's CPU over it."""
+
+    timings: list[Timed]
+    seconds: float
+    cpu_s: float
+
+
+async def back_to_back(session: Session, arguments: dict[str, Any], seconds: float) -> tuple[list[Timed], float]:
+    """Calls issued one after the other, each as soon as the previous reply is in, for `seconds`
+    (at most STREAM_MAX_CALLS); the client's GC is held off for the stream and run after it."""
+    done: list[Timed] = []
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        deadline = time.monotonic() + seconds
+        while len(done) < STREAM_MAX_CALLS and time.monotonic() < deadline:
+            done.append(await timed_call(session, "query_logs", arguments, 60))
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+    return done, elapsed
+
+
+async def metered(session: Session, run: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+    """run()'s result and the CPU seconds the server's tree spent on it: read once the tree is idle
+    before (its pool full) and again once it is idle after (the last teardowns and refills done)."""
+    before = await session.cpu.settled()
+    result = await run()
+    return result, await session.cpu.settled() - before
+
+
+async def stream_case(bench: Bench) -> None:
+    arguments = {"log_path": str(bench.data.small_log), "pattern": SMALL_PATTERN, "max_lines": 100}
+    streams: dict[str, list[Stream]] = {"bastion": [], "baseline": []}
+    async with bench.both() as (bastion, baseline):
+        order = [bastion, baseline]
+        for session in order:
+            for _ in range(WARMUP):
+                await timed_call(session, "query_logs", arguments, 60)
+        for _ in range(bench.config.stream_rounds):
+            for session in order:
+                (timings, seconds), cpu_s = await metered(
+                    session, lambda s=session: back_to_back(s, arguments, bench.config.stream_s)
+                )
+                streams[session.name].append(Stream(timings, seconds, cpu_s))
+            order.reverse()
+        methods = {s.name: s.cpu.method for s in order}
+    stream_rows(bench, streams, methods)
+
+
+def stream_figures(streams: list[Stream]) -> dict[str, Any]:
+    timings = [t for stream in streams for t in stream.timings]
+    ok = [t.seconds * 1000 for t in timings if t.ok]
+    seconds = sum(stream.seconds for stream in streams)
+    return {
+        "ms": ok,
+        "p50": median(ok),
+        "p99": percentile(ok, 0.99),
+        "calls_per_s": len(ok) / seconds if seconds else None,
+        "cpu_ms_per_call": 1000 * sum(stream.cpu_s for stream in streams) / len(ok) if ok else None,
+        "calls": len(timings),
+        "errors": errors_of(timings),
+    }
+
+
+def stream_rows(bench: Bench, streams: dict[str, list[Stream]], methods: dict[str, str]) -> None:
+    ours, theirs = stream_figures(streams["bastion"]), stream_figures(streams["baseline"])
+    label = f"sustained back-to-back stream ({bench.config.stream_rounds} x {bench.config.stream_s:g} s per server)"
+    note = (
+        f"one caller, next call as soon as the reply is in; {ours['calls']} vs {theirs['calls']} calls; "
+        f"rounds alternate; pool full at each stream's start; errors {ours['errors'] + theirs['errors'] or 'none'}"
+    )
+    specs = (
+        ("p50", "ms", "≤", 1.3, note),
+        ("p99", "ms", "≤", 2.0, ""),
+        ("calls_per_s", "calls/s", None, None, ""),
+        ("cpu_ms_per_call", "ms CPU", None, None, cpu_note(methods)),
+    )
+    for key, unit, sense, limit, row_note in specs:
+        name = {"calls_per_s": "calls/s", "cpu_ms_per_call": "server CPU per call"}.get(key, key)
+        bench.rows.append(
+            versus_baseline(
+                f"query_logs 1 MB log {name}, {label}", unit, ours[key], theirs[key], sense, limit, row_note
+            )
+        )
+    bench.details["stream"] = {"bastion": ours, "baseline": theirs}
+    bench.details.setdefault("latency_ms", {})["sustained stream"] = {"bastion": ours["ms"], "baseline": theirs["ms"]}
+
+
+def versus_baseline(
+    case: str, unit: str, ours: float | None, theirs: float | None, sense: str | None, limit: float | None, note: str
+) -> Row:
+    """A Bastion/baseline row; with `sense` ("≤" or "≥") and `limit`, a target on the ratio."""
+    r = ratio(ours, theirs)
+    row = Row(case, unit, ours, theirs, ratio=r, ratio_label="Bastion/baseline", note=note)
+    if sense is not None and limit is not None:
+        row.target = f"{sense} {limit:g}× baseline"
+        row.verdict = at_most(r, limit) if sense == "≤" else at_least(r, limit)
+    return row
+
+
+def cpu_note(methods: dict[str, str]) -> str:
+    return (
+        f"CPU of each server's whole tree over its runs / its calls ({', '.join(sorted(set(methods.values())))}): "
+        "Bastion = broker + launcher + workers + their engines; baseline = server + its grep children; "
+        "read when the tree is idle before and after each run; kernel threads and the bench client not counted"
+    )
+
+
+# --- 1c. spawn to initialize -------------------------------------------------------
+
+
+async def startup_case(bench: Bench) -> None:
+    """Alternating fresh starts of each server, timed from spawn to the reply to `initialize`."""
+    argvs = {
+        "bastion": bastion_argv(BASTION, bench.policy),
+        "baseline": baseline_argv([bench.data.small_log, bench.data.big_log], bench.data.feed, "startup"),
+    }
+    seconds: dict[str, list[float]] = {"bastion": [], "baseline": []}
+    order = list(argvs)
+    for _ in range(bench.config.startup_runs):
+        for name in order:
+            stderr = DATA_DIR / f"{name}.stderr.log"
+            seconds[name].append(await anyio.to_thread.run_sync(spawn_to_initialize, argvs[name], stderr))
+        order.reverse()
+    ours, theirs = median(ms(seconds["bastion"])), median(ms(seconds["baseline"]))
+    note = (
+        f"median of {bench.config.startup_runs} fresh starts each, alternating; raw JSON-RPC on stdin, no SDK client; "
+        f"Bastion range {min(ms(seconds['bastion'])):.0f}-{max(ms(seconds['bastion'])):.0f} ms"
+    )
+    bench.rows.append(versus_baseline("spawn to initialize reply", "ms", ours, theirs, None, None, note))
+    bench.details["startup_ms"] = {name: ms(values) for name, values in seconds.items()}
+
+
 # --- 2. full scan, rare pattern ----------------------------------------------------
 
+Runner = Callable[[], Awaitable[tuple[float, int]]]
 
-async def bare_scan(command: list[str]) -> tuple[float, int]:
-    started = time.perf_counter()
-    with anyio.fail_after(SCAN_TIMEOUT_S):
-        done = await anyio.run_process(
-            command, check=False, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        )
-    return time.perf_counter() - started, done.stdout.count(b"\n")
+
+async def bare_scan(
+    command: list[str], stdin: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """One engine run, output through a pipe (to /dev/null grep would stop at the first match)."""
+    environment = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
+    with open(stdin, "rb") if stdin is not None else nullcontext(None) as source:
+        started = time.perf_counter()
+        with anyio.fail_after(SCAN_TIMEOUT_S):
+            done = await anyio.run_process(command, stdin=source, check=False, env=environment)
+        elapsed = time.perf_counter() - started
+    return elapsed, done.stdout.count(b"\n")
+
+
+def bastion_rg_pattern(pattern: str) -> tuple[str, str]:
+    """ripgrep's pattern as Bastion renders it from `pattern` (the byte-mode `(?-u)` rendering), and where
+    it came from: the broker's own renderer, or (if it moved) `(?-u)` in front of the pattern."""
+    try:
+        from broker.tools.query_logs.engine import to_rust_regex
+        from broker.tools.query_logs.ere import parse_ere
+    except ImportError:
+        return "(?-u)" + pattern, "(?-u) + the pattern (the broker's renderer was not importable)"
+    return to_rust_regex(parse_ere(pattern)), "broker's to_rust_regex"
+
+
+def rg_as_bastion(rg: str, pattern: str, max_lines: int, paths: list[str] | None = None) -> list[str]:
+    """The argv Bastion's worker gives ripgrep (-m max_lines + 1); "-" (stdin) unless paths are named."""
+    return [rg, *RG_AS_BASTION, "-m", str(max_lines + 1), "-e", pattern, *(paths or ["-"])]
 
 
 async def mcp_scan(
@@ -298,84 +511,182 @@ async def mcp_scan(
     return timed.seconds, timed.lines
 
 
-async def scan_case(bench: Bench) -> None:
+def scan_runners(
+    bench: Bench, bastion: Session, baseline: Session, rg: str | None, broker_ms: list[float]
+) -> dict[str, Runner]:
     path = str(bench.data.big_log)
-    bench.details["page_cache_warm_s"] = warm_page_cache(bench.data.big_log)
     arguments = {"log_path": path, "pattern": RARE_PATTERN, "max_lines": 100}
+    runners: dict[str, Runner] = {
+        "bastion": lambda: mcp_scan(bastion, arguments, bench.audit, broker_ms),
+        "grep": lambda: bare_scan(["grep", "-E", "-n", "-e", RARE_PATTERN, path]),
+        "baseline": lambda: mcp_scan(baseline, arguments),
+    }
+    if rg:
+        pattern, source = bastion_rg_pattern(RARE_PATTERN)
+        stdin_argv, mmap_argv = rg_as_bastion(rg, pattern, 100), rg_as_bastion(rg, pattern, 100, [path])
+        runners["rg_stdin"] = lambda: bare_scan(stdin_argv, stdin=bench.data.big_log, env=RG_ENV)
+        runners["rg_mmap"] = lambda: bare_scan(mmap_argv, env=RG_ENV)
+        bench.details["scan_rg"] = {"stdin_argv": stdin_argv, "mmap_argv": mmap_argv, "pattern_from": source}
+    return runners
+
+
+async def scan_case(bench: Bench) -> None:
     rg = shutil.which("rg")
     broker_ms: list[float] = []
+    checks: dict[str, list[CacheCheck]] = {}
     async with bench.both() as (bastion, baseline):
-        runners: dict[str, Callable[[], Awaitable[tuple[float, int]]]] = {
-            "bastion": lambda: mcp_scan(bastion, arguments, bench.audit, broker_ms),
-            "grep": lambda: bare_scan(["grep", "-E", "-n", "-e", RARE_PATTERN, path]),
-            "baseline": lambda: mcp_scan(baseline, arguments),
-        }
-        if rg:
-            runners["rg"] = lambda: bare_scan([rg, "-n", "-e", RARE_PATTERN, path])
-        runs = await alternate(runners, bench.config.scan_runs)
-    scan_rows(bench, runs, rg is not None, median(broker_ms))
+        runners = scan_runners(bench, bastion, baseline, rg, broker_ms)
+        runs = await alternate(runners, bench.config.scan_rounds, checked([bench.data.big_log], checks))
+    bench.details.setdefault("page_cache", {})["scan"] = {k: [c.as_dict() for c in v] for k, v in checks.items()}
+    scan_rows(bench, runs, rg is not None, median(broker_ms), [c for v in checks.values() for c in v])
+
+
+def checked(paths: list[Path], checks: dict[str, list[CacheCheck]]) -> Callable[[str], None]:
+    """A hook for alternate(): make sure `paths` are cached right before each timed run, and keep what it found."""
+
+    def before(name: str) -> None:
+        checks.setdefault(name, []).append(ensure_cached(paths))
+
+    return before
 
 
 async def alternate(
-    runners: dict[str, Callable[[], Awaitable[tuple[float, int]]]], rounds: int
+    runners: dict[str, Runner], rounds: int, before: Callable[[str], None] | None = None
 ) -> dict[str, list[tuple[float, int]]]:
+    """`rounds` runs of each runner, the order rotating by one each round; `before(name)` precedes each run."""
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
     names = list(runners)
     for index in range(rounds):
         for name in names[index % len(names) :] + names[: index % len(names)]:
+            if before is not None:
+                before(name)
             results[name].append(await runners[name]())
     return results
 
 
-def scan_rows(bench: Bench, runs: dict[str, list[tuple[float, int]]], have_rg: bool, broker_ms: float | None) -> None:
+def scan_rows(
+    bench: Bench,
+    runs: dict[str, list[tuple[float, int]]],
+    have_rg: bool,
+    broker_ms: float | None,
+    checks: list[CacheCheck],
+) -> None:
     size = bench.data.big_bytes
     speed = {name: size / MB / t for name, values in runs.items() if (t := median([s for s, _ in values]))}
     found = {name: values[0][1] for name, values in runs.items()}
-    case = f"{bench.big_label} rare-pattern scan throughput"
-    note = f"median of {bench.config.scan_runs}; matching lines found {found} (expected {bench.data.rare_matches})"
+    case = f"{bench.big_label} cached rare-pattern scan throughput"
+    note = f"median of {bench.config.scan_rounds}; matching lines found {found} (expected {bench.data.rare_matches})"
+    note += f"; {cache_summary(checks)}"
     if broker_ms:
-        note += f"; inside Bastion's broker (audit duration) {broker_ms:.0f} ms = {size / MB / (broker_ms / 1000):,.0f} MB/s"
+        inside = size / MB / (broker_ms / 1000)
+        note += f"; inside Bastion's broker (audit duration) {broker_ms:.0f} ms = {inside:,.0f} MB/s"
     bastion = speed.get("bastion")
-    bench.rows.append(
-        Row(
-            f"{case} vs grep -E",
-            "MB/s",
-            bastion,
-            speed.get("grep"),
-            "grep",
-            ratio(bastion, speed.get("grep")),
-            "Bastion/grep",
-            "≥ 1.0× grep",
-            at_least(ratio(bastion, speed.get("grep")), 1.0),
-            note=note,
+
+    def versus(name: str, label: str, target: float | None, note: str = "") -> Row:
+        r, engine = ratio(bastion, speed.get(name)), name.split("_")[0]
+        row = Row(
+            f"{case} vs {label}", "MB/s", bastion, speed.get(name), name.replace("_", " "), r, f"Bastion/{engine}"
         )
-    )
-    rg_row = Row(
-        f"{case} vs ripgrep",
-        "MB/s",
-        bastion,
-        speed.get("rg"),
-        "rg",
-        ratio(bastion, speed.get("rg")),
-        "Bastion/rg",
-        "≥ 0.8× rg",
-        at_least(ratio(bastion, speed.get("rg")), 0.8) if have_rg else "n/a",
-    )
-    rg_row.other_text = "" if have_rg else "not installed"
-    bench.rows.append(rg_row)
+        row.note = note
+        if target is not None:
+            row.target, row.verdict = f"≥ {target:g}× {engine}", at_least(r, target)
+        if engine == "rg" and not have_rg:
+            row.other_text, row.verdict = "not installed", "n/a"
+        return row
+
+    bench.rows.append(versus("grep", "grep -E", 1.0, note))
     bench.rows.append(
-        Row(
-            f"{case} vs baseline",
-            "MB/s",
-            bastion,
-            speed.get("baseline"),
-            "baseline",
-            ratio(bastion, speed.get("baseline")),
-            "Bastion/baseline",
-        )
+        versus("rg_stdin", "rg (stdin, Bastion's read mode)", 0.95, rg_mode_note(bench) if have_rg else "")
     )
+    bench.rows.append(versus("rg_mmap", "rg (mmap, its default)", None))
+    bench.rows.append(versus("baseline", "baseline", None))
     bench.details["scan_s"] = {name: [s for s, _ in values] for name, values in runs.items()}
     bench.details["scan_broker_ms_median"] = broker_ms
+
+
+def rg_mode_note(bench: Bench) -> str:
+    rg = bench.details.get("scan_rg", {})
+    return (
+        "same argv as Bastion's worker (rg --no-config --threads=1 --text --encoding none -n -b -m 101), pattern from "
+        f"{rg.get('pattern_from')}; stdin row: the file is rg's stdin (rg reads it); mmap row: the same argv with the "
+        "path instead of '-' (rg mmaps one named file)"
+    )
+
+
+# --- 2b. a log and its 31 rotations ------------------------------------------------
+
+
+async def per_file(argv: list[str], files: list[Path]) -> tuple[float, int]:
+    """One engine per file, each on stdin, one after the other: what Bastion's worker does."""
+    total, lines = 0.0, 0
+    for path in files:
+        seconds, found = await bare_scan(argv, stdin=path, env=RG_ENV)
+        total, lines = total + seconds, lines + found
+    return total, lines
+
+
+def rotation_runners(bench: Bench, bastion: Session, rg: str | None, broker_ms: list[float]) -> dict[str, Runner]:
+    files = bench.data.rotated_files()
+    oldest_first = [str(path) for path in reversed(files)]  # the order Bastion searches them in
+    arguments = {"log_path": str(bench.data.rotated_log), "pattern": RARE_PATTERN, "max_lines": 1000}
+    runners: dict[str, Runner] = {"bastion": lambda: mcp_scan(bastion, arguments, bench.audit, broker_ms)}
+    if rg:
+        pattern, _ = bastion_rg_pattern(RARE_PATTERN)
+        paths = rg_as_bastion(rg, pattern, 1000, oldest_first)
+        paths.insert(1, "--no-mmap")  # read(), as from stdin (rg would not mmap > 10 paths anyway)
+        default = [rg, "-n", "-e", RARE_PATTERN, *oldest_first]
+        stdin = rg_as_bastion(rg, pattern, 1000)
+        runners["rg_paths"] = lambda: bare_scan(paths, env=RG_ENV)
+        runners["rg_default"] = lambda: bare_scan(default, env=RG_ENV)
+        runners["rg_per_file"] = lambda: per_file(stdin, [Path(p) for p in oldest_first])
+        bench.details["rotations_rg"] = {"paths_argv": paths[:12] + ["..."], "default_argv": default[:4] + ["..."]}
+    return runners
+
+
+async def rotations_case(bench: Bench) -> None:
+    rg = shutil.which("rg")
+    broker_ms: list[float] = []
+    checks: dict[str, list[CacheCheck]] = {}
+    async with bench.bastion() as bastion:
+        runners = rotation_runners(bench, bastion, rg, broker_ms)
+        for runner in runners.values():  # warm-up, untimed: first opening of the log's directory and files
+            await runner()
+        broker_ms.clear()
+        files = bench.data.rotated_files()
+        runs = await alternate(runners, bench.config.scan_rounds, checked(files, checks))
+    bench.details.setdefault("page_cache", {})["rotations"] = {k: [c.as_dict() for c in v] for k, v in checks.items()}
+    rotation_rows(bench, runs, median(broker_ms), [c for v in checks.values() for c in v])
+
+
+def rotation_rows(
+    bench: Bench, runs: dict[str, list[tuple[float, int]]], broker_ms: float | None, checks: list[CacheCheck]
+) -> None:
+    wall = {name: median([s * 1000 for s, _ in values]) for name, values in runs.items()}
+    found = {name: values[0][1] for name, values in runs.items()}
+    size = f"{bench.data.rotated_bytes / MIB:g} MB"
+    note = (
+        f"median of {bench.config.scan_rounds}; rare pattern; matching lines found {found} "
+        f"(expected {bench.data.rotated_matches}); rg: Bastion's argv with the 32 paths and --no-mmap (read(), "
+        f"as Bastion's stdin), --threads=1 as in Bastion; {cache_summary(checks)}"
+    )
+    if broker_ms:
+        note += f"; inside Bastion's broker (audit duration) {broker_ms:.0f} ms"
+    specs = (
+        ("rg_paths", f"log + 31 rotations (32 files, {size}): one query_logs call vs one rg over the 32 paths", 2.0),
+        ("rg_default", "  for comparison: one rg over the 32 paths with its defaults (threads auto; reads)", None),
+        ("rg_per_file", "  for comparison: 32 rg runs, one per file on stdin, in turn (Bastion's worker's way)", None),
+    )
+    for name, case, limit in specs:
+        r = ratio(wall.get("bastion"), wall.get(name))
+        row = Row(case, "ms", wall.get("bastion"), wall.get(name), name.replace("_", " "), r, "Bastion/rg")
+        row.note = note if limit else ""
+        if limit is not None:
+            row.target, row.verdict = f"≤ {limit:g}× rg", at_most(r, limit)
+        if name not in wall:
+            row.other_text = "not installed"
+            row.verdict = "n/a" if limit else row.verdict
+        bench.rows.append(row)
+    bench.details["rotations_ms"] = {name: [s * 1000 for s, _ in values] for name, values in runs.items()}
 
 
 # --- 3. frequent pattern, max_lines=100 -------------------------------------------
@@ -409,10 +720,13 @@ async def frequent_case(bench: Bench) -> None:
         async def baseline_turn() -> None:
             theirs.append(await baseline_frequent(bench, arguments, cost["baseline"]))
 
+        checks: list[CacheCheck] = []
         for index in range(bench.config.scan_runs):
             for turn in (bastion_turn, baseline_turn)[:: 1 if index % 2 == 0 else -1]:
+                checks.append(ensure_cached([bench.data.big_log]))  # the baseline reads all of it
                 await turn()
-    frequent_rows(bench, ours, theirs, cost)
+    bench.details.setdefault("page_cache", {})["frequent"] = [c.as_dict() for c in checks]
+    frequent_rows(bench, ours, theirs, cost, cache_summary(checks))
 
 
 async def baseline_frequent(bench: Bench, arguments: dict[str, Any], cost: list[float]) -> tuple[Timed, PeakSampler]:
@@ -431,6 +745,7 @@ def frequent_rows(
     ours: list[tuple[Timed, PeakSampler]],
     theirs: list[tuple[Timed, PeakSampler]],
     cost: dict[str, list[float]],
+    cache_note: str,
 ) -> None:
     ours_s = median([t.seconds for t, _ in ours if t.ok])
     timed_out = any(t.timed_out for t, _ in theirs)
@@ -442,7 +757,8 @@ def frequent_rows(
             if timed_out
             else ""
         )
-        + f"lines {[t.lines for t, _ in ours]} vs {[t.lines for t, _ in theirs]}; errors {errors_of([t for t, _ in ours + theirs]) or 'none'}"
+        + f"lines {[t.lines for t, _ in ours]} vs {[t.lines for t, _ in theirs]}; "
+        + f"errors {errors_of([t for t, _ in ours + theirs]) or 'none'}; {cache_note}"
     )
     bench.rows.append(
         Row(
@@ -574,7 +890,8 @@ def last_audit_end(audit: Path) -> dict[str, Any]:
 def memory_rows(bench: Bench, peaks: dict[str, list[float]], lines: dict[str, int], big: dict[str, Any]) -> None:
     at_1000, at_max = median(peaks["broker_1000"]), median(peaks["broker_100000"])
     baseline, worker = median(peaks["baseline"]), median(peaks["worker"])
-    note = f"median of {len(peaks['baseline'])} fresh servers; lines returned {lines}; broker idle {median(peaks['broker_idle']):.1f} MiB"
+    idle = median(peaks["broker_idle"])
+    note = f"median of {len(peaks['baseline'])} fresh servers; lines returned {lines}; broker idle {idle:.1f} MiB"
     bench.rows.append(
         Row(
             "peak RSS, all lines of 1 MB log match, max_lines=100000: broker",
@@ -649,10 +966,23 @@ def memory_rows(bench: Bench, peaks: dict[str, list[float]], lines: dict[str, in
 
 # --- 5. throughput under concurrency ----------------------------------------------
 
+CALLS_TARGET = (16, 0.8)  # (callers, Bastion/baseline at least): calls/s
+CPU_TARGET = (16, 1.5)  # (callers, Bastion/baseline at most): server CPU per call
 
-async def throughput(
-    session: Session, callers: int, seconds: float, arguments: dict[str, Any]
-) -> tuple[float, list[str]]:
+
+@dataclass
+class Throughput:
+    calls_per_s: float
+    ok: int
+    errors: list[str]
+    cpu_s: float = 0.0
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        return 1000 * self.cpu_s / self.ok if self.ok else None
+
+
+async def throughput(session: Session, callers: int, seconds: float, arguments: dict[str, Any]) -> Throughput:
     deadline = time.monotonic() + seconds
     done: list[Timed] = []
 
@@ -664,36 +994,49 @@ async def throughput(
     async with anyio.create_task_group() as group:
         for _ in range(callers):
             group.start_soon(caller)
-    return sum(1 for t in done if t.ok) / (time.monotonic() - started), errors_of(done)
+    ok = sum(1 for t in done if t.ok)
+    return Throughput(ok / (time.monotonic() - started), ok, errors_of(done))
 
 
 async def concurrency_case(bench: Bench) -> None:
     arguments = {"log_path": str(bench.data.small_log), "pattern": SMALL_PATTERN, "max_lines": 100}
-    figures: dict[int, dict[str, tuple[float, list[str]]]] = {}
+    figures: dict[int, dict[str, Throughput]] = {}
     async with bench.both() as (bastion, baseline):
         order = [bastion, baseline]
+        methods = {s.name: s.cpu.method for s in order}
         for callers in CONCURRENCY:
             figures[callers] = {}
             for session in order:
-                figures[callers][session.name] = await throughput(
-                    session, callers, bench.config.concurrency_s, arguments
+                run, cpu_s = await metered(
+                    session, lambda s=session, n=callers: throughput(s, n, bench.config.concurrency_s, arguments)
                 )
+                run.cpu_s = cpu_s
+                figures[callers][session.name] = run
             order.reverse()
+    concurrency_rows(bench, figures, methods)
+
+
+def concurrency_rows(bench: Bench, figures: dict[int, dict[str, Throughput]], methods: dict[str, str]) -> None:
     for callers, by_name in figures.items():
-        (ours, our_errors), (theirs, their_errors) = by_name["bastion"], by_name["baseline"]
-        errors = our_errors + their_errors
-        bench.rows.append(
-            Row(
-                f"query_logs calls/s, {callers} concurrent caller(s), one session",
-                "calls/s",
-                ours,
-                theirs,
-                ratio=ratio(ours, theirs),
-                ratio_label="Bastion/baseline",
-                note=f"errors: {errors}" if errors else "",
-            )
+        ours, theirs = by_name["bastion"], by_name["baseline"]
+        errors = ours.errors + theirs.errors
+        limit = CALLS_TARGET[1] if callers == CALLS_TARGET[0] else None
+        case = f"query_logs calls/s, {callers} concurrent caller(s), one session"
+        note = f"{ours.ok} vs {theirs.ok} calls in {bench.config.concurrency_s:g} s each" + (
+            f"; errors: {errors}" if errors else ""
         )
-    bench.details["calls_per_s"] = {c: {k: v[0] for k, v in by.items()} for c, by in figures.items()}
+        bench.rows.append(versus_baseline(case, "calls/s", ours.calls_per_s, theirs.calls_per_s, "≥", limit, note))
+    for callers, by_name in figures.items():
+        ours, theirs = by_name["bastion"], by_name["baseline"]
+        limit = CPU_TARGET[1] if callers == CPU_TARGET[0] else None
+        case = f"server CPU per call, {callers} concurrent caller(s)"
+        note = cpu_note(methods) if callers == CONCURRENCY[0] else ""
+        bench.rows.append(
+            versus_baseline(case, "ms CPU", ours.cpu_ms_per_call, theirs.cpu_ms_per_call, "≤", limit, note)
+        )
+    bench.details["calls_per_s"] = {c: {k: v.calls_per_s for k, v in by.items()} for c, by in figures.items()}
+    bench.details["cpu_ms_per_call"] = {c: {k: v.cpu_ms_per_call for k, v in by.items()} for c, by in figures.items()}
+    bench.details["cpu_method"] = methods
 
 
 # --- 6. check_ip_reputation ------------------------------------------------------
@@ -762,7 +1105,8 @@ def intel_rows(
     yardstick = median(ms([t.seconds for t in queries if t.ok]))
     earlier = bench.details.get("small_p50_ms")
     note = (
-        f"{len(ours)} vs {len(theirs)} calls, feed of {bench.data.feed_entries:,} entries; Bastion verdicts {verdicts}; "
+        f"{len(ours)} vs {len(theirs)} calls, feed of {bench.data.feed_entries:,} entries; "
+        f"Bastion verdicts {verdicts}; "
         f"query_logs p50 in the same rounds {yardstick or 0:.1f} ms (case 1: {earlier or 0:.1f} ms); "
         f"errors {errors_of(ours + theirs + queries) or 'none'}"
     )
@@ -800,7 +1144,10 @@ def intel_rows(
 
 CASES: list[tuple[str, Callable[[Bench], Awaitable[None]]]] = [
     ("latency", latency_case),
+    ("stream", stream_case),
+    ("startup", startup_case),
     ("scan", scan_case),
+    ("rotations", rotations_case),
     ("frequent", frequent_case),
     ("memory", memory_case),
     ("concurrency", concurrency_case),
@@ -887,6 +1234,7 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
     details.update(dataset=dataset_summary(data), total_s=round(time.monotonic() - started, 1))
     details["host"]["loadavg_end"] = os.getloadavg()
     print(table(bench.rows))
+    print(verdict_summary(bench.rows))
     for tool, figures in details.get("audit_summary", {}).items():
         shown = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if value is not None)
         print(f"Bastion audit, {tool}: {shown}")
@@ -894,7 +1242,10 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
     write_json(json_path, bench.rows, details)
     print(f"results written to {json_path}")
     if "latency_ms" in details:
-        title = f"query_logs latency, Bastion (sandboxed) vs naive baseline; {details['host']['cpus']} CPUs, {details['started']}"
+        title = (
+            f"query_logs latency, Bastion (sandboxed) vs naive baseline; "
+            f"{details['host']['cpus']} CPUs, {details['started']}"
+        )
         why_not = latency_chart(details["latency_ms"], chart_path, title)
         print(f"latency chart: {why_not}" if why_not else f"latency chart written to {chart_path}")
 
@@ -915,6 +1266,8 @@ def main() -> None:
         left = kill_descendants()
         if left:
             print(f"stopped {left} leftover process(es) started by the bench", file=sys.stderr)
+        if remove_leftover_groups():
+            print("removed leftover cpuacct group(s) of the bench", file=sys.stderr)
 
 
 if __name__ == "__main__":
