@@ -12,6 +12,7 @@ import os
 import sys
 
 from bastion_wire.intel_db import IntelDatabaseError
+from broker.cli.options import add_state_dir
 from broker.intel.compile import CompileReport, FeedSource, compile_feeds
 from broker.policy import Intel, PolicyError, load_policy
 
@@ -69,13 +70,9 @@ def cmd_intel_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     intel = commands.add_parser("intel", help="threat-intel tools").add_subparsers(dest="intel_command", required=True)
     compile_ = intel.add_parser("compile", help="compile the policy's feeds into the intel database (keeps history)")
     compile_.add_argument("--policy", required=True, help="policy TOML file with an [intel] section")
-    compile_.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)",
-    )
+    add_state_dir(compile_)
     compile_.set_defaults(func=cmd_intel_compile)
