@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from broker.audit import verify as audit_verify
-
-EXIT_CONFIG = 2
+from broker.cli import exit_codes
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -15,11 +14,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         report = audit_verify.verify(args.files)
     except OSError as exc:
         print(f"bastion audit verify: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     for note in report.notes:
         print(f"note: {note}")
     print(audit_verify.summary(report, len(args.files)))
-    return 1 if report.problem is not None else 0
+    return exit_codes.AUDIT_PROBLEM if report.problem is not None else exit_codes.OK
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from broker.cli import preflight
+from broker.cli import exit_codes, preflight
 from broker.cli.options import PROFILES_DIR_HELP, add_state_dir
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, Sandbox, load_policy
@@ -22,9 +22,6 @@ from broker.pool.worker_process import SandboxUnavailable, spawn_worker, start_w
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
 from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, requirements
-
-EXIT_CONFIG = 2
-EXIT_REFUSED = 3
 
 
 @dataclass
@@ -109,10 +106,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in kinds]
     except (PolicyError, ProfileError) as exc:
         print(f"bastion doctor: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     except SandboxUnavailable as exc:
         print(f"bastion doctor: a worker could not even start: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return exit_codes.REFUSED
     lines, reasons, servable = _doctor_table(probes)
     mode = (
         "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
@@ -124,7 +121,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if policy is not None:
         print("\n".join(_policy_checks(findings)))
     print("verdict: " + _verdict(servable, bool(preflight.refusals(findings))))
-    return 0 if servable and not preflight.refusals(findings) else EXIT_REFUSED
+    return exit_codes.OK if servable and not preflight.refusals(findings) else exit_codes.REFUSED
 
 
 def _verdict(layers_ok: bool, refused: bool) -> str:

@@ -12,11 +12,10 @@ import os
 import sys
 
 from bastion_wire.intel_db import IntelDatabaseError
+from broker.cli import exit_codes
 from broker.cli.options import add_state_dir
 from broker.intel.compile import CompileReport, FeedSource, compile_feeds
 from broker.policy import Intel, PolicyError, load_policy
-
-EXIT_CONFIG = 2
 
 
 def sources(intel: Intel) -> list[FeedSource]:
@@ -55,19 +54,19 @@ def cmd_intel_compile(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy, args.state_dir)
     except PolicyError as exc:
         print(f"bastion intel compile: policy error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     intel = policy.intel
     if intel is None or not intel.feeds:
         print("bastion intel compile: the policy has no [intel] section with [[intel.feeds]]", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     previous = intel.database if os.path.exists(intel.database) else None
     try:
         report = compile_feeds(sources(intel), intel.database, previous=previous, history_days=intel.history_days)
     except (OSError, ValueError, IntelDatabaseError) as exc:
         print(f"bastion intel compile: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     _print_report(report, intel.database)
-    return 0
+    return exit_codes.OK
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,9 +1,10 @@
 """The `bastion` command line: the parser and dispatch, one module per subcommand.
 
 serve.py `serve`, token_new.py `token new`, audit.py `audit verify`, doctor.py
-`doctor`, sandbox_run.py `sandbox run`, intel.py `intel compile`; options.py
-holds the options several of them take. (Not token.py: run as a script, this
-directory is on sys.path, and a token.py would shadow the standard library's.)
+`doctor`, sandbox_run.py `sandbox run`, intel.py `intel compile`; exit_codes.py
+holds the exit codes they share, options.py the options several of them take.
+(Not token.py: run as a script, this directory is on sys.path, and a token.py
+would shadow the standard library's.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import anyio
 
 from bastion_wire.plan import Plan
 from bastion_wire.protocol import RunRequest
+from broker.cli import exit_codes
 from broker.cli.options import PROFILES_DIR_HELP
 from broker.files.regular_file import open_regular
 from broker.policy import PolicyError, Sandbox, load_policy
@@ -26,8 +27,6 @@ from broker.sandbox.host import cgroup_host
 from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import ProfileError, load_profile, profile_names
 
-EXIT_CONFIG = 2
-EXIT_REFUSED = 3
 DEFAULT_RUN_TIMEOUT_S = 30.0
 
 
@@ -44,10 +43,10 @@ def _resolve_program(argv: list[str]) -> list[str]:
 
 def _describe(result: WorkerResult, timed_out: bool, timeout_s: float) -> tuple[str, int]:
     if timed_out:
-        return f"timed out after {timeout_s:g} s; killed", 124
+        return f"timed out after {timeout_s:g} s; killed", exit_codes.TIMED_OUT
     if result.signal:
         number = signal.Signals[result.signal].value
-        return f"killed by signal {result.signal}", 128 + number
+        return f"killed by signal {result.signal}", exit_codes.SIGNALLED + number
     return f"exited with status {result.exit_code}", result.exit_code or 0
 
 
@@ -85,7 +84,7 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if bool(argv) == bool(args.python):
         print("bastion sandbox run: give either -- ARGV or --python FILE", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     try:
         settings = _settings(args.policy)
         argv = _resolve_program(argv) if argv else []
@@ -100,10 +99,10 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
         )
     except (PolicyError, ProfileError, OSError) as exc:
         print(f"bastion sandbox run: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     except SandboxUnavailable as exc:
         print(f"bastion sandbox run: refusing to run: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return exit_codes.REFUSED
     print(f"bastion sandbox run: profile {args.profile}; layers: {', '.join(layers)}", file=sys.stderr)
     print(f"bastion sandbox run: {message}", file=sys.stderr)
     return code

@@ -23,7 +23,7 @@ from mcp.server.lowlevel import Server
 
 from broker.audit.log import AuditError, AuditLog
 from broker.calls import Bastion
-from broker.cli import preflight
+from broker.cli import exit_codes, preflight
 from broker.cli.options import PROFILES_DIR_HELP, add_state_dir
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, load_policy
@@ -36,10 +36,6 @@ from broker.transport.http_server import Bind, check_bind, http_app, parse_bind,
 from broker.transport.mcp_server import build_server, package_version
 from broker.transport.request_guard import record_refusal
 from broker.transport.sd_notify import sd_notify
-
-EXIT_CONFIG = 2
-EXIT_REFUSED = 3
-EXIT_STOP_UNRECORDED = 1  # served, stopped, but server_stop is missing from the audit log
 
 log = logging.getLogger("bastion")
 
@@ -186,17 +182,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowlist = Allowlist(policy)  # log directories pinned now, before anything runs
     except PolicyError as exc:
         log.error("policy error: %s", exc)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     try:
         bind = parse_bind(args.http) if args.http else None
         if bind is not None:
             check_bind(bind, policy.http)
     except PolicyError as exc:
         log.error("%s", exc)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     try:
         if not anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist):
-            return EXIT_STOP_UNRECORDED
+            return exit_codes.STOP_UNRECORDED
     except KeyboardInterrupt:
         pass
     except BaseException as exc:  # noqa: BLE001 - task groups wrap the start-up failure
@@ -204,10 +200,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if refusal is None:
             raise
         log.error("refusing to serve: %s", refusal)
-        return EXIT_REFUSED
+        return exit_codes.REFUSED
     finally:
         _forget_stderr_if_gone()
-    return 0
+    return exit_codes.OK
 
 
 def _forget_stderr_if_gone() -> None:

@@ -6,9 +6,8 @@ import argparse
 import re
 import sys
 
+from broker.cli import exit_codes
 from broker.transport.http_auth import new_token, paste_lines
-
-EXIT_CONFIG = 2
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
@@ -17,12 +16,12 @@ def cmd_token_new(args: argparse.Namespace) -> int:
             "bastion token new: NAME must be 1-64 letters, digits and _ . @ - (starting with a letter or digit)",
             file=sys.stderr,
         )
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     token = new_token()
     print(f"token for {args.name} (shown once; give it to that client only):\n\n    {token}\n")
     print("add to the policy, then restart bastion:\n")
     print(paste_lines(args.name, token))
-    return 0
+    return exit_codes.OK
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
