@@ -1,9 +1,10 @@
 """Wire protocol between the broker and its workers.
 
-Part of bastion_wire, the only code both sides import: the broker never imports
-workers/ and a worker never imports broker/ (tests/test_import_boundary.py). A
-frame is a 4-byte big-endian payload length followed by one MessagePack-encoded message
-from the tagged unions below. Frames are capped at MAX_FRAME_BYTES; anything
+Part of bastion_wire, with plan.py (the plan a worker is handed) and intel_db.py
+(the compiled intel database's format): the only project code both sides import,
+since the broker never imports workers/ and a worker never imports broker/
+(tests/test_import_boundary.py). A frame is a 4-byte big-endian payload length
+followed by one MessagePack-encoded message from the tagged unions below. Frames are capped at MAX_FRAME_BYTES; anything
 malformed, oversized or of the wrong kind raises ProtocolError, and the broker
 then kills the worker. The protocol version travels in the setup and ready
 messages so a mismatched worker is refused before it sees a request.

@@ -117,7 +117,7 @@ def _gate_endpoint(app: Starlette, bastion: Bastion) -> None:
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        yield  # the broker handles SIGTERM/SIGINT itself (cli._stop_on_signal)
+        yield  # the broker handles SIGTERM/SIGINT itself (broker/cli/serve.py _stop_on_signal)
 
 
 def uvicorn_server(app: object, bind: Bind) -> uvicorn.Server:
