@@ -246,7 +246,7 @@ class IntelDatabase:
             raise IntelDatabaseError("intel database header checksum mismatch (corrupt file)")
 
     def _bind(self, spans: list[tuple[int, int]]) -> None:
-        view = dict(zip(SECTIONS, spans))
+        view = dict(zip(SECTIONS, spans, strict=True))  # _check_layout: one span per section
         try:
             self.meta = msgspec.msgpack.decode(self._section(view["meta"], "B"), type=DatabaseMeta)
         except msgspec.MsgspecError as exc:
@@ -356,7 +356,7 @@ class IntelDatabase:
         """
         columns = self._entry_columns()
         feeds = self._n_feeds
-        for number, (feed, flags, c0, c1, c2, c3, first, last) in enumerate(zip(*columns)):
+        for number, (feed, flags, c0, c1, c2, c3, first, last) in enumerate(zip(*columns, strict=True)):
             version, plen = flags & 0xFF, flags >> 8 & 0xFF
             value = c0 << 96 | c1 << 64 | c2 << 32 | c3
             bits = 32 if version == 4 else 128

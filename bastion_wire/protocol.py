@@ -13,7 +13,7 @@ messages so a mismatched worker is refused before it sees a request.
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -106,7 +106,7 @@ class IntelRequest(msgspec.Struct, tag="intel", forbid_unknown_fields=True):
     enrich: list[Literal["asn", "country"]] = msgspec.field(default_factory=list)
 
 
-ToWorker = Union[Setup, SearchRequest, TailRequest, RunRequest, IntelRequest]
+ToWorker = Setup | SearchRequest | TailRequest | RunRequest | IntelRequest
 
 # --- worker -> broker -------------------------------------------------------
 
@@ -210,7 +210,7 @@ class IntelReport(msgspec.Struct, tag="intel_report", forbid_unknown_fields=True
     notes: list[str] = msgspec.field(default_factory=list)  # e.g. an enrichment database that could not be read
 
 
-FromWorker = Union[Ready, SetupFailed, Lines, Text, IntelReport, Done, Failed]
+FromWorker = Ready | SetupFailed | Lines | Text | IntelReport | Done | Failed
 
 # --- broker <-> launcher ----------------------------------------------------
 # The launcher (workers/launcher.py) is a pre-imported process that forks new

@@ -32,7 +32,7 @@ def latency_chart(latency_ms: dict[str, dict[str, list[float]]], path: Path, tit
     if not panels:
         return "no latency figures in this run"
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), sharey=True, squeeze=False)
-    for axis, (label, series) in zip(axes[0], panels):
+    for axis, (label, series) in zip(axes[0], panels, strict=True):
         _panel(axis, label, series)
     axes[0][0].set_ylabel("share of calls at or below")
     figure.suptitle(title, fontsize=11)

@@ -82,7 +82,7 @@ HEADERS = ["#", "case", "Bastion", "baseline / bare", "ratio", "target", "verdic
 def table(rows: list[Row]) -> str:
     cells = [HEADERS] + [_cells(index, row) for index, row in enumerate(rows, 1)]
     widths = [max(len(line[column]) for line in cells) for column in range(len(HEADERS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     notes = [f"  [{index}] {row.note}" for index, row in enumerate(rows, 1) if row.note]
     return "\n".join(lines + (["", "notes:"] + notes if notes else []))

@@ -22,7 +22,7 @@ import pytest
 from broker.audit.verify import verify
 from broker.transport.stdio import Wire
 from tests.conftest import BASTION, read_audit, write_policy
-from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture
+from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN
 
 INITIALIZE = {
     "jsonrpc": "2.0",

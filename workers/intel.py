@@ -62,7 +62,7 @@ def _report(database: IntelDatabase, request: IntelRequest) -> IntelReport:
 def _enrich(request: IntelRequest, fds: list[int]) -> tuple[Enrichment, list[str]]:
     enrichment, notes = Enrichment(), []
     address = _text(request.packed)
-    for kind, fd in zip(request.enrich, fds):
+    for kind, fd in zip(request.enrich, fds, strict=True):  # lookup() checked the count
         try:
             # MODE_FD reads the whole (small) file from a file object; the descriptor stays ours.
             # Unbuffered, so opening it does not probe isatty (an ioctl seccomp does not allow).

@@ -406,7 +406,7 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
         return
     call = Call(request, send, inflated=request.decompressed_before)
     try:
-        for index, (spec, fd) in enumerate(zip(request.files, fds)):
+        for index, (spec, fd) in enumerate(zip(request.files, fds, strict=True)):
             if call.more:
                 break  # older (or newer) files are not searched: the answer is complete
             _search_one(call, index, spec, fd, grep)

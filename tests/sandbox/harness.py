@@ -110,7 +110,11 @@ class Results:
 
         def fmt(row: Row) -> str:
             cells = [row.id, row.profile, row.expected, row.observed]
-            return "  ".join(cell[:width].ljust(width) for cell, width in zip(cells, widths)) + "  " + row.verdict
+            return (
+                "  ".join(cell[:width].ljust(width) for cell, width in zip(cells, widths, strict=True))
+                + "  "
+                + row.verdict
+            )
 
         return [fmt(header), "-" * (sum(widths) + 2 * len(widths) + 8), *[fmt(row) for row in self.rows]]
 
