@@ -46,8 +46,8 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
-from typing import Annotated
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -85,7 +85,7 @@ MAX_COUNT = 1 << 32  # entry ids and word offsets are u32
 _unpack = ENTRY.unpack_from
 _unpack_v4 = struct.Struct("<IBBBx12x4sQQ").unpack_from
 # Per version: how an entry is unpacked, its longest prefix, how its network is written.
-_ENTRY_FORMAT = {
+_ENTRY_FORMAT: dict[int, tuple[Callable[[memoryview, int], tuple[Any, ...]], int, Callable[[bytes], str]]] = {
     4: (_unpack_v4, 32, socket.inet_ntoa),
     6: (_unpack, 128, functools.partial(socket.inet_ntop, socket.AF_INET6)),
 }
@@ -266,7 +266,7 @@ class IntelDatabase:
         if self._v4_index[0] != 0 or self._v4_index[V4_BUCKETS] != self._counts[1]:
             raise IntelDatabaseError("intel database IPv4 index does not span its intervals")
 
-    def _section(self, span: tuple[int, int], fmt: str) -> memoryview:
+    def _section(self, span: tuple[int, int], fmt: Literal["B", "I", "Q"]) -> memoryview:
         offset, length = span
         with memoryview(self._map) as whole:
             part = whole[offset : offset + length]

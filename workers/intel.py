@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
 from typing import Any
 
 import maxminddb
 
 from bastion_wire.intel_db import IntelDatabase, IntelDatabaseError
 from bastion_wire.protocol import Done, Enrichment, Failed, FeedInfo, IntelMatch, IntelReport, IntelRequest
+from workers.channel import Send
 
-Send = Callable[[object], None]
 MAX_NAME = 200  # enrichment strings come from a file: bound them
 
 

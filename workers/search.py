@@ -29,11 +29,12 @@ import select
 import signal
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers import engine_process
+from workers.channel import Send
 from workers.lines import LineSplitter
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
@@ -46,8 +47,6 @@ GZIP_OUT_CHUNK = 256 * 1024
 LOOK_BACK_BYTES = 64 * 1024
 MAX_STDERR = 4096
 PREFIX_ROOM = 48  # "line:offset:" before the text
-
-Send = Callable[[object], None]
 
 
 @dataclass

@@ -35,7 +35,7 @@ import json
 import os
 import stat
 import time
-from typing import Any
+from typing import Any, cast
 
 from broker.audit.durable import remove_quietly, sync_directory
 from broker.audit.redact import redact
@@ -165,7 +165,8 @@ class AuditLog:
         return self._seq
 
     def _line(self, event: str, fields: dict[str, Any]) -> bytes:
-        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **redact(_cut(fields)), "prev": self._prev}
+        redacted = cast("dict[str, object]", redact(_cut(fields)))  # a dict comes back a dict
+        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **redacted, "prev": self._prev}
         body = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str).encode()
         return seal(body) + b"\n"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from broker.cli import audit, doctor, intel, sandbox_run, serve, token_new
 from broker.transport.mcp_server import package_version
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="bastion: %(levelname)s %(message)s",
     )
-    return args.func(args)
+    command: Callable[[argparse.Namespace], int] = args.func  # set by each subcommand's parser
+    return command(args)
 
 
 if __name__ == "__main__":

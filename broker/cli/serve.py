@@ -97,7 +97,7 @@ def _record_stop(policy: Policy, audit: AuditLog, reason: str) -> bool:
     return True
 
 
-def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int | None, transport: str) -> None:
+def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: str | None, transport: str) -> None:
     skipped = downgrades(pool.layers)
     audit.write(
         "server_start",

@@ -329,7 +329,7 @@ def _write(output: str, meta: DatabaseMeta, tables: dict[int, _Entries], now: in
     total = len(keys[4]) + len(keys[6])
     if max(total, len(words)) >= MAX_COUNT:
         raise ValueError("too many entries for one intel database")
-    sections = [
+    sections: list[bytes | bytearray] = [
         msgspec.msgpack.encode(meta),
         _u32(_v4_index(v4.starts)),
         _u32(v4.starts),

@@ -24,6 +24,7 @@ with the signal that killed it, never as a normal stop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import itertools
@@ -266,14 +267,10 @@ class Worker:
             await self._reap(result, replied)
 
     def kill(self) -> None:
-        for send in (
-            lambda: os.killpg(self.pid, signal.SIGKILL),
-            lambda: signal.pidfd_send_signal(self.pidfd, signal.SIGKILL),
-        ):
-            try:
-                send()
-            except (ProcessLookupError, PermissionError):
-                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
     async def _reap(self, result: WorkerResult | None, replied: bool = False) -> None:
         if self._reaped:
