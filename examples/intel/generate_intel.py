@@ -492,7 +492,7 @@ import maxminddb
 
 with maxminddb.open_database("examples/intel/sample-asn.mmdb") as reader:
     reader.get("45.155.205.233")  # the AS64496 record
-    reader.get("1.1.1.1")         # None: not in the database
+    reader.get("1.1.1.1")  # None: not in the database
 
 # MODE_FD takes a binary file object, not a bare descriptor: it calls .read()
 # once, from the current offset, and leaves the file open.
