@@ -75,9 +75,15 @@ def _message(rng: random.Random) -> str:
         method = rng.choice(["password", "publickey"])
         return f"sshd[{pid}]: Accepted {method} for {user} from {ip} port {port} ssh2"
     if roll < 0.75:
-        return f"sshd[{pid}]: pam_unix(sshd:session): session opened for user {user}(uid={rng.randint(1000, 1999)}) by (uid=0)"
+        return (
+            f"sshd[{pid}]: pam_unix(sshd:session): session opened for user {user}(uid={rng.randint(1000, 1999)})"
+            " by (uid=0)"
+        )
     if roll < 0.82:
-        return f"sudo: {user:>9} : TTY=pts/{rng.randint(0, 9)} ; PWD=/home/{user} ; USER=root ; COMMAND={rng.choice(COMMANDS)}"
+        return (
+            f"sudo: {user:>9} : TTY=pts/{rng.randint(0, 9)} ; PWD=/home/{user}"
+            f" ; USER=root ; COMMAND={rng.choice(COMMANDS)}"
+        )
     if roll < 0.93:
         return f"CRON[{pid}]: pam_unix(cron:session): session closed for user root"
     return f"systemd-logind[{rng.randint(300, 999)}]: New session {rng.randint(1, 99999)} of user {user}."
@@ -99,7 +105,10 @@ def write_small_log(path: Path, size: int) -> None:
 
 
 def _rare_line(block: int) -> bytes:
-    return f"Nov 27 04:12:{block % 60:02d} blk{block:06d} sshd[4242]: Accepted password for breakglass from 198.51.100.{block % 250 + 1} port 40022 ssh2\n".encode()
+    return (
+        f"Nov 27 04:12:{block % 60:02d} blk{block:06d} sshd[4242]: Accepted password for breakglass"
+        f" from 198.51.100.{block % 250 + 1} port 40022 ssh2\n"
+    ).encode()
 
 
 def _block_template() -> bytes:

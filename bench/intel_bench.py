@@ -96,8 +96,10 @@ def main() -> None:
         report_v4 = compile_feeds(sources[:1], output, now=1_000_000)
         print(f"IPv4 netset: {entries} lines, {v4_path.stat().st_size / 1e6:.1f} MB")
         print(
-            f"  compile {report_v4.seconds:.2f} s = parse {parse_v4:.2f} s + read/build/write {report_v4.seconds - parse_v4:.2f} s"
-            f" -> {report_v4.entries} entries, {report_v4.intervals_v4} intervals, {os.path.getsize(output) / 1e6:.1f} MB"
+            f"  compile {report_v4.seconds:.2f} s = parse {parse_v4:.2f} s"
+            f" + read/build/write {report_v4.seconds - parse_v4:.2f} s"
+            f" -> {report_v4.entries} entries, {report_v4.intervals_v4} intervals"
+            f", {os.path.getsize(output) / 1e6:.1f} MB"
         )
 
         again = compile_feeds(sources[:1], output, previous=output, now=2_000_000)
@@ -108,8 +110,10 @@ def main() -> None:
         parse_v6 = time.perf_counter() - started
         report = compile_feeds(sources, output, previous=output, now=3_000_000)
         print(
-            f"IPv4 + {len(v6_inside)} IPv6 entries (IPv6 parse alone {parse_v6:.2f} s), with history: compile {report.seconds:.2f} s"
-            f" -> {report.entries} entries ({report.active} active), {report.intervals_v4} + {report.intervals_v6} intervals,"
+            f"IPv4 + {len(v6_inside)} IPv6 entries (IPv6 parse alone {parse_v6:.2f} s)"
+            f", with history: compile {report.seconds:.2f} s"
+            f" -> {report.entries} entries ({report.active} active)"
+            f", {report.intervals_v4} + {report.intervals_v6} intervals,"
             f" {os.path.getsize(output) / 1e6:.1f} MB"
         )
 
@@ -121,7 +125,8 @@ def main() -> None:
         for _ in range(100):
             IntelDatabase.open_fd(fd).close()
         print(
-            f"open_fd: first {first_open * 1e3:.2f} ms, then {(time.perf_counter() - started) * 10:.2f} ms per open/close"
+            f"open_fd: first {first_open * 1e3:.2f} ms"
+            f", then {(time.perf_counter() - started) * 10:.2f} ms per open/close"
         )
 
         lookup = database.lookup

@@ -334,7 +334,10 @@ def scan_rows(bench: Bench, runs: dict[str, list[tuple[float, int]]], have_rg: b
     case = f"{bench.big_label} rare-pattern scan throughput"
     note = f"median of {bench.config.scan_runs}; matching lines found {found} (expected {bench.data.rare_matches})"
     if broker_ms:
-        note += f"; inside Bastion's broker (audit duration) {broker_ms:.0f} ms = {size / MB / (broker_ms / 1000):,.0f} MB/s"
+        note += (
+            f"; inside Bastion's broker (audit duration) {broker_ms:.0f} ms"
+            f" = {size / MB / (broker_ms / 1000):,.0f} MB/s"
+        )
     bastion = speed.get("bastion")
     bench.rows.append(
         Row(
@@ -442,7 +445,8 @@ def frequent_rows(
             if timed_out
             else ""
         )
-        + f"lines {[t.lines for t, _ in ours]} vs {[t.lines for t, _ in theirs]}; errors {errors_of([t for t, _ in ours + theirs]) or 'none'}"
+        + f"lines {[t.lines for t, _ in ours]} vs {[t.lines for t, _ in theirs]}"
+        f"; errors {errors_of([t for t, _ in ours + theirs]) or 'none'}"
     )
     bench.rows.append(
         Row(
@@ -574,7 +578,10 @@ def last_audit_end(audit: Path) -> dict[str, Any]:
 def memory_rows(bench: Bench, peaks: dict[str, list[float]], lines: dict[str, int], big: dict[str, Any]) -> None:
     at_1000, at_max = median(peaks["broker_1000"]), median(peaks["broker_100000"])
     baseline, worker = median(peaks["baseline"]), median(peaks["worker"])
-    note = f"median of {len(peaks['baseline'])} fresh servers; lines returned {lines}; broker idle {median(peaks['broker_idle']):.1f} MiB"
+    note = (
+        f"median of {len(peaks['baseline'])} fresh servers; lines returned {lines}"
+        f"; broker idle {median(peaks['broker_idle']):.1f} MiB"
+    )
     bench.rows.append(
         Row(
             "peak RSS, all lines of 1 MB log match, max_lines=100000: broker",
@@ -762,7 +769,8 @@ def intel_rows(
     yardstick = median(ms([t.seconds for t in queries if t.ok]))
     earlier = bench.details.get("small_p50_ms")
     note = (
-        f"{len(ours)} vs {len(theirs)} calls, feed of {bench.data.feed_entries:,} entries; Bastion verdicts {verdicts}; "
+        f"{len(ours)} vs {len(theirs)} calls, feed of {bench.data.feed_entries:,} entries"
+        f"; Bastion verdicts {verdicts}; "
         f"query_logs p50 in the same rounds {yardstick or 0:.1f} ms (case 1: {earlier or 0:.1f} ms); "
         f"errors {errors_of(ours + theirs + queries) or 'none'}"
     )
@@ -894,7 +902,10 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
     write_json(json_path, bench.rows, details)
     print(f"results written to {json_path}")
     if "latency_ms" in details:
-        title = f"query_logs latency, Bastion (sandboxed) vs naive baseline; {details['host']['cpus']} CPUs, {details['started']}"
+        title = (
+            "query_logs latency, Bastion (sandboxed) vs naive baseline"
+            f"; {details['host']['cpus']} CPUs, {details['started']}"
+        )
         why_not = latency_chart(details["latency_ms"], chart_path, title)
         print(f"latency chart: {why_not}" if why_not else f"latency chart written to {chart_path}")
 

@@ -87,7 +87,8 @@ def main() -> None:
         report = verify([str(audit)])
     left = wait_no_workers()
     print(
-        f"soak: {len(timings)} calls in {elapsed:.1f} s at concurrency {concurrency}: {len(timings) / elapsed:.1f} calls/s"
+        f"soak: {len(timings)} calls in {elapsed:.1f} s at concurrency {concurrency}"
+        f": {len(timings) / elapsed:.1f} calls/s"
     )
     print(f"latency median {statistics.median(timings):.1f} ms, p99 {statistics.quantiles(timings, n=100)[98]:.1f} ms")
     print(f"errors: {dict(errors) or 'none'}")

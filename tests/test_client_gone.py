@@ -39,7 +39,9 @@ import subprocess, sys, time
 rc_file, stderr, initialize, call, *server = sys.argv[1:]
 waiter = "import subprocess, sys; rc = subprocess.call(sys.argv[2:]); open(sys.argv[1], 'w').write(str(rc))"
 stderr = subprocess.PIPE if stderr == "pipe" else None  # "pipe": the client holds the server's stderr too
-proc = subprocess.Popen([sys.executable, "-c", waiter, rc_file, *server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+proc = subprocess.Popen(
+    [sys.executable, "-c", waiter, rc_file, *server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+)
 def send(text):
     proc.stdin.write(text.encode() + b"\n")
     proc.stdin.flush()

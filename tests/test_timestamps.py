@@ -515,7 +515,8 @@ def test_speed(name: str) -> None:
     results = [time_of(line) for line in lines]
     elapsed = time.perf_counter() - started
     print(
-        f"\n  time_of {name:22s} {SPEED_LINES / elapsed / 1e6:5.2f} M lines/s  ({elapsed / SPEED_LINES * 1e9:5.0f} ns/line)"
+        f"\n  time_of {name:22s} {SPEED_LINES / elapsed / 1e6:5.2f} M lines/s"
+        f"  ({elapsed / SPEED_LINES * 1e9:5.0f} ns/line)"
     )
     if math.isnan(fraction):
         assert results == [None] * SPEED_LINES

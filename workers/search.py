@@ -179,7 +179,8 @@ def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
                 call.notes.append(
-                    f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)"
+                    f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes}"
+                    " bytes (a gzip bomb?)"
                 )
                 return
             if out:

@@ -3,10 +3,11 @@
 Each record is one line written with a single write(). A "begin" record is
 in the file (the kernel's, so it survives the broker crashing) before any
 worker starts; the "end" record's fdatasync puts both on disk before the
-result is released, so one sync per call, not two, is on its path. Every record carries a sequence number, `prev` (SHA-256 of the
-previous line) and, last, `hash` (SHA-256 of the line without its hash field),
-so `bastion audit verify` finds an edited, dropped, inserted or reordered line
-(see broker/audit/verify.py). Arguments and previews are cut to a bounded size
+result is released, so one sync per call, not two, is on its path. Every
+record carries a sequence number, `prev` (SHA-256 of the previous line) and,
+last, `hash` (SHA-256 of the line without its hash field), so `bastion audit
+verify` finds an edited, dropped, inserted or reordered line (see
+broker/audit/verify.py). Arguments and previews are cut to a bounded size
 and redacted (broker/audit/redact.py) before anything is written.
 
 If a record cannot be written, AuditError is raised, whatever was half-written
@@ -141,7 +142,8 @@ class AuditLog:
             return 0, GENESIS
         if not tail.endswith(b"\n"):
             raise AuditError(
-                f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving"
+                f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify`"
+                " and repair it before serving"
             )
         last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:

@@ -37,14 +37,16 @@ def sources(intel: Intel) -> list[FeedSource]:
 def _print_report(report: CompileReport, output: str) -> None:
     for feed in report.feeds:
         print(
-            f"  {feed.name:<28} {feed.entries:>9} entries  {feed.malformed:>5} malformed lines  sha256 {feed.sha256[:16]}…  ({feed.source})"
+            f"  {feed.name:<28} {feed.entries:>9} entries  {feed.malformed:>5} malformed lines"
+            f"  sha256 {feed.sha256[:16]}…  ({feed.source})"
         )
         for example in report.malformed_examples.get(feed.name, [])[:3]:
             print(f"      malformed: {example}")
     for name in report.dropped_feeds:
         print(f"  {name}: no longer in the policy; its history was dropped")
     print(
-        f"compiled {report.entries} entries ({report.active} listed now, {report.entries - report.active} history only) "
+        f"compiled {report.entries} entries ({report.active} listed now,"
+        f" {report.entries - report.active} history only) "
         f"into {report.intervals_v4} IPv4 and {report.intervals_v6} IPv6 ranges in {report.seconds:.2f} s -> {output}"
     )
 
