@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+LINT_STAMP := $(VENV)/.lint-installed-stamp
 # A second venv on Debian's /usr/bin/python3 for the non-root run of the
 # end-to-end tests: an unprivileged user must be able to execute its interpreter.
 ROOTLESS_VENV  := .venv-rootless
@@ -28,7 +29,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-secco
 # Decided from the goals, not per target, so `make demo test` installs the test set once.
 DEPS_PACKAGES ?= $(if $(filter test test-sandbox deps,$(or $(MAKECMDGOALS),venv)),$(TEST_PACKAGES),$(DEMO_PACKAGES))
 
-.PHONY: deps venv venv-rootless doctor demo test test-sandbox run bench soak logs intel fresh-check clean
+.PHONY: deps venv venv-rootless doctor demo test test-sandbox lint run bench soak logs intel fresh-check clean
 
 ## deps: install missing OS packages (root), or print the command to run (non-root)
 deps:
@@ -44,6 +45,11 @@ $(STAMP): pyproject.toml | deps
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The same venv, with the lint extra (ruff and mypy, pinned in pyproject.toml) added.
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	touch $(LINT_STAMP)
 
 $(ROOTLESS_STAMP): pyproject.toml | deps
 	test -x $(ROOTLESS_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(ROOTLESS_VENV)
@@ -64,6 +70,12 @@ test: venv $(if $(filter 0,$(shell id -u)),venv-rootless)
 ## test-sandbox: run only the sandbox escape attempts (tests/sandbox) and print their results table
 test-sandbox: venv
 	$(PY) -m pytest -q -m sandbox tests/sandbox
+
+## lint: ruff check, ruff format --check and mypy --strict, as configured in pyproject.toml
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## doctor: which sandbox layers this host supports, for the example policy
 doctor: venv

@@ -46,8 +46,8 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
-from typing import Annotated
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -85,7 +85,7 @@ MAX_COUNT = 1 << 32  # entry ids and word offsets are u32
 _unpack = ENTRY.unpack_from
 _unpack_v4 = struct.Struct("<IBBBx12x4sQQ").unpack_from
 # Per version: how an entry is unpacked, its longest prefix, how its network is written.
-_ENTRY_FORMAT = {
+_ENTRY_FORMAT: dict[int, tuple[Callable[[memoryview, int], tuple[Any, ...]], int, Callable[[bytes], str]]] = {
     4: (_unpack_v4, 32, socket.inet_ntoa),
     6: (_unpack, 128, functools.partial(socket.inet_ntop, socket.AF_INET6)),
 }
@@ -246,7 +246,7 @@ class IntelDatabase:
             raise IntelDatabaseError("intel database header checksum mismatch (corrupt file)")
 
     def _bind(self, spans: list[tuple[int, int]]) -> None:
-        view = dict(zip(SECTIONS, spans))
+        view = dict(zip(SECTIONS, spans, strict=True))  # _check_layout: one span per section
         try:
             self.meta = msgspec.msgpack.decode(self._section(view["meta"], "B"), type=DatabaseMeta)
         except msgspec.MsgspecError as exc:
@@ -266,7 +266,7 @@ class IntelDatabase:
         if self._v4_index[0] != 0 or self._v4_index[V4_BUCKETS] != self._counts[1]:
             raise IntelDatabaseError("intel database IPv4 index does not span its intervals")
 
-    def _section(self, span: tuple[int, int], fmt: str) -> memoryview:
+    def _section(self, span: tuple[int, int], fmt: Literal["B", "I", "Q"]) -> memoryview:
         offset, length = span
         with memoryview(self._map) as whole:
             part = whole[offset : offset + length]
@@ -356,7 +356,7 @@ class IntelDatabase:
         """
         columns = self._entry_columns()
         feeds = self._n_feeds
-        for number, (feed, flags, c0, c1, c2, c3, first, last) in enumerate(zip(*columns)):
+        for number, (feed, flags, c0, c1, c2, c3, first, last) in enumerate(zip(*columns, strict=True)):
             version, plen = flags & 0xFF, flags >> 8 & 0xFF
             value = c0 << 96 | c1 << 64 | c2 << 32 | c3
             bits = 32 if version == 4 else 128

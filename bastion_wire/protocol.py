@@ -1,9 +1,10 @@
 """Wire protocol between the broker and its workers.
 
-Part of bastion_wire, the only code both sides import: the broker never imports
-workers/ and a worker never imports broker/ (tests/test_import_boundary.py). A
-frame is a 4-byte big-endian payload length followed by one MessagePack-encoded message
-from the tagged unions below. Frames are capped at MAX_FRAME_BYTES; anything
+Part of bastion_wire, with plan.py (the plan a worker is handed) and intel_db.py
+(the compiled intel database's format): the only project code both sides import,
+since the broker never imports workers/ and a worker never imports broker/
+(tests/test_import_boundary.py). A frame is a 4-byte big-endian payload length
+followed by one MessagePack-encoded message from the tagged unions below. Frames are capped at MAX_FRAME_BYTES; anything
 malformed, oversized or of the wrong kind raises ProtocolError, and the broker
 then kills the worker. The protocol version travels in the setup and ready
 messages so a mismatched worker is refused before it sees a request.
@@ -12,7 +13,7 @@ messages so a mismatched worker is refused before it sees a request.
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -105,7 +106,7 @@ class IntelRequest(msgspec.Struct, tag="intel", forbid_unknown_fields=True):
     enrich: list[Literal["asn", "country"]] = msgspec.field(default_factory=list)
 
 
-ToWorker = Union[Setup, SearchRequest, TailRequest, RunRequest, IntelRequest]
+ToWorker = Setup | SearchRequest | TailRequest | RunRequest | IntelRequest
 
 # --- worker -> broker -------------------------------------------------------
 
@@ -209,7 +210,7 @@ class IntelReport(msgspec.Struct, tag="intel_report", forbid_unknown_fields=True
     notes: list[str] = msgspec.field(default_factory=list)  # e.g. an enrichment database that could not be read
 
 
-FromWorker = Union[Ready, SetupFailed, Lines, Text, IntelReport, Done, Failed]
+FromWorker = Ready | SetupFailed | Lines | Text | IntelReport | Done | Failed
 
 # --- broker <-> launcher ----------------------------------------------------
 # The launcher (workers/launcher.py) is a pre-imported process that forks new

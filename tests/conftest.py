@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -206,3 +207,13 @@ def run_bounded(action: Callable[[], Any], fifo: Path | None, timeout_s: float, 
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+@pytest.fixture(scope="module")
+def slow_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("slow") / "slow.log"
+    rng = random.Random(7)
+    with path.open("w") as file:
+        for _ in range(120_000):  # about 8 MB: several seconds for tests.test_lifecycle.SLOW_PATTERN
+            file.write("".join(rng.choice("ab") for _ in range(66)) + "\n")
+    return path

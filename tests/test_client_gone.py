@@ -22,7 +22,7 @@ import pytest
 from broker.audit.verify import verify
 from broker.transport.stdio import Wire
 from tests.conftest import BASTION, read_audit, write_policy
-from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture
+from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN
 
 INITIALIZE = {
     "jsonrpc": "2.0",
@@ -39,7 +39,9 @@ import subprocess, sys, time
 rc_file, stderr, initialize, call, *server = sys.argv[1:]
 waiter = "import subprocess, sys; rc = subprocess.call(sys.argv[2:]); open(sys.argv[1], 'w').write(str(rc))"
 stderr = subprocess.PIPE if stderr == "pipe" else None  # "pipe": the client holds the server's stderr too
-proc = subprocess.Popen([sys.executable, "-c", waiter, rc_file, *server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+proc = subprocess.Popen(
+    [sys.executable, "-c", waiter, rc_file, *server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+)
 def send(text):
     proc.stdin.write(text.encode() + b"\n")
     proc.stdin.flush()

@@ -465,7 +465,10 @@ SAMPLE_CALLS: list[dict[str, Any]] = [
 
 def _policy(directory: Path, log: Path, engine: str) -> Path:
     directory.mkdir()
-    toml = f'[search]\nengine = "{engine}"\n[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n'
+    toml = (
+        f'[search]\nengine = "{engine}"\n'
+        "[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n"
+    )
     return write_policy(directory, [{"path": str(log), "rotations": True}], toml=toml)
 
 

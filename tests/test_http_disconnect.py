@@ -19,7 +19,7 @@ from broker.audit.verify import verify
 from broker.transport.http_auth import digest
 from tests.conftest import read_audit, write_policy
 from tests.test_http import INITIALIZE, TOKENS, Served, free_port
-from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN, slow_log  # noqa: F401 - slow_log is a fixture
+from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN
 
 BASE = {
     "Authorization": f"Bearer {TOKENS['alice']}",

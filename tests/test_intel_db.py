@@ -8,6 +8,7 @@ and bit-flipped files and must only ever raise IntelDatabaseError.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import random
 import stat
@@ -350,11 +351,13 @@ def _intervals(database: IntelDatabase, version: int) -> list[tuple[int, int, li
         starts, ends = database._v4_start.tolist(), database._v4_end.tolist()
         members = database._v4_member.tolist()
     else:
-        starts = [h << 64 | lo for h, lo in zip(database._v6_start_hi.tolist(), database._v6_start_lo.tolist())]
-        ends = [h << 64 | lo for h, lo in zip(database._v6_end_hi.tolist(), database._v6_end_lo.tolist())]
+        starts = [
+            h << 64 | lo for h, lo in zip(database._v6_start_hi.tolist(), database._v6_start_lo.tolist(), strict=True)
+        ]
+        ends = [h << 64 | lo for h, lo in zip(database._v6_end_hi.tolist(), database._v6_end_lo.tolist(), strict=True)]
         members = database._v6_member.tolist()
     words = database._members.tolist()
-    return [(s, e, words[m + 1 : m + 1 + words[m]]) for s, e, m in zip(starts, ends, members)]
+    return [(s, e, words[m + 1 : m + 1 + words[m]]) for s, e, m in zip(starts, ends, members, strict=True)]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
@@ -384,7 +387,7 @@ def test_intervals_are_sorted_disjoint_and_merged(tmp_path: Path, seed: int) -> 
         for version in (4, 6):
             intervals = _intervals(database, version)
             assert intervals
-            for (s1, e1, m1), (s2, _e2, m2) in zip(intervals, intervals[1:]):
+            for (s1, e1, m1), (s2, _e2, m2) in itertools.pairwise(intervals):
                 assert s1 <= e1 < s2
                 assert not (e1 + 1 == s2 and m1 == m2), "adjacent intervals with the same entries were not merged"
             assert all(members for _s, _e, members in intervals)

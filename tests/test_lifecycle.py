@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import selectors
 import signal
 import subprocess
@@ -33,16 +32,6 @@ from tests.conftest import (
 SLOW_PATTERN = "[ab]*a[ab]{16}c"  # DFA-heavy for GNU grep in the C locale: about 0.6 s per MB
 GREP_ONLY = '[search]\nengine = "grep"\n'  # ripgrep runs SLOW_PATTERN too fast to catch a call in flight
 NO_RATE_LIMIT = "[rate_limit]\ncalls = 100000\nwindow_s = 1\nglobal_calls = 100000\nglobal_window_s = 1\n"
-
-
-@pytest.fixture(scope="module")
-def slow_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("slow") / "slow.log"
-    rng = random.Random(7)
-    with path.open("w") as file:
-        for _ in range(120_000):  # about 8 MB: several seconds for SLOW_PATTERN
-            file.write("".join(rng.choice("ab") for _ in range(66)) + "\n")
-    return path
 
 
 def call_records(audit: Path) -> Counter[str]:

@@ -9,6 +9,7 @@ Unit-level cases (symlink, directory, foreign owner) are in test_audit_log.py.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -94,7 +95,7 @@ def test_a_policy_that_is_a_fifo_or_directory_is_refused_and_a_symlink_is_follow
         planted = tmp_path / f"{kind}.toml"
         _plant(planted, kind, real)
         with pytest.raises(PolicyError, match="cannot read policy file"):
-            _bounded(lambda: load_policy(planted), planted)
+            _bounded(functools.partial(load_policy, planted), planted)
     link = tmp_path / "link.toml"
     _plant(link, "symlink", real)  # config management's /etc/bastion/policy.toml -> ... is fine
     assert load_policy(link).audit.path == load_policy(real).audit.path

@@ -182,7 +182,8 @@ def test_the_start_up_line_counts_only_the_layers_applied(scratch: Path) -> None
     tmp_path = scratch
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        f'[[logs]]\npath = "{AUTH}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n[sandbox]\nbest_effort = ["cgroup"]\n'
+        f'[[logs]]\npath = "{AUTH}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+        '[sandbox]\nbest_effort = ["cgroup"]\n'
     )
     command = [
         "setpriv",

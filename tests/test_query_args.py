@@ -129,11 +129,13 @@ def test_invalid_patterns(pattern: str) -> None:
         (
             "a*(^b)",
             "invalid pattern: '^' anchors only at the start of the pattern or of a branch: after other items it holds "
-            "only where they all match empty text (as in a*(^b)), which is rarely what was meant; for a literal write \\^ (at offset 2)",
+            "only where they all match empty text (as in a*(^b)), which is rarely what was meant"
+            "; for a literal write \\^ (at offset 2)",
         ),
         (
             "[[:alpha:]-z]",
-            "invalid pattern: ambiguous '-' after a character class; put a literal '-' first or last in the brackets (at offset 11)",
+            "invalid pattern: ambiguous '-' after a character class;"
+            " put a literal '-' first or last in the brackets (at offset 11)",
         ),
     ],
 )

@@ -20,9 +20,12 @@ class FakeClock:
         return self.now
 
 
+GENEROUS = Rate(1000, 1.0)  # the global rate of a test that sets none
+
+
 def make(
     per_client: Rate,
-    global_rate: Rate = Rate(1000, 1.0),
+    global_rate: Rate = GENEROUS,
     per_tool: dict[str, Rate] | None = None,
     max_keys: int = 10_000,
 ) -> tuple[RateLimiter, FakeClock]:

@@ -53,7 +53,8 @@ def _preconditions() -> None:
     allowed, why = _userns_allowed()
     if not allowed:
         pytest.skip(
-            f"this host forbids unprivileged user namespaces ({why}); `bastion doctor` run as a user lists the layers that remain"
+            f"this host forbids unprivileged user namespaces ({why})"
+            "; `bastion doctor` run as a user lists the layers that remain"
         )
 
 

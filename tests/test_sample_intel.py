@@ -229,7 +229,7 @@ def test_readme_table_matches_the_feeds() -> None:
     for ip in logs_gen.ATTACKER_IPS:
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{ip}` |"))
         cells = [cell.strip() for cell in row.strip("|").split("|")][1 : 1 + len(FEEDS)]
-        for feed, cell in zip(FEEDS, cells):
+        for feed, cell in zip(FEEDS, cells, strict=True):
             assert (cell != "-") == (ip in LISTED[feed]), (ip, feed, cell)
 
 

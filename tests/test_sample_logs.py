@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import itertools
 import re
 import subprocess
 import sys
@@ -313,7 +314,7 @@ def test_rotated_session_ids_lead_up_to_today() -> None:
         ids = [int(x) for x in re.findall(rb"New session (\d+) of user", _text(name))]
         assert ids == sorted(ids) and len(ids) == len(set(ids)), name
         ranges.append((ids[0], ids[-1]))
-    for (newer_first, _), (_, older_last) in zip(ranges, ranges[1:]):
+    for (newer_first, _), (_, older_last) in itertools.pairwise(ranges):
         assert older_last + 1 == newer_first
 
 

@@ -1,18 +1,24 @@
-"""Log-line timestamps (workers/timestamps.py) and the since/until arguments (broker/tools/query_logs/time_window.py)."""
+"""Log-line timestamps (workers/timestamps.py), the window the grep worker applies with them
+(workers/search.py) and the since/until arguments (broker/tools/query_logs/time_window.py)."""
 
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from bastion_wire.protocol import Done, Lines, SearchFile, SearchRequest
 from broker.tools.query_logs.time_window import MAX_LENGTH, WindowError, parse_time_argument, parse_window
 from workers import timestamps
-from workers.timestamps import HEAD, LineClock, WindowFilter
+from workers.search import search
+from workers.timestamps import HEAD, LineClock
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0) -> float:
@@ -23,6 +29,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second:
 HOUR = 3600
 REFERENCE = utc(2026, 11, 30, 12)  # most tests: a file last modified at the end of November 2026
 T = utc(2026, 11, 24, 3, 41, 17)  # the moment most sample lines record
+GREP = shutil.which("grep") or "/usr/bin/grep"
 
 # --- every accepted format -----------------------------------------------------------------
 
@@ -321,109 +328,68 @@ def test_last_time_before_defaults_to_a_complete_first_line() -> None:
     assert LineClock(REFERENCE).last_time_before(b"Nov 24 03:41:17 a\n  at x\n") == T
 
 
-# --- WindowFilter ----------------------------------------------------------------------------
+# --- the window, as the grep worker applies it (workers/search.py) --------------------------
 
 FILE = [
-    b"  preamble before any stamp",  # 0: unknown time
-    b"Nov 24 03:41:17 host app: start",  # 1: T
-    b"Nov 24 03:41:20 host app: Traceback (most recent call last):",  # 2: T+3
-    b'  File "app.py", line 3, in <module>',  # 3: inherits T+3
-    b"ValueError: boom",  # 4: inherits T+3
-    b"Nov 24 03:41:30 host app: later",  # 5: T+13
-    b"",  # 6: inherits T+13
-    b"garbage Nov 24 03:41:40",  # 7: not at the start, inherits T+13
+    b"  preamble before any stamp",  # 1: unknown time
+    b"Nov 24 03:41:17 host app: start",  # 2: T
+    b"Nov 24 03:41:20 host app: Traceback (most recent call last):",  # 3: T+3
+    b'  File "app.py", line 3, in <module>',  # 4: inherits T+3
+    b"ValueError: boom",  # 5: inherits T+3
+    b"Nov 24 03:41:30 host app: later",  # 6: T+13
+    b"",  # 7: inherits T+13
+    b"garbage Nov 24 03:41:40",  # 8: not at the start, inherits T+13
 ]
-EFFECTIVE = [None, T, T + 3, T + 3, T + 3, T + 13, T + 13, T + 13]
 
 WINDOWS: list[tuple[float | None, float | None, list[int]]] = [
-    (None, None, [0, 1, 2, 3, 4, 5, 6, 7]),
-    (T + 3, None, [2, 3, 4, 5, 6, 7]),
-    (None, T + 3, [1, 2, 3, 4]),
-    (T + 1, T + 12, [2, 3, 4]),
-    (T, T, [1]),  # both bounds inclusive
-    (T + 13, T + 13, [5, 6, 7]),
+    (None, None, [1, 2, 3, 4, 5, 6, 7, 8]),
+    (T + 3, None, [3, 4, 5, 6, 7, 8]),
+    (None, T + 3, [2, 3, 4, 5]),
+    (T + 1, T + 12, [3, 4, 5]),
+    (T, T, [2]),  # both bounds inclusive
+    (T + 13, T + 13, [6, 7, 8]),
     (T + 3.5, T + 12.5, []),
-    (T - 1e6, T + 1e6, [1, 2, 3, 4, 5, 6, 7]),  # the preamble has no time: outside any window
+    (T - 1e6, T + 1e6, [2, 3, 4, 5, 6, 7, 8]),  # the preamble has no time: outside any window
+    (T, T - 0.001, []),
+    (T + 0.001, None, [3, 4, 5, 6, 7, 8]),
+    (None, T + 12.999, [2, 3, 4, 5]),
 ]
+EVERY_LINE = "^"
+# Not the stamped lines: each matched line's time is looked back for in the file.
+CONTINUATIONS = "^  |^ValueError|^$|^garbage"
+
+
+def search_lines(tmp_path: Path, pattern: str, since: float | None, until: float | None) -> list[int]:
+    """The line numbers the grep worker's search code returns for FILE, run here unconfined."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"\n".join(FILE) + b"\n")
+    request = SearchRequest(
+        pattern=pattern,
+        max_lines=100,
+        max_line_bytes=4096,
+        files=[SearchFile(mtime=REFERENCE)],
+        since=since,
+        until=until,
+    )
+    sent: list[object] = []
+    search(request, [os.open(log, os.O_RDONLY)], [GREP], sent.append)
+    assert isinstance(sent[-1], Done), sent[-1]
+    return [line.line_no for message in sent if isinstance(message, Lines) for line in message.lines]
 
 
 @pytest.mark.parametrize(("since", "until", "kept"), WINDOWS)
-def test_window_observe_then_keep(since: float | None, until: float | None, kept: list[int]) -> None:
-    window = WindowFilter(since, until, LineClock(REFERENCE))
-    result = []
-    for number, line in enumerate(FILE):
-        window.observe(line)
-        if window.keep(line):
-            result.append(number)
-    assert result == kept
+def test_window_on_every_line(tmp_path: Path, since: float | None, until: float | None, kept: list[int]) -> None:
+    """Each matched line follows the one before: a line without a stamp takes the previous line's time."""
+    assert search_lines(tmp_path, EVERY_LINE, since, until) == kept
 
 
 @pytest.mark.parametrize(("since", "until", "kept"), WINDOWS)
-def test_window_keep_only_candidates(since: float | None, until: float | None, kept: list[int]) -> None:
-    """keep() alone observes the line too; other lines are only observed."""
-    window = WindowFilter(since, until, LineClock(REFERENCE))
-    candidates = {0, 3, 4, 6, 7}
-    result = []
-    for number, line in enumerate(FILE):
-        if number in candidates:
-            if window.keep(line):
-                result.append(number)
-        else:
-            window.observe(line)
-    assert result == [number for number in kept if number in candidates]
-
-
-def test_time_or_inherited() -> None:
-    window = WindowFilter(T, None, LineClock(REFERENCE))
-    assert [window.time_or_inherited(line) for line in FILE] == EFFECTIVE
-
-
-class CountingClock(LineClock):
-    def __init__(self) -> None:
-        super().__init__(REFERENCE)
-        self.calls = 0
-
-    def time_of(self, line: bytes) -> float | None:
-        self.calls += 1
-        return super().time_of(line)
-
-
-def test_keep_after_observe_does_not_parse_again() -> None:
-    clock = CountingClock()
-    window = WindowFilter(T, None, clock)
-    for line in FILE:
-        window.observe(line)
-        window.keep(line)
-        window.time_or_inherited(line)
-    assert clock.calls == len(FILE)
-
-
-def test_repeated_identical_line_objects() -> None:
-    # A stamped line, then the very same object again: still the same time, no re-parse needed.
-    line = FILE[1]
-    window = WindowFilter(T, T, LineClock(REFERENCE))
-    assert window.keep(line) and window.keep(line)
-    single = b"x"  # one-byte bytes objects are shared singletons in CPython
-    window.observe(FILE[5])
-    assert window.time_or_inherited(single) == T + 13
-    assert window.time_or_inherited(single) == T + 13
-
-
-@pytest.mark.parametrize(
-    ("since", "until", "when", "inside"),
-    [
-        (None, None, None, True),
-        (T, None, None, False),
-        (None, T, None, False),
-        (T, None, T, True),
-        (T, None, T - 0.001, False),
-        (None, T, T, True),
-        (None, T, T + 0.001, False),
-        (T, T + 1, T + 0.5, True),
-    ],
-)
-def test_contains(since: float | None, until: float | None, when: float | None, inside: bool) -> None:
-    assert WindowFilter(since, until, LineClock(REFERENCE)).contains(when) is inside
+def test_window_on_continuation_lines_only(
+    tmp_path: Path, since: float | None, until: float | None, kept: list[int]
+) -> None:
+    """Matches whose stamped line was not matched: their time is read back from the file."""
+    candidates = {1, 4, 5, 7, 8}
+    assert search_lines(tmp_path, CONTINUATIONS, since, until) == [number for number in kept if number in candidates]
 
 
 # --- hostile input never raises ------------------------------------------------------------------
@@ -549,7 +515,8 @@ def test_speed(name: str) -> None:
     results = [time_of(line) for line in lines]
     elapsed = time.perf_counter() - started
     print(
-        f"\n  time_of {name:22s} {SPEED_LINES / elapsed / 1e6:5.2f} M lines/s  ({elapsed / SPEED_LINES * 1e9:5.0f} ns/line)"
+        f"\n  time_of {name:22s} {SPEED_LINES / elapsed / 1e6:5.2f} M lines/s"
+        f"  ({elapsed / SPEED_LINES * 1e9:5.0f} ns/line)"
     )
     if math.isnan(fraction):
         assert results == [None] * SPEED_LINES
@@ -725,8 +692,7 @@ def test_window_refused(since: object, until: object, needle: str) -> None:
     assert needle in str(raised.value)
 
 
-def test_window_bounds_match_the_worker() -> None:
+def test_window_bounds_match_the_worker(tmp_path: Path) -> None:
     """A window parsed in the broker selects the worker's lines as intended."""
     since, until = parse_window("2026-11-24T03:41:20Z", "2026-11-24T04:41:30+01:00", NOW)
-    window = WindowFilter(since, until, LineClock(REFERENCE))
-    assert [number for number, line in enumerate(FILE) if window.keep(line)] == [2, 3, 4, 5, 6, 7]
+    assert search_lines(tmp_path, EVERY_LINE, since, until) == [3, 4, 5, 6, 7, 8]

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT, WORKER_NAME, wait_no_workers, write_policy
-from tests.test_lifecycle import GREP_ONLY, RawServer, assert_clean, slow_log, wait_for_call_in_flight  # noqa: F401 - slow_log is a fixture
+from tests.test_lifecycle import GREP_ONLY, RawServer, assert_clean, wait_for_call_in_flight
 
 GONE_WITHIN_S = 1.0
 CRASH_REPORTED_WITHIN_S = 2.0
@@ -127,7 +127,9 @@ def test_a_sigkilled_broker_leaves_no_process_of_its_tree(
         broker.send_signal(signal.SIGKILL)
         server.proc.wait(timeout=5)
         left = _wait_gone(tree, GONE_WITHIN_S)
-        assert not left, f"outlived the broker: {[(proc.pid, name) for proc, name in zip(left, _names(left))]}"
+        assert not left, (
+            f"outlived the broker: {[(proc.pid, name) for proc, name in zip(left, _names(left), strict=True)]}"
+        )
     finally:
         for proc in _alive(tree):
             try:

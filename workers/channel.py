@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 import msgspec
 
 from bastion_wire.protocol import MAX_SEARCH_FILES, FrameReader, ProtocolError, encode_frame, to_worker_reader
 
 MAX_FDS = MAX_SEARCH_FILES  # a search over rotations or a glob; an intel request needs 3
+Send = Callable[[msgspec.Struct], None]  # how a worker kind sends its replies: Channel.send
 
 
 class Channel:

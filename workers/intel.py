@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
 from typing import Any
 
 import maxminddb
 
 from bastion_wire.intel_db import IntelDatabase, IntelDatabaseError
 from bastion_wire.protocol import Done, Enrichment, Failed, FeedInfo, IntelMatch, IntelReport, IntelRequest
+from workers.channel import Send
 
-Send = Callable[[object], None]
 MAX_NAME = 200  # enrichment strings come from a file: bound them
 
 
@@ -62,7 +61,7 @@ def _report(database: IntelDatabase, request: IntelRequest) -> IntelReport:
 def _enrich(request: IntelRequest, fds: list[int]) -> tuple[Enrichment, list[str]]:
     enrichment, notes = Enrichment(), []
     address = _text(request.packed)
-    for kind, fd in zip(request.enrich, fds):
+    for kind, fd in zip(request.enrich, fds, strict=True):  # lookup() checked the count
         try:
             # MODE_FD reads the whole (small) file from a file object; the descriptor stays ours.
             # Unbuffered, so opening it does not probe isatty (an ioctl seccomp does not allow).

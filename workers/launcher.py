@@ -19,7 +19,7 @@ request: module code and constants; no client input ever reaches the launcher.
 
 The launcher takes the parent-death signal, so it dies with the broker, and
 exits when the broker closes its socket. Exit status 0 on EOF, 65 on a frame
-it does not understand.
+it does not understand, 70 if it cannot take the parent-death signal.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ from workers.confine.layer import LayerError
 from workers.main import EXIT_PROTOCOL, WORKER_NAME, main
 
 LAUNCHER_NAME = "bastion-launch"
+# sysexits.h EX_SOFTWARE, an internal error: the launcher could not take the parent-death
+# signal, or a worker it forked raised instead of returning a status. The broker never reads
+# the launcher's status (a launcher found dead is replaced) and records a worker's as its
+# exit_code, whatever the number.
+EXIT_SOFTWARE = 70
 
 
 def _serve(control: socket.socket, broker_pid: int) -> int:
@@ -74,7 +79,7 @@ def _fork(channel_fd: int, control: socket.socket, broker_pid: int) -> Forked:
 
 def _become_worker(channel_fd: int, control: socket.socket, broker_pid: int) -> None:
     """In the new process: a session of its own, then the ordinary worker. Never returns."""
-    code = 70
+    code = EXIT_SOFTWARE
     try:
         syscalls.set_process_name(WORKER_NAME)  # until now it carried the launcher's name
         control.detach()  # fd_hygiene closes it; the object must not close it again
@@ -91,7 +96,7 @@ def run(argv: list[str]) -> None:
     try:
         session.die_with_parent(broker_pid)
     except LayerError:
-        os._exit(70)
+        os._exit(EXIT_SOFTWARE)
     control = socket.socket(fileno=control_fd)
     code = _serve(control, broker_pid)
     control.close()

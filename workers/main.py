@@ -36,8 +36,8 @@ from workers.confine.syscalls import set_process_name
 from workers.search import search
 from workers.tail import tail
 
-EXIT_PROTOCOL = 65
-EXIT_SETUP = 70
+EXIT_PROTOCOL = 65  # sysexits.h EX_DATAERR: a frame it did not expect or could not decode
+EXIT_SETUP = 70  # sysexits.h EX_SOFTWARE: a sandbox layer failed (the broker was sent SetupFailed first)
 WORKER_NAME = "bastion-worker"  # what ps and psutil show (comm), also for forked workers
 RUN_FD = 3  # where `bastion sandbox run --pass-fd` puts the handed-over file
 

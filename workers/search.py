@@ -29,11 +29,12 @@ import select
 import signal
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
 from workers import engine_process
+from workers.channel import Send
 from workers.lines import LineSplitter
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
@@ -46,8 +47,6 @@ GZIP_OUT_CHUNK = 256 * 1024
 LOOK_BACK_BYTES = 64 * 1024
 MAX_STDERR = 4096
 PREFIX_ROOM = 48  # "line:offset:" before the text
-
-Send = Callable[[object], None]
 
 
 @dataclass
@@ -180,7 +179,8 @@ def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
                 call.notes.append(
-                    f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes} bytes (a gzip bomb?)"
+                    f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes}"
+                    " bytes (a gzip bomb?)"
                 )
                 return
             if out:
@@ -406,7 +406,7 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
         return
     call = Call(request, send, inflated=request.decompressed_before)
     try:
-        for index, (spec, fd) in enumerate(zip(request.files, fds)):
+        for index, (spec, fd) in enumerate(zip(request.files, fds, strict=True)):
             if call.more:
                 break  # older (or newer) files are not searched: the answer is complete
             _search_one(call, index, spec, fd, grep)

@@ -7,16 +7,14 @@ is dropped so every returned line is whole.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from bastion_wire.protocol import Done, TailRequest, Text
+from workers.channel import Send
 from workers.lines import LineSplitter
 from workers.sanitize import clean_line
 
 CHUNK = 256 * 1024
 FRAME_TEXT = 256 * 1024
-
-Send = Callable[[object], None]
 
 
 def tail(request: TailRequest, log_fd: int, send: Send) -> None:

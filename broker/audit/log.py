@@ -3,10 +3,11 @@
 Each record is one line written with a single write(). A "begin" record is
 in the file (the kernel's, so it survives the broker crashing) before any
 worker starts; the "end" record's fdatasync puts both on disk before the
-result is released, so one sync per call, not two, is on its path. Every record carries a sequence number, `prev` (SHA-256 of the
-previous line) and, last, `hash` (SHA-256 of the line without its hash field),
-so `bastion audit verify` finds an edited, dropped, inserted or reordered line
-(see broker/audit/verify.py). Arguments and previews are cut to a bounded size
+result is released, so one sync per call, not two, is on its path. Every
+record carries a sequence number, `prev` (SHA-256 of the previous line) and,
+last, `hash` (SHA-256 of the line without its hash field), so `bastion audit
+verify` finds an edited, dropped, inserted or reordered line (see
+broker/audit/verify.py). Arguments and previews are cut to a bounded size
 and redacted (broker/audit/redact.py) before anything is written.
 
 If a record cannot be written, AuditError is raised, whatever was half-written
@@ -35,7 +36,7 @@ import json
 import os
 import stat
 import time
-from typing import Any
+from typing import Any, cast
 
 from broker.audit.durable import remove_quietly, sync_directory
 from broker.audit.redact import redact
@@ -141,7 +142,8 @@ class AuditLog:
             return 0, GENESIS
         if not tail.endswith(b"\n"):
             raise AuditError(
-                f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving"
+                f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify`"
+                " and repair it before serving"
             )
         last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
@@ -165,7 +167,8 @@ class AuditLog:
         return self._seq
 
     def _line(self, event: str, fields: dict[str, Any]) -> bytes:
-        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **redact(_cut(fields)), "prev": self._prev}
+        redacted = cast("dict[str, object]", redact(_cut(fields)))  # a dict comes back a dict
+        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **redacted, "prev": self._prev}
         body = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str).encode()
         return seal(body) + b"\n"
 

@@ -119,7 +119,8 @@ def _start(entry: Entry, chain: _Chain, first_file: bool, name: str) -> Problem 
     if first_file:
         chain.report.last_seq, chain.report.head = (entry.seq or 1) - 1, record["prev"]
         chain.report.notes.append(
-            f"{name} continues from seq {chain.report.last_seq} of an earlier file; give that file first to check the link"
+            f"{name} continues from seq {chain.report.last_seq} of an earlier file"
+            "; give that file first to check the link"
         )
     return None
 
@@ -164,7 +165,8 @@ def _diagnose(entries: list[Entry], index: int, chain: _Chain, name: str) -> Pro
             name,
             previous,
             "edited",
-            f"line {entry.number} names a different previous record: this line was changed (and its hash recomputed) or replaced",
+            f"line {entry.number} names a different previous record: this line was changed (and its hash recomputed)"
+            " or replaced",
         )
     if entry.seq > expected:
         return Problem(

@@ -1,266 +1,21 @@
-"""The `bastion` command line.
+"""The `bastion` command line: the parser and dispatch, one module per subcommand.
 
-Only MCP protocol ever goes to stdout while serving; all diagnostics go to
-stderr. Start-up is fail-closed: if the policy, the audit log or any worker
-sandbox cannot be set up, the command exits non-zero without serving.
+serve.py `serve`, token_new.py `token new`, audit.py `audit verify`, doctor.py
+`doctor`, sandbox_run.py `sandbox run`, intel.py `intel compile`; exit_codes.py
+holds the exit codes they share, options.py the options several of them take.
+(Not token.py: run as a script, this directory is on sys.path, and a token.py
+would shadow the standard library's.)
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import gc
 import logging
-import os
-import pwd
-import re
-import signal
 import sys
+from collections.abc import Callable
 
-import anyio
-import anyio.abc
-import uvicorn
-from mcp.server.lowlevel import Server
-
-from broker.audit import verify as audit_verify
-from broker.audit.log import AuditError, AuditLog
-from broker.calls import Bastion
-from broker.cli import intel as intel_cli
-from broker.cli import preflight
-from broker.cli import sandbox as sandbox_cli
-from broker.files.allowlist import Allowlist
-from broker.policy import Policy, PolicyError, load_policy
-from broker.pool.ready_workers import WorkerPool
-from broker.pool.worker_process import SandboxUnavailable
-from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
-from broker.sandbox.profile import ProfileError
-from broker.transport import stdio as stdio_transport
-from broker.transport.http_auth import new_token, paste_lines
-from broker.transport.http_server import Bind, check_bind, http_app, parse_bind, uvicorn_server
-from broker.transport.mcp_server import build_server, package_version
-from broker.transport.request_guard import record_refusal
-from broker.transport.sd_notify import sd_notify
-
-EXIT_CONFIG = 2
-EXIT_REFUSED = 3
-EXIT_STOP_UNRECORDED = 1  # served, stopped, but server_stop is missing from the audit log
-
-log = logging.getLogger("bastion")
-
-
-def _os_user() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid:{os.getuid()}"
-
-
-async def _serve(
-    policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist
-) -> bool:
-    """Serve until stopped; False if the stop could not be recorded in the audit log."""
-    # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
-    for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
-        log.warning("%s: %s", finding.subject, finding.message)
-    audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
-    stop = {"reason": "stdin closed" if bind is None else "stopped"}
-    cgroups = cgroup_host()
-    kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
-    plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
-    pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
-    async with anyio.create_task_group() as task_group:
-        try:
-            await pool.start(task_group)
-            _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
-            bastion = Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist)
-            server = build_server(bastion)
-            # The SDK's ~600k long-lived objects would otherwise be walked by every
-            # full collection (tens of ms, the latency tail): exempt them from now on.
-            gc.collect()
-            gc.freeze()
-            if bind is None:
-                await task_group.start(_stop_on_signal, task_group.cancel_scope, stop, None)
-                stop["reason"] = await _run_stdio(server, bastion)
-            else:
-                await _run_http(server, bastion, policy, bind, task_group, stop)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await pool.close()
-            task_group.cancel_scope.cancel()
-    return _record_stop(policy, audit, stop["reason"])
-
-
-def _record_stop(policy: Policy, audit: AuditLog, reason: str) -> bool:
-    """Write server_stop; False (logged, never a "refusal to serve") if the audit log cannot take it."""
-    try:
-        audit.write("server_stop", policy_sha256=policy.sha256, reason=reason)
-    except AuditError as exc:
-        log.error("stopped (%s), but the audit log could not record server_stop: %s", reason, exc)
-        return False
-    finally:
-        seq, head = audit.head
-        audit.close()
-    # An anchor outside the file: the chain's end cannot prove itself.
-    log.info("stopped; audit log head: seq %d sha256 %s", seq, head)
-    return True
-
-
-def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: int | None, transport: str) -> None:
-    skipped = downgrades(pool.layers)
-    audit.write(
-        "server_start",
-        version=package_version(),
-        policy=policy.source,
-        policy_sha256=policy.sha256,
-        transport=transport,
-        layers=pool.layers,
-        cgroup=cgroup,
-        downgraded=skipped,
-    )
-    for kind, entries in skipped.items():
-        log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
-    layers = pool.layers.get("grep", [])
-    applied = len(layers) - len(skipped.get("grep", []))
-    log.info(
-        "serving %s; policy %s; %d of %d sandbox layers applied per worker",
-        transport,
-        policy.source,
-        applied,
-        len(layers),
-    )
-
-
-async def _run_stdio(server: Server, bastion: Bastion) -> str:
-    """Serve until stdin closes or the client is gone (a broken pipe is a stop, not a failure)."""
-    sd_notify("READY=1")
-    return await stdio_transport.serve(server, functools.partial(record_refusal, bastion, client=None))
-
-
-async def _run_http(
-    server: Server, bastion: Bastion, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]
-) -> None:
-    web = uvicorn_server(http_app(server, bind, policy.http, bastion), bind)
-    await task_group.start(_stop_on_signal, None, stop, web)
-    task_group.start_soon(_announce_when_started, web, bind)
-    await web.serve()
-    if not web.started:
-        raise OSError(f"could not listen on {bind.uds or f'{bind.host}:{bind.port}'} (see the messages above)")
-
-
-async def _announce_when_started(web: uvicorn.Server, bind: Bind) -> None:
-    with anyio.move_on_after(30):
-        while not web.started:
-            await anyio.sleep(0.02)
-        if bind.uds:
-            os.chmod(bind.uds, 0o660)  # uvicorn makes it 0666; the token is not the only gate
-        log.info("listening on %s", bind.uds or bind.url)
-        sd_notify("READY=1")
-
-
-async def _stop_on_signal(
-    scope: anyio.CancelScope | None,
-    stop: dict[str, str],
-    web: uvicorn.Server | None,
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """SIGTERM/SIGINT: cancel every call in flight (each kills its worker and writes
-    its end record), then stop serving; the caller writes server_stop."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        task_status.started()  # handlers are in place before READY=1 goes out
-        async for signum in signals:
-            if stop.get("signalled"):
-                log.info("%s received again: stopping now", signal.Signals(signum).name)
-                if web is not None:
-                    web.force_exit = True
-                continue
-            stop.update(signalled="yes", reason=signal.Signals(signum).name)
-            log.info("%s received: cancelling calls in flight and stopping", stop["reason"])
-            sd_notify("STOPPING=1")
-            if web is not None:
-                web.should_exit = True  # uvicorn drains, then the session manager cancels what is left
-            if scope is not None:
-                scope.cancel()
-                return
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.policy, args.state_dir)
-        allowlist = Allowlist(policy)  # log directories pinned now, before anything runs
-    except PolicyError as exc:
-        log.error("policy error: %s", exc)
-        return EXIT_CONFIG
-    try:
-        bind = parse_bind(args.http) if args.http else None
-        if bind is not None:
-            check_bind(bind, policy.http)
-    except PolicyError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
-    try:
-        if not anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist):
-            return EXIT_STOP_UNRECORDED
-    except KeyboardInterrupt:
-        pass
-    except BaseException as exc:  # noqa: BLE001 - task groups wrap the start-up failure
-        refusal = _start_up_failure(exc)
-        if refusal is None:
-            raise
-        log.error("refusing to serve: %s", refusal)
-        return EXIT_REFUSED
-    finally:
-        _forget_stderr_if_gone()
-    return 0
-
-
-def _forget_stderr_if_gone() -> None:
-    """A client that took our stderr pipe with it (killed, say) must not turn a clean stop into
-    exit 120, which is what Python does when it cannot flush stderr at exit."""
-    try:
-        sys.stderr.flush()
-    except OSError:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stderr.fileno())
-        os.close(null)
-
-
-def cmd_token_new(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", args.name):
-        print(
-            "bastion token new: NAME must be 1-64 letters, digits and _ . @ - (starting with a letter or digit)",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    token = new_token()
-    print(f"token for {args.name} (shown once; give it to that client only):\n\n    {token}\n")
-    print("add to the policy, then restart bastion:\n")
-    print(paste_lines(args.name, token))
-    return 0
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    try:
-        report = audit_verify.verify(args.files)
-    except OSError as exc:
-        print(f"bastion audit verify: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_CONFIG
-    for note in report.notes:
-        print(f"note: {note}")
-    print(audit_verify.summary(report, len(args.files)))
-    return 1 if report.problem is not None else 0
-
-
-def _start_up_failure(exc: BaseException) -> Exception | None:
-    """The audit/sandbox/profile error behind `exc`, even inside exception groups."""
-    if isinstance(exc, (AuditError, SandboxUnavailable, ProfileError, OSError, preflight.PreflightRefusal)):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _start_up_failure(inner)
-            if found is not None:
-                return found
-    return None
+from broker.cli import audit, doctor, intel, sandbox_run, serve, token_new
+from broker.transport.mcp_server import package_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,38 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bastion {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve MCP over stdio (default) or Streamable HTTP (--http)")
-    serve.add_argument(
-        "--http", metavar="ADDR", help="serve Streamable HTTP on HOST:PORT (loopback) or unix:/path/to/socket"
-    )
-    serve.add_argument("--policy", required=True, help="policy TOML file")
-    serve.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="directory for what a policy writes under ${state}/ (default $XDG_STATE_HOME/bastion or ~/.local/state/bastion)",
-    )
-    serve.add_argument("--debug-workers", action="store_true", help="let workers write diagnostics to stderr")
-    serve.add_argument(
-        "--profiles-dir", metavar="DIR", help="load sandbox profiles from DIR instead of the shipped ones"
-    )
-    serve.set_defaults(func=cmd_serve)
-    token = commands.add_parser("token", help="HTTP client tokens").add_subparsers(dest="token_command", required=True)
-    token_new = token.add_parser(
-        "new", help="print a fresh bearer token once, and the [[http.clients]] lines for the policy"
-    )
-    token_new.add_argument("name", help="the client's name, as it will appear in audit records")
-    token_new.set_defaults(func=cmd_token_new)
-    audit = commands.add_parser("audit", help="audit log tools").add_subparsers(dest="audit_command", required=True)
-    verify = audit.add_parser("verify", help="check the hash chain of audit log files; exit 1 at the first problem")
-    verify.add_argument(
-        "files",
-        nargs="+",
-        metavar="FILE",
-        help="audit log files, oldest first (audit.jsonl.2 audit.jsonl.1 audit.jsonl)",
-    )
-    verify.set_defaults(func=cmd_audit_verify)
-    sandbox_cli.add_commands(commands)
-    intel_cli.add_commands(commands)
+    for command in (serve, token_new, audit, doctor, sandbox_run, intel):  # the order of `bastion --help`
+        command.add_commands(commands)
     return parser
 
 
@@ -310,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="bastion: %(levelname)s %(message)s",
     )
-    return args.func(args)
+    command: Callable[[argparse.Namespace], int] = args.func  # set by each subcommand's parser
+    return command(args)
 
 
 if __name__ == "__main__":

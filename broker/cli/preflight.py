@@ -136,7 +136,10 @@ def _tail_problem(path: str) -> str:
     if not tail:
         return ""
     if not tail.endswith(b"\n"):
-        return f"audit log {path} ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving"
+        return (
+            f"audit log {path} ends with an incomplete record; inspect it with `bastion audit verify`"
+            " and repair it before serving"
+        )
     try:
         int(json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])["seq"])
     except (ValueError, KeyError, TypeError):

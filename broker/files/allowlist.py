@@ -70,7 +70,7 @@ def _segment_matches(have: str, want: str) -> bool:
 
 def _segments_match(pattern: str, path: str) -> bool:
     want, have = pattern.split("/"), path.split("/")
-    return len(want) == len(have) and all(_segment_matches(h, w) for w, h in zip(want, have))
+    return len(want) == len(have) and all(_segment_matches(h, w) for w, h in zip(want, have, strict=True))
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,14 @@ from broker.files.pinned_entry import PinnedEntry
 
 SHOWN_PER_LOG = 10  # findings printed per log; the rest are counted
 
-DIRECTORY = "can replace files in {path}: with no-follow opening that user can only hide logs or swap in files it controls, not make the broker read others"
-ANCESTOR = "can replace {path} before the next start, and so choose the directory the broker pins then (a symlink there is still refused)"
+DIRECTORY = (
+    "can replace files in {path}: with no-follow opening that user can only hide logs or swap in files it controls,"
+    " not make the broker read others"
+)
+ANCESTOR = (
+    "can replace {path} before the next start,"
+    " and so choose the directory the broker pins then (a symlink there is still refused)"
+)
 FILE = "can rewrite {path}: what it says is only that user's word"
 
 

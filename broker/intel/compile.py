@@ -133,7 +133,9 @@ def _compile(
     dropped = _merge_previous(tables, previous, [source.name for source in sources], now_s - history_days * DAY_S)
     entries, active, v4, v6 = _write(output, DatabaseMeta(compiled_at=_iso(now_s), feeds=metas), tables, now_s)
     examples = {
-        source.name: feed.malformed_examples for source, feed in zip(sources, parsed) if feed.malformed_examples
+        source.name: feed.malformed_examples
+        for source, feed in zip(sources, parsed, strict=True)
+        if feed.malformed_examples
     }
     return CompileReport(metas, entries, active, v4, v6, time.perf_counter() - started, examples, dropped)
 
@@ -224,7 +226,7 @@ def _merge_entries(tables: dict[int, _Entries], database: IntelDatabase, names: 
             listed[key] = first
         elif last >= cutoff:
             history[version][key] = (first, last)
-    return [feed.name for feed, index in zip(database.meta.feeds, mapping) if index < 0]
+    return [feed.name for feed, index in zip(database.meta.feeds, mapping, strict=True) if index < 0]
 
 
 def _unreadable(path: str, reason: str) -> IntelDatabaseError:
@@ -327,7 +329,7 @@ def _write(output: str, meta: DatabaseMeta, tables: dict[int, _Entries], now: in
     total = len(keys[4]) + len(keys[6])
     if max(total, len(words)) >= MAX_COUNT:
         raise ValueError("too many entries for one intel database")
-    sections = [
+    sections: list[bytes | bytearray] = [
         msgspec.msgpack.encode(meta),
         _u32(_v4_index(v4.starts)),
         _u32(v4.starts),
@@ -404,7 +406,7 @@ def _write_atomic(output: str, sections: list[bytes | bytearray], counts: tuple[
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(header)
-            for section, (offset, length) in zip(sections, spans):
+            for section, (offset, length) in zip(sections, spans, strict=True):  # a section missing is a bug
                 if len(section) != length:
                     raise RuntimeError("intel database section does not match its planned length")
                 handle.write(b"\0" * (offset - handle.tell()))

@@ -1,7 +1,7 @@
 """The broker's side of the launcher (workers/launcher.py), which forks workers.
 
-A worker forked from the already-imported launcher is confined and ready in a
-few milliseconds of CPU instead of ~50 ms for a fresh interpreter; it is
+A worker forked from the already-imported launcher is confined and ready for
+~15 ms of CPU instead of ~55 ms for a fresh interpreter (docs/PERFORMANCE.md); it is
 otherwise the same worker: the broker's own child (CLONE_PARENT), in its own
 session and cgroup, sent its Setup by the broker, confining itself before it
 reads anything untrusted. The launcher sees no client input: only Fork frames

@@ -1,17 +1,19 @@
 """Start, feed, watch and reap sandboxed workers.
 
-Each worker is a fresh interpreter started with an empty environment in its
-own session. It confines itself (its profile's sandbox layers) *before* it
-reads anything untrusted, says Ready, and then serves exactly one request.
-Workers are started here directly (spawn_worker: a fresh interpreter, used by
-`bastion sandbox run` and the set-up check) or forked by the launcher
-(broker/pool/launcher.py, used by the pool in broker/pool/ready_workers.py); none is reused.
+Each worker runs with an empty environment in its own session, as the broker's
+own child. It is either started here as a fresh interpreter (spawn_worker, used
+by `bastion sandbox run` and `bastion doctor`) or, for the pool in
+broker/pool/ready_workers.py, forked by the launcher, a pre-imported interpreter
+the broker started once (broker/pool/launcher.py and workers/launcher.py). Either
+way it confines itself (its profile's sandbox layers) *before* it reads anything
+untrusted, says Ready, and then serves exactly one request; none is reused.
 
 For a call the broker sends the request frame and the open log descriptor
 (SCM_RIGHTS) over the worker's socket, then reads replies under a wall-clock
 deadline and an output byte cap. Whatever happens, the worker's whole process
-group is killed and the worker reaped (exit status, signal, rusage) before
-the call returns.
+group is killed and the worker reaped (exit status, signal, rusage): before the
+call returns, or, for a worker that sent its final reply and was left waiting
+(Worker.call's stop_later), once the caller has sent the reply on.
 
 The broker waits for the worker's socket and its pidfd at once (one epoll
 set): the death of the broker's own child (with a pid namespace, the monitor)
@@ -22,6 +24,7 @@ with the signal that killed it, never as a normal stop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import itertools
@@ -75,9 +78,8 @@ class SandboxUnavailable(Exception):
 class WorkerResult:
     """What one call produced and how the worker ended (for the reply and the audit)."""
 
-    outcome: str = (
-        "worker_crashed"  # ok | failed | timeout | output_capped | worker_crashed | protocol_error | cancelled
-    )
+    # ok | failed | timeout | output_capped | worker_crashed | protocol_error | cancelled
+    outcome: str = "worker_crashed"
     lines: list[Line] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     more: bool = False
@@ -85,7 +87,7 @@ class WorkerResult:
     intel: IntelReport | None = None
     counts: list[int] | None = None
     notes: list[str] = field(default_factory=list)
-    skipped: list[FileSkipped] = field(default_factory=list)  # files whose engine died; the search went on
+    skipped: list[FileSkipped] = field(default_factory=list)  # engine died or I/O failed; the search went on
     decompressed: int = 0
     detail: str = ""
     bytes_received: int = 0
@@ -94,7 +96,7 @@ class WorkerResult:
     stopped_after_reply: bool = False  # killed by the broker once its final reply had arrived (normal)
     reaped: bool = False  # False while a worker that sent its final reply is still to be stopped and reaped
     cpu_s: float = 0.0
-    max_rss_kb: int = 0  # rusage: includes the broker's size, which the child inherits at spawn
+    max_rss_kb: int = 0  # rusage: includes the size of the process it was forked from (launcher or broker)
     peak_memory_kb: int | None = None  # the worker's own cgroup peak (None without cgroups)
 
 
@@ -265,14 +267,10 @@ class Worker:
             await self._reap(result, replied)
 
     def kill(self) -> None:
-        for send in (
-            lambda: os.killpg(self.pid, signal.SIGKILL),
-            lambda: signal.pidfd_send_signal(self.pidfd, signal.SIGKILL),
-        ):
-            try:
-                send()
-            except (ProcessLookupError, PermissionError):
-                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
     async def _reap(self, result: WorkerResult | None, replied: bool = False) -> None:
         if self._reaped:

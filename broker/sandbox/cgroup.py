@@ -22,7 +22,6 @@ from pathlib import Path
 from bastion_wire.plan import Cgroup
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP2_SUPER_MAGIC = 0x63677270
 REMOVE_ATTEMPTS = 50
 
 

@@ -11,6 +11,7 @@ into a host-specific plan (broker/sandbox/plan.py) that the worker applies.
 from __future__ import annotations
 
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -147,7 +148,7 @@ def decode_profile(data: bytes, source: str) -> Profile:
         raise ProfileError(f"{source}: {exc}") from None
 
 
-def _folder(directory: str | None):  # noqa: ANN202 - a Traversable or a Path
+def _folder(directory: str | None) -> Traversable:  # a Path is one too
     return Path(directory) if directory else resources.files("sandbox_profiles")
 
 

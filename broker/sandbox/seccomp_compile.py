@@ -26,7 +26,7 @@ import importlib.util
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from broker.sandbox.profile import Seccomp
 
@@ -44,9 +44,9 @@ class SeccompUnavailable(Exception):
 def os_binding() -> ModuleType | None:
     """libseccomp's official binding, or None when this interpreter cannot load it."""
     try:
-        import seccomp  # type: ignore[import-not-found]
+        import seccomp
 
-        return seccomp
+        return cast(ModuleType, seccomp)  # no stubs (pyproject's mypy overrides): typed Any
     except ImportError:
         pass
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -66,10 +66,10 @@ def os_binding() -> ModuleType | None:
 def pypi_binding() -> ModuleType | None:
     """PyPI pyseccomp, or None when it or the C library it wraps is missing."""
     try:
-        import pyseccomp  # type: ignore[import-not-found]
+        import pyseccomp
     except (ImportError, RuntimeError, OSError):  # RuntimeError: "Unable to find libseccomp"
         return None
-    return pyseccomp
+    return cast(ModuleType, pyseccomp)  # no stubs either
 
 
 def binding() -> ModuleType:

@@ -43,10 +43,12 @@ class GatedEndpoint:
         body = await _read_body(scope, receive)
         if body is None:
             return  # the client left before its request was complete: there is no request
-        verdict = TOO_LARGE if isinstance(body, Refusal) else screen(body)
+        if isinstance(body, Refusal):  # TOO_LARGE
+            await self._refuse(send, body)
+            return
+        verdict = screen(body)
         if isinstance(verdict, Refusal):
-            await record_refusal(self.bastion, verdict, http_client_name())
-            await _answer(send, 413 if verdict is TOO_LARGE else 400, error_line(verdict))
+            await self._refuse(send, verdict)
             return
         peer = Peer()
         scope[SCOPE_KEY] = peer
@@ -54,6 +56,10 @@ class GatedEndpoint:
             group.start_soon(_watch, receive, peer)
             await self.app(scope, _replay(body, peer), send)
             group.cancel_scope.cancel()
+
+    async def _refuse(self, send: Send, refusal: Refusal) -> None:
+        await record_refusal(self.bastion, refusal, http_client_name())
+        await _answer(send, 413 if refusal is TOO_LARGE else 400, error_line(refusal))
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes | Refusal | None:

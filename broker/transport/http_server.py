@@ -96,7 +96,8 @@ def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starle
     app = server.streamable_http_app(
         host=bind.host or "localhost",
         transport_security=transport_security(bind, http),
-        auth=AuthSettings(issuer_url=bind.url, resource_server_url=None),
+        # model_validate: pydantic turns the str into the AnyHttpUrl the field is typed as.
+        auth=AuthSettings.model_validate({"issuer_url": bind.url, "resource_server_url": None}),
         token_verifier=PolicyTokens(http.clients),
         max_sessions=http.max_sessions,
         max_request_body_size=MAX_MESSAGE_BYTES,
@@ -117,10 +118,10 @@ def _gate_endpoint(app: Starlette, bastion: Bastion) -> None:
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        yield  # the broker handles SIGTERM/SIGINT itself (cli._stop_on_signal)
+        yield  # the broker handles SIGTERM/SIGINT itself (broker/cli/serve.py _stop_on_signal)
 
 
-def uvicorn_server(app: object, bind: Bind) -> uvicorn.Server:
+def uvicorn_server(app: Starlette, bind: Bind) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         host=bind.host or "127.0.0.1",

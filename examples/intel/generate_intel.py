@@ -418,6 +418,43 @@ def attacker_table(seed: int) -> list[str]:
     return rows
 
 
+# The README's table of files: (file, the real-world format it imitates, contents).
+FILES_TABLE = [
+    (
+        "`firehol_level1.netset`",
+        "FireHOL `firehol_level1.netset`",
+        "`#` comment header, then one IP or CIDR per line (the real list is IPv4-only; this one adds a few IPv6 lines)",
+    ),
+    (
+        "`spamhaus_drop.txt`",
+        "Spamhaus DROP list (`drop.txt`)",
+        "`;` comment header, then `CIDR ; SBLnnnnnn` lines; the SBL ids are made up",
+    ),
+    (
+        "`feodo_ipblocklist.csv`",
+        "abuse.ch Feodo Tracker IP blocklist (CSV)",
+        "`#` comment header, a header row, then quoted rows; the IP is column 2 (`dst_ip`)",
+    ),
+    (
+        "`tor_exit_addresses.txt`",
+        "Tor Project `exit-addresses` list",
+        "`ExitNode` / `Published` / `LastStatus` / `ExitAddress` blocks",
+    ),
+    (
+        "`sample-asn.mmdb`",
+        "MaxMind GeoLite2-ASN",
+        "MaxMind DB `Bastion-Sample-ASN` (record size 24): `autonomous_system_number`"
+        ", `autonomous_system_organization`",
+    ),
+    (
+        "`sample-country.mmdb`",
+        "MaxMind GeoLite2-Country",
+        "MaxMind DB `Bastion-Sample-Country` (record size 28): `country.iso_code`, `country.names.en`",
+    ),
+    ("`generate_intel.py`", "-", "writes every file above"),
+    ("`mmdb_writer.py`", "-", "the minimal MaxMind DB writer behind the `.mmdb` files (standard library only)"),
+]
+
 README_TEMPLATE = """\
 # Sample threat-intel files
 
@@ -432,14 +469,7 @@ This README is written by `generate_intel.py` as well: edit the script, not this
 
 | file | real-world format it imitates | contents |
 |---|---|---|
-| `firehol_level1.netset` | FireHOL `firehol_level1.netset` | `#` comment header, then one IP or CIDR per line (the real list is IPv4-only; this one adds a few IPv6 lines) |
-| `spamhaus_drop.txt` | Spamhaus DROP list (`drop.txt`) | `;` comment header, then `CIDR ; SBLnnnnnn` lines; the SBL ids are made up |
-| `feodo_ipblocklist.csv` | abuse.ch Feodo Tracker IP blocklist (CSV) | `#` comment header, a header row, then quoted rows; the IP is column 2 (`dst_ip`) |
-| `tor_exit_addresses.txt` | Tor Project `exit-addresses` list | `ExitNode` / `Published` / `LastStatus` / `ExitAddress` blocks |
-| `sample-asn.mmdb` | MaxMind GeoLite2-ASN | MaxMind DB `Bastion-Sample-ASN` (record size 24): `autonomous_system_number`, `autonomous_system_organization` |
-| `sample-country.mmdb` | MaxMind GeoLite2-Country | MaxMind DB `Bastion-Sample-Country` (record size 28): `country.iso_code`, `country.names.en` |
-| `generate_intel.py` | - | writes every file above |
-| `mmdb_writer.py` | - | the minimal MaxMind DB writer behind the `.mmdb` files (standard library only) |
+{files}
 
 The Tor `exit-addresses` format has no comment syntax, so this README is the
 SAMPLE DATA notice for `tor_exit_addresses.txt`: its fingerprints, times and
@@ -492,7 +522,7 @@ import maxminddb
 
 with maxminddb.open_database("examples/intel/sample-asn.mmdb") as reader:
     reader.get("45.155.205.233")  # the AS64496 record
-    reader.get("1.1.1.1")         # None: not in the database
+    reader.get("1.1.1.1")  # None: not in the database
 
 # MODE_FD takes a binary file object, not a bare descriptor: it calls .read()
 # once, from the current offset, and leaves the file open.
@@ -521,6 +551,7 @@ def readme(seed: int) -> bytes:
     return README_TEMPLATE.format(
         notice=NOTICE,
         seed=seed,
+        files="\n".join(f"| {name} | {imitates} | {contents} |" for name, imitates, contents in FILES_TABLE),
         table="\n".join(attacker_table(seed)),
         unlisted=", ".join(f"`{ip}`" for ip in unlisted()),
         firehol_bad=", ".join(f"`{x}`" for x in FIREHOL_MALFORMED),

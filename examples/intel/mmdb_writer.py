@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from typing import Any, Union
+from typing import Any
 
 METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
 SEPARATOR = bytes(16)  # between the search tree and the data section
@@ -53,7 +53,7 @@ class _Node:
         self.children: list[Child] = [fill, fill]
 
 
-Child = Union[_Node, int, None]  # node, data-section offset, or no data
+Child = _Node | int | None  # node, data-section offset, or no data
 
 
 def _control(type_no: int, size: int) -> bytes:

@@ -110,7 +110,11 @@ class Results:
 
         def fmt(row: Row) -> str:
             cells = [row.id, row.profile, row.expected, row.observed]
-            return "  ".join(cell[:width].ljust(width) for cell, width in zip(cells, widths)) + "  " + row.verdict
+            return (
+                "  ".join(cell[:width].ljust(width) for cell, width in zip(cells, widths, strict=True))
+                + "  "
+                + row.verdict
+            )
 
         return [fmt(header), "-" * (sum(widths) + 2 * len(widths) + 8), *[fmt(row) for row in self.rows]]
 
@@ -245,7 +249,10 @@ def execute(attempt: Attempt, env: SandboxEnv, listeners: Listeners, results: Re
     problems = after_run_problems(env, listeners, handed_text)
     shown = observed.detail if not problems else f"{observed.detail}; {'; '.join(problems)}"
     results.record(attempt.id, attempt.label, attempt.expected, shown, verdict_for(attempt, observed, problems))
-    context = f"{attempt.id}: observed {observed.outcome!r} ({observed.detail})\nstdout: {observed.stdout[-500:]}\nstderr: {observed.stderr[-800:]}"
+    context = (
+        f"{attempt.id}: observed {observed.outcome!r} ({observed.detail})"
+        f"\nstdout: {observed.stdout[-500:]}\nstderr: {observed.stderr[-800:]}"
+    )
     assert not problems, f"{context}\nleft behind: {problems}"
     assert observed.outcome != "escaped", context
     assert observed.outcome in attempt.expected, f"{context}\nexpected one of {sorted(attempt.expected)}"

@@ -1,4 +1,4 @@
-"""What every sandbox layer module shares: its failure type and result."""
+"""What every sandbox layer module shares: its failure type, LayerError."""
 
 from __future__ import annotations
 

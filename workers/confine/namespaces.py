@@ -24,6 +24,7 @@ import resource
 import select
 import signal
 from collections.abc import Callable
+from typing import NoReturn
 
 from workers.confine import syscalls
 from workers.confine.layer import LayerError
@@ -112,7 +113,7 @@ def monitor_gone(alive_r: int) -> bool:
     return bool(select.select([alive_r], [], [], 0)[0])
 
 
-def _monitor(child: int) -> None:
+def _monitor(child: int) -> NoReturn:
     """Wait for the PID 1 child, then end exactly as it ended. Never returns."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     while True:
