@@ -22,6 +22,7 @@ import pytest
 from bastion_wire.protocol import Fork, encode_frame
 from broker.pool.launcher import BOOT
 from broker.pool.worker_process import python_argv
+from broker.sandbox import cgroup
 from tests.conftest import (
     BASTION,
     SAMPLE_LOGS,
@@ -180,18 +181,19 @@ async def test_each_ready_worker_is_alone_in_its_own_memory_and_pids_cgroups(tmp
     async with bastion_client(write_policy(tmp_path, [AUTH])) as client:
         assert not (await client.call_tool("query_logs", ARGS)).is_error
         broker = serve_process()
+        marker = f"/{cgroup.broker_tag(broker.pid)}/w"
         checked = 0
         seen: set[str] = set()
         for worker in [p for p in broker.children() if _named(p, WORKER_NAME)]:
             try:  # the last call's worker may be stopped while we look (it lingers ~20 ms)
-                lines = _joined_cgroups(worker.pid, f"/bastion-{broker.pid}/w")
+                lines = _joined_cgroups(worker.pid, marker)
                 threads = {
                     Path(f"/proc/{worker.pid}/task/{task}/cgroup").read_text()
                     for task in os.listdir(f"/proc/{worker.pid}/task")
                 }
             except FileNotFoundError:
                 continue
-            own = [line.split(":", 2)[2] for line in lines if f"/bastion-{broker.pid}/w" in line]
+            own = [line.split(":", 2)[2] for line in lines if marker in line]
             assert own, lines  # v2: one line; v1: the memory and the pids hierarchy
             assert not seen & set(own), "two workers share a cgroup"
             seen.update(own)

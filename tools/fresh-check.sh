@@ -81,9 +81,11 @@ clone_head() {
 
 # The fresh root sees, as its /sys/fs/cgroup, one new child cgroup per hierarchy
 # (v1 memory and pids, or the v2 tree), as a container would. Bastion names its
-# cgroups after the broker's pid and treats a bastion-PID whose /proc/PID is gone as
-# stale: pids inside this pid namespace mean nothing on the host, so sharing the
-# host's own hierarchy lets brokers on either side delete each other's cgroups.
+# cgroups after the broker's pid and used to treat a bastion-PID whose /proc/PID was gone
+# as stale: pids inside this pid namespace mean nothing on the host, so sharing the
+# host's own hierarchy let brokers on either side delete each other's cgroups. (Names
+# now carry the pid namespace and the broker's start time, and another namespace's are
+# left alone, but a container's own subtree is still what a container would get.)
 CG_TAG=fresh-check-$$
 cgroup_subtrees() {
     if [ -f /sys/fs/cgroup/cgroup.controllers ]; then

@@ -11,6 +11,7 @@ worker uid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -117,18 +118,61 @@ def _v2_mount() -> Path | None:
     return None
 
 
+def broker_tag(pid: int | None = None) -> str:
+    """This broker's base directory name: its pid namespace, pid and start time.
+
+    A pid alone names a process only inside one pid namespace, and the cgroup tree
+    is shared by every namespace on the host (a container, a chroot with its own
+    /proc): with names made of the pid alone, a broker that could not see another
+    namespace's broker in its /proc took that broker's cgroups for stale ones and
+    removed them, killing its workers. The start time tells a reused pid apart."""
+    pid = os.getpid() if pid is None else pid
+    return f"bastion-{_pid_namespace()}-{pid}-{_start_time(pid)}"
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])  # the fields after the command's ")"
+
+
+def _is_stale(name: str) -> bool | None:
+    """True for the base of a broker of this pid namespace that is gone, False for
+    a live one or another namespace's, None for the old pid-only name (unknown)."""
+    parts = name.removeprefix("bastion-").split("-")
+    if len(parts) == 1 and parts[0].isdigit():
+        return None
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return False
+    namespace, pid, started = (int(part) for part in parts)
+    return namespace == _pid_namespace() and _start_time(pid) != started
+
+
 def _remove_stale(parent: Path) -> None:
-    """Base directories left by brokers that died without cleaning up."""
+    """Base directories left by brokers of this pid namespace that died without
+    cleaning up. An old pid-only name may belong to a live broker elsewhere, so
+    only its empty directories are removed: nothing in it is killed."""
     for base in parent.glob("bastion-*"):
-        pid = base.name.removeprefix("bastion-")
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            for child in base.iterdir():
-                if child.is_dir():
-                    remove([str(child)])
-            try:
-                base.rmdir()
-            except OSError:
-                pass
+        stale = _is_stale(base.name)
+        if stale is False or not base.is_dir():
+            continue
+        for child in base.iterdir():
+            if not child.is_dir():
+                continue
+            if stale:
+                remove([str(child)])
+            else:
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
 
 
 def detect(broker_tag: str) -> CgroupHost:

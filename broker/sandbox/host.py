@@ -7,7 +7,6 @@ three confine workers through the same code.
 from __future__ import annotations
 
 import math
-import os
 
 import msgspec
 
@@ -22,7 +21,7 @@ WORKER_KINDS = ("grep", "resource", "intel")
 
 
 def cgroup_host() -> CgroupHost:
-    return cgroup.detect(f"bastion-{os.getpid()}")
+    return cgroup.detect(cgroup.broker_tag())
 
 
 def plans_for(
