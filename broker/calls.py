@@ -10,11 +10,11 @@ go to the audit log only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
 import time
-import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,11 +25,12 @@ import mcp_types as types
 
 from bastion_wire.protocol import IntelRequest, SearchRequest, TailRequest
 from broker.audit.log import AuditError, AuditLog
+from broker.call_record import CallRecord, Coverage, SearchEnd, preview
 from broker.errors import ToolError, UnknownName
 from broker.files.allowlist import Allowlist, OpenedLog, SearchTarget
 from broker.files.regular_file import open_regular
 from broker.policy import Intel, Policy, RateLimit
-from broker.pool.outcome import WORKER_FAILED, engine_stopped, fate, raise_for, record
+from broker.pool.outcome import WORKER_FAILED, engine_stopped, fate, raise_for, worker_end
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable, Worker, WorkerResult
 from broker.ratelimit import Rate, RateLimiter
@@ -43,13 +44,11 @@ from broker.tools.query_logs import tool as query_logs
 from broker.tools.query_logs.batches import Progress, absorb, batch_request
 
 log = logging.getLogger("bastion.service")
-UNREAPED = "_unreaped"  # end-record scratch key (never written): a worker to stop once the reply is out
 STOP_DELAY_S = 0.02  # the SDK sends a reply in ~4 ms on a 2-core host; the worker waits idle meanwhile
 T = TypeVar("T")
 
 SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
 BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
-PREVIEW_CHARS = 500  # of the result, redacted, in the end record
 MAX_NOTES = 10  # worker notes (truncated gzip, decompression cap) passed on to the client
 AUDIT_SKIPPED = 50  # skipped files the end record names (with why)
 AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
@@ -62,10 +61,6 @@ def rate_limiter(rules: RateLimit) -> RateLimiter:
         global_rate=Rate(rules.global_calls, rules.global_window_s),
         per_tool={tool: Rate(rule.calls, rule.window_s) for tool, rule in rules.tools.items()},
     )
-
-
-def _preview(text: str) -> str:
-    return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
 
 
 def log_uri(path: str) -> str:
@@ -82,6 +77,16 @@ def uri_path(uri: str) -> object:
         raise ToolError(
             "uri must be a file:// URI from resources/list: its percent-escapes must encode UTF-8"
         ) from None
+
+
+def _shown(exc: BaseException) -> ToolError | None:
+    """What the client gets instead of `exc`; None: `exc` itself (a ToolError, an unknown
+    name, a cancellation)."""
+    if isinstance(exc, SandboxUnavailable):
+        return ToolError(SANDBOX_DOWN, "internal_error")
+    if isinstance(exc, Exception) and not isinstance(exc, (ToolError, UnknownName)):
+        return ToolError(INTERNAL, "internal_error")  # the client must never see internals
+    return None
 
 
 class Bastion:
@@ -103,9 +108,7 @@ class Bastion:
 
     # --- the audited envelope of every call ------------------------------------
 
-    async def _audited(
-        self, tool: str, arguments: Any, client: str, work: Callable[[dict[str, Any]], Awaitable[T]]
-    ) -> T:
+    async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord], Awaitable[T]]) -> T:
         """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
         started = time.monotonic()
         try:
@@ -113,42 +116,33 @@ class Bastion:
             call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments)
         except AuditError as exc:
             log.error("%s", exc)
-            raise ToolError(AUDIT_DOWN, "audit_failed") from None
-        end: dict[str, Any] = {"outcome": "internal_error"}
+            raise ToolError(AUDIT_DOWN, "internal_error") from None  # never written: the audit failed
+        record = CallRecord()
         try:
             self._admit(client, tool)
-            reply = await work(end)
-        except ToolError as exc:
-            end.update(outcome=exc.outcome, error=exc.message)
-            raise
-        except UnknownName as exc:
-            end.update(outcome="invalid", error=str(exc))
-            raise
-        except SandboxUnavailable as exc:
-            end.update(outcome="internal_error", error=f"sandbox unavailable: {exc}")
-            raise ToolError(SANDBOX_DOWN, "internal_error") from None
-        except anyio.get_cancelled_exc_class():
-            end["outcome"] = "cancelled"
-            raise
-        except Exception as exc:  # noqa: BLE001 - the client must never see internals
-            end.update(outcome="internal_error", error=repr(exc), trace=traceback.format_exc(limit=8))
-            raise ToolError(INTERNAL, "internal_error") from None
+            reply = await work(record)
+        except BaseException as exc:
+            record.ended_by(exc)
+            shown = _shown(exc)
+            if shown is None:
+                raise
+            raise shown from None
         finally:
             # Runs on cancellation too, so every begin has its end. If the end
             # cannot be written the result is withheld (fail closed).
-            unreaped = end.pop(UNREAPED, None)
-            ended = self._end(call_id, client, tool, arguments, started, end)
-            if unreaped is not None:  # after the end record: its worker_exit record follows it
-                self.pool.after_call(functools.partial(self._stop, *unreaped, call_id, client, tool))
+            ended = self._end(call_id, client, tool, arguments, started, record)
+            if record.stop_after_reply is not None:  # after the end record: its worker_exit record follows it
+                worker, result = record.stop_after_reply
+                self.pool.after_call(functools.partial(self._stop, worker, result, call_id, client, tool))
         if not ended:
-            raise ToolError(AUDIT_DOWN, "audit_failed")
+            raise ToolError(AUDIT_DOWN, "internal_error")
         return reply
 
     async def refuse(self, tool: str, arguments: Any, client: str | None, message: str) -> None:
         """Record a call refused before its handler ran (malformed, too deep): begin, then end
         with outcome invalid, as any refused call."""
 
-        async def work(end: dict[str, Any]) -> None:
+        async def work(record: CallRecord) -> None:
             raise ToolError(message)
 
         with contextlib.suppress(ToolError):
@@ -169,11 +163,10 @@ class Bastion:
             who = "for this client" if decision.scope == "client" else "for the server"
             raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
-    def _end(self, call_id: int, client: str, tool: str, arguments: Any, started: float, end: dict[str, Any]) -> bool:
-        end["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
-        end["success"] = end["outcome"] in ("ok", "output_capped")
+    def _end(self, call_id: int, client: str, tool: str, arguments: Any, started: float, record: CallRecord) -> bool:
+        fields = record.audit_fields(duration_ms=round((time.monotonic() - started) * 1000, 2))
         try:
-            self.audit.write("end", call=call_id, client=client, tool=tool, arguments=arguments, **end)
+            self.audit.write("end", call=call_id, client=client, tool=tool, arguments=arguments, **fields)
         except AuditError as exc:
             log.error("%s", exc)
             return False
@@ -192,17 +185,17 @@ class Bastion:
         if self.policy.intel is not None:
             handlers[intel_tool.NAME] = self._check_ip_reputation
 
-        async def work(end: dict[str, Any]) -> types.CallToolResult:
+        async def work(record: CallRecord) -> types.CallToolResult:
             if name not in handlers:
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            return await handlers[name](arguments, end)
+            return await handlers[name](arguments, record)
 
         try:
             return await self._audited(name, arguments or {}, client or self.client, work)
         except ToolError as exc:
             return _error(exc.message)
 
-    async def _query_logs(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
+    async def _query_logs(self, arguments: object, record: CallRecord) -> types.CallToolResult:
         limits = self.policy.limits
         args = query_logs.parse(arguments, limits)
         target = self.allowlist.open_search(args.log_path, newest_first=args.newest_first)
@@ -221,17 +214,17 @@ class Bastion:
                 max_decompressed_bytes=limits.max_decompressed_bytes,
             )
             async with self._slot(limits.max_queue):  # one slot for every batch of the call
-                progress = await self._search(target, base, args.pattern_tree, end)
+                progress = await self._search(target, base, args.pattern_tree, record)
         finally:
             target.close()
-        return self._search_reply(target, base, progress, end)
+        return self._search_reply(target, base, progress, record)
 
-    async def _search(self, target: SearchTarget, base: SearchRequest, tree: Any, end: dict[str, Any]) -> Progress:
+    async def _search(self, target: SearchTarget, base: SearchRequest, tree: Any, record: CallRecord) -> Progress:
         """Every batch of the target, one worker each, until done or a call-wide limit is spent."""
         limits = self.policy.limits
         deadline = time.monotonic() + limits.timeout_s  # for the whole call, not per batch
         progress = Progress()
-        end["bytes_scanned"] = 0
+        record.bytes_scanned = 0
         while True:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
@@ -240,19 +233,19 @@ class Bastion:
             request = batch_request(base, target.files, progress)
             size = sum(os.fstat(log.fd).st_size for log in target.files)
             request = search_engine.choose(request, tree, self.policy.search.engine, self.ripgrep, size)
-            end["engine"] = request.engine
+            record.engine = request.engine
             last = not target.pending
             result, worker = await self._run_worker(
                 "grep",
                 request,
                 [log.fd for log in target.files],
-                end,
+                record,
                 left_s,
                 limits.max_output_bytes - progress.bytes_received,
             )
             progress.workers += 1
             progress.bytes_received += result.bytes_received
-            end["bytes_scanned"] += sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
+            record.bytes_scanned += sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
             if result.outcome == "timeout" and progress.paths:  # earlier batches answered: keep them
                 progress.timed_out = [log.path for log in target.files] + list(target.pending)
                 break
@@ -268,7 +261,7 @@ class Bastion:
             target.close()
             if progress.stopped(base) or last:
                 break
-            await self._stop_now(worker, result, progress, end)
+            await self._stop_now(worker, result, progress, record)
             self.allowlist.open_next(target)
             if not target.files:
                 break
@@ -292,17 +285,18 @@ class Bastion:
             if skip.file < len(files)
         }
 
-    async def _stop_now(self, worker: Worker, result: WorkerResult, progress: Progress, end: dict[str, Any]) -> None:
+    async def _stop_now(self, worker: Worker, result: WorkerResult, progress: Progress, record: CallRecord) -> None:
         """A batch that is not the last: its worker is stopped at once (a call may need
         hundreds; none may linger), its rusage summed into the end record."""
-        if end.get(UNREAPED) is not None and end[UNREAPED][0] is worker:
-            del end[UNREAPED]
-        end.pop("worker_exit", None)  # record() said it would follow; it is stopped here instead
+        if record.stop_after_reply is not None and record.stop_after_reply[0] is worker:
+            record.stop_after_reply = None
+        if record.worker is not None and record.worker.follows:  # it is stopped here, not after the reply
+            record.worker = dataclasses.replace(record.worker, follows=False)
         await worker.finish(result)
         progress.earlier_cpu_s += result.cpu_s
 
     def _search_reply(
-        self, target: SearchTarget, request: SearchRequest, progress: Progress, end: dict[str, Any]
+        self, target: SearchTarget, request: SearchRequest, progress: Progress, record: CallRecord
     ) -> types.CallToolResult:
         limits = self.policy.limits
         if progress.failed and len(progress.failed) == len(progress.paths) and not progress.lines:
@@ -314,48 +308,47 @@ class Bastion:
         lines, cut = query_logs.cap_lines(progress.lines, limits.max_output_bytes)
         reason = search_notes.truncation(progress, cut, target, request)
         notes = progress.notes[:MAX_NOTES] + search_notes.coverage(target, progress, request, self.policy.limits)
-        end.update(
-            outcome="ok" if reason != "max_output_bytes" else "output_capped",
+        record.reply = "ok" if reason != "max_output_bytes" else "output_capped"
+        record.search = SearchEnd(
             files=len(progress.paths),
             workers=progress.workers,
             lines=len(lines),
             truncated_reason=reason,
             bytes=progress.bytes_received,
-            result_preview=_preview("\n".join(line.text for line in lines)),
         )
+        record.result_preview = preview("\n".join(line.text for line in lines))
         if progress.workers > 1:
-            end["earlier_workers_cpu_s"] = round(progress.earlier_cpu_s, 4)
+            record.earlier_workers_cpu_s = round(progress.earlier_cpu_s, 4)
         if target.skipped or progress.failed or target.left_out or progress.timed_out:
-            end.update(
-                files_skipped=len(target.skipped) + len(progress.failed),
+            not_searched = target.skipped + progress.failed
+            record.coverage = Coverage(
+                files_skipped=len(not_searched),
                 files_left_out=len(target.left_out),
                 files_timed_out=len(progress.timed_out),
-                skipped=[f"{file.path}: {file.reason}" for file in (target.skipped + progress.failed)[:AUDIT_SKIPPED]],
+                skipped=[f"{file.path}: {file.reason}" for file in not_searched[:AUDIT_SKIPPED]],
             )
         counts = progress.counts if request.count_only else None
         return query_logs.result(target.log_path, progress.paths, progress.compressed, lines, counts, reason, notes)
 
-    async def _run(self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any]) -> WorkerResult:
+    async def _run(self, kind: str, request: Any, fd: int | list[int], record: CallRecord) -> WorkerResult:
         limits = self.policy.limits
         async with self._slot(limits.max_queue):
-            result, _ = await self._run_worker(kind, request, fd, end, limits.timeout_s, limits.max_output_bytes)
+            result, _ = await self._run_worker(kind, request, fd, record, limits.timeout_s, limits.max_output_bytes)
         return result
 
     async def _run_worker(
-        self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any], deadline_s: float, max_bytes: int
+        self, kind: str, request: Any, fd: int | list[int], record: CallRecord, deadline_s: float, max_bytes: int
     ) -> tuple[WorkerResult, Worker]:
         """One worker, in a slot the caller holds. A worker that replied is left to be
-        stopped once the reply is out (end[UNREAPED]); any other is reaped already."""
+        stopped once the reply is out (record.stop_after_reply); any other is reaped already."""
         result = WorkerResult()
-        try:
-            async with self.pool.worker(kind) as worker:
-                end["worker_pid"] = worker.pid
+        async with self.pool.worker(kind) as worker:
+            try:
                 await worker.call(request, fd, deadline_s, max_bytes, result, stop_later=True)
                 if not result.reaped:
-                    end[UNREAPED] = (worker, result)
-        finally:
-            if "worker_pid" in end:  # also when cancelled: how the worker ended
-                record(end, result)
+                    record.stop_after_reply = (worker, result)
+            finally:
+                record.worker = worker_end(worker.pid, result)  # also when cancelled: how the worker ended
         return result, worker
 
     async def _stop(self, worker: Worker, result: WorkerResult, call_id: int, client: str, tool: str) -> None:
@@ -364,16 +357,22 @@ class Bastion:
         await worker.finish(result)
         try:
             self.audit.write(
-                "worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **fate(result)
+                "worker_exit",
+                sync=False,
+                call=call_id,
+                client=client,
+                tool=tool,
+                worker_pid=worker.pid,
+                **fate(result).audit_fields(),
             )
         except AuditError as exc:
             log.error("%s", exc)
 
-    async def _check_ip_reputation(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
+    async def _check_ip_reputation(self, arguments: object, record: CallRecord) -> types.CallToolResult:
         intel = self.policy.intel
         assert intel is not None  # the tool is only offered when [intel] is configured
         args = intel_tool.parse(arguments, self.intel_refused)
-        end["address"] = args.address.canonical
+        record.address = args.address.canonical
         fds, enrich, notes = _open_intel(intel)
         request = IntelRequest(
             packed=intel_tool.packed(args.address),
@@ -382,7 +381,7 @@ class Bastion:
             enrich=enrich,
         )
         try:
-            result = await self._run("intel", request, fds, end)
+            result = await self._run("intel", request, fds, record)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -396,11 +395,11 @@ class Bastion:
             raise ToolError(WORKER_FAILED, "worker_crashed")
         reply = intel_tool.result(args, result.intel, intel, notes)
         assert reply.structured_content is not None
-        end.update(
-            outcome="ok",
-            verdict=reply.structured_content["verdict"],
-            matches=len(reply.structured_content["matches"]),
-            result_preview=_preview(reply.content[0].text if isinstance(reply.content[0], types.TextContent) else ""),
+        record.reply = "ok"
+        record.verdict = reply.structured_content["verdict"]
+        record.matches = len(reply.structured_content["matches"])
+        record.result_preview = preview(
+            reply.content[0].text if isinstance(reply.content[0], types.TextContent) else ""
         )
         return reply
 
@@ -429,7 +428,7 @@ class Bastion:
     ) -> types.GetPromptResult:
         """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
 
-        async def work(end: dict[str, Any]) -> types.GetPromptResult:
+        async def work(record: CallRecord) -> types.GetPromptResult:
             description, args = prompts.parse(name, arguments)
             intel = self.policy.intel is not None
             if name == "analyze_incident":
@@ -437,7 +436,7 @@ class Bastion:
             else:
                 since = prompts.check_since(args["since"]) if "since" in args else None
                 text = prompts.triage_auth_failures(self._auth_log(args.get("log_path")), since, intel)
-            end["outcome"] = "ok"
+            record.reply = "ok"
             return types.GetPromptResult(description=description, messages=prompts.message(text))
 
         return await self._audited(
@@ -473,21 +472,25 @@ class Bastion:
     async def read_resource(self, uri: str, client: str | None = None) -> str:
         """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
 
-        async def work(end: dict[str, Any]) -> str:
-            text = await self._tail(uri, end)
-            end.update(outcome="ok", result_preview=_preview(text))
+        async def work(record: CallRecord) -> str:
+            text = await self._tail(uri, record)
+            record.reply = "ok"
+            record.result_preview = preview(text)
             return text
 
         return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
 
-    async def _tail(self, uri: str, end: dict[str, Any]) -> str:
+    async def _tail(self, uri: str, record: CallRecord) -> str:
         if not isinstance(uri, str) or len(uri) > 8192:
             raise ToolError("uri must be a file:// URI from resources/list")
         _, fd = self.allowlist.open(uri_path(uri), name="uri")
         limits = self.policy.limits
         try:
             result = await self._run(
-                "resource", TailRequest(max_bytes=limits.resource_bytes, max_line_bytes=limits.max_line_bytes), fd, end
+                "resource",
+                TailRequest(max_bytes=limits.resource_bytes, max_line_bytes=limits.max_line_bytes),
+                fd,
+                record,
             )
         finally:
             os.close(fd)
