@@ -1,10 +1,12 @@
-"""The broker's request path, independent of the MCP transport.
+"""The audited envelope of every call, independent of the MCP transport.
 
-audit "begin" (durable) -> validate -> open the file -> bounded concurrency
--> one worker (a search over more than 32 files: one per batch of 32, one after
-the other, see broker/tools/query_logs/batches.py) -> shape the result -> audit "end". Any exception that is not a
-ToolError is reported to the client as a generic internal error; its details
-go to the audit log only.
+audit "begin" -> rate limit -> the call's work -> audit "end" (fdatasync: the
+begin is on disk with it, before any result leaves). The work is a tool's row
+(broker/tools/registry.py), a resource read or a prompt, each in its own module
+under broker/tools/; this module only gives them a slot in the bounded queue
+and runs their workers, writing each worker's end to the call's record
+(broker/call_record.py). Any exception that is not a ToolError is reported to
+the client as a generic internal error; its details go to the audit log only.
 """
 
 from __future__ import annotations
@@ -12,46 +14,33 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import time
-import traceback
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
+import msgspec
 
-from bastion_wire.protocol import IntelRequest, SearchRequest, TailRequest
 from broker.audit.log import AuditError, AuditLog
+from broker.call_record import CallRecord
 from broker.errors import ToolError, UnknownName
-from broker.files.allowlist import Allowlist, OpenedLog, SearchTarget
-from broker.files.regular_file import open_regular
-from broker.policy import Intel, Policy, RateLimit
-from broker.pool.outcome import WORKER_FAILED, engine_stopped, fate, raise_for, record
+from broker.files.allowlist import Allowlist
+from broker.policy import Policy, RateLimit
+from broker.pool.outcome import fate, worker_end
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable, Worker, WorkerResult
 from broker.ratelimit import Rate, RateLimiter
-from broker.sandbox import cgroup
-from broker.tools import prompts
-from broker.tools.check_ip_reputation import tool as intel_tool
-from broker.tools.check_ip_reputation.address import parse_networks
-from broker.tools.query_logs import engine as search_engine
-from broker.tools.query_logs import notes as search_notes
-from broker.tools.query_logs import tool as query_logs
-from broker.tools.query_logs.batches import Progress, absorb, batch_request
+from broker.tools import prompts, registry, resources
+from broker.tools.context import CallContext
 
 log = logging.getLogger("bastion.service")
-UNREAPED = "_unreaped"  # end-record scratch key (never written): a worker to stop once the reply is out
 STOP_DELAY_S = 0.02  # the SDK sends a reply in ~4 ms on a 2-core host; the worker waits idle meanwhile
 T = TypeVar("T")
 
 SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
 BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
-PREVIEW_CHARS = 500  # of the result, redacted, in the end record
-MAX_NOTES = 10  # worker notes (truncated gzip, decompression cap) passed on to the client
-AUDIT_SKIPPED = 50  # skipped files the end record names (with why)
 AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
 INTERNAL = "internal error; the details were recorded in the audit log"
 
@@ -64,24 +53,14 @@ def rate_limiter(rules: RateLimit) -> RateLimiter:
     )
 
 
-def _preview(text: str) -> str:
-    return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
-
-
-def log_uri(path: str) -> str:
-    return "file://" + urllib.parse.quote(path)
-
-
-def uri_path(uri: str) -> object:
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-        raise ToolError("uri must be a file:// URI from resources/list")
-    try:
-        return urllib.parse.unquote(parts.path, errors="strict")
-    except UnicodeDecodeError:  # %ff, an overlong or surrogate sequence: no path could have that name
-        raise ToolError(
-            "uri must be a file:// URI from resources/list: its percent-escapes must encode UTF-8"
-        ) from None
+def _shown(exc: BaseException) -> ToolError | None:
+    """What the client gets instead of `exc`; None: `exc` itself (a ToolError, an unknown
+    name, a cancellation)."""
+    if isinstance(exc, SandboxUnavailable):
+        return ToolError(SANDBOX_DOWN, "internal_error")
+    if isinstance(exc, Exception) and not isinstance(exc, (ToolError, UnknownName)):
+        return ToolError(INTERNAL, "internal_error")  # the client must never see internals
+    return None
 
 
 class Bastion:
@@ -95,17 +74,14 @@ class Bastion:
         self.audit = audit
         self.client = client  # the default identity (stdio: the OS user)
         self.limiter = rate_limiter(policy.rate_limit)
-        # Validated by load_policy; parsed once here rather than on every lookup.
-        self.intel_refused = parse_networks(policy.intel.refuse, "intel.refuse") if policy.intel is not None else []
         self.ripgrep = pool.has_ripgrep()
+        self._tools = registry.offered(policy)
         self._slots = anyio.Semaphore(policy.limits.max_workers)
         self._queued = 0
 
     # --- the audited envelope of every call ------------------------------------
 
-    async def _audited(
-        self, tool: str, arguments: Any, client: str, work: Callable[[dict[str, Any]], Awaitable[T]]
-    ) -> T:
+    async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord], Awaitable[T]]) -> T:
         """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
         started = time.monotonic()
         try:
@@ -113,42 +89,33 @@ class Bastion:
             call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments)
         except AuditError as exc:
             log.error("%s", exc)
-            raise ToolError(AUDIT_DOWN, "audit_failed") from None
-        end: dict[str, Any] = {"outcome": "internal_error"}
+            raise ToolError(AUDIT_DOWN, "internal_error") from None  # never written: the audit failed
+        record = CallRecord()
         try:
             self._admit(client, tool)
-            reply = await work(end)
-        except ToolError as exc:
-            end.update(outcome=exc.outcome, error=exc.message)
-            raise
-        except UnknownName as exc:
-            end.update(outcome="invalid", error=str(exc))
-            raise
-        except SandboxUnavailable as exc:
-            end.update(outcome="internal_error", error=f"sandbox unavailable: {exc}")
-            raise ToolError(SANDBOX_DOWN, "internal_error") from None
-        except anyio.get_cancelled_exc_class():
-            end["outcome"] = "cancelled"
-            raise
-        except Exception as exc:  # noqa: BLE001 - the client must never see internals
-            end.update(outcome="internal_error", error=repr(exc), trace=traceback.format_exc(limit=8))
-            raise ToolError(INTERNAL, "internal_error") from None
+            reply = await work(record)
+        except BaseException as exc:
+            record.ended_by(exc)
+            shown = _shown(exc)
+            if shown is None:
+                raise
+            raise shown from None
         finally:
             # Runs on cancellation too, so every begin has its end. If the end
             # cannot be written the result is withheld (fail closed).
-            unreaped = end.pop(UNREAPED, None)
-            ended = self._end(call_id, client, tool, arguments, started, end)
-            if unreaped is not None:  # after the end record: its worker_exit record follows it
-                self.pool.after_call(functools.partial(self._stop, *unreaped, call_id, client, tool))
+            ended = self._end(call_id, client, tool, arguments, started, record)
+            if record.stop_after_reply is not None:  # after the end record: its worker_exit record follows it
+                worker, result = record.stop_after_reply
+                self.pool.after_call(functools.partial(self._stop, worker, result, call_id, client, tool))
         if not ended:
-            raise ToolError(AUDIT_DOWN, "audit_failed")
+            raise ToolError(AUDIT_DOWN, "internal_error")
         return reply
 
     async def refuse(self, tool: str, arguments: Any, client: str | None, message: str) -> None:
         """Record a call refused before its handler ran (malformed, too deep): begin, then end
         with outcome invalid, as any refused call."""
 
-        async def work(end: dict[str, Any]) -> None:
+        async def work(record: CallRecord) -> None:
             raise ToolError(message)
 
         with contextlib.suppress(ToolError):
@@ -169,245 +136,82 @@ class Bastion:
             who = "for this client" if decision.scope == "client" else "for the server"
             raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
-    def _end(self, call_id: int, client: str, tool: str, arguments: Any, started: float, end: dict[str, Any]) -> bool:
-        end["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
-        end["success"] = end["outcome"] in ("ok", "output_capped")
+    def _end(self, call_id: int, client: str, tool: str, arguments: Any, started: float, record: CallRecord) -> bool:
+        fields = record.audit_fields(duration_ms=round((time.monotonic() - started) * 1000, 2))
         try:
-            self.audit.write("end", call=call_id, client=client, tool=tool, arguments=arguments, **end)
+            self.audit.write("end", call=call_id, client=client, tool=tool, arguments=arguments, **fields)
         except AuditError as exc:
             log.error("%s", exc)
             return False
         return True
 
-    # --- tools ---------------------------------------------------------------
+    # --- what a client may call ----------------------------------------------
 
     def tools(self) -> list[types.Tool]:
-        tools = [query_logs.tool(self.policy.limits)]
-        return tools + [intel_tool.tool()] if self.policy.intel is not None else tools
+        return [row.schema(self.policy) for row in self._tools.values()]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None, client: str | None = None
     ) -> types.CallToolResult:
-        handlers = {query_logs.NAME: self._query_logs}
-        if self.policy.intel is not None:
-            handlers[intel_tool.NAME] = self._check_ip_reputation
-
-        async def work(end: dict[str, Any]) -> types.CallToolResult:
-            if name not in handlers:
+        async def work(record: CallRecord) -> types.CallToolResult:
+            row = self._tools.get(name)
+            if row is None:
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            return await handlers[name](arguments, end)
+            return await row.run(row.parse(arguments, self.policy), self._context(record))
 
         try:
             return await self._audited(name, arguments or {}, client or self.client, work)
         except ToolError as exc:
             return _error(exc.message)
 
-    async def _query_logs(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
-        limits = self.policy.limits
-        args = query_logs.parse(arguments, limits)
-        target = self.allowlist.open_search(args.log_path, newest_first=args.newest_first)
-        try:
-            base = SearchRequest(
-                pattern=args.pattern,
-                max_lines=args.max_lines,
-                max_line_bytes=limits.max_line_bytes,
-                files=[],
-                ignore_case=args.ignore_case,
-                context=args.context,
-                count_only=args.count_only,
-                newest_first=args.newest_first,
-                since=args.since,
-                until=args.until,
-                max_decompressed_bytes=limits.max_decompressed_bytes,
-            )
-            async with self._slot(limits.max_queue):  # one slot for every batch of the call
-                progress = await self._search(target, base, args.pattern_tree, end)
-        finally:
-            target.close()
-        return self._search_reply(target, base, progress, end)
+    def prompts(self) -> list[types.Prompt]:
+        return prompts.listing()
 
-    async def _search(self, target: SearchTarget, base: SearchRequest, tree: Any, end: dict[str, Any]) -> Progress:
-        """Every batch of the target, one worker each, until done or a call-wide limit is spent."""
-        limits = self.policy.limits
-        deadline = time.monotonic() + limits.timeout_s  # for the whole call, not per batch
-        progress = Progress()
-        end["bytes_scanned"] = 0
-        while True:
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                progress.timed_out = [log.path for log in target.files] + list(target.pending)
-                break
-            request = batch_request(base, target.files, progress)
-            size = sum(os.fstat(log.fd).st_size for log in target.files)
-            request = search_engine.choose(request, tree, self.policy.search.engine, self.ripgrep, size)
-            end["engine"] = request.engine
-            last = not target.pending
-            result, worker = await self._run_worker(
-                "grep",
-                request,
-                [log.fd for log in target.files],
-                end,
-                left_s,
-                limits.max_output_bytes - progress.bytes_received,
-            )
-            progress.workers += 1
-            progress.bytes_received += result.bytes_received
-            end["bytes_scanned"] += sum(os.lseek(log.fd, 0, os.SEEK_CUR) for log in target.files)
-            if result.outcome == "timeout" and progress.paths:  # earlier batches answered: keep them
-                progress.timed_out = [log.path for log in target.files] + list(target.pending)
-                break
-            raise_for(result, limits.timeout_s, self._memory_limit_if_crashed(result))
-            failed = self._engine_deaths(result, worker, target.files)
-            notes = [
-                search_notes.worker_note(target.log_path, note, [log.path for log in target.files])
-                for note in result.notes[:MAX_NOTES]
-            ]
-            absorb(progress, target.files, result, failed, notes)
-            # A worker's last frames can arrive with its Done, past its byte budget: spent is spent.
-            progress.capped = progress.capped or progress.bytes_received >= limits.max_output_bytes
-            target.close()
-            if progress.stopped(base) or last:
-                break
-            await self._stop_now(worker, result, progress, end)
-            self.allowlist.open_next(target)
-            if not target.files:
-                break
-        return progress
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None, client: str | None = None
+    ) -> types.GetPromptResult:
+        """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
 
-    def _memory_limit_if_crashed(self, result: WorkerResult) -> int | None:
-        """The grep workers' memory cap, asked for only when a crash may have been that limit."""
-        crashed = result.outcome == "worker_crashed" and result.peak_memory_kb is not None
-        return self.pool.memory_limit("grep") if crashed else None
+        async def work(record: CallRecord) -> types.GetPromptResult:
+            return prompts.get(name, arguments, self._context(record))
 
-    def _engine_deaths(self, result: WorkerResult, worker: Worker, files: list[OpenedLog]) -> dict[int, str]:
-        """The batch's files whose engine died, with the limit that killed it if one did.
-        Asked while the worker still lives: its cgroup counts the memory limit's kills."""
-        if not result.skipped:
-            return {}
-        oom = bool(cgroup.oom_kills(worker.cgroup_dirs))  # the OOM killer's signal is SIGKILL
-        limit = cgroup.memory_limit(worker.cgroup_dirs)
-        return {
-            skip.file: engine_stopped(skip.cause, oom and skip.cause == "SIGKILL", limit)
-            for skip in result.skipped[: len(files)]
-            if skip.file < len(files)
-        }
-
-    async def _stop_now(self, worker: Worker, result: WorkerResult, progress: Progress, end: dict[str, Any]) -> None:
-        """A batch that is not the last: its worker is stopped at once (a call may need
-        hundreds; none may linger), its rusage summed into the end record."""
-        if end.get(UNREAPED) is not None and end[UNREAPED][0] is worker:
-            del end[UNREAPED]
-        end.pop("worker_exit", None)  # record() said it would follow; it is stopped here instead
-        await worker.finish(result)
-        progress.earlier_cpu_s += result.cpu_s
-
-    def _search_reply(
-        self, target: SearchTarget, request: SearchRequest, progress: Progress, end: dict[str, Any]
-    ) -> types.CallToolResult:
-        limits = self.policy.limits
-        if progress.failed and len(progress.failed) == len(progress.paths) and not progress.lines:
-            failed = progress.failed[0]
-            raise ToolError(
-                f"the search stopped: {search_notes.shown(target.log_path, failed.path)}: {failed.reason}",
-                "limit_exceeded",
-            )
-        lines, cut = query_logs.cap_lines(progress.lines, limits.max_output_bytes)
-        reason = search_notes.truncation(progress, cut, target, request)
-        notes = progress.notes[:MAX_NOTES] + search_notes.coverage(target, progress, request, self.policy.limits)
-        end.update(
-            outcome="ok" if reason != "max_output_bytes" else "output_capped",
-            files=len(progress.paths),
-            workers=progress.workers,
-            lines=len(lines),
-            truncated_reason=reason,
-            bytes=progress.bytes_received,
-            result_preview=_preview("\n".join(line.text for line in lines)),
+        return await self._audited(
+            "prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work
         )
-        if progress.workers > 1:
-            end["earlier_workers_cpu_s"] = round(progress.earlier_cpu_s, 4)
-        if target.skipped or progress.failed or target.left_out or progress.timed_out:
-            end.update(
-                files_skipped=len(target.skipped) + len(progress.failed),
-                files_left_out=len(target.left_out),
-                files_timed_out=len(progress.timed_out),
-                skipped=[f"{file.path}: {file.reason}" for file in (target.skipped + progress.failed)[:AUDIT_SKIPPED]],
-            )
-        counts = progress.counts if request.count_only else None
-        return query_logs.result(target.log_path, progress.paths, progress.compressed, lines, counts, reason, notes)
 
-    async def _run(self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any]) -> WorkerResult:
-        limits = self.policy.limits
-        async with self._slot(limits.max_queue):
-            result, _ = await self._run_worker(kind, request, fd, end, limits.timeout_s, limits.max_output_bytes)
-        return result
+    def resources(self) -> list[types.Resource]:
+        return resources.listing(self.policy, self.allowlist)
 
-    async def _run_worker(
-        self, kind: str, request: Any, fd: int | list[int], end: dict[str, Any], deadline_s: float, max_bytes: int
-    ) -> tuple[WorkerResult, Worker]:
-        """One worker, in a slot the caller holds. A worker that replied is left to be
-        stopped once the reply is out (end[UNREAPED]); any other is reaped already."""
-        result = WorkerResult()
-        try:
-            async with self.pool.worker(kind) as worker:
-                end["worker_pid"] = worker.pid
-                await worker.call(request, fd, deadline_s, max_bytes, result, stop_later=True)
-                if not result.reaped:
-                    end[UNREAPED] = (worker, result)
-        finally:
-            if "worker_pid" in end:  # also when cancelled: how the worker ended
-                record(end, result)
-        return result, worker
+    async def read_resource(self, uri: str, client: str | None = None) -> str:
+        """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
 
-    async def _stop(self, worker: Worker, result: WorkerResult, call_id: int, client: str, tool: str) -> None:
-        """Stop a worker that sent its final reply, once the reply is out; record how it ended."""
-        await anyio.sleep(STOP_DELAY_S)
-        await worker.finish(result)
-        try:
-            self.audit.write(
-                "worker_exit", sync=False, call=call_id, client=client, tool=tool, worker_pid=worker.pid, **fate(result)
-            )
-        except AuditError as exc:
-            log.error("%s", exc)
+        async def work(record: CallRecord) -> str:
+            return await resources.read(uri, self._context(record))
 
-    async def _check_ip_reputation(self, arguments: object, end: dict[str, Any]) -> types.CallToolResult:
-        intel = self.policy.intel
-        assert intel is not None  # the tool is only offered when [intel] is configured
-        args = intel_tool.parse(arguments, self.intel_refused)
-        end["address"] = args.address.canonical
-        fds, enrich, notes = _open_intel(intel)
-        request = IntelRequest(
-            packed=intel_tool.packed(args.address),
-            include_history=args.include_history,
-            max_matches=intel_tool.MAX_MATCHES,
-            enrich=enrich,
+        return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
+
+    # --- slots and workers, for the call's work --------------------------------
+
+    def _context(self, record: CallRecord) -> CallContext:
+        async def run_worker(
+            kind: str, request: msgspec.Struct, fds: list[int], deadline_s: float, max_bytes: int
+        ) -> tuple[WorkerResult, Worker]:
+            return await self._run_worker(kind, request, fds, record, deadline_s, max_bytes)
+
+        return CallContext(
+            policy=self.policy,
+            allowlist=self.allowlist,
+            pool=self.pool,
+            ripgrep=self.ripgrep,
+            record=record,
+            slot=self._slot,
+            run_worker=run_worker,
         )
-        try:
-            result = await self._run("intel", request, fds, end)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        if result.failure is not None and result.failure.code == "bad_database":
-            raise ToolError(
-                "the threat-intel database is damaged; an operator must recompile it (bastion intel compile)",
-                "internal_error",
-            )
-        raise_for(result)
-        if result.intel is None:
-            raise ToolError(WORKER_FAILED, "worker_crashed")
-        reply = intel_tool.result(args, result.intel, intel, notes)
-        assert reply.structured_content is not None
-        end.update(
-            outcome="ok",
-            verdict=reply.structured_content["verdict"],
-            matches=len(reply.structured_content["matches"]),
-            result_preview=_preview(reply.content[0].text if isinstance(reply.content[0], types.TextContent) else ""),
-        )
-        return reply
 
     @asynccontextmanager
-    async def _slot(self, max_queue: int) -> AsyncIterator[None]:
+    async def _slot(self) -> AsyncIterator[None]:
         """One of max_workers slots; wait in a bounded queue, else refuse as busy."""
-        if self._slots.value == 0 and self._queued >= max_queue:
+        if self._slots.value == 0 and self._queued >= self.policy.limits.max_queue:
             raise ToolError(BUSY, "busy")
         self._queued += 1
         try:
@@ -419,107 +223,43 @@ class Bastion:
         finally:
             self._slots.release()
 
-    # --- prompts -------------------------------------------------------------
+    async def _run_worker(
+        self,
+        kind: str,
+        request: msgspec.Struct,
+        fds: list[int],
+        record: CallRecord,
+        deadline_s: float,
+        max_bytes: int,
+    ) -> tuple[WorkerResult, Worker]:
+        """One worker, in a slot the caller holds. A worker that replied is left to be
+        stopped once the reply is out (record.stop_after_reply); any other is reaped already."""
+        result = WorkerResult()
+        async with self.pool.worker(kind) as worker:
+            try:
+                await worker.call(request, fds, deadline_s, max_bytes, result, stop_later=True)
+                if not result.reaped:
+                    record.stop_after_reply = (worker, result)
+            finally:
+                record.worker = worker_end(worker.pid, result)  # also when cancelled: how the worker ended
+        return result, worker
 
-    def prompts(self) -> list[types.Prompt]:
-        return prompts.listing()
-
-    async def get_prompt(
-        self, name: str, arguments: dict[str, Any] | None, client: str | None = None
-    ) -> types.GetPromptResult:
-        """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
-
-        async def work(end: dict[str, Any]) -> types.GetPromptResult:
-            description, args = prompts.parse(name, arguments)
-            intel = self.policy.intel is not None
-            if name == "analyze_incident":
-                text = prompts.analyze_incident(prompts.check_incident_id(args["incident_id"]), intel)
-            else:
-                since = prompts.check_since(args["since"]) if "since" in args else None
-                text = prompts.triage_auth_failures(self._auth_log(args.get("log_path")), since, intel)
-            end["outcome"] = "ok"
-            return types.GetPromptResult(description=description, messages=prompts.message(text))
-
-        return await self._audited(
-            "prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work
-        )
-
-    def _auth_log(self, value: object) -> str:
-        if value is not None:
-            path, fd = self.allowlist.open(value)
-            os.close(fd)
-            return path
-        logs = [entry.path for entry in self.allowlist.logs()]
-        auth = [path for path in logs if os.path.basename(path).startswith("auth")]
-        if not logs:
-            raise ToolError("no allowlisted log exists right now")
-        return (auth or logs)[0]
-
-    # --- resources -----------------------------------------------------------
-
-    def resources(self) -> list[types.Resource]:
-        return [
-            types.Resource(
-                uri=log_uri(entry.path),
-                name=os.path.basename(entry.path),
-                title=entry.path,
-                description=entry.description
-                or f"Allowlisted log {entry.path} (last {self.policy.limits.resource_bytes} bytes)",
-                mime_type="text/plain",
-            )
-            for entry in self.allowlist.logs()
-        ]
-
-    async def read_resource(self, uri: str, client: str | None = None) -> str:
-        """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
-
-        async def work(end: dict[str, Any]) -> str:
-            text = await self._tail(uri, end)
-            end.update(outcome="ok", result_preview=_preview(text))
-            return text
-
-        return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
-
-    async def _tail(self, uri: str, end: dict[str, Any]) -> str:
-        if not isinstance(uri, str) or len(uri) > 8192:
-            raise ToolError("uri must be a file:// URI from resources/list")
-        _, fd = self.allowlist.open(uri_path(uri), name="uri")
-        limits = self.policy.limits
+    async def _stop(self, worker: Worker, result: WorkerResult, call_id: int, client: str, tool: str) -> None:
+        """Stop a worker that sent its final reply, once the reply is out; record how it ended."""
+        await anyio.sleep(STOP_DELAY_S)
+        await worker.finish(result)
         try:
-            result = await self._run(
-                "resource", TailRequest(max_bytes=limits.resource_bytes, max_line_bytes=limits.max_line_bytes), fd, end
+            self.audit.write(
+                "worker_exit",
+                sync=False,
+                call=call_id,
+                client=client,
+                tool=tool,
+                worker_pid=worker.pid,
+                **fate(result).audit_fields(),
             )
-        finally:
-            os.close(fd)
-        raise_for(result)
-        return "".join(result.text)
-
-
-def _open_intel(intel: Intel) -> tuple[list[int], list[str], list[str]]:
-    """Descriptors for an intel worker: the compiled database, then the enrichment databases
-    that exist. A missing database is the operator's to fix; the client gets a clean error.
-    The compiled database is written by `bastion intel compile` itself (a rename, never a
-    link), so a symlink there was planted: refused. The .mmdb files are the operator's."""
-    try:
-        fds = [open_regular(intel.database, follow_symlinks=False)]
-    except OSError as exc:
-        log.error("cannot open the intel database %s: %s", intel.database, exc.strerror)
-        raise ToolError(
-            "threat intelligence is not available: the feed database has not been compiled "
-            "(an operator must run `bastion intel compile`)",
-            "internal_error",
-        ) from None
-    enrich, notes = [], []
-    for kind, path in (("asn", intel.asn_mmdb), ("country", intel.country_mmdb)):
-        if not path:
-            continue
-        try:
-            fds.append(open_regular(path))
-            enrich.append(kind)
-        except OSError as exc:
-            log.warning("cannot open the %s database %s: %s", kind, path, exc.strerror)
-            notes.append(f"{kind} enrichment unavailable (its database cannot be opened)")
-    return fds, enrich, notes
+        except AuditError as exc:
+            log.error("%s", exc)
 
 
 def _error(message: str) -> types.CallToolResult:

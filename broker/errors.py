@@ -7,6 +7,23 @@ reported as a generic internal error and its details go to the audit log.
 
 from __future__ import annotations
 
+from typing import Literal
+
+# The audit end record's outcome: exactly the values README.md's audit table lists.
+Outcome = Literal[
+    "ok",
+    "invalid",
+    "denied_rate",
+    "busy",
+    "timeout",
+    "output_capped",
+    "limit_exceeded",
+    "worker_crashed",
+    "sandbox_violation",
+    "cancelled",
+    "internal_error",
+]
+
 
 class ToolError(Exception):
     """A call failed for a reason the client may see.
@@ -14,7 +31,7 @@ class ToolError(Exception):
     `outcome` is the audit classification (invalid, timeout, busy, ...).
     """
 
-    def __init__(self, message: str, outcome: str = "invalid") -> None:
+    def __init__(self, message: str, outcome: Outcome = "invalid") -> None:
         super().__init__(message)
         self.message = message
         self.outcome = outcome

@@ -10,7 +10,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from broker.calls import log_uri
+from broker.tools.resources import log_uri
 from tests.conftest import SAMPLE_LOGS, bastion_client, read_audit, wait_no_workers, write_policy
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import pytest
 
 from bastion_wire.protocol import Failed
 from broker.errors import ToolError
-from broker.pool.outcome import raise_for, record
+from broker.pool.outcome import raise_for, worker_end
 from broker.pool.worker_process import WorkerResult
 from broker.tools.query_logs.engine_error import MAX_CLIENT_CHARS, client_text
 
@@ -48,6 +48,4 @@ def test_raise_for_shows_the_engine_error_without_paths_and_the_audit_keeps_it()
         raise_for(result)
     assert raised.value.message == "the search engine reported an error: [path]: Invalid range end"
     assert "/" not in raised.value.message
-    end: dict[str, object] = {}
-    record(end, result)
-    assert end["worker_error"] == f"engine_error: {message}"
+    assert worker_end(1234, result).audit_fields()["worker_error"] == f"engine_error: {message}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.calls import log_uri
+from broker.tools.resources import log_uri
 from tests.conftest import BASTION, SAMPLE_LOGS, write_policy
 
 INSPECTOR = "@modelcontextprotocol/inspector@0.15.0"

@@ -103,9 +103,9 @@ def test_a_policy_that_is_a_fifo_or_directory_is_refused_and_a_symlink_is_follow
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
 def test_an_intel_database_that_is_not_our_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
-    from broker.calls import _open_intel
     from broker.errors import ToolError
     from broker.policy import Intel
+    from broker.tools.check_ip_reputation.lookup import _open_intel
 
     real = tmp_path / "real.db"
     real.write_bytes(b"a compiled database stand-in")
@@ -116,8 +116,8 @@ def test_an_intel_database_that_is_not_our_regular_file_is_refused(tmp_path: Pat
 
 
 def test_an_mmdb_symlink_is_followed_but_a_fifo_is_skipped(tmp_path: Path) -> None:
-    from broker.calls import _open_intel
     from broker.policy import Intel
+    from broker.tools.check_ip_reputation.lookup import _open_intel
 
     database = tmp_path / "intel.db"
     database.write_bytes(b"stand-in")

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from broker.calls import log_uri
 from broker.errors import ToolError
 from broker.files import no_follow_open
 from broker.files.allowlist import HARD_LINKED, NOT_ALLOWED, NOT_REGULAR, Allowlist
 from broker.files.no_follow_open import open_beneath, open_by_walk
 from broker.policy import PolicyError, load_policy
+from broker.tools.resources import log_uri
 from tests.conftest import BASTION, bastion_client, own_descriptors_only, write_policy
 
 MARKER = f"SECRET-{uuid.uuid4().hex}"  # in files outside the allowlist only

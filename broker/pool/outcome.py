@@ -3,45 +3,90 @@
 A worker that sent its final reply is stopped after the reply is out, so its
 fate goes to a later worker_exit record; any other end (timeout, crash,
 garbage, SIGSYS, cancellation) is known before the end record and decides the
-outcome the client and the audit see.
+outcome the client and the audit see. A worker's own state (WorkerResult.outcome:
+ok, failed, protocol_error, ...) is never the call's audit outcome by itself:
+raise_for turns every unusable one into a ToolError that names it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import ToolError
+from broker.errors import Outcome, ToolError
 from broker.pool.worker_process import WorkerResult
 from broker.tools.query_logs.engine_error import client_text
 
 WORKER_FAILED = "the worker running this call failed; the incident was recorded in the audit log"
 
 
-def fate(result: WorkerResult) -> dict[str, Any]:
-    """How a reaped worker ended, from wait4 and its cgroup."""
-    return {
-        "exit_code": result.exit_code,
-        "signal": result.signal,
-        "stopped_after_reply": result.stopped_after_reply,
-        "cpu_s": result.cpu_s,
-        "max_rss_kb": result.max_rss_kb,
-        "peak_memory_kb": result.peak_memory_kb,
-    }
+@dataclass(frozen=True)
+class Fate:
+    """How a reaped worker ended, from wait4 and its cgroup (fields in the audit's order)."""
+
+    exit_code: int | None
+    signal: str | None
+    stopped_after_reply: bool
+    cpu_s: float
+    max_rss_kb: int
+    peak_memory_kb: int | None
+
+    def audit_fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def record(end: dict[str, Any], result: WorkerResult) -> None:
+def fate(result: WorkerResult) -> Fate:
+    return Fate(
+        exit_code=result.exit_code,
+        signal=result.signal,
+        stopped_after_reply=result.stopped_after_reply,
+        cpu_s=result.cpu_s,
+        max_rss_kb=result.max_rss_kb,
+        peak_memory_kb=result.peak_memory_kb,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerEnd:
+    """The last worker's part of the call's end record, as it stood when its call returned
+    (a later stop, after the reply, goes to the worker_exit record instead)."""
+
+    pid: int
+    bytes: int
+    fate: Fate | None  # reaped before the end record
+    follows: bool  # it sent its final reply and is stopped after the reply: a worker_exit record follows
+    detail: str = ""
+    error: str | None = None  # the worker's Failed reply, whole (the client gets it path-free)
+    engine_signal: str | None = None  # the engine's death, reported by the worker
+
+    def audit_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"worker_pid": self.pid, "bytes": self.bytes}
+        if self.fate is not None:
+            fields.update(self.fate.audit_fields())
+        elif self.follows:
+            fields["worker_exit"] = "follows"
+        if self.detail:
+            fields["detail"] = self.detail
+        if self.error is not None:
+            fields["worker_error"] = self.error
+        if self.engine_signal is not None:
+            fields["signal"] = self.engine_signal  # in the fate's place if it has one, else last
+        return fields
+
+
+def worker_end(pid: int, result: WorkerResult) -> WorkerEnd:
     """The worker's part of the call's end record."""
-    end.update(outcome=result.outcome, bytes=result.bytes_received)
-    if result.reaped:
-        end.update(fate(result))
-    else:
-        end["worker_exit"] = "follows"  # it sent its final reply; stopped and reaped once the reply is out
-    if result.detail:
-        end["detail"] = result.detail
-    if result.failure is not None:
-        end["worker_error"] = f"{result.failure.code}: {result.failure.message}"
-        if result.failure.code == "engine_killed":
-            end["signal"] = result.failure.message  # the engine's death, reported by the worker
+    failure = result.failure
+    return WorkerEnd(
+        pid=pid,
+        bytes=result.bytes_received,
+        fate=fate(result) if result.reaped else None,
+        follows=not result.reaped,
+        detail=result.detail,
+        error=f"{failure.code}: {failure.message}" if failure is not None else None,
+        engine_signal=failure.message if failure is not None and failure.code == "engine_killed" else None,
+    )
 
 
 MEMORY_SLACK = 1 << 20  # a cgroup's peak stops just short of its limit when a kill frees memory
@@ -65,10 +110,10 @@ def raise_for(result: WorkerResult, timeout_s: float | None = None, memory_limit
         raise ToolError(f"timed out: the call ran past the policy's timeout_s{limit} and was stopped", "timeout")
     if result.failure is not None and result.failure.code == "engine_killed":
         # The engine, not the worker, broke a limit or the seccomp allowlist.
-        outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
+        outcome: Outcome = "sandbox_violation" if result.failure.message == "SIGSYS" else "worker_crashed"
         raise ToolError(WORKER_FAILED, outcome)
     if result.outcome == "failed" and result.failure is not None and result.failure.code != "bad_request":
-        # The audit keeps the engine's message whole (record above); the client gets it path-free.
+        # The audit keeps the engine's message whole (worker_end above); the client gets it path-free.
         raise ToolError(f"the search engine reported an error: {client_text(result.failure.message)}", "internal_error")
     if result.signal == "SIGSYS":
         raise ToolError(WORKER_FAILED, "sandbox_violation")

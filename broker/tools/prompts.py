@@ -5,6 +5,7 @@ no log content is read here (the assistant fetches it through the tools).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,9 @@ from datetime import datetime
 import mcp_types as types
 
 from broker.errors import ToolError, UnknownName
+from broker.files.allowlist import Allowlist
 from broker.tools.arguments import check_names
+from broker.tools.context import CallContext
 
 INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 RELATIVE = re.compile(r"-([1-9][0-9]{0,3})([mhd])")
@@ -148,3 +151,29 @@ def parse(name: str, arguments: object) -> tuple[str, dict[str, object]]:
 
 def message(text: str) -> list[types.PromptMessage]:
     return [types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))]
+
+
+def get(name: str, arguments: object, ctx: CallContext) -> types.GetPromptResult:
+    """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
+    description, args = parse(name, arguments)
+    intel = ctx.policy.intel is not None
+    if name == "analyze_incident":
+        text = analyze_incident(check_incident_id(args["incident_id"]), intel)
+    else:
+        since = check_since(args["since"]) if "since" in args else None
+        text = triage_auth_failures(_auth_log(ctx.allowlist, args.get("log_path")), since, intel)
+    ctx.record.reply = "ok"
+    return types.GetPromptResult(description=description, messages=message(text))
+
+
+def _auth_log(allowlist: Allowlist, value: object) -> str:
+    """The log the triage prompt names: the one asked for if allowlisted, else the first auth* log."""
+    if value is not None:
+        path, fd = allowlist.open(value)
+        os.close(fd)
+        return path
+    logs = [entry.path for entry in allowlist.logs()]
+    auth = [path for path in logs if os.path.basename(path).startswith("auth")]
+    if not logs:
+        raise ToolError("no allowlisted log exists right now")
+    return (auth or logs)[0]

@@ -22,8 +22,8 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from broker.calls import log_uri
 from broker.pool.outcome import WORKER_FAILED
+from broker.tools.resources import log_uri
 from tests.conftest import BASTION, read_audit, wait_no_workers, write_policy
 from tests.sandbox.conftest import profiles_copy
 from tests.sandbox.harness import Results, kill_all, lingering

@@ -215,10 +215,9 @@ class _Parser:
         return low, high
 
     def atom(self) -> Node:
-        char = self.peek()
-        if char in QUANTIFIERS:
-            raise self.fail(f"'{char}' has nothing to repeat; for a literal write \\{char}")
-        self.take()
+        if (ahead := self.peek()) in QUANTIFIERS:
+            raise self.fail(f"'{ahead}' has nothing to repeat; for a literal write \\{ahead}")
+        char = self.take()  # concat() calls this only before the end of the pattern
         if char == "(":
             return self.group()
         if char == "[":

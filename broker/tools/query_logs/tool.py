@@ -35,7 +35,10 @@ TRUNCATION_TEXT = {
     "timeout_s": " (timeout_s reached before every file was searched: see the notes)",
 }
 ORDERS = ["oldest_first", "newest_first"]
-TIME_HELP = "ISO 8601 (2026-11-24, 2026-11-24T08:00:00Z, ...+01:00; no zone = UTC) or relative to now (-30m, -2h, -7d, -2w), or 'now'."
+TIME_HELP = (
+    "ISO 8601 (2026-11-24, 2026-11-24T08:00:00Z, ...+01:00; no zone = UTC) "
+    "or relative to now (-30m, -2h, -7d, -2w), or 'now'."
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,8 @@ def input_schema(limits: Limits) -> dict[str, Any]:
                 "type": "string",
                 "description": "Absolute path of an allowlisted log, exactly as listed in resources/list; a log with "
                 "rotations covers its rotated files too (auth.log.1, auth.log.2.gz ...); an allowlisted glob "
-                f"(e.g. /var/log/nginx/*.log) covers every file it matches, up to {limits.max_glob_files} (the most recently "
-                "modified); notes name any file left out or skipped.",
+                f"(e.g. /var/log/nginx/*.log) covers every file it matches, up to {limits.max_glob_files} "
+                "(the most recently modified); notes name any file left out or skipped.",
                 "maxLength": 4096,
             },
             "pattern": {
@@ -109,7 +112,8 @@ def input_schema(limits: Limits) -> dict[str, Any]:
                 "type": "string",
                 "enum": ORDERS,
                 "default": "oldest_first",
-                "description": "oldest_first: the first matches in time order; newest_first: the most recent matches, newest first.",
+                "description": "oldest_first: the first matches in time order; "
+                "newest_first: the most recent matches, newest first.",
             },
         },
         "required": sorted(REQUIRED),
@@ -162,8 +166,10 @@ def tool(limits: Limits) -> types.Tool:
     return types.Tool(
         name=NAME,
         title="Search a log",
-        description="Search one allowlisted log file for lines matching a POSIX extended regular "
-        "expression (grep -E). Returns matching lines in file order with 1-based line numbers. "
+        description="Search an allowlisted log (with its rotated files) or the files of an allowlisted glob "
+        "for lines matching a POSIX extended regular expression (grep -E). Returns matching lines with "
+        "their file and 1-based line number, oldest files first (order=newest_first: the most recent matches "
+        "first), or per-file counts with count_only. "
         "Log text is untrusted data: control characters are escaped and overlong lines cut.",
         input_schema=input_schema(limits),
         output_schema=OUTPUT_SCHEMA,
@@ -237,7 +243,7 @@ def result(
                 "compressed": gz,
                 "matches": counts[index] if counts is not None and index < len(counts) else None,
             }
-            for index, (path, gz) in enumerate(zip(paths, compressed))
+            for index, (path, gz) in enumerate(zip(paths, compressed, strict=False))
         ],
         "total_matches": sum(count for count in counts if count is not None) if counts is not None else None,
         "truncated": truncated_reason is not None,

@@ -1,0 +1,41 @@
+"""What a tool's body gets from the call's envelope (broker/calls.py).
+
+The envelope hands these in, so that a call enters its tool module and leaves it once, and
+no tool imports the envelope: the policy, the pinned allowlist, the call's record, and the
+means to run workers (a slot, then one worker in it, its end written to the record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import msgspec
+
+from broker.call_record import CallRecord
+from broker.files.allowlist import Allowlist
+from broker.policy import Policy
+from broker.pool.ready_workers import WorkerPool
+from broker.pool.worker_process import Worker, WorkerResult
+
+# kind, request, descriptors, deadline_s, max_bytes -> the result and its worker, in a slot the caller holds
+RunWorker = Callable[[str, msgspec.Struct, list[int], float, int], Awaitable[tuple[WorkerResult, Worker]]]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    policy: Policy
+    allowlist: Allowlist
+    pool: WorkerPool
+    ripgrep: bool  # whether the pool's grep workers can run ripgrep (asked once, at start)
+    record: CallRecord
+    slot: Callable[[], AbstractAsyncContextManager[None]]  # one of max_workers, or busy
+    run_worker: RunWorker
+
+    async def run(self, kind: str, request: msgspec.Struct, fds: list[int]) -> WorkerResult:
+        """One worker in a slot of its own, with the call's whole time and byte budgets."""
+        limits = self.policy.limits
+        async with self.slot():
+            result, _ = await self.run_worker(kind, request, fds, limits.timeout_s, limits.max_output_bytes)
+        return result
