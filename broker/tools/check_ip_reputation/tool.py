@@ -179,7 +179,8 @@ def result(
     feeds = [_feed(feed, _age_hours(feed.source_mtime, now), intel.max_age_hours) for feed in report.feeds]
     matches = [_match(match, report, feeds) for match in report.matches if match.feed < len(feeds)]
     warnings = [
-        f"feed {feed['name']} is {feed['age_hours']} hours old (policy max_age_hours {intel.max_age_hours:g}): refresh it"
+        f"feed {feed['name']} is {feed['age_hours']} hours old"
+        f" (policy max_age_hours {intel.max_age_hours:g}): refresh it"
         for feed in feeds
         if feed["stale"]
     ]
@@ -249,13 +250,15 @@ def _as_text(structured: dict[str, Any]) -> str:
     for match in structured["matches"]:
         state = "listed" if match["listed_now"] else "formerly listed"
         lines.append(
-            f"- {state} in {match['feed']} ({match['category']}, confidence {match['confidence']}) as {match['matched_prefix']}; "
+            f"- {state} in {match['feed']} ({match['category']}, confidence {match['confidence']})"
+            f" as {match['matched_prefix']}; "
             f"first seen {match['first_seen']}, last seen {match['last_seen']}"
         )
     enrichment = structured["enrichment"]
     if enrichment:
+        organization, country = enrichment["organization"] or "", enrichment["country"] or "?"
         lines.append(
-            f"AS{enrichment['asn']} {enrichment['organization'] or ''}; country {enrichment['country'] or '?'} {enrichment['country_name'] or ''}".rstrip()
+            f"AS{enrichment['asn']} {organization}; country {country} {enrichment['country_name'] or ''}".rstrip()
         )
     ages = ", ".join(f"{feed['name']} ({feed['age_hours']} h old)" for feed in structured["feeds"])
     lines.append(f"feeds: {ages}")

@@ -58,12 +58,16 @@ def not_reached(count: int) -> str:
     return f"max_lines was reached with {count} file(s) still to search: more matches may exist there"
 
 
+def _how_far(failed_part_way: bool) -> str:
+    return "not searched to the end" if failed_part_way else "not searched"
+
+
 def skipped(log_path: str, files: list[Skipped], failed: int = 0) -> list[str]:
     """One note per skipped file, up to MAX_NAMED; then one that counts the rest. The
     last `failed` of them were handed over, but their engine died part-way."""
     first_failed = len(files) - failed
     notes = [
-        f"{shown(log_path, file.path)}: {'not searched to the end' if index >= first_failed else 'not searched'}: {file.reason}"
+        f"{shown(log_path, file.path)}: {_how_far(index >= first_failed)}: {file.reason}"
         for index, file in enumerate(files[:MAX_NAMED])
     ]
     if len(files) > MAX_NAMED:
