@@ -143,12 +143,10 @@ def _start_time(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[19])  # the fields after the command's ")"
 
 
-def _is_stale(name: str) -> bool | None:
+def _is_stale(name: str) -> bool:
     """True for the base of a broker of this pid namespace that is gone, False for
-    a live one or another namespace's, None for the old pid-only name (unknown)."""
+    a live one, another namespace's, or the old pid-only name (which cannot be placed)."""
     parts = name.removeprefix("bastion-").split("-")
-    if len(parts) == 1 and parts[0].isdigit():
-        return None
     if len(parts) != 3 or not all(part.isdigit() for part in parts):
         return False
     namespace, pid, started = (int(part) for part in parts)
@@ -157,20 +155,15 @@ def _is_stale(name: str) -> bool | None:
 
 def _remove_stale(parent: Path) -> None:
     """Base directories left by brokers of this pid namespace that died without
-    cleaning up. An old pid-only name may belong to a live broker elsewhere, so
-    only its empty directories are removed: nothing in it is killed."""
+    cleaning up. An old pid-only name (an older Bastion) cannot be placed: it may
+    belong to a live broker of another namespace, even an empty directory in it
+    may be a worker's cgroup about to be joined, so it is never touched."""
     for base in parent.glob("bastion-*"):
-        stale = _is_stale(base.name)
-        if stale is False or not base.is_dir():
+        if not _is_stale(base.name) or not base.is_dir():
             continue
         for child in base.iterdir():
-            if not child.is_dir():
-                continue
-            if stale:
+            if child.is_dir():
                 remove([str(child)])
-            else:
-                with contextlib.suppress(OSError):
-                    child.rmdir()
         with contextlib.suppress(OSError):
             base.rmdir()
 
