@@ -96,6 +96,7 @@ class WorkerResult:
     stopped_after_reply: bool = False  # killed by the broker once its final reply had arrived (normal)
     reaped: bool = False  # False while a worker that sent its final reply is still to be stopped and reaped
     cpu_s: float = 0.0
+    minor_faults: int = 0  # rusage ru_minflt of the worker and the descendants it reaped
     max_rss_kb: int = 0  # rusage: includes the size of the process it was forked from (launcher or broker)
     peak_memory_kb: int | None = None  # the worker's own cgroup peak (None without cgroups)
 
@@ -297,6 +298,7 @@ class Worker:
         else:
             result.exit_code = os.WEXITSTATUS(status)
         result.cpu_s = round(usage.ru_utime + usage.ru_stime, 4)
+        result.minor_faults = usage.ru_minflt
         result.max_rss_kb = usage.ru_maxrss
         result.peak_memory_kb = peak // 1024 if peak is not None else None
 
