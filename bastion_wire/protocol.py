@@ -218,7 +218,11 @@ FromWorker = Ready | SetupFailed | Lines | Text | IntelReport | Done | Failed
 
 
 class Fork(msgspec.Struct, tag="fork", forbid_unknown_fields=True):
-    """Start one worker on the socket descriptor that comes with this frame."""
+    """Start one worker on the socket descriptor that comes with this frame, born in the
+    namespaces of its plan that only a new process can enter (the launcher picks them)."""
+
+    namespaces: list[str] = msgspec.field(default_factory=list)  # the plan's, e.g. ["mount", "pid", ...]
+    user_namespace: bool = False
 
 
 class Forked(msgspec.Struct, tag="forked", forbid_unknown_fields=True):
