@@ -29,6 +29,7 @@ it does not understand, 70 if it cannot take the parent-death signal.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -73,6 +74,9 @@ def _serve(control: socket.socket, broker_pidfd: int) -> int:
 
 def _fork(request: Fork, channel_fd: int, control: socket.socket, broker_pidfd: int) -> Forked:
     flags = namespaces.birth_flags(request.namespaces, request.user_namespace)
+    # Everything the worker inherits goes to the collector's permanent generation (O(1)): a
+    # collection in the worker then never walks, and so never writes to, the launcher's pages.
+    gc.freeze()
     try:
         pid, birth = _clone(flags)
     except OSError as exc:
