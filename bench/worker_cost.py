@@ -6,9 +6,8 @@ the worker confines itself with every layer required, says Ready). With
 `--call`, each then serves one real search (a SearchRequest on the example
 auth.log, the log handed over as a descriptor). Then the broker's end of the
 socket is closed, so the worker leaves its linger and exits by itself: its
-wait4 rusage then holds its whole tree (a pid-namespace monitor's rusage
-includes the PID 1 it reaped, PID 1's the engine it reaped), which a SIGKILL
-would not.
+wait4 rusage then holds its whole tree (the engine it reaped; with the older
+pid-namespace monitor, the PID 1 the monitor reaped), which a SIGKILL would not.
 
 Per worker it reports the median user+system CPU and minor page faults
 (`ru_minflt`) from that rusage, and the time from asking the launcher to
