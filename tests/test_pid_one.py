@@ -10,6 +10,7 @@ and the worker's own cgroup limits apply to it.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -231,3 +232,29 @@ def test_a_worker_whose_broker_already_exited_refuses_to_go_on() -> None:
     finally:
         os.close(pidfd)
     assert checked.stdout.strip() == "the broker exited during start-up", checked.stderr
+
+
+def test_a_host_that_refuses_the_namespaces_gets_a_worker_that_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher clones without the namespaces and hands the reason on; the layer then
+    fails like any other (a required one: SetupFailed, and the broker refuses to serve)."""
+    from workers import launcher
+    from workers.confine import namespaces, syscalls
+    from workers.confine.layer import LayerError
+
+    asked: list[int] = []
+
+    def refuse_namespaces(flags: int = 0) -> int:
+        asked.append(flags)
+        if flags:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return 4242  # as the launcher sees a new child; nothing is cloned here
+
+    monkeypatch.setattr(syscalls, "fork_as_sibling", refuse_namespaces)
+    flags = namespaces.birth_flags(["mount", "pid", "net"], user_namespace=True)
+    pid, birth = launcher._clone(flags)
+    assert pid == 4242 and asked == [flags, 0]
+    assert birth == namespaces.Birth(0, "clone(pid, user): Operation not permitted")
+    with pytest.raises(LayerError, match=r"clone\(pid, user\): Operation not permitted"):
+        namespaces.apply(["mount", "pid", "net"], True, (65534, 65534), (1000, 1000), birth)
+    with pytest.raises(LayerError, match="born in"):
+        namespaces.apply(["mount", "pid", "net"], False, (65534, 65534), (0, 0), namespaces.Birth(0))
