@@ -1,8 +1,8 @@
 """CPU time of a server's whole process tree, for "server CPU per call".
 
 Bastion's CPU is spread over processes that come and go: the broker, its
-launcher, and per call a worker (the broker's child through CLONE_PARENT), its
-pid-namespace monitor and PID 1, and the engine PID 1 starts. A reaped
+launcher, and per call a worker (the broker's child through CLONE_PARENT, PID 1
+of its own pid namespace) and the engine it starts. A reaped
 process's time reaches its parent's children fields only once it is waited
 for, and a process killed before it reaps its own child hands that child to
 whoever reaps it next, so summing /proc figures over a tree can miss time.

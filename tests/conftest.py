@@ -51,9 +51,10 @@ def own_descriptors_only() -> Iterator[None]:
 def _reap_adopted_workers() -> None:
     """Reap the worker processes this subreaper adopts, as init would.
 
-    Stopping a worker kills its process group at once; the monitor's child (a
-    pid namespace's pid 1), or an engine whose worker died, is then re-parented
-    to us and dies a zombie. Left unreaped, zombies of the workers' uid count
+    A worker is the broker's child and PID 1 of its pid namespace, which takes
+    its engines along; but the engine of a worker without a pid namespace, or a
+    worker whose broker (a test's server) died, is re-parented to us and dies a
+    zombie. Left unreaped, zombies of the workers' uid count
     against the profile's RLIMIT_NPROC (256), and after that many calls every
     new worker fails to fork. Only processes of a worker's session are reaped:
     they run in sessions of their own, while a grep or server that a test starts

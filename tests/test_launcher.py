@@ -135,7 +135,7 @@ def test_the_launcher_and_workers_die_with_the_broker(tmp_path: Path) -> None:
             server.wait()
 
 
-@pytest.mark.parametrize("frame", ["garbage", "fork_without_fd", "two_fds"])
+@pytest.mark.parametrize("frame", ["garbage", "fork_without_fd", "two_fds", "unknown_namespace"])
 def test_the_launcher_refuses_anything_but_one_fork_with_one_descriptor(frame: str) -> None:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     launcher = subprocess.Popen(
@@ -148,6 +148,8 @@ def test_the_launcher_refuses_anything_but_one_fork_with_one_descriptor(frame: s
             parent.sendall(b"\x00\x00\x00\x05hello")
         elif frame == "fork_without_fd":
             parent.sendall(encode_frame(Fork()))
+        elif frame == "unknown_namespace":
+            socket.send_fds(parent, [encode_frame(Fork(namespaces=["pid", "time"]))], [spare_a.fileno()])
         else:
             socket.send_fds(parent, [encode_frame(Fork())], [spare_a.fileno(), spare_b.fileno()])
         assert launcher.wait(timeout=30) == EXIT_PROTOCOL

@@ -156,7 +156,7 @@ def test_doctor_checks_the_policy_it_is_given_with_its_state_dir(tmp_path: Path)
         ("seccomp", "no libseccomp Python binding could be loaded", True, "pyseccomp"),
         ("seccomp", "seccomp.allow: unknown syscall 'x'", True, "correct the profile"),
         ("landlock", "Landlock is not supported", True, "lsm="),
-        ("namespaces", "unshare(...): Operation not permitted", False, "unprivileged_userns_clone"),
+        ("namespaces", "clone(pid, user): Operation not permitted", False, "unprivileged_userns_clone"),
     ],
 )
 def test_every_missing_layer_comes_with_a_fix(layer: str, reason: str, root: bool, fix: str) -> None:

@@ -137,7 +137,8 @@ async def test_a_worker_refuses_a_descriptor_that_is_not_a_regular_file(tmp_path
     """Second line of defence behind the allowlist's S_ISREG check: a directory
     descriptor would reach host metadata through `..`, so the worker refuses it."""
     from bastion_wire.protocol import SearchRequest, TailRequest
-    from broker.pool.worker_process import spawn_worker, start_worker
+    from broker.pool.launcher import spawn_one
+    from broker.pool.worker_process import start_worker
     from broker.sandbox.host import cgroup_host
     from broker.sandbox.plan import build_plan
 
@@ -147,7 +148,7 @@ async def test_a_worker_refuses_a_descriptor_that_is_not_a_regular_file(tmp_path
     request = SearchRequest("x", 10, 100) if kind == "grep" else TailRequest(100, 100)
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        worker = await start_worker(spawn_worker(plan, cgroups))
+        worker = await start_worker(await spawn_one(plan, cgroups))
         result = await worker.call(request, fd, deadline_s=20, max_bytes=1000)
     finally:
         os.close(fd)

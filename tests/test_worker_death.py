@@ -1,9 +1,9 @@
 """Deaths in a live server's process tree (issue 21.2, 21.3).
 
 A SIGKILLed broker takes every process it started along, the busy worker's
-whole tree (monitor, PID 1, engine) included, within a second. A worker
-whose outer process (the pid-namespace monitor) is killed mid-call ends the
-call at once as crashed, and the audit says SIGKILL, not a normal stop.
+whole tree (the worker, PID 1 of its pid namespace, and its engine) included,
+within a second. A worker killed mid-call ends the call at once as crashed,
+its engine dies with it, and the audit says SIGKILL, not a normal stop.
 Also run as an unprivileged user by tests/test_rootless.py.
 """
 
@@ -28,8 +28,8 @@ SHIPPED_UNSHARE = 'unshare = ["mount", "pid", "net", "ipc", "uts", "cgroup"]'
 
 
 def _profiles_without_pid_namespace(target: Path) -> Path:
-    """The shipped profiles, but grep workers get no pid namespace: no monitor, and the
-    worker itself starts the engine (the path that forks and sets the parent-death signal)."""
+    """The shipped profiles, but grep workers get no pid namespace: the worker is not PID 1,
+    and starts the engine on the path that forks and sets the parent-death signal."""
     shutil.copytree(ROOT / "sandbox_profiles", target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     grep = target / "grep.toml"
     text = grep.read_text()
@@ -50,6 +50,13 @@ def _names(processes: list[psutil.Process]) -> list[str]:
         except psutil.Error:
             names.append("?")
     return names
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children()
+    except psutil.Error:
+        return []
 
 
 def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -119,10 +126,10 @@ def test_a_sigkilled_broker_leaves_no_process_of_its_tree(
     broker = psutil.Process(server.proc.pid)
     _busy_worker(broker)
     tree = _tree(broker)
-    # The busy worker (with a pid namespace: its monitor and PID 1), its engine, an idle spare.
-    assert any(name in ENGINES for name in _names(tree)) and _names(tree).count(WORKER_NAME) >= (
-        3 if pid_namespace else 2
-    )
+    # The busy worker, its engine, an idle spare: each worker is one process, with or
+    # without a pid namespace (no monitor is left outside it).
+    assert any(name in ENGINES for name in _names(tree)) and _names(tree).count(WORKER_NAME) >= 2
+    assert WORKER_NAME not in _names([child for proc in tree if proc != broker for child in _children(proc)])
     try:
         broker.send_signal(signal.SIGKILL)
         server.proc.wait(timeout=5)
@@ -139,19 +146,17 @@ def test_a_sigkilled_broker_leaves_no_process_of_its_tree(
     assert wait_no_workers(timeout_s=1.0) == []
 
 
-def test_killing_the_workers_monitor_ends_the_call_as_crashed(
-    servers: list[RawServer], tmp_path: Path, slow_log: Path
-) -> None:
+def test_killing_the_worker_ends_the_call_as_crashed(servers: list[RawServer], tmp_path: Path, slow_log: Path) -> None:
     server, audit = _start_slow_call(servers, tmp_path, slow_log)
-    monitor = _busy_worker(psutil.Process(server.proc.pid))
-    inner = monitor.children(recursive=True)
-    monitor.send_signal(signal.SIGKILL)
+    worker = _busy_worker(psutil.Process(server.proc.pid))
+    inner = worker.children(recursive=True)
+    worker.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     reply = server.receive(2, timeout_s=30)
     took = time.monotonic() - killed
     assert reply["result"]["isError"] and "worker running this call failed" in reply["result"]["content"][0]["text"]
     assert took < CRASH_REPORTED_WITHIN_S, f"the call went on for {took:.1f} s after its worker was killed"
-    assert not _wait_gone(inner, GONE_WITHIN_S), "the worker's inner processes outlived its monitor"
+    assert not _wait_gone(inner, GONE_WITHIN_S), "the worker's engine outlived it"
     assert server.proc.stdin is not None
     server.proc.stdin.close()
     code, _ = server.wait_exit()

@@ -1,9 +1,9 @@
 """Worker entry point: confine, announce readiness, serve exactly one request.
 
-Started by the broker as `python -I -S -c BOOT CHANNEL_FD BROKER_PID PATH...`
-with an empty environment. Everything the worker will ever need is imported
-before it confines itself (afterwards its root is empty and no module can be
-loaded); from then on it trusts nothing it reads.
+Run in a process the launcher (workers/launcher.py) has just cloned, as PID 1
+of a new pid namespace, with an empty environment. Everything the worker will
+ever need was imported by the launcher before (afterwards its root is empty
+and no module can be loaded); from then on it trusts nothing it reads.
 Exit status: 0 served, 65 protocol error, 70 sandbox set-up failed.
 """
 
@@ -31,6 +31,7 @@ from bastion_wire.protocol import (
 )
 from workers.channel import Channel
 from workers.confine.layer import LayerError
+from workers.confine.namespaces import Birth
 from workers.confine.order import confine
 from workers.confine.syscalls import set_process_name
 from workers.search import search
@@ -42,7 +43,7 @@ WORKER_NAME = "bastion-worker"  # what ps and psutil show (comm), also for forke
 RUN_FD = 3  # where `bastion sandbox run --pass-fd` puts the handed-over file
 
 
-def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Plan:
+def _set_up(channel: Channel, channel_fd: int, broker_pidfd: int, birth: Birth) -> Plan:
     setup, fds = channel.receive()
     if not isinstance(setup, Setup) or fds or setup.version != PROTOCOL_VERSION:
         raise ProtocolError("expected a Setup frame of this protocol version")
@@ -51,7 +52,7 @@ def _set_up(channel: Channel, channel_fd: int, broker_pid: int) -> Plan:
         raise ProtocolError("the plan is for another worker kind")
     if plan.kind == "intel":
         import workers.intel  # noqa: F401 - its C extension must load before the root is emptied
-    layers = confine(plan, channel_fd, broker_pid)
+    layers = confine(plan, channel_fd, broker_pidfd, birth)
     channel.send(Ready(version=PROTOCOL_VERSION, layers=layers))
     return plan
 
@@ -117,21 +118,15 @@ def _serve(channel: Channel, plan: Plan) -> None:
         channel.send(Failed("bad_request", f"a {plan.kind} worker cannot serve this request"))
 
 
-def main(argv: list[str]) -> int:
-    channel_fd, broker_pid = int(argv[0]), int(argv[1])
+def main(channel_fd: int, broker_pidfd: int, birth: Birth) -> int:
+    """Serve one worker's life on `channel_fd`; the exit status. `broker_pidfd` is the
+    launcher's pidfd of the broker, `birth` the namespaces the launcher cloned it into."""
     set_process_name(WORKER_NAME)
     channel = Channel(socket.socket(fileno=channel_fd))
     try:
-        return _main(channel, channel_fd, broker_pid)
+        return _main(channel, channel_fd, broker_pidfd, birth)
     finally:
         channel.close()
-
-
-def run(argv: list[str]) -> None:
-    """main(), then exit at once: interpreter finalisation would cost ~15 ms and
-    a confined worker has nothing to flush or clean up but its standard streams."""
-    code = main(argv)
-    _flush_and_exit(code)
 
 
 def _linger(channel: Channel) -> None:
@@ -143,9 +138,9 @@ def _linger(channel: Channel) -> None:
         pass
 
 
-def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
+def _main(channel: Channel, channel_fd: int, broker_pidfd: int, birth: Birth) -> int:
     try:
-        plan = _set_up(channel, channel_fd, broker_pid)
+        plan = _set_up(channel, channel_fd, broker_pidfd, birth)
     except LayerError as exc:
         channel.send(SetupFailed(layer=exc.layer, reason=exc.reason))
         return EXIT_SETUP
@@ -157,7 +152,3 @@ def _main(channel: Channel, channel_fd: int, broker_pid: int) -> int:
         return EXIT_PROTOCOL
     _linger(channel)
     return 0
-
-
-if __name__ == "__main__":
-    run(sys.argv[1:])

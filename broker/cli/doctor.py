@@ -1,7 +1,7 @@
 """`bastion doctor`: which sandbox layers this host supports, and whether a policy can be served.
 
 It goes through the same code as serving: plans from broker/sandbox/host.py,
-workers from broker.pool.worker_process.spawn_worker, layers from workers/confine/order.py,
+workers from broker.pool.launcher.spawn_one, layers from workers/confine/order.py,
 and the policy checks of broker/cli/preflight.py.
 """
 
@@ -18,7 +18,8 @@ from broker.cli import exit_codes, preflight
 from broker.cli.options import PROFILES_DIR_HELP, add_state_dir
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, Sandbox, load_policy
-from broker.pool.worker_process import SandboxUnavailable, spawn_worker, start_worker
+from broker.pool.launcher import spawn_one
+from broker.pool.worker_process import SandboxUnavailable, start_worker
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
 from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, requirements
@@ -52,7 +53,7 @@ async def _probe(kind: str, settings: Sandbox, profiles_dir: str | None) -> Prob
         profile = load_profile(kind, profiles_dir)
         required = requirements(profile, list(settings.best_effort))
         probe_plan = build_plan(profile, settings.worker_user, list(LAYER_ORDER), cgroups)
-        worker = await start_worker(spawn_worker(probe_plan, cgroups))
+        worker = await start_worker(await spawn_one(probe_plan, cgroups))
         await worker.finish()
     finally:
         cgroups.close()

@@ -1,7 +1,7 @@
 """`bastion sandbox run`: a program or Python payload confined exactly as a worker kind.
 
 It goes through the same code as serving: the plan from broker/sandbox/plan.py,
-the worker from broker.pool.worker_process.spawn_worker, its layers from
+the worker from broker.pool.launcher.spawn_one, its layers from
 workers/confine/order.py; for audits and the escape tests (tests/sandbox).
 """
 
@@ -21,7 +21,8 @@ from broker.cli import exit_codes
 from broker.cli.options import PROFILES_DIR_HELP
 from broker.files.regular_file import open_regular
 from broker.policy import PolicyError, Sandbox, load_policy
-from broker.pool.worker_process import SandboxUnavailable, WorkerResult, spawn_worker, start_worker
+from broker.pool.launcher import spawn_one
+from broker.pool.worker_process import SandboxUnavailable, WorkerResult, start_worker
 from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.host import cgroup_host
 from broker.sandbox.plan import build_plan
@@ -63,7 +64,7 @@ async def _run_confined(
     fd = None
     try:
         fd = _open_pass_fd(pass_fd) if pass_fd else None  # before any worker exists
-        worker = await start_worker(spawn_worker(plan, cgroups, stdout=None, stderr=None))
+        worker = await start_worker(await spawn_one(plan, cgroups, stdout=None, stderr=None))
         worker.hand_over(request, fd)
         if fd is not None:
             os.close(fd)

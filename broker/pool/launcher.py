@@ -1,14 +1,16 @@
 """The broker's side of the launcher (workers/launcher.py), which forks workers.
 
 A worker forked from the already-imported launcher is confined and ready for
-~15 ms of CPU instead of ~55 ms for a fresh interpreter (docs/PERFORMANCE.md); it is
-otherwise the same worker: the broker's own child (CLONE_PARENT), in its own
-session and cgroup, sent its Setup by the broker, confining itself before it
+a few ms of CPU instead of ~55 ms for a fresh interpreter (docs/PERFORMANCE.md):
+the broker's own child (CLONE_PARENT), born PID 1 of its own pid namespace,
+in its own session and cgroup, sent its Setup by the broker, confining itself before it
 reads anything untrusted. The launcher sees no client input: only Fork frames
 from the broker, each with the socket the new worker will use.
 
 If the launcher dies it is started again for the next worker; if it cannot be
 started at all, no worker can be, and the pool reports SandboxUnavailable.
+`bastion sandbox run` and `doctor` start a launcher for their one worker
+(spawn_one), so every worker is born the same way.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ STOP_TIMEOUT_S = 5.0
 class Launcher:
     """One launcher process, started on first use and again if it dies."""
 
-    def __init__(self, stderr: int | None = subprocess.DEVNULL) -> None:
+    def __init__(self, stderr: int | None = subprocess.DEVNULL, stdout: int | None = subprocess.DEVNULL) -> None:
         self._stderr = stderr
+        self._stdout = stdout  # the workers' too: DEVNULL while serving, never the MCP stdio stream
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
@@ -50,7 +53,7 @@ class Launcher:
                 env={},
                 cwd="/",
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=self._stdout,
                 stderr=self._stderr,
                 pass_fds=(child.fileno(),),
                 start_new_session=True,
@@ -70,7 +73,7 @@ class Launcher:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             async with self._lock:
-                pid = await self._fork(child)
+                pid = await self._fork(child, Fork(namespaces=plan.namespaces, user_namespace=plan.user_namespace))
         except BaseException:
             parent.close()
             cgroups.discard(cgroup_dirs)
@@ -79,11 +82,11 @@ class Launcher:
             child.close()
         return send_setup(Worker(plan.kind, pid, parent, cgroups, cgroup_dirs), plan)
 
-    async def _fork(self, channel: socket.socket) -> int:
+    async def _fork(self, channel: socket.socket, request: Fork) -> int:
         for attempt in (1, 2):  # a launcher that died is replaced once
             sock = self._sock if self._sock is not None and self._alive() else self._restart()
             try:
-                socket.send_fds(sock, [encode_frame(Fork())], [channel.fileno()])
+                socket.send_fds(sock, [encode_frame(request)], [channel.fileno()])
                 reply = await self._reply(sock)
             except (OSError, ProtocolError, EOFError) as exc:
                 log.error("worker launcher failed (attempt %d): %s", attempt, exc)
@@ -145,3 +148,15 @@ class Launcher:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def spawn_one(
+    plan: Plan, cgroups: CgroupHost, stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.DEVNULL
+) -> Worker:
+    """One worker from a launcher started for it alone (`bastion sandbox run`, `doctor`):
+    born and confined by exactly the code that starts the pool's workers."""
+    launcher = Launcher(stderr=stderr, stdout=stdout)
+    try:
+        return await launcher.spawn(plan, cgroups)
+    finally:
+        await launcher.close()

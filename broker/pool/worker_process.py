@@ -1,11 +1,11 @@
 """Start, feed, watch and reap sandboxed workers.
 
 Each worker runs with an empty environment in its own session, as the broker's
-own child. It is either started here as a fresh interpreter (spawn_worker, used
-by `bastion sandbox run` and `bastion doctor`) or, for the pool in
-broker/pool/ready_workers.py, forked by the launcher, a pre-imported interpreter
-the broker started once (broker/pool/launcher.py and workers/launcher.py). Either
-way it confines itself (its profile's sandbox layers) *before* it reads anything
+own child, PID 1 of its own pid namespace. It is forked by the launcher, a
+pre-imported interpreter the broker started (broker/pool/launcher.py and
+workers/launcher.py): once for the pool in broker/pool/ready_workers.py, or for
+one worker of `bastion sandbox run` and `bastion doctor` (spawn_one). It
+confines itself (its profile's sandbox layers) *before* it reads anything
 untrusted, says Ready, and then serves exactly one request; none is reused.
 
 For a call the broker sends the request frame and the open log descriptor
@@ -16,9 +16,8 @@ call returns, or, for a worker that sent its final reply and was left waiting
 (Worker.call's stop_later), once the caller has sent the reply on.
 
 The broker waits for the worker's socket and its pidfd at once (one epoll
-set): the death of the broker's own child (with a pid namespace, the monitor)
-ends the call as a crash even if a process inside still held the channel
-open, and a worker found dead when the broker comes to stop it is recorded
+set): the death of the worker ends the call as a crash even if a process it
+started still held the channel open, and a worker found dead when the broker comes to stop it is recorded
 with the signal that killed it, never as a normal stop.
 """
 
@@ -64,7 +63,6 @@ from broker.sandbox.cgroup import CgroupHost
 
 log = logging.getLogger("bastion.dispatch")
 
-BOOT = "import sys; sys.path[:0] = sys.argv[3:]; from workers.main import run; run(sys.argv[1:3])"
 SETUP_TIMEOUT_S = 10.0
 REAP_TIMEOUT_S = 5.0
 RECV_BYTES = 65536
@@ -96,7 +94,8 @@ class WorkerResult:
     stopped_after_reply: bool = False  # killed by the broker once its final reply had arrived (normal)
     reaped: bool = False  # False while a worker that sent its final reply is still to be stopped and reaped
     cpu_s: float = 0.0
-    max_rss_kb: int = 0  # rusage: includes the size of the process it was forked from (launcher or broker)
+    minor_faults: int = 0  # rusage ru_minflt of the worker and the descendants it reaped
+    max_rss_kb: int = 0  # rusage: includes the size of the process it was forked from (the launcher)
     peak_memory_kb: int | None = None  # the worker's own cgroup peak (None without cgroups)
 
 
@@ -134,6 +133,10 @@ class Worker:
         self.reader: FrameReader = from_worker_reader()
         self.layers: list[str] = []
         self._reaped = False
+
+    @property
+    def reaped(self) -> bool:
+        return self._reaped
 
     def exited(self) -> bool:
         return bool(select.select([self.pidfd], [], [], 0)[0])
@@ -256,8 +259,7 @@ class Worker:
         """Kill the worker's group and reap it.
 
         A worker that has sent its final reply has nothing left to do (it is
-        single-use), so it is stopped at once rather than waited for: its own
-        exit, PID 1 and then the monitor, takes twice as long as SIGKILL."""
+        single-use), so it is stopped at once rather than waited for."""
         with anyio.CancelScope(shield=True):
             # Dead before we stop it: whatever killed it was not our stop after the reply.
             replied = result is not None and result.outcome in ("ok", "failed") and not self.exited()
@@ -297,6 +299,7 @@ class Worker:
         else:
             result.exit_code = os.WEXITSTATUS(status)
         result.cpu_s = round(usage.ru_utime + usage.ru_stime, 4)
+        result.minor_faults = usage.ru_minflt
         result.max_rss_kb = usage.ru_maxrss
         result.peak_memory_kb = peak // 1024 if peak is not None else None
 
@@ -325,32 +328,6 @@ def worker_cgroup(plan: Plan, cgroups: CgroupHost) -> list[str]:
     except OSError as exc:
         log.error("cannot create a cgroup for a %s worker: %s", plan.kind, exc)
         return []
-
-
-def spawn_worker(
-    plan: Plan, cgroups: CgroupHost, stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.DEVNULL
-) -> Worker:
-    """Start one worker as a fresh interpreter and send it its Setup; it confines itself next."""
-    cgroup_dirs = worker_cgroup(plan, cgroups)
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        proc = subprocess.Popen(
-            python_argv(BOOT, child.fileno()),
-            env={},
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,  # DEVNULL while serving: never the MCP stdio stream
-            stderr=stderr,
-            pass_fds=(child.fileno(),),
-            start_new_session=True,
-        )
-    except OSError:
-        cgroups.discard(cgroup_dirs)
-        parent.close()
-        raise
-    finally:
-        child.close()
-    return send_setup(Worker(plan.kind, proc.pid, parent, cgroups, cgroup_dirs, proc), plan)
 
 
 def python_argv(boot: str, channel_fd: int) -> list[str]:

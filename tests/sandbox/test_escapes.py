@@ -100,7 +100,7 @@ NETWORK = [
 PROCESSES = [
     grep("proc/kill-minus-1", BLOCKED, "kill-all"),
     grep("proc/kill-test-pid", BLOCKED, "kill-pid", "{test_pid}"),
-    grep("proc/kill-own-group-incl-monitor", BLOCKED, "kill-pgrp"),
+    grep("proc/kill-own-group", BLOCKED, "kill-pgrp"),
     grep("proc/ptrace-attach-test", SIGSYS, "ptrace", "{test_pid}"),
     grep("proc/process-vm-readv-test", SIGSYS, "vm-read", "{test_pid}"),
     grep("proc/see-host-pids", BLOCKED, "host-pids", "{test_pid}"),

@@ -1,4 +1,9 @@
-"""Layer: close every descriptor the worker was not explicitly given."""
+"""Layer: close every descriptor the worker was not explicitly given.
+
+Kept: stdio, the channel to the broker, and until the session layer's second
+step (workers/confine/order.py) the broker's pidfd, which tells the worker
+whether the broker died before its parent-death signal was set again.
+"""
 
 from __future__ import annotations
 

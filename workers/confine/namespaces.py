@@ -1,17 +1,23 @@
 """Layer: new mount, pid, net, ipc, uts and cgroup namespaces (plus user when not root).
 
-unshare() moves the worker into every new namespace except the pid one,
-which only its children enter. So the worker forks: the child becomes PID 1
-of an empty pid namespace and goes on confining itself; the parent stays
-behind as a small monitor that holds nothing (its channel is closed), waits
-for the child and exits the same way, so the broker's pidfd, wait4 and audit
-see the child's real fate (exit status or killing signal).
+A pid namespace is entered only by a new process, so the worker is born in
+it: the launcher clones it with CLONE_NEWPID (and, without root, CLONE_NEWUSER,
+which the pid namespace needs; birth_flags below), and it starts as PID 1 of an
+empty pid namespace. Being the broker's child (CLONE_PARENT) too, the
+broker's pidfd and wait4 see the worker itself, and its real fate (exit
+status, or the signal that killed it: SIGSYS from seccomp included). The
+launcher once forked into the namespace after unshare instead, and left the
+first process behind as a monitor: a second fork of a Python process
+(~5 ms of CPU) and a process that held no filter. When PID 1 ends, the
+kernel kills every process left in its namespace, and PID 1 reaps them
+before it is reaped: an orphan the engine leaves behind dies with it.
 
-PID 1 takes the parent-death signal from the monitor, and keeps the read end
-of a pipe whose write end only the monitor holds: getppid() is 0 inside the
-namespace whether the monitor lives or not, so that pipe's EOF is how PID 1
-learns the monitor is gone when it sets the signal again after the identity
-change (workers/confine/session.py, rearm).
+The other namespaces are unshared here, in the layer's place in the order:
+the cgroup one after the worker has joined its own cgroup (so its root is
+that cgroup; on cgroup v2 a move out of a cgroup namespace's root is also
+refused), mount before the filesystem layer builds the root. With a user
+namespace, its id map is written first: the worker's own outer uid/gid, and
+nothing else, appear as the worker ids inside.
 
 A new network namespace has only a loopback interface, and it is down: the
 worker can reach no address at all, not even 127.0.0.1.
@@ -19,12 +25,9 @@ worker can reach no address at all, not even 127.0.0.1.
 
 from __future__ import annotations
 
+import errno
 import os
-import resource
-import select
-import signal
-from collections.abc import Callable
-from typing import NoReturn
+from typing import NamedTuple
 
 from workers.confine import syscalls
 from workers.confine.layer import LayerError
@@ -37,35 +40,52 @@ FLAGS = {
     "uts": syscalls.CLONE_NEWUTS,
     "cgroup": syscalls.CLONE_NEWCGROUP,
 }
-EXIT_MONITOR_LOST = 71
+AT_BIRTH = ("pid",)  # the rest is unshared by the layer itself
+# clone's answers that mean "not these namespaces on this host", not "no process now".
+UNSUPPORTED = frozenset({errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS})
+
+
+class Birth(NamedTuple):
+    """The namespace flags the launcher cloned the worker with, or why it could not."""
+
+    flags: int
+    error: str = ""
+
+
+def birth_flags(names: list[str], user_namespace: bool) -> int:
+    """The clone flags a worker of these namespaces is born with."""
+    flags = 0
+    for name in AT_BIRTH:
+        if name in names:
+            flags |= FLAGS[name]
+    return flags | (syscalls.CLONE_NEWUSER if user_namespace else 0)
+
+
+def describe(flags: int) -> str:
+    names = [name for name, flag in FLAGS.items() if flags & flag]
+    return ", ".join(names + (["user"] if flags & syscalls.CLONE_NEWUSER else []))
 
 
 def apply(
-    names: list[str],
-    user_namespace: bool,
-    inner_ids: tuple[int, int],
-    outer_ids: tuple[int, int],
-    monitor_closes: set[int],
-    harden_monitor: Callable[[], None],
-) -> int | None:
-    """Unshare; with a pid namespace, fork and return only in the child (PID 1),
-    with the read end of the monitor's liveness pipe (the caller closes it)."""
+    names: list[str], user_namespace: bool, inner_ids: tuple[int, int], outer_ids: tuple[int, int], birth: Birth
+) -> None:
+    """Check the namespaces the worker was born in, map its ids, unshare the others."""
+    if birth.error:
+        raise LayerError("namespaces", birth.error)
+    if birth.flags != birth_flags(names, user_namespace):
+        raise LayerError("namespaces", f"born in ({describe(birth.flags)}), not in what the plan names")
+    if "pid" in names and os.getpid() != 1:
+        raise LayerError("namespaces", "the worker is not PID 1 of its pid namespace")
+    if user_namespace:
+        _map_ids(inner_ids, outer_ids)
     flags = 0
     for name in names:
-        flags |= FLAGS[name]
-    if user_namespace:
-        flags |= syscalls.CLONE_NEWUSER
+        if name not in AT_BIRTH:
+            flags |= FLAGS[name]
     try:
         syscalls.unshare(flags)
     except OSError as exc:
-        raise LayerError(
-            "namespaces", f"unshare({', '.join(names)}{', user' if user_namespace else ''}): {exc.strerror}"
-        ) from None
-    if user_namespace:
-        _map_ids(inner_ids, outer_ids)
-    if "pid" in names:
-        return _become_pid_one(monitor_closes, harden_monitor)
-    return None
+        raise LayerError("namespaces", f"unshare({describe(flags)}): {exc.strerror}") from None
 
 
 def _map_ids(inner: tuple[int, int], outer: tuple[int, int]) -> None:
@@ -80,57 +100,3 @@ def _map_ids(inner: tuple[int, int], outer: tuple[int, int]) -> None:
                 file.write(text)
     except OSError as exc:
         raise LayerError("namespaces", f"cannot write the user namespace id maps: {exc.strerror}") from None
-
-
-def _become_pid_one(monitor_fds: set[int], harden_monitor: Callable[[], None]) -> int:
-    alive_r, alive_w = os.pipe()
-    try:
-        child = os.fork()
-    except OSError as exc:
-        raise LayerError("namespaces", f"fork into the pid namespace: {exc.strerror}") from None
-    if child == 0:
-        os.close(alive_w)
-        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-        # If the monitor died before the line above, its end of the pipe is closed.
-        if monitor_gone(alive_r):
-            os._exit(EXIT_MONITOR_LOST)
-        if os.getpid() != 1:
-            raise LayerError("namespaces", "the worker is not PID 1 of its pid namespace")
-        return alive_r
-    os.close(alive_r)
-    for fd in monitor_fds:
-        os.close(fd)  # the monitor keeps no channel to the broker
-    try:
-        harden_monitor()  # it also gives up root and every capability
-    except Exception:  # noqa: BLE001 - a monitor that cannot be hardened must not linger
-        os.kill(child, signal.SIGKILL)
-        os._exit(EXIT_MONITOR_LOST)
-    _monitor(child)
-
-
-def monitor_gone(alive_r: int) -> bool:
-    """True once the monitor has exited: its write end, the only one, is closed."""
-    return bool(select.select([alive_r], [], [], 0)[0])
-
-
-def _monitor(child: int) -> NoReturn:
-    """Wait for the PID 1 child, then end exactly as it ended. Never returns."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            os._exit(EXIT_MONITOR_LOST)
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            signal.signal(number, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
-        except (OSError, ValueError):
-            pass
-        os.kill(os.getpid(), number)
-        os._exit(128 + number)
-    os._exit(os.waitstatus_to_exitcode(status))

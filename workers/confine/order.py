@@ -1,24 +1,31 @@
 """Apply a worker's sandbox plan to the calling process, in one fixed order.
 
+   0. (birth)        the launcher clones the worker into a new pid namespace
+                     (+ user when not root), so it starts as PID 1; nothing
+                     runs in it before step 1 but the launcher's own code
    1. session        own session and process group; SIGKILL when the broker dies
-   2. fd_hygiene     close every descriptor but the channel to the broker
+   2. fd_hygiene     close every descriptor but the channel to the broker (and
+                     the broker's pidfd, which step 8's session check needs)
    3. environment    empty environment
    4. cgroup         join the worker's own cgroup (memory and pids limits)
-   5. namespaces     new mount, pid, net, ipc, uts, cgroup (+ user when not root)
-                     namespaces; fork: the child is PID 1 and continues, the
-                     parent becomes a monitor that reports the child's fate
+   5. namespaces     check the pid (+ user) namespace of its birth, write the
+                     user id map; unshare mount, net, ipc, uts, cgroup
    6. filesystem     empty read-only tmpfs root with read-only binds; pivot_root
    7. capabilities   empty the bounding and ambient sets (needs CAP_SETPCAP)
    8. identity       unprivileged uid/gid, no supplementary groups
       capabilities   clear and verify every remaining set
-      session        the parent-death signal again: the identity change cleared it
+      session        the parent-death signal again: the identity change cleared
+                     it; then the broker's pidfd is closed
    9. rlimits        CPU, address space, open files, processes, file size 0, core 0
   10. no_new_privs   no exec can gain privileges; allows the next two unprivileged
   11. landlock       deny all filesystem and TCP access not listed; scope signals
   12. seccomp        syscall allowlist, default action kill process
 
 Each step relies on the ones before it: cgroups and mounts need root and the
-host's /proc and /sys, so they come before the identity change; Landlock and
+host's /proc and /sys, so they come before the identity change; the cgroup
+namespace is unshared after the cgroup join, so its root is the worker's own
+cgroup (a new pid namespace changes nothing for the join: it writes "0",
+the calling thread, and /proc is still the host's); Landlock and
 seccomp need no_new_privs; seccomp is last so the set-up itself needs no
 syscalls outside the allowlist. A required layer that fails raises
 LayerError; a best-effort one is reported as 'skipped:NAME (reason)'.
@@ -70,41 +77,13 @@ class _Steps:
             raise LayerError(name, f"needs the {layer} layer, which was not applied")
 
 
-def _harden_monitor(plan: Plan, expected_parent: int) -> Callable[[], None]:
-    def harden() -> None:
-        capabilities.drop_bounding()
-        identity.apply(plan.uid, plan.gid, plan.user_namespace)
-        session.die_with_parent(expected_parent)  # the identity change cleared it
-        capabilities.clear_all()
-        no_new_privs.apply()
-
-    return harden
-
-
-def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
+def confine(plan: Plan, channel_fd: int, broker_pidfd: int, birth: namespaces.Birth) -> list[str]:
     """Confine the calling worker; return the applied layers, in order."""
     steps = _Steps(plan)
-    monitor_alive: list[int] = []  # in PID 1: the monitor's liveness pipe, until rearm
 
     def enter_namespaces() -> None:
-        alive_fd = namespaces.apply(
-            plan.namespaces,
-            plan.user_namespace,
-            (plan.uid, plan.gid),
-            (plan.outer_uid, plan.outer_gid),
-            monitor_closes={channel_fd},
-            harden_monitor=_harden_monitor(plan, expected_parent),
-        )
-        if alive_fd is not None:
-            monitor_alive.append(alive_fd)
-
-    def rearm_parent_death() -> None:
-        try:
-            session.rearm(expected_parent, monitor_alive[0] if monitor_alive else None)
-        finally:
-            for fd in monitor_alive:
-                os.close(fd)
-            monitor_alive.clear()
+        ids, outer = (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid)
+        namespaces.apply(plan.namespaces, plan.user_namespace, ids, outer, birth)
 
     def build_root() -> None:
         steps.needs("filesystem", "namespaces")  # never pivot in the host's mount namespace
@@ -118,8 +97,8 @@ def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
         steps.needs("seccomp", "no_new_privs")
         seccomp.apply(plan.seccomp_bpf)
 
-    steps.run("session", lambda: session.apply(expected_parent))
-    steps.run("fd_hygiene", lambda: fd_hygiene.apply({channel_fd}))
+    steps.run("session", lambda: session.apply(broker_pidfd))
+    steps.run("fd_hygiene", lambda: fd_hygiene.apply({channel_fd, broker_pidfd}))
     steps.run("environment", environment.apply)
     steps.run("cgroup", lambda: cgroup.apply(plan.cgroup_dirs, plan.unavailable.get("cgroup", "")))
     steps.run("namespaces", enter_namespaces)
@@ -127,7 +106,8 @@ def confine(plan: Plan, channel_fd: int, expected_parent: int) -> list[str]:
     steps.run("capabilities", capabilities.drop_bounding)
     steps.run("identity", lambda: identity.apply(plan.uid, plan.gid, plan.user_namespace))
     steps.run("capabilities", capabilities.clear_all)
-    steps.run("session", rearm_parent_death)
+    steps.run("session", lambda: session.die_with_broker(broker_pidfd))  # the identity change cleared it
+    os.close(broker_pidfd)  # no descriptor of the broker's process is held past this point
     steps.run("rlimits", lambda: rlimits.apply(plan.rlimits))
     steps.run("no_new_privs", no_new_privs.apply)
     steps.run("landlock", restrict_access)

@@ -78,20 +78,19 @@ _libc_gil = ctypes.PyDLL(None, use_errno=True)
 _libc_gil.syscall.restype = ctypes.c_long
 
 
-def fork_as_sibling() -> int:
-    """clone(CLONE_PARENT | SIGCHLD): fork(), except that the child's parent is
-    the caller's parent, which can then wait for it, read its rusage and hold a
-    pidfd as for its own child. Returns 0 in the child, its pid in the caller.
+def fork_as_sibling(namespace_flags: int = 0) -> int:
+    """clone(CLONE_PARENT | SIGCHLD | namespace_flags): fork(), except that the child's
+    parent is the caller's parent, which can then wait for it, read its rusage and
+    hold a pidfd as for its own child, and that the child is born in the new
+    namespaces (with CLONE_NEWPID: as PID 1 of its own pid namespace). Returns 0 in
+    the child, its pid in the caller.
 
     Only for a single-threaded caller: unlike os.fork() this runs neither
     Python's at-fork hooks nor glibc's (the child's cached thread id stays the
     parent's, which only raise()/pthread_kill() would notice).
     """
-    return _check(
-        _libc_gil.syscall(
-            ctypes.c_long(NR_CLONE), ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD), None, None, None, None
-        )
-    )
+    flags = CLONE_PARENT | signal.SIGCHLD | namespace_flags
+    return _check(_libc_gil.syscall(ctypes.c_long(NR_CLONE), ctypes.c_ulong(flags), None, None, None, None))
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

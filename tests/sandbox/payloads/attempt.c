@@ -243,7 +243,7 @@ static int a_netlink(void) { return open_socket(AF_NETLINK, SOCK_RAW, NETLINK_RO
 static int a_kill_all(void) {
     long rc = kill(-1, SIGKILL);
     int err = errno;
-    nap_ms(100); /* had the monitor died, PDEATHSIG would kill us here */
+    nap_ms(100); /* had it killed the broker, PDEATHSIG would kill us here */
     if (rc < 0) return blocked("%s", errname(err));
     return escaped("kill(-1, SIGKILL) reached some process");
 }
@@ -254,14 +254,14 @@ static int a_kill_pid(void) {
 }
 
 static int a_kill_pgrp(void) {
-    /* The monitor shares our process group but lives outside the pid namespace
-     * and the Landlock domain. SIGKILL to ourselves (PID 1) is ignored, so the
-     * only way to die here is through the monitor's death (PDEATHSIG). */
+    /* Our process group is the worker's: we are PID 1 (the worker exec'ed us)
+     * and SIGKILL from inside the namespace to its PID 1 is ignored; nothing of
+     * the group lives outside the namespace, so no one else can be reached. */
     long rc = kill(0, SIGKILL);
     int err = errno;
     nap_ms(200);
     if (rc < 0) return blocked("%s", errname(err));
-    return blocked("monitor survived kill(0, SIGKILL)");
+    return blocked("PID 1 and the broker survived kill(0, SIGKILL)");
 }
 
 static int a_ptrace(void) { return verdict(syscall(SYS_ptrace, 16 /* PTRACE_ATTACH */, atoi(arg(2)), 0, 0), "ptrace attach"); }
