@@ -16,6 +16,7 @@ never the meaning.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import shutil
 import subprocess
@@ -650,3 +651,24 @@ async def test_a_byte_order_mark_changes_nothing_at_any_size(tmp_path: Path) -> 
     assert counts == [99, 99 * copies]
     engines = [record["engine"] for record in read_audit(tmp_path / "audit.jsonl") if record["event"] == "end"]
     assert engines == ["grep", "rg"]
+
+
+@pytest.mark.anyio
+async def test_auto_runs_each_rotation_on_its_own_engine_with_the_same_answers(tmp_path: Path) -> None:
+    """A current log of RG_MIN_BYTES beside small plain and .gz rotations: under "auto" the
+    large file runs on ripgrep and the rotations on one joined grep, the answers are those of
+    grep alone, and the audit says "grep+rg" (context lines: "grep")."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for source in sorted(SAMPLE_LOGS.glob("auth.log*")):
+        shutil.copy2(source, logs / source.name)
+    log = logs / "auth.log"
+    stat = log.stat()
+    body = log.read_bytes()
+    log.write_bytes(body * (search_engine.RG_MIN_BYTES // len(body) + 1))
+    os.utime(log, (stat.st_atime, stat.st_mtime))
+    by_grep = await _answers(_policy(tmp_path / "grep", log, "grep"), log)
+    by_auto = await _answers(_policy(tmp_path / "auto", log, "auto"), log)
+    assert by_auto == by_grep and any(answer["lines"] for answer in by_auto)
+    engines = [r["engine"] for r in read_audit(tmp_path / "auto" / "audit.jsonl") if r["event"] == "end"]
+    assert engines == ["grep" if "context" in call else "grep+rg" for call in SAMPLE_CALLS]

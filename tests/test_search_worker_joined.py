@@ -249,3 +249,18 @@ def test_decompressed_counts_what_was_inflated_even_ahead_of_the_engine(tmp_path
     worker_search.search(request, [os.open(path, os.O_RDONLY) for path in paths], EXECUTABLES, sent.append)
     done = sent[-1]
     assert isinstance(done, Done) and done.more and len(data) <= done.decompressed <= 2 * len(data)
+
+
+def test_a_joined_run_that_stops_early_reads_little_past_the_answer(tmp_path: Path) -> None:
+    """max_lines met in the first file: the feeder was at most a pipe and a chunk ahead of the
+    engine, so the 4 MiB file after the next is never read."""
+    filler = b"nothing here\n" * ((4 << 20) // 13)
+    paths = _write(tmp_path, [b"Failed\nFailed\n", filler, filler], [False, False, False])
+    request = SearchRequest(pattern="Failed", max_lines=1, max_line_bytes=100, files=[SearchFile()] * 3)
+    fds = [os.open(path, os.O_RDONLY) for path in paths]
+    positions = [os.dup(fd) for fd in fds]  # the same open files: their offsets show what was read
+    sent: list[Any] = []
+    worker_search.search(_joined(request, [False, True, True]), fds, EXECUTABLES, sent.append)
+    read = [os.lseek(fd, 0, os.SEEK_CUR) for fd in positions]
+    assert sent[-1].more and read[2] == 0
+    assert read[1] <= worker_search.JOINED_PIPE_BYTES + worker_search.READ_CHUNK
