@@ -249,8 +249,11 @@ class FileState:
         self.finished = False
         self.reset()
 
-    def reset(self) -> None:
-        """Forget what a run found and did not send (before the file is searched again)."""
+    def reset(self, again: bool = False) -> None:
+        """Forget what a run found and did not send; `again`: the file is searched again,
+        and its lines up to the last one sent are skipped (only then: an engine's output that
+        repeats a line number, a hostile one's say, is still sent and counted)."""
+        self.skip_through = self.sent_through if again else 0
         self.previous: tuple[int, float | None] = (0, None)  # (line_no, time) of the last output line
         self.group: list[Hit] = []
         self.kept: deque[list[Hit]] = deque()
@@ -270,8 +273,8 @@ class FileState:
             return self.close_group()
         if self.windowed and not self._in_window(hit):
             return False
-        if hit.line_no <= self.sent_through:
-            return False  # a re-run: sent before the first run died
+        if hit.line_no <= self.skip_through:
+            return False  # searched again: sent before the first run died
         if self.request.count_only:
             self.count += 1
             return False
@@ -632,7 +635,7 @@ def _search_run(call: Call, files: list[FileState], engine: str, path: str) -> N
     for state in files[run.current :]:
         if call.more:
             return
-        state.reset()
+        state.reset(again=True)
         os.lseek(state.fd, 0, os.SEEK_SET)
         _search_one(call, EngineRun(call, [state], engine, path))
 
