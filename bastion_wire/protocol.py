@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a search's files carry their engine and whether they join the run before
 MAX_FRAME_BYTES = 1 << 20
 MAX_SEARCH_FILES = 32  # descriptors one search may carry (rotations, glob matches)
 HEADER = struct.Struct(">I")
@@ -50,6 +50,12 @@ class SearchFile(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 
     gzip: bool = False  # decompress in the worker (rotated .gz files)
     mtime: float = 0.0  # the file's modification time: the year of RFC 3164 stamps is inferred from it
+    # The engine for this file (broker/tools/query_logs/engine.py choose); None: the request's.
+    engine: Literal["grep", "rg"] | None = None
+    # Searched by the same engine process as the file before it: the worker feeds both, one
+    # after the other, into one engine's stdin and maps its line numbers and offsets back
+    # (workers/search.py). Only for searches without context lines or a plain count.
+    join: bool = False
 
 
 class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
@@ -73,6 +79,7 @@ class SearchRequest(msgspec.Struct, tag="search", forbid_unknown_fields=True):
     decompressed_before: Annotated[int, msgspec.Meta(ge=0)] = 0
     # "rg": run ripgrep with rg_pattern, the same validated pattern rendered for it
     # (broker/tools/query_logs/engine.py to_rust_regex); only without context lines.
+    # The engine of every file that names none (SearchFile.engine).
     engine: Literal["grep", "rg"] = "grep"
     rg_pattern: str = ""
 

@@ -674,7 +674,7 @@ def rotation_rows(
     specs = (
         ("rg_paths", f"log + 31 rotations (32 files, {size}): one query_logs call vs one rg over the 32 paths", 2.0),
         ("rg_default", "  for comparison: one rg over the 32 paths with its defaults (threads auto; reads)", None),
-        ("rg_per_file", "  for comparison: 32 rg runs, one per file on stdin, in turn (Bastion's worker's way)", None),
+        ("rg_per_file", "  for comparison: 32 rg runs, one per file on stdin, in turn (the worker's old way)", None),
     )
     for name, case, limit in specs:
         r = ratio(wall.get("bastion"), wall.get(name))

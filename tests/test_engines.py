@@ -15,6 +15,8 @@ never the meaning.
 
 from __future__ import annotations
 
+import copy
+import os
 import random
 import shutil
 import subprocess
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 import sandbox_profiles
-from bastion_wire.protocol import SearchRequest
+from bastion_wire.protocol import SearchFile, SearchRequest
 from broker.tools.query_logs import engine as search_engine
 from broker.tools.query_logs.engine import to_grep_ere, to_rust_regex
 from broker.tools.query_logs.ere import POSIX_CLASSES, PatternError, parse_ere
@@ -525,21 +527,48 @@ def test_engine_rg_without_ripgrep_refuses_to_serve(tmp_path: Path) -> None:
 def test_auto_takes_ripgrep_for_large_scans_only() -> None:
     def engine(policy: str, ripgrep: bool, size: int, context: int = 0) -> str:
         request = SearchRequest(pattern="a(b|c)", max_lines=10, max_line_bytes=100, context=context)
-        return search_engine.choose(request, parse_ere(request.pattern), policy, ripgrep, size).engine
+        return search_engine.choose(request, parse_ere(request.pattern), policy, ripgrep, [size]).engine
 
     big, small = search_engine.RG_MIN_BYTES, search_engine.RG_MIN_BYTES - 1
     assert engine("auto", True, big) == "rg" and engine("auto", True, small) == "grep"
     assert engine("auto", False, big) == "grep" and engine("grep", True, big) == "grep"
     assert engine("rg", True, small) == "rg" and engine("rg", True, big, context=2) == "grep"
     chosen = search_engine.choose(
-        SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), parse_ere("a(b|c)"), "rg", True, 0
+        SearchRequest(pattern="a(b|c)", max_lines=1, max_line_bytes=100), parse_ere("a(b|c)"), "rg", True, [0]
     )
     assert chosen.rg_pattern == "(?-u)a(?:b|c)" and chosen.pattern == "a(b|c)"
 
 
+def _files(request: SearchRequest) -> list[tuple[str | None, bool]]:
+    return [(spec.engine, spec.join) for spec in request.files]
+
+
+def test_auto_chooses_per_file_and_joins_the_small_ones() -> None:
+    """Under "auto" each file's own size decides (not the total), small files and .gz share
+    one engine with their neighbours of the same engine, and a large plain file runs alone."""
+    big, small = search_engine.RG_MIN_BYTES, 1 << 20
+    files = [SearchFile(), SearchFile(), SearchFile(gzip=True), SearchFile(), SearchFile()]
+    sizes = [small, small, small, big, small]
+
+    def chosen(policy: str, **fields: Any) -> SearchRequest:
+        request = SearchRequest(pattern="a", max_lines=1, max_line_bytes=100, files=[*map(copy.copy, files)], **fields)
+        return search_engine.choose(request, parse_ere("a"), policy, True, sizes)
+
+    auto = chosen("auto")
+    assert _files(auto) == [("grep", False), ("grep", True), ("grep", True), ("rg", False), ("grep", False)]
+    assert search_engine.engines(auto) == "grep+rg" and auto.rg_pattern == "(?-u)a" and auto.engine == "grep"
+    assert _files(chosen("rg")) == [("rg", False), ("rg", True), ("rg", True), ("rg", False), ("rg", False)]
+    assert search_engine.engines(chosen("rg")) == "rg" and chosen("rg").engine == "rg"
+    assert search_engine.engines(chosen("grep")) == "grep" and chosen("grep").rg_pattern == ""
+    assert [join for _, join in _files(chosen("grep"))] == [False, True, True, False, False]
+    for unjoined in (chosen("auto", context=1), chosen("auto", count_only=True)):
+        assert not any(join for _, join in _files(unjoined))
+    assert [join for _, join in _files(chosen("auto", count_only=True, since=0.0))] == [False, True, True, False, False]
+
+
 def test_grep_is_given_the_rendering_not_the_clients_text() -> None:
     request = SearchRequest(pattern="[_-z]", max_lines=1, max_line_bytes=100, ignore_case=True)
-    chosen = search_engine.choose(request, parse_ere(request.pattern), "grep", True, 0)
+    chosen = search_engine.choose(request, parse_ere(request.pattern), "grep", True, [0])
     assert chosen.engine == "grep" and chosen.pattern == "[_`a-z]"
 
 
@@ -622,3 +651,24 @@ async def test_a_byte_order_mark_changes_nothing_at_any_size(tmp_path: Path) -> 
     assert counts == [99, 99 * copies]
     engines = [record["engine"] for record in read_audit(tmp_path / "audit.jsonl") if record["event"] == "end"]
     assert engines == ["grep", "rg"]
+
+
+@pytest.mark.anyio
+async def test_auto_runs_each_rotation_on_its_own_engine_with_the_same_answers(tmp_path: Path) -> None:
+    """A current log of RG_MIN_BYTES beside small plain and .gz rotations: under "auto" the
+    large file runs on ripgrep and the rotations on one joined grep, the answers are those of
+    grep alone, and the audit says "grep+rg" (context lines: "grep")."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for source in sorted(SAMPLE_LOGS.glob("auth.log*")):
+        shutil.copy2(source, logs / source.name)
+    log = logs / "auth.log"
+    stat = log.stat()
+    body = log.read_bytes()
+    log.write_bytes(body * (search_engine.RG_MIN_BYTES // len(body) + 1))
+    os.utime(log, (stat.st_atime, stat.st_mtime))
+    by_grep = await _answers(_policy(tmp_path / "grep", log, "grep"), log)
+    by_auto = await _answers(_policy(tmp_path / "auto", log, "auto"), log)
+    assert by_auto == by_grep and any(answer["lines"] for answer in by_auto)
+    engines = [r["engine"] for r in read_audit(tmp_path / "auto" / "audit.jsonl") if r["event"] == "end"]
+    assert engines == ["grep" if "context" in call else "grep+rg" for call in SAMPLE_CALLS]

@@ -235,14 +235,14 @@ def test_an_io_error_on_one_file_in_the_worker_costs_that_file_only(
     for number in range(3):
         paths.append(tmp_path / f"f{number}.log")
         paths[-1].write_text("Failed password\n" * (number + 1))
-    real_pump = worker_search.FileSearch._pump
+    real_pump = worker_search.EngineRun._pump
 
     def pump(self: Any, *args: Any) -> None:
-        if self.index == 1:
+        if self.files[0].index == 1:
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
         real_pump(self, *args)
 
-    monkeypatch.setattr(worker_search.FileSearch, "_pump", pump)
+    monkeypatch.setattr(worker_search.EngineRun, "_pump", pump)
     sent: list[Any] = []
     fds = [os.open(path, os.O_RDONLY) for path in paths]
     request = SearchRequest(

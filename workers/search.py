@@ -6,10 +6,16 @@ the validated ERE for each (never the client's own text). Both print the same
 "N:B:text" lines, parsed strictly below. "grep" in the rest of this module
 means whichever engine runs.
 
-One grep per file, in the order the broker handed the files over (oldest
-first, or newest first for the most recent matches). A plain file is grep's
-stdin, so no path is ever opened; a .gz rotation is decompressed here, under
-a size cap shared by the whole call, and fed to grep through a pipe. The
+The broker decides, per file, which engine searches it and whether it shares
+the engine process of the file before it (a "joined" run: small files, since
+an engine's start costs more than their scan). A lone plain file is the
+engine's stdin, so no path is ever opened; a .gz rotation is decompressed
+here, under a size cap shared by the whole call, and fed through a pipe; the
+files of a joined run are fed one after the other through one pipe, and the
+engine's line numbers and byte offsets mapped back to each file's own (the
+sandbox has no /proc or /dev/fd, so an engine cannot be handed several
+descriptors by name). Files are searched in the order the broker handed them
+over (oldest first, or newest first for the most recent matches). The
 pattern is passed with -e, so it can never be read as an option.
 
 Without a time window grep stops by itself after max_lines + 1 matches (-m):
@@ -22,7 +28,9 @@ in batches.
 
 from __future__ import annotations
 
+import bisect
 import errno
+import fcntl
 import os
 import re
 import select
@@ -47,6 +55,8 @@ GZIP_OUT_CHUNK = 256 * 1024
 LOOK_BACK_BYTES = 64 * 1024
 MAX_STDERR = 4096
 PREFIX_ROOM = 48  # "line:offset:" before the text
+F_SETPIPE_SZ = 1031  # fcntl(2), Linux
+JOINED_PIPE_BYTES = 1 << 20  # bench rotations case, 32 x 1 MB joined: 59 ms a call with 64 KiB pipes, 42 with 1 MiB
 
 
 @dataclass
@@ -94,6 +104,12 @@ class Call:
             if len(self.batch) >= BATCH_LINES or self.batch_bytes >= BATCH_BYTES:
                 self.flush()
 
+    def note(self, text: str) -> None:
+        """A note for the client, once: a file searched again (after its joined run's
+        engine died) may run into the same truncated or corrupt gzip data."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def flush(self) -> None:
         if self.batch:
             self.send(Lines(self.batch))
@@ -107,8 +123,9 @@ RG_ENV = {"HOME": "/"}  # else ripgrep looks the user up through NSS (a socket t
 RG_RAW_BYTES = ["--encoding", "none"]
 
 
-def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]:
-    if request.engine == "rg":
+def grep_argv(grep: str, engine: str, request: SearchRequest, limit: int | None, counts: bool = False) -> list[str]:
+    """The engine's argv; `counts`: grep -c (a plain count over one file)."""
+    if engine == "rg":
         argv = [
             grep,
             "--no-config",
@@ -123,13 +140,13 @@ def grep_argv(grep: str, request: SearchRequest, limit: int | None) -> list[str]
         argv = [grep, "-E", "-a", "-n", "-b"]
     if request.ignore_case:
         argv.append("-i")
-    if request.count_only and not _windowed(request):
+    if counts:
         argv.append("-c")
     elif request.context:
         argv += ["-C", str(request.context)]
     if limit is not None:
         argv += ["-m", str(limit)]
-    if request.engine == "rg":
+    if engine == "rg":
         return argv + ["-e", request.rg_pattern, "-"]
     return argv + ["-e", request.pattern]
 
@@ -164,21 +181,21 @@ def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
         data = os.read(fd, GZIP_IN_CHUNK)
         if not data:
             if in_member:
-                call.notes.append(f"{name}: truncated gzip file; searched what could be decompressed")
+                call.note(f"{name}: truncated gzip file; searched what could be decompressed")
             return
         while data:
             in_member = True
             try:
                 out = inflater.decompress(data, GZIP_OUT_CHUNK)
             except zlib.error:
-                call.notes.append(f"{name}: corrupt gzip data; searched what came before it")
+                call.note(f"{name}: corrupt gzip data; searched what came before it")
                 return
             data = inflater.unconsumed_tail
             if inflater.eof:  # the next member, if any, starts in unused_data
                 data, inflater, in_member = inflater.unused_data, zlib.decompressobj(wbits=31), False
             call.inflated += len(out)
             if call.inflated > call.request.max_decompressed_bytes:
-                call.notes.append(
+                call.note(
                     f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes}"
                     " bytes (a gzip bomb?)"
                 )
@@ -212,32 +229,187 @@ class Feeder:
             self.pending = self.pending[written:]
 
 
-# --- one file ---------------------------------------------------------------------------
+# --- one file's answer ---------------------------------------------------------------
 
 
-class FileSearch:
-    def __init__(self, call: Call, index: int, spec: SearchFile, fd: int, grep: str) -> None:
-        self.call, self.index, self.spec, self.fd, self.grep = call, index, spec, fd, grep
+class FileState:
+    """What one file's search has found, whichever engine run reads it: its hits, checked
+    against the time window with the file's own clock, grouped, kept (newest first) or
+    sent, and its count."""
+
+    def __init__(self, call: Call, index: int, spec: SearchFile, fd: int) -> None:
+        self.call, self.index, self.spec, self.fd = call, index, spec, fd
         self.request = call.request
         self.clock = LineClock(spec.mtime)
+        self.windowed = _windowed(self.request)  # decided once per file, not per line
+        self.probe = False
+        self.begun = False
+        self.sent_through = 0  # the last line sent to the broker: a re-run of the file starts after it
+        self.sent_matches = 0
+        self.finished = False
+        self.reset()
+
+    def reset(self, again: bool = False) -> None:
+        """Forget what a run found and did not send; `again`: the file is searched again,
+        and its lines up to the last one sent are skipped (only then: an engine's output that
+        repeats a line number, a hostile one's say, is still sent and counted)."""
+        self.skip_through = self.sent_through if again else 0
         self.previous: tuple[int, float | None] = (0, None)  # (line_no, time) of the last output line
         self.group: list[Hit] = []
         self.kept: deque[list[Hit]] = deque()
         self.kept_matches = 0
         self.count = 0
+
+    def begin(self) -> None:
+        """The engine's output has reached this file: every file before it is finished."""
+        if not self.begun:
+            # Enough matches already: this file is only asked whether it holds one more.
+            self.probe = self.call.full and not self.request.count_only
+            self.begun = True
+
+    def take(self, hit: Hit | None) -> bool:
+        """One line of the engine's output (None: grep's group separator); True: stop the engine."""
+        if hit is None:
+            return self.close_group()
+        if self.windowed and not self._in_window(hit):
+            return False
+        if hit.line_no <= self.skip_through:
+            return False  # searched again: sent before the first run died
+        if self.request.count_only:
+            self.count += 1
+            return False
+        self.group.append(hit)
+        return self.close_group() if not self.request.context else False
+
+    def _in_window(self, hit: Hit) -> bool:
+        when = self.clock.time_of(hit.text)
+        if when is None:
+            previous_no, previous_time = self.previous
+            when = previous_time if previous_no == hit.line_no - 1 else self._look_back(hit.offset)
+        self.previous = (hit.line_no, when)
+        if when is None:
+            return False
+        since, until = self.request.since, self.request.until
+        return (since is None or when >= since) and (until is None or when <= until)
+
+    def _look_back(self, offset: int) -> float | None:
+        """The time of the nearest earlier stamped line (plain files only: .gz cannot seek)."""
+        if self.spec.gzip or offset <= 0:
+            return None
+        start = max(0, offset - LOOK_BACK_BYTES)
+        return self.clock.last_time_before(os.pread(self.fd, offset - start, start), partial_first=start > 0)
+
+    def close_group(self) -> bool:
+        """The group so far is complete: kept (newest first) or sent. True: the call is answered."""
+        group, self.group = self.group, []
+        matches = _matches(group)
+        if not matches:
+            return False
+        if self.request.newest_first and not self.probe:
+            # Keep the last (still needed + 1) matches: the one extra says whether more exist.
+            self.kept.append(group)
+            self.kept_matches += matches
+            needed = self.request.max_lines - self.call.matches + 1
+            while self.kept and self.kept_matches - _matches(self.kept[0]) >= needed:
+                self.kept_matches -= _matches(self.kept.popleft())
+            return False
+        before = self.call.matches
+        self.call.emit(group, self.index)
+        self.sent_through, self.sent_matches = group[-1].line_no, self.sent_matches + self.call.matches - before
+        return self.call.more
+
+    def finish(self) -> None:
+        """The whole file was searched: its count, or its most recent matches, newest first."""
+        if self.finished:
+            return
+        self.finished = True
+        self.begin()
+        self.close_group()
+        if self.request.count_only:
+            self.call.counts.append(self.count)
+        elif self.request.newest_first and not self.probe:
+            for group in reversed(self.kept):
+                self.call.emit(group, self.index)
+
+
+# --- one engine process, over one file or several joined --------------------------------
+
+
+class Joined:
+    """Several files fed one after the other into one engine's stdin, through a pipe.
+
+    Where each file starts in that stream (its byte offset and the lines before it) maps the
+    engine's "N:B:" back to the file's own line and offset. A file that does not end with a
+    newline gets one, so that its last line stays its own; the engine never outputs a line
+    before it has read it, so a line's file is always known when the line arrives."""
+
+    def __init__(self, call: Call, files: list[FileState]) -> None:
+        self.call, self.files = call, files
+        self.starts: list[int] = []
+        self.lines_before: list[int] = []
+        self.fed = 0
+        self.newlines = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        for state in self.files:
+            self.starts.append(self.fed)
+            self.lines_before.append(self.newlines)
+            last = b"\n"
+            for chunk in _contents(state, self.call):
+                self.fed += len(chunk)
+                self.newlines += chunk.count(b"\n")
+                last = chunk[-1:]
+                yield chunk
+            if last != b"\n":
+                self.fed, self.newlines = self.fed + 1, self.newlines + 1
+                yield b"\n"
+
+    def locate(self, hit: Hit) -> int:
+        """The run's file that holds `hit`, whose line and offset become that file's own."""
+        at = bisect.bisect_right(self.starts, hit.offset) - 1
+        if at < 0:
+            raise ProtocolError("the search engine reported an offset before its input")
+        hit.line_no -= self.lines_before[at]
+        hit.offset -= self.starts[at]
+        if hit.line_no < 1:
+            raise ProtocolError("the search engine reported a line number that does not match its offset")
+        return at
+
+
+def _contents(state: FileState, call: Call) -> Iterator[bytes]:
+    """A file's bytes as the engine should see them: decompressed for .gz."""
+    if state.spec.gzip:
+        yield from _gunzip(state.fd, call, f"file #{state.index}")
+        return
+    while chunk := os.read(state.fd, READ_CHUNK):
+        yield chunk
+
+
+class EngineRun:
+    """One engine process over one file (the descriptor itself is its stdin, or the
+    decompressed data of a .gz through a pipe) or over several joined ones (Joined)."""
+
+    def __init__(self, call: Call, files: list[FileState], engine: str, path: str) -> None:
+        self.call, self.files, self.engine, self.path = call, files, engine, path
+        self.request = call.request
+        self.joined = Joined(call, files) if len(files) > 1 else None
+        self.current = 0  # the run's file the engine's output has reached
         self.stop = False
-        # Enough matches already: this file is only asked whether it holds one more.
-        self.probe = call.full and not self.request.count_only
-        # Decided once per file, not per line of grep's output.
-        self.windowed = _windowed(self.request)
-        self.grep_counts = self.request.count_only and not self.windowed  # grep -c prints one number
+        self.count = 0
+        # grep -c prints one number: only for a plain count over one file
+        self.grep_counts = self.request.count_only and not _windowed(self.request) and self.joined is None
 
     def limit(self) -> int | None:
-        if self.request.count_only or self.windowed or (self.request.newest_first and not self.probe):
+        """-m: the matches still needed, plus one that says whether more exist (oldest first)."""
+        first = self.files[0]
+        first.begin()
+        if self.request.count_only or first.windowed or (self.request.newest_first and not first.probe):
             return None
-        return self.request.max_lines - self.call.matches + 1
+        return self.request.max_lines - self.call.matches + 1 + first.sent_matches
 
     def run(self) -> None:
+        """Search the run's files; finished files are final. Raises EngineFailure or OSError
+        when the engine died or its I/O failed; self.current is then the first unfinished file."""
         pid, out_r, err_r, feeder = self._spawn()
         splitter = LineSplitter(self.request.max_line_bytes + PREFIX_ROOM)
         failure: OSError | None = None
@@ -258,19 +430,25 @@ class FileSearch:
             raise failure
         self._finish(os.waitstatus_to_exitcode(status), errors)
 
+    def _stdin(self) -> tuple[int, Feeder | None]:
+        first = self.files[0]
+        if self.joined is None and not first.spec.gzip:
+            return first.fd, None
+        in_r, in_w = os.pipe()
+        if self.joined is not None:
+            _widen(in_w)
+        chunks = self.joined.chunks() if self.joined is not None else _contents(first, self.call)
+        return in_r, Feeder(chunks, in_w)
+
     def _spawn(self) -> tuple[int, int, int, Feeder | None]:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        feeder, stdin = None, self.fd
-        if self.spec.gzip:
-            in_r, in_w = os.pipe()
-            feeder, stdin = Feeder(_gunzip(self.fd, self.call, f"file #{self.index}"), in_w), in_r
-        env = RG_ENV if self.request.engine == "rg" else {}
+        stdin, feeder = self._stdin()
+        env = RG_ENV if self.engine == "rg" else {}
+        argv = grep_argv(self.path, self.engine, self.request, self.limit(), self.grep_counts)
         try:
-            pid = engine_process.start(
-                self.grep, grep_argv(self.grep, self.request, self.limit()), env, stdin, out_w, err_w
-            )
-        except OSError:  # e.g. EAGAIN at the process limit: this file is skipped, its pipes must not pile up
+            pid = engine_process.start(self.path, argv, env, stdin, out_w, err_w)
+        except OSError:  # e.g. EAGAIN at the process limit: its pipes must not pile up
             for pipe_fd in (out_r, out_w, err_r, err_w, *((stdin, feeder.fd) if feeder is not None else ())):
                 _close_quietly(pipe_fd)
             raise
@@ -298,10 +476,7 @@ class FileSearch:
                     if self.stop:
                         return
                 if not chunk:
-                    self._close_group()
                     return
-
-    # --- grep's output -----------------------------------------------------------------
 
     def _line(self, prefix: bytes, length: int) -> None:
         if self.grep_counts:
@@ -309,67 +484,43 @@ class FileSearch:
             self.count = int(number) if number.isdigit() else 0
             return
         hit = _parse(prefix, length)
-        if hit is None:
-            self._close_group()
-            return
-        if self.windowed and not self._in_window(hit):
-            return
-        if self.request.count_only:
-            self.count += 1
-            return
-        if not self.request.context:
-            self.group.append(hit)
-            self._close_group()
-            return
-        self.group.append(hit)
-
-    def _in_window(self, hit: Hit) -> bool:
-        when = self.clock.time_of(hit.text)
-        if when is None:
-            previous_no, previous_time = self.previous
-            when = previous_time if previous_no == hit.line_no - 1 else self._look_back(hit.offset)
-        self.previous = (hit.line_no, when)
-        if when is None:
-            return False
-        since, until = self.request.since, self.request.until
-        return (since is None or when >= since) and (until is None or when <= until)
-
-    def _look_back(self, offset: int) -> float | None:
-        """The time of the nearest earlier stamped line (plain files only: .gz cannot seek)."""
-        if self.spec.gzip or offset <= 0:
-            return None
-        start = max(0, offset - LOOK_BACK_BYTES)
-        return self.clock.last_time_before(os.pread(self.fd, offset - start, start), partial_first=start > 0)
-
-    def _close_group(self) -> None:
-        group, self.group = self.group, []
-        matches = sum(1 for hit in group if not hit.context)
-        if not matches:
-            return
-        if self.request.newest_first and not self.probe:
-            # Keep the last (still needed + 1) matches: the one extra says whether more exist.
-            self.kept.append(group)
-            self.kept_matches += matches
-            needed = self.request.max_lines - self.call.matches + 1
-            while self.kept and self.kept_matches - _matches(self.kept[0]) >= needed:
-                self.kept_matches -= _matches(self.kept.popleft())
-            return
-        self.call.emit(group, self.index)
-        if self.call.more:
-            self.stop = True
+        at = self.current if hit is None or self.joined is None else self.joined.locate(hit)
+        if at < self.current:
+            raise ProtocolError("the search engine's output went back to an earlier file")
+        while self.current < at:  # the output has moved on: the files before are complete
+            self.files[self.current].finish()
+            if self.call.more:  # that file's most recent matches filled the call, and one more
+                self.stop = True
+                return
+            self.current += 1
+        state = self.files[self.current]
+        state.begin()
+        self.stop = state.take(hit)
 
     def _finish(self, code: int, errors: bytes) -> None:
         if code not in (0, 1) and not self.stop and code != -signal.SIGPIPE:
             if code < 0:
                 raise EngineFailure("engine_killed", signal.Signals(-code).name)
-            raise EngineFailure(
-                "engine_error", clean_text(errors).strip()[:500] or f"{self.request.engine} exited with {code}"
-            )
-        if self.request.count_only:
-            self.call.counts.append(self.count)
-        elif self.request.newest_first and not self.probe:
-            for group in reversed(self.kept):
-                self.call.emit(group, self.index)
+            raise EngineFailure("engine_error", clean_text(errors).strip()[:500] or f"{self.engine} exited with {code}")
+        if self.grep_counts:
+            self.files[0].count = self.count
+        if self.stop:  # the call is answered: the files after this one are not searched
+            self.files[self.current].finish()
+            return
+        for state in self.files[self.current :]:
+            state.finish()
+            if self.call.more:
+                return
+        self.current = len(self.files)
+
+
+def _widen(pipe_w: int) -> None:
+    """A larger pipe for a joined run: fewer switches between the worker and the engine.
+    Best effort: past the user's pipe quota the kernel refuses (EPERM), and 64 KiB will do."""
+    try:
+        fcntl.fcntl(pipe_w, F_SETPIPE_SZ, JOINED_PIPE_BYTES)
+    except OSError:
+        pass
 
 
 def _matches(group: list[Hit]) -> int:
@@ -389,27 +540,62 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def engine_path(request: SearchRequest, executables: list[str]) -> str | None:
-    """The engine's executable: the profile's first for grep, ripgrep if the worker has it."""
-    if request.engine != "rg":
-        return executables[0] if executables else None
-    return next((path for path in executables if os.path.basename(path) == "rg"), None)
+def engine_paths(executables: list[str]) -> dict[str, str]:
+    """The engines this worker has: the profile's first executable is grep, ripgrep if listed."""
+    paths = {"grep": executables[0]} if executables else {}
+    rg = next((path for path in executables if os.path.basename(path) == "rg"), None)
+    return paths | ({"rg": rg} if rg else {})
+
+
+def _engine(request: SearchRequest, spec: SearchFile) -> str:
+    return spec.engine or request.engine
+
+
+def _refusal(request: SearchRequest, fds: list[int], engines: dict[str, str]) -> str | None:
+    """Why this worker cannot run `request` as asked, if it cannot."""
+    if len(fds) != len(request.files):
+        return "one descriptor per file of the request is needed"
+    for index, spec in enumerate(request.files):
+        engine = _engine(request, spec)
+        if engine not in engines or (engine == "rg" and (request.context or not request.rg_pattern)):
+            return f"this worker cannot run {engine} for this request"
+        if spec.join and not _joinable(request, index):
+            return "a file joins an engine run that cannot take it"
+    return None
+
+
+def _joinable(request: SearchRequest, index: int) -> bool:
+    """Whether file `index` may share the engine of the file before it: the same engine, and
+    a search whose output the join keeps exact (no context lines, which would run across the
+    files; no grep -c, which counts the whole stream)."""
+    if index == 0 or request.context or (request.count_only and not _windowed(request)):
+        return False
+    return _engine(request, request.files[index]) == _engine(request, request.files[index - 1])
+
+
+def _runs(request: SearchRequest) -> Iterator[range]:
+    """The files' indices, one range per engine process: a file that joins extends the run before."""
+    start = 0
+    for index in range(1, len(request.files) + 1):
+        if index == len(request.files) or not request.files[index].join:
+            yield range(start, index)
+            start = index
 
 
 def search(request: SearchRequest, fds: list[int], executables: list[str], send: Send) -> None:
-    if len(fds) != len(request.files):
-        send(Failed("bad_request", "one descriptor per file of the request is needed"))
-        return
-    grep = engine_path(request, executables)
-    if grep is None or (request.engine == "rg" and (request.context or not request.rg_pattern)):
-        send(Failed("bad_request", f"this worker cannot run {request.engine} for this request"))
+    engines = engine_paths(executables)
+    refusal = _refusal(request, fds, engines)
+    if refusal is not None:
+        send(Failed("bad_request", refusal))
         return
     call = Call(request, send, inflated=request.decompressed_before)
+    states = [FileState(call, index, spec, fd) for index, (spec, fd) in enumerate(zip(request.files, fds, strict=True))]
     try:
-        for index, (spec, fd) in enumerate(zip(request.files, fds, strict=True)):
+        for run in _runs(request):
             if call.more:
                 break  # older (or newer) files are not searched: the answer is complete
-            _search_one(call, index, spec, fd, grep)
+            engine = _engine(request, request.files[run.start])
+            _search_run(call, [states[index] for index in run], engine, engines[engine])
     except EngineFailure as failure:
         call.flush()
         send(Failed(failure.code, failure.message))  # type: ignore[arg-type]
@@ -429,12 +615,38 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
     )
 
 
-def _search_one(call: Call, index: int, spec: SearchFile, fd: int, grep: str) -> None:
+def _search_run(call: Call, files: list[FileState], engine: str, path: str) -> None:
+    """One engine over `files`. If it dies part-way, the files it had not finished are
+    searched again one engine each (the first after the lines already sent), so a death
+    costs the file that caused it only, as it would with an engine per file."""
+    run = EngineRun(call, files, engine, path)
+    if len(files) == 1:
+        _search_one(call, run)
+        return
+    try:
+        run.run()
+    except EngineFailure as failure:
+        if failure.code != "engine_killed" or failure.message == "SIGSYS":
+            raise
+    except OSError:
+        pass
+    else:
+        return
+    for state in files[run.current :]:
+        if call.more:
+            return
+        state.reset(again=True)
+        os.lseek(state.fd, 0, os.SEEK_SET)
+        _search_one(call, EngineRun(call, [state], engine, path))
+
+
+def _search_one(call: Call, run: EngineRun) -> None:
     """One file; an engine that a limit killed on it (a line too long for the memory
     limit, say), or an I/O error on it (ENOMEM at that limit, EIO), costs that file
     only. A seccomp kill (SIGSYS) still ends the call."""
+    index = run.files[0].index
     try:
-        FileSearch(call, index, spec, fd, grep).run()
+        run.run()
     except EngineFailure as failure:
         if failure.code != "engine_killed" or failure.message == "SIGSYS":
             raise

@@ -40,6 +40,7 @@ class Progress:
     bytes_received: int = 0
     decompressed: int = 0
     workers: int = 0
+    engines: set[str] = field(default_factory=set)  # run by any batch: the audit's "grep", "rg" or "grep+rg"
     earlier_cpu_s: float = 0.0  # of the workers before the last (stopped as soon as they replied)
 
     def full(self, request: SearchRequest) -> bool:

@@ -10,8 +10,18 @@ context lines the engines differ (ripgrep counts a match inside the trailing
 context of the last -m match as a match), so such searches use grep.
 
 ripgrep starts ~1.4 ms slower than grep (measured here: 2.6 vs 1.2 ms on a
-1 MB log), and scans ~2.5x faster; under "auto" it takes searches over at
-least RG_MIN_BYTES, where the scan outweighs the start.
+1 MB log), and scans ~2.5x faster; under "auto" it takes each file of at
+least RG_MIN_BYTES, where the scan outweighs the start, and grep the smaller
+ones: the choice is per file, not by the total of a glob or a log's rotations.
+
+An engine process costs ~3-4 ms per file in the sandbox, far more than a
+small file's scan, so files under JOIN_MAX_BYTES (and every .gz, which the
+worker decompresses through a pipe anyway) share one engine with their
+neighbours of the same engine: the worker feeds them one after the other into
+its stdin (workers/search.py, "joined" runs). A larger plain file is its
+engine's stdin itself: feeding it through the worker would copy it twice more.
+Searches with context lines, or a plain count (grep -c), keep an engine per
+file: context would run across files, and a count is per stream.
 """
 
 from __future__ import annotations
@@ -39,19 +49,41 @@ def has_ripgrep(plan: Plan) -> bool:
 
 
 RG_MIN_BYTES = 8 << 20
+# Below this, copying a plain file through the worker's pipe costs less than an engine's
+# start (docs/PERFORMANCE.md, "Many files in one call").
+JOIN_MAX_BYTES = 8 << 20
 
 
-def choose(request: SearchRequest, pattern: Node, policy_engine: str, ripgrep: bool, total_bytes: int) -> SearchRequest:
+def choose(request: SearchRequest, pattern: Node, policy_engine: str, ripgrep: bool, sizes: list[int]) -> SearchRequest:
     """The request as sent: its grep pattern rendered from `pattern` (the client's
-    pattern as broker/tools/query_logs/ere.py parsed it), and engine "rg" with its own rendering
-    when ripgrep should run it."""
+    pattern as broker/tools/query_logs/ere.py parsed it), each file's engine (`sizes`: the
+    files' sizes on disk, in request.files order) and whether it joins the engine run of
+    the file before it; ripgrep's own rendering when any file runs on it."""
     request.pattern = to_grep_ere(pattern)
-    if policy_engine == "grep" or not ripgrep or request.context:
-        return request
-    if policy_engine == "auto" and total_bytes < RG_MIN_BYTES:
-        return request
-    request.engine, request.rg_pattern = "rg", to_rust_regex(pattern)
+    rg_allowed = ripgrep and policy_engine != "grep" and not request.context
+    for spec, size in zip(request.files, sizes, strict=True):
+        spec.engine = "rg" if rg_allowed and (policy_engine == "rg" or size >= RG_MIN_BYTES) else "grep"
+    used = engines(request)
+    request.engine = "rg" if used == "rg" else "grep"
+    request.rg_pattern = to_rust_regex(pattern) if "rg" in used else ""
+    _join(request, sizes)
     return request
+
+
+def engines(request: SearchRequest) -> str:
+    """The engines the request runs, as the audit names them: "grep", "rg" or "grep+rg"."""
+    used = {spec.engine or request.engine for spec in request.files} or {request.engine}
+    return "+".join(sorted(used))
+
+
+def _join(request: SearchRequest, sizes: list[int]) -> None:
+    """Mark each file that shares the engine process of the file before it."""
+    if request.context or (request.count_only and request.since is None and request.until is None):
+        return
+    small = [spec.gzip or size < JOIN_MAX_BYTES for spec, size in zip(request.files, sizes, strict=True)]
+    for index in range(1, len(request.files)):
+        spec, before = request.files[index], request.files[index - 1]
+        spec.join = small[index] and small[index - 1] and spec.engine == before.engine
 
 
 # --- the pattern for GNU grep -E (C locale) ------------------------------------

@@ -66,9 +66,10 @@ async def _search(ctx: CallContext, target: SearchTarget, base: SearchRequest, t
             progress.timed_out = [log.path for log in target.files] + list(target.pending)
             break
         request = batch_request(base, target.files, progress)
-        size = sum(os.fstat(log.fd).st_size for log in target.files)
-        request = search_engine.choose(request, tree, ctx.policy.search.engine, ctx.ripgrep, size)
-        record.engine = request.engine
+        sizes = [os.fstat(log.fd).st_size for log in target.files]
+        request = search_engine.choose(request, tree, ctx.policy.search.engine, ctx.ripgrep, sizes)
+        progress.engines.update(search_engine.engines(request).split("+"))
+        record.engine = "+".join(sorted(progress.engines))
         last = not target.pending
         result, worker = await ctx.run_worker(
             "grep",
