@@ -1,7 +1,8 @@
 """The audited envelope of every call, independent of the MCP transport.
 
-audit "begin" -> rate limit -> the call's work -> audit "end" (fdatasync: the
-begin is on disk with it, before any result leaves). The work is a tool's row
+audit "begin" -> rate limit -> the call's work -> audit "end", and the result
+leaves only once the end record (and so the begin) is on disk: a group commit
+(broker/audit/group_commit.py) syncs in a thread, one sync for many calls. The work is a tool's row
 (broker/tools/registry.py), a resource read or a prompt, each in its own module
 under broker/tools/; this module only gives them a slot in the bounded queue
 and runs their workers, writing each worker's end to the call's record
@@ -23,6 +24,7 @@ import anyio
 import mcp_types as types
 import msgspec
 
+from broker.audit.group_commit import GroupCommit
 from broker.audit.log import AuditError, AuditLog
 from broker.call_record import CallRecord
 from broker.errors import ToolError, UnknownName
@@ -72,6 +74,7 @@ class Bastion:
         self.allowlist = allowlist if allowlist is not None else Allowlist(policy)
         self.pool = pool
         self.audit = audit
+        self.commit = GroupCommit(audit)
         self.client = client  # the default identity (stdio: the OS user)
         self.limiter = rate_limiter(policy.rate_limit)
         self.ripgrep = pool.has_ripgrep()
@@ -85,7 +88,7 @@ class Bastion:
         """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
         started = time.monotonic()
         try:
-            # Not synced on its own: the end record's fdatasync covers it, before any result leaves.
+            # Not synced on its own: the end record's sync covers it, before any result leaves.
             call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments)
         except AuditError as exc:
             log.error("%s", exc)
@@ -95,21 +98,28 @@ class Bastion:
             self._admit(client, tool)
             reply = await work(record)
         except BaseException as exc:
+            # Also on cancellation, so every begin has its end (nothing is released then: no sync).
             record.ended_by(exc)
+            end_seq = self._end(call_id, client, tool, arguments, started, record)
+            if isinstance(exc, Exception):  # not a cancellation: an error, too, leaves only once durable
+                await self._released(end_seq)
             shown = _shown(exc)
             if shown is None:
                 raise
             raise shown from None
-        finally:
-            # Runs on cancellation too, so every begin has its end. If the end
-            # cannot be written the result is withheld (fail closed).
-            ended = self._end(call_id, client, tool, arguments, started, record)
-            if record.stop_after_reply is not None:  # after the end record: its worker_exit record follows it
-                worker, result = record.stop_after_reply
-                self.pool.after_call(functools.partial(self._stop, worker, result, call_id, client, tool))
-        if not ended:
-            raise ToolError(AUDIT_DOWN, "internal_error")
+        end_seq = self._end(call_id, client, tool, arguments, started, record)
+        await self._released(end_seq)
         return reply
+
+    async def _released(self, end_seq: int | None) -> None:
+        """Wait until the end record is on disk; if it is not (fail closed), withhold the result."""
+        if end_seq is not None:
+            try:
+                await self.commit.durable(end_seq)
+                return
+            except AuditError as exc:
+                log.error("%s", exc)
+        raise ToolError(AUDIT_DOWN, "internal_error")
 
     async def refuse(self, tool: str, arguments: Any, client: str | None, message: str) -> None:
         """Record a call refused before its handler ran (malformed, too deep): begin, then end
@@ -136,14 +146,22 @@ class Bastion:
             who = "for this client" if decision.scope == "client" else "for the server"
             raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
-    def _end(self, call_id: int, client: str, tool: str, arguments: Any, started: float, record: CallRecord) -> bool:
+    def _end(
+        self, call_id: int, client: str, tool: str, arguments: Any, started: float, record: CallRecord
+    ) -> int | None:
+        """Write the end record (not yet synced) and schedule the worker's stop; None if it failed."""
         fields = record.audit_fields(duration_ms=round((time.monotonic() - started) * 1000, 2))
         try:
-            self.audit.write("end", call=call_id, client=client, tool=tool, arguments=arguments, **fields)
+            seq: int | None = self.audit.write(
+                "end", sync=False, call=call_id, client=client, tool=tool, arguments=arguments, **fields
+            )
         except AuditError as exc:
             log.error("%s", exc)
-            return False
-        return True
+            seq = None
+        if record.stop_after_reply is not None:  # after the end record: its worker_exit record follows it
+            worker, result = record.stop_after_reply
+            self.pool.after_call(functools.partial(self._stop, worker, result, call_id, client, tool))
+        return seq
 
     # --- what a client may call ----------------------------------------------
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 
-from broker.audit.redact import REDACTED, redact, redact_text
+from broker.audit.redact import _MAY_HOLD_SECRET, REDACTED, redact, redact_shapes, redact_text
 
 R = REDACTED
 HEX40 = "0123456789abcdef0123456789abcdef01234567"
@@ -365,3 +366,72 @@ def test_hostile_megabyte_strings(text: str, expected: str) -> None:
 
 def test_constant() -> None:
     assert REDACTED == "[REDACTED]"
+
+
+# --- the pre-check that skips the patterns: it must never skip a secret -------------
+
+_FRAGMENTS = [
+    "a",
+    "Z",
+    "0",
+    "9",
+    " ",
+    "\t",
+    "\n",
+    ":",
+    "=",
+    "/",
+    "@",
+    "-",
+    "_",
+    ".",
+    "+",
+    '"',
+    "'",
+    "-----BEGIN ",
+    "PRIVATE KEY-----",
+    "-----END ",
+    "eyJ",
+    "eyJhbGciOiJIUzI1NiJ9",
+    "Bearer ",
+    "basic ",
+    "AKIA",
+    "ASIA",
+    "AIPA",
+    "ABCDEFGHIJKLMNOP",
+    "password",
+    "token",
+    "api_key",
+    "Cookie",
+    "https://",
+    "0123456789abcdef0123456789abcdef",
+    "QmFzZTY0U3RyaW5nV2l0aE1peGVkQ2FzZTEyMzQ1",
+    "sshd[42]",
+    "root",
+]
+
+
+def _random_texts(count: int, seed: int, fragments: list[str] = _FRAGMENTS) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(fragments) for _ in range(rng.randint(0, 24))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_pre_check_changes_no_result(seed: int) -> None:
+    for text in _random_texts(2000, seed):
+        assert redact_text(text) == redact_shapes(text), text
+
+
+@pytest.mark.parametrize(("text", "expected"), TEXT_CASES)
+def test_every_known_secret_passes_the_pre_check(text: str, expected: str) -> None:
+    assert redact_shapes(text) == expected == redact_text(text)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_text_without_a_trigger_holds_no_secret_shape(seed: int) -> None:
+    """The pre-check's claim: the patterns change nothing in a text it lets through unexamined."""
+    quiet = [fragment for fragment in _FRAGMENTS if _MAY_HOLD_SECRET.search(fragment) is None]
+    assert len(quiet) >= 15
+    for text in _random_texts(2000, seed, quiet):
+        if _MAY_HOLD_SECRET.search(text) is None:
+            assert redact_shapes(text) == text, text

@@ -2,8 +2,11 @@
 
 Each record is one line written with a single write(). A "begin" record is
 in the file (the kernel's, so it survives the broker crashing) before any
-worker starts; the "end" record's fdatasync puts both on disk before the
-result is released, so one sync per call, not two, is on its path. Every
+worker starts; the result is released only once the "end" record is on disk,
+which puts the begin there too. Calls make their records durable through
+broker/audit/group_commit.py: one fdatasync in a thread covers every record
+written before it started, so concurrent calls share syncs and the event loop
+never waits on the disk. `write(sync=True)` still syncs in place (start, stop). Every
 record carries a sequence number, `prev` (SHA-256 of the previous line) and,
 last, `hash` (SHA-256 of the line without its hash field), so `bastion audit
 verify` finds an edited, dropped, inserted or reordered line (see
@@ -125,12 +128,27 @@ class AuditLog:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror}") from None
         self._seq, self._prev = self._resume()
         self._size = os.fstat(self._fd).st_size
-        self._unsynced = False  # a record written with sync=False is not on disk yet
+        self._durable_seq = self._seq  # records up to here are on disk (what we resumed from is)
 
     @property
     def head(self) -> tuple[int, str]:
         """Sequence number and hash of the last record written (for anchoring elsewhere)."""
         return self._seq, self._prev
+
+    @property
+    def durable_seq(self) -> int:
+        """The last record known to be on disk (records written with sync=False may follow it)."""
+        return self._durable_seq
+
+    def sync_handle(self) -> tuple[int, int]:
+        """A duplicate of the file's descriptor and the last record a sync of it will cover.
+
+        For broker/audit/group_commit.py, which syncs in a thread while this
+        log may rotate (and close its own descriptor) on the event loop."""
+        return os.dup(self._fd), self._seq
+
+    def mark_durable(self, seq: int) -> None:
+        self._durable_seq = max(self._durable_seq, seq)
 
     def _resume(self) -> tuple[int, str]:
         """Continue the chain of an existing file from its last record (read through
@@ -185,7 +203,8 @@ class AuditLog:
         self._size += len(line)
         self._seq += 1
         self._prev = line_hash(line)
-        self._unsynced = not sync
+        if sync:
+            self._durable_seq = self._seq
 
     def _cut_back(self) -> None:
         """Remove a half-written record so the file still ends with a whole line."""
@@ -229,9 +248,9 @@ class AuditLog:
         )
 
     def _sync_pending(self) -> None:
-        if self._unsynced:
+        if self._durable_seq < self._seq:
             os.fdatasync(self._fd)
-            self._unsynced = False
+            self._durable_seq = self._seq
 
     def _reopen(self) -> None:
         self._sync_pending()  # the old file's last record, before we let go of it
