@@ -55,6 +55,9 @@ class Plan(msgspec.Struct, forbid_unknown_fields=True):
     seccomp_bpf: bytes
     cgroup_dirs: list[str] = msgspec.field(default_factory=list)
     allow_run: bool = False  # only `bastion sandbox run` sets this
+    # "net" is the launcher's one empty network namespace, shared by the workers it forks,
+    # instead of a new one each (broker/sandbox/profile.py says when a profile may ask).
+    shared_net: bool = False
 
 
 def encode_plan(plan: Plan) -> bytes:

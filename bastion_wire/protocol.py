@@ -230,6 +230,7 @@ class Fork(msgspec.Struct, tag="fork", forbid_unknown_fields=True):
 
     namespaces: list[str] = msgspec.field(default_factory=list)  # the plan's, e.g. ["mount", "pid", ...]
     user_namespace: bool = False
+    shared_net: bool = False  # born in the launcher's shared empty network namespace
 
 
 class Forked(msgspec.Struct, tag="forked", forbid_unknown_fields=True):

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,9 +100,20 @@ def _self_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(workers: int, call: bool) -> dict[str, object]:
+def _host_busy_s() -> float:
+    """All CPUs' non-idle time (/proc/stat): includes kernel threads such as the deferred
+    teardown of a network namespace, which no process's rusage holds. Other load shows too."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(workers: int, call: bool, own_net: bool = False) -> dict[str, object]:
     cgroups = cgroup_host()
     plan = plans_for(Sandbox(), cgroups, kinds=("grep",))["grep"]
+    if own_net:  # as before the shared empty network namespace: a new one per worker
+        plan = msgspec.structs.replace(plan, shared_net=False)
     launcher = Launcher()
     group = CpuGroup.create("worker-cost")
     try:
@@ -111,7 +123,10 @@ async def measure(workers: int, call: bool) -> dict[str, object]:
             (group.path / "cgroup.procs").write_text(str(os.getpid()))  # the launcher is already running: move it too
             (group.path / "cgroup.procs").write_text(str(_launcher_pid(launcher)))
         group_before, self_before = (group.usage_s() if group else 0.0), _self_cpu_s()
+        host_before = _host_busy_s()
         samples = [await one_worker(launcher, plan, cgroups, call) for _ in range(workers)]
+        await anyio.sleep(0.5)  # let deferred teardown (namespaces, cgroups) run before the reading
+        host_after = _host_busy_s()
         group_after, self_after = (group.usage_s() if group else 0.0), _self_cpu_s()
     finally:
         await launcher.close()
@@ -119,7 +134,10 @@ async def measure(workers: int, call: bool) -> dict[str, object]:
         if group is not None:
             (group.path.parent / "cgroup.procs").write_text(str(os.getpid()))
             group.remove()
-    return _summary(samples, call, (group_after - group_before) - (self_after - self_before) if group else None)
+    summary = _summary(samples, call, (group_after - group_before) - (self_after - self_before) if group else None)
+    summary["net"] = "own per worker" if own_net else ("shared" if plan.shared_net else "own per worker (plan)")
+    summary["host_busy_ms_per_worker"] = round((host_after - host_before) * 1e3 / len(samples), 2)
+    return summary
 
 
 def _launcher_pid(launcher: Launcher) -> int:
@@ -149,8 +167,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=60, help=f"workers to measure (at most {MAX_WORKERS})")
     parser.add_argument("--call", action="store_true", help="each worker serves one search before it exits")
     parser.add_argument("--json", type=Path, help="write every sample here")
+    parser.add_argument("--own-net", action="store_true", help="a new network namespace per worker (not shared)")
     args = parser.parse_args()
-    summary = anyio.run(measure, min(max(args.workers, 1), MAX_WORKERS), args.call)
+    summary = anyio.run(measure, min(max(args.workers, 1), MAX_WORKERS), args.call, args.own_net)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     summary.pop("samples")

@@ -251,7 +251,7 @@ def test_a_host_that_refuses_the_namespaces_gets_a_worker_that_says_why(monkeypa
 
     monkeypatch.setattr(syscalls, "fork_as_sibling", refuse_namespaces)
     flags = namespaces.birth_flags(["mount", "pid", "net"], user_namespace=True)
-    pid, birth = launcher._clone(flags)
+    pid, birth = launcher._clone(flags, namespaces.SharedNet())
     assert pid == 4242 and asked == [flags, 0]
     assert birth == namespaces.Birth(0, "clone(pid, user): Operation not permitted")
     with pytest.raises(LayerError, match=r"clone\(pid, user\): Operation not permitted"):

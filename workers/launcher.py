@@ -74,11 +74,12 @@ def _serve(control: socket.socket, broker_pidfd: int) -> int:
 
 def _fork(request: Fork, channel_fd: int, control: socket.socket, broker_pidfd: int) -> Forked:
     flags = namespaces.birth_flags(request.namespaces, request.user_namespace)
+    shared = _SHARED_NET.enter() if request.shared_net else namespaces.SharedNet()
     # Everything the worker inherits goes to the collector's permanent generation (O(1)): a
     # collection in the worker then never walks, and so never writes to, the launcher's pages.
     gc.freeze()
     try:
-        pid, birth = _clone(flags)
+        pid, birth = _clone(flags, shared)
     except OSError as exc:
         os.close(channel_fd)
         return Forked(error=f"clone: {exc.strerror}")
@@ -88,15 +89,41 @@ def _fork(request: Fork, channel_fd: int, control: socket.socket, broker_pidfd: 
     return Forked(pid=pid)
 
 
-def _clone(flags: int) -> tuple[int, namespaces.Birth]:
+def _clone(flags: int, shared: namespaces.SharedNet) -> tuple[int, namespaces.Birth]:
     """Clone into the namespaces; where the host refuses them, clone without and say why."""
     try:
-        return syscalls.fork_as_sibling(flags), namespaces.Birth(flags)
+        return syscalls.fork_as_sibling(flags), namespaces.Birth(flags, shared_net=shared)
     except OSError as exc:
         if not flags or exc.errno not in namespaces.UNSUPPORTED:
             raise
         reason = f"clone({namespaces.describe(flags)}): {exc.strerror}"
-    return syscalls.fork_as_sibling(), namespaces.Birth(0, reason)
+    return syscalls.fork_as_sibling(), namespaces.Birth(0, reason, shared)
+
+
+class _LauncherNet:
+    """The launcher's own network namespace, made empty on the first worker that shares it.
+
+    The launcher needs no network (it talks to the broker over an inherited socket pair),
+    so it moves itself, once, into a new network namespace; workers cloned without
+    CLONE_NEWNET are then born in it. Nothing else ever enters it, and no worker can make a
+    socket (broker/sandbox/profile.py refuses a sharing profile otherwise), so it stays as
+    the kernel made it: a loopback interface that is down."""
+
+    def __init__(self) -> None:
+        self._state: namespaces.SharedNet | None = None
+
+    def enter(self) -> namespaces.SharedNet:
+        if self._state is None:
+            host = namespaces.net_inode()
+            try:
+                syscalls.unshare(syscalls.CLONE_NEWNET)
+                self._state = namespaces.SharedNet(host=host, shared=namespaces.net_inode())
+            except OSError as exc:
+                self._state = namespaces.SharedNet(host=host, error=f"unshare(net): {exc.strerror}")
+        return self._state
+
+
+_SHARED_NET = _LauncherNet()
 
 
 def _become_worker(channel_fd: int, control: socket.socket, broker_pidfd: int, birth: namespaces.Birth) -> None:

@@ -73,7 +73,10 @@ class Launcher:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             async with self._lock:
-                pid = await self._fork(child, Fork(namespaces=plan.namespaces, user_namespace=plan.user_namespace))
+                pid = await self._fork(
+                    child,
+                    Fork(namespaces=plan.namespaces, user_namespace=plan.user_namespace, shared_net=plan.shared_net),
+                )
         except BaseException:
             parent.close()
             cgroups.discard(cgroup_dirs)

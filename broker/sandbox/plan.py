@@ -40,6 +40,14 @@ def worker_ids(worker_user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _may_share_net(profile: Profile, downgraded: list[str], unavailable: dict[str, str], rootless: bool) -> bool:
+    """Share the launcher's empty network namespace only while both walls that make it
+    safe (seccomp refusing sockets, Landlock's scopes) are required and available; without
+    root the launcher cannot make one, so each worker makes its own."""
+    walls = {"seccomp", "landlock"}
+    return profile.namespaces.shared_net and not rootless and not walls & {*downgraded, *unavailable}
+
+
 def build_plan(
     profile: Profile,
     worker_user: str,
@@ -70,6 +78,7 @@ def build_plan(
         rlimits=profile.rlimits,
         namespaces=list(profile.namespaces.unshare),
         user_namespace=rootless,
+        shared_net=_may_share_net(profile, downgraded, unavailable, rootless),
         uid=uid,
         gid=gid,
         outer_uid=os.geteuid(),

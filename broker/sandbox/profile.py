@@ -48,6 +48,15 @@ class ProfileError(Exception):
 class Namespaces(msgspec.Struct, forbid_unknown_fields=True):
     # A user namespace is added automatically when the broker is not root.
     unshare: list[Namespace] = msgspec.field(default_factory=lambda: ["mount", "pid", "net", "ipc", "uts", "cgroup"])
+    # The "net" namespace is one empty namespace the launcher makes once and every worker
+    # it forks is born in, instead of a new one per worker (~1 ms of kernel work each, with
+    # its teardown). Allowed only where a worker cannot use it: see _check_shared_net.
+    shared_net: bool = False
+
+
+# Every way to make, name or reach a socket endpoint. A profile that shares a network
+# namespace must refuse all of them, so its workers hold no socket but their channel.
+NET_ENDPOINT_SYSCALLS = frozenset({"socket", "socketpair", "connect", "bind", "listen", "accept", "accept4"})
 
 
 class Filesystem(msgspec.Struct, forbid_unknown_fields=True):
@@ -138,7 +147,26 @@ def _check(profile: Profile, source: str) -> Profile:
                 raise ProfileError(f"{source}: {key}: {path!r} must be an absolute path")
     if "execve" in profile.seccomp.allow and not profile.executables:
         raise ProfileError(f"{source}: seccomp.allow: execve is allowed but the profile has no executables")
+    if profile.namespaces.shared_net:
+        _check_shared_net(profile, source)
     return profile
+
+
+def _check_shared_net(profile: Profile, source: str) -> None:
+    """Workers in one network namespace must not be able to reach each other through it:
+    no syscall that makes or reaches an endpoint (seccomp kills instead), and Landlock's
+    abstract-socket scope as a second wall around the one socket they hold."""
+    prefix = f"{source}: namespaces.shared_net"
+    if "net" not in profile.namespaces.unshare:
+        raise ProfileError(f'{prefix} needs "net" in namespaces.unshare')
+    seccomp = profile.seccomp
+    granted = NET_ENDPOINT_SYSCALLS & {*seccomp.allow, *seccomp.errno, *(rule.syscall for rule in seccomp.conditional)}
+    if granted:
+        raise ProfileError(f"{prefix} needs seccomp to refuse {', '.join(sorted(granted))}")
+    if "abstract_unix_socket" not in profile.landlock.scopes:
+        raise ProfileError(f"{prefix} needs landlock.scopes to include abstract_unix_socket")
+    if profile.layers.seccomp != "required" or profile.layers.landlock != "required":
+        raise ProfileError(f"{prefix} needs the seccomp and landlock layers required")
 
 
 def decode_profile(data: bytes, source: str) -> Profile:

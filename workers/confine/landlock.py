@@ -29,6 +29,7 @@ FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 
 NET_BIND_TCP = 1 << 0
 NET_CONNECT_TCP = 1 << 1
 SCOPES = {"abstract_unix_socket": 1 << 0, "signal": 1 << 1}
+SCOPES_ABI = 6  # the first ABI with scopes
 FILE_ONLY_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | (1 << 14) | (1 << 15)
 
 
@@ -63,7 +64,7 @@ def _ruleset(abi: int, scopes: list[str]) -> int:
     size = 8
     if abi >= 4:
         attr.handled_access_net, size = NET_BIND_TCP | NET_CONNECT_TCP, 16
-    if abi >= 6:
+    if abi >= SCOPES_ABI:
         for scope in scopes:
             attr.scoped |= SCOPES[scope]
         size = 24
@@ -106,5 +107,5 @@ def apply(read_exec: list[str], read_only: list[str], scopes: list[str]) -> str:
             os.close(ruleset)
     except OSError as exc:
         raise LayerError("landlock", f"cannot restrict the worker: {exc.strerror}") from None
-    missing = [name for name in scopes if abi < 6]
+    missing = [name for name in scopes if abi < SCOPES_ABI]
     return f"abi {abi}" + (f", scopes unavailable: {', '.join(missing)}" if missing else "")

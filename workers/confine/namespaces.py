@@ -20,7 +20,14 @@ namespace, its id map is written first: the worker's own outer uid/gid, and
 nothing else, appear as the worker ids inside.
 
 A new network namespace has only a loopback interface, and it is down: the
-worker can reach no address at all, not even 127.0.0.1.
+worker can reach no address at all, not even 127.0.0.1. A profile with
+`shared_net` has its workers born in one such namespace that the launcher made
+for them (workers/launcher.py) instead of making ~1 ms worth of a new one per
+worker: the layer checks the worker is in exactly that namespace, not the
+host's. It is safe because a sharing profile can make no socket at all
+(seccomp, checked when the profile is loaded) and Landlock scopes abstract
+sockets; where this kernel's Landlock has no scopes, the worker unshares a
+namespace of its own after all.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import errno
 import os
 from typing import NamedTuple
 
-from workers.confine import syscalls
+from workers.confine import landlock, syscalls
 from workers.confine.layer import LayerError
 
 FLAGS = {
@@ -45,11 +52,24 @@ AT_BIRTH = ("pid",)  # the rest is unshared by the layer itself
 UNSUPPORTED = frozenset({errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS})
 
 
+class SharedNet(NamedTuple):
+    """The launcher's shared empty network namespace (inode numbers), or why it has none."""
+
+    host: int = 0  # the namespace the launcher started in (the broker's)
+    shared: int = 0  # the one it made and workers asking to share are born in
+    error: str = ""
+
+
 class Birth(NamedTuple):
     """The namespace flags the launcher cloned the worker with, or why it could not."""
 
     flags: int
     error: str = ""
+    shared_net: SharedNet = SharedNet()
+
+
+def net_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
 
 
 def birth_flags(names: list[str], user_namespace: bool) -> int:
@@ -67,7 +87,12 @@ def describe(flags: int) -> str:
 
 
 def apply(
-    names: list[str], user_namespace: bool, inner_ids: tuple[int, int], outer_ids: tuple[int, int], birth: Birth
+    names: list[str],
+    user_namespace: bool,
+    inner_ids: tuple[int, int],
+    outer_ids: tuple[int, int],
+    birth: Birth,
+    shared_net: bool = False,
 ) -> None:
     """Check the namespaces the worker was born in, map its ids, unshare the others."""
     if birth.error:
@@ -78,14 +103,28 @@ def apply(
         raise LayerError("namespaces", "the worker is not PID 1 of its pid namespace")
     if user_namespace:
         _map_ids(inner_ids, outer_ids)
+    own = set(names) - set(AT_BIRTH)
+    if shared_net and "net" in own and _in_shared_net(birth.shared_net):
+        own.discard("net")
     flags = 0
-    for name in names:
-        if name not in AT_BIRTH:
-            flags |= FLAGS[name]
+    for name in own:
+        flags |= FLAGS[name]
     try:
         syscalls.unshare(flags)
     except OSError as exc:
         raise LayerError("namespaces", f"unshare({describe(flags)}): {exc.strerror}") from None
+
+
+def _in_shared_net(shared: SharedNet) -> bool:
+    """True if the worker may stay in the launcher's shared network namespace: it is in
+    that one (not the host's), and Landlock can scope abstract sockets (ABI 6), the second
+    wall after seccomp. Without the scopes the worker makes a namespace of its own instead."""
+    if shared.error:
+        raise LayerError("namespaces", f"the shared network namespace: {shared.error}")
+    here = net_inode()
+    if not shared.shared or here != shared.shared or here == shared.host:
+        raise LayerError("namespaces", "not born in the launcher's shared network namespace")
+    return landlock.abi_version() >= landlock.SCOPES_ABI
 
 
 def _map_ids(inner: tuple[int, int], outer: tuple[int, int]) -> None:

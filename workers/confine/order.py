@@ -8,8 +8,9 @@
                      the broker's pidfd, which step 8's session check needs)
    3. environment    empty environment
    4. cgroup         join the worker's own cgroup (memory and pids limits)
-   5. namespaces     check the pid (+ user) namespace of its birth, write the
-                     user id map; unshare mount, net, ipc, uts, cgroup
+   5. namespaces     check the pid (+ user) namespace of its birth (and the
+                     shared net one, if the plan shares it), write the user id
+                     map; unshare mount, net, ipc, uts, cgroup
    6. filesystem     empty read-only tmpfs root with read-only binds; pivot_root
    7. capabilities   empty the bounding and ambient sets (needs CAP_SETPCAP)
    8. identity       unprivileged uid/gid, no supplementary groups
@@ -83,7 +84,7 @@ def confine(plan: Plan, channel_fd: int, broker_pidfd: int, birth: namespaces.Bi
 
     def enter_namespaces() -> None:
         ids, outer = (plan.uid, plan.gid), (plan.outer_uid, plan.outer_gid)
-        namespaces.apply(plan.namespaces, plan.user_namespace, ids, outer, birth)
+        namespaces.apply(plan.namespaces, plan.user_namespace, ids, outer, birth, plan.shared_net)
 
     def build_root() -> None:
         steps.needs("filesystem", "namespaces")  # never pivot in the host's mount namespace
