@@ -70,7 +70,8 @@ def test_records_and_chain(audit_path: Path, count: int) -> None:
     assert len(records) == count
     assert records[0]["prev"] == GENESIS
     for index, record in enumerate(records):
-        assert list(record) == ["seq", "ts", "event", "tool", "arguments", "prev", "hash"]
+        assert list(record) == ["seq", "ts", "event", "server", "tool", "arguments", "prev", "hash"]
+        assert re.fullmatch(r"\d+-[0-9a-f]{6}", record["server"])
         assert record["event"] == "begin" and record["arguments"] == {"n": index}
         assert TS.match(record["ts"])
     # compact, ASCII-only, one record per line

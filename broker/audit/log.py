@@ -16,9 +16,15 @@ and redacted (broker/audit/redact.py) before anything is written.
 If a record cannot be written, AuditError is raised, whatever was half-written
 is cut off again, and the caller refuses the call: no call runs unaudited.
 
+Several servers (an IDE's and a desktop host's `bastion serve` on one policy)
+may share the file. Each append takes its flock, chains to the file's last
+record whoever wrote it, and writes one line; every record names the server
+instance that wrote it. So the file is one chain, in the order of the appends.
+
 Rotation keeps the chain: when the file passes `max_bytes`, or was renamed or
-truncated by an external logrotate, the first record of the new file is an
-`audit_continued` record chained to the last record of the old one.
+truncated by an external logrotate or a sibling server, the first record of
+the new file is an `audit_continued` record chained to the last record of the
+old one, written by whichever server comes to the new file first.
 
 Whoever can write into the audit directory can plant something at the path.
 The file is opened without following a symlink and without blocking (a FIFO
@@ -32,24 +38,33 @@ exactly as after an external rename.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import secrets
 import stat
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 from broker.audit.durable import remove_quietly, sync_directory
 from broker.audit.redact import redact
 from broker.files.regular_file import file_kind
 
+log = logging.getLogger("bastion.audit")
+
 GENESIS = "0" * 64
 MAX_STRING = 1024  # longer argument strings are cut in the audit record
 TAIL_BYTES = 1 << 20
 CONTINUED = "audit_continued"
 HASH_SUFFIX_BYTES = len(',"hash":""}') + 64
+LOCK_WAIT_S = 2.0  # a sibling server holds the lock for one append: microseconds
+LOCK_RETRY_S = 0.0005
+MAX_REOPENS = 8  # renames seen in a row before giving up (something keeps replacing the file)
 
 
 class AuditError(Exception):
@@ -83,14 +98,15 @@ def _cut(value: Any) -> Any:
     return value
 
 
-def _open_locked(path: str) -> int:
-    """The audit file, for appending (and reading its tail): a regular file of ours, locked.
+def _open_checked(path: str, exclusive: bool = False) -> int:
+    """The audit file, for appending (and reading its tail): a regular file of ours.
 
     O_RDWR opens a FIFO at once (Linux) and O_NONBLOCK keeps any other special
-    file (a tty waiting for carrier) from stalling: the fstat check decides."""
+    file (a tty waiting for carrier) from stalling: the fstat check decides.
+    `exclusive`: create it, failing if the name exists (a rotation's new file)."""
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(path, flags | (os.O_EXCL if exclusive else 0), 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "it is a symbolic link, not a regular file") from None
@@ -98,14 +114,23 @@ def _open_locked(path: str) -> int:
     try:
         _check_ours(fd)
         os.set_blocking(fd, True)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OSError(errno.EBUSY, "in use by another Bastion process (each server needs its own audit log)") from None
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def wait_for_append_lock(fd: int) -> None:
+    """Take the file's append lock, waiting a bounded time for a sibling server's append."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise OSError(errno.EBUSY, f"another process has held its lock for over {LOCK_WAIT_S:g} s") from None
+            time.sleep(LOCK_RETRY_S)
 
 
 def _check_ours(fd: int) -> None:
@@ -116,18 +141,48 @@ def _check_ours(fd: int) -> None:
         raise OSError(errno.EPERM, f"it is owned by uid {info.st_uid}, not by this server's uid {os.geteuid()}")
 
 
+def _same_file(fd: int, path: str) -> bool:
+    current = os.fstat(fd)
+    try:
+        on_disk = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (on_disk.st_dev, on_disk.st_ino) == (current.st_dev, current.st_ino)
+
+
+def server_instance() -> str:
+    """A name for this server process in its records: pid and a random part (pids are reused)."""
+    return f"{os.getpid()}-{secrets.token_hex(3)}"
+
+
 class AuditLog:
-    def __init__(self, path: str, max_bytes: int = 0, keep: int = 10) -> None:
+    """One server's writer of an audit log that several servers may share.
+
+    Each append takes the file's lock, catches up with what sibling servers
+    appended (their last record is the one to chain to) and follows a rotation
+    or truncation any of them, or logrotate, did; then writes one line."""
+
+    def __init__(self, path: str, max_bytes: int = 0, keep: int = 10, instance: str | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes  # 0: never rotate by size
         self.keep = keep
+        self.instance = instance or server_instance()
+        self._seq, self._prev, self._size = 0, GENESIS, 0
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            self._fd = _open_locked(path)
+            self._fd = _open_checked(path)
         except OSError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror}") from None
-        self._seq, self._prev = self._resume()
-        self._size = os.fstat(self._fd).st_size
+        try:
+            with self._locked():
+                self._size = -1  # force reading the tail: continue the chain from the file's last record
+                self._catch_up(None, None)
+        except OSError as exc:
+            os.close(self._fd)
+            raise AuditError(f"cannot open audit log {path}: {exc.strerror or exc}") from None
+        except AuditError:
+            os.close(self._fd)
+            raise
         self._durable_seq = self._seq  # records up to here are on disk (what we resumed from is)
 
     @property
@@ -150,43 +205,25 @@ class AuditLog:
     def mark_durable(self, seq: int) -> None:
         self._durable_seq = max(self._durable_seq, seq)
 
-    def _resume(self) -> tuple[int, str]:
-        """Continue the chain of an existing file from its last record (read through
-        the checked descriptor: the path may have been swapped meanwhile)."""
-        size = os.fstat(self._fd).st_size
-        start = max(0, size - TAIL_BYTES)
-        tail = os.pread(self._fd, size - start, start)
-        if not tail:
-            return 0, GENESIS
-        if not tail.endswith(b"\n"):
-            raise AuditError(
-                f"audit log {self.path} ends with an incomplete record; inspect it with `bastion audit verify`"
-                " and repair it before serving"
-            )
-        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        try:
-            seq = int(json.loads(last)["seq"])
-        except (ValueError, KeyError, TypeError):
-            raise AuditError(f"audit log {self.path} does not end with a Bastion record") from None
-        return seq, line_hash(last)
-
     def write(self, event: str, *, sync: bool = True, **fields: Any) -> int:
         """Append one record (after any rotation it needs); return its sequence number.
         With sync (the default) it and every record before it are on disk on return."""
+        redacted = cast("dict[str, object]", redact(_cut(fields)))  # a dict comes back a dict; outside the lock
         try:
-            self._follow_rotation()
-            line = self._line(event, fields)
-            if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
-                self._rotate()
-                line = self._line(event, fields)
-            self._append(line, sync)
+            with self._locked() as stale:
+                self._catch_up(*stale)
+                line = self._line(event, redacted)
+                if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
+                    self._rotate()
+                    line = self._line(event, redacted)
+                self._append(line, sync)
         except OSError as exc:
             raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from None
         return self._seq
 
-    def _line(self, event: str, fields: dict[str, Any]) -> bytes:
-        redacted = cast("dict[str, object]", redact(_cut(fields)))  # a dict comes back a dict
-        record = {"seq": self._seq + 1, "ts": _now(), "event": event, **redacted, "prev": self._prev}
+    def _line(self, event: str, redacted: dict[str, object]) -> bytes:
+        record = {"seq": self._seq + 1, "ts": _now(), "event": event, "server": self.instance, **redacted}
+        record["prev"] = self._prev
         body = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str).encode()
         return seal(body) + b"\n"
 
@@ -213,36 +250,104 @@ class AuditLog:
         except OSError:
             pass  # verify will report the torn line; the next write tries again first
 
-    # --- rotation ----------------------------------------------------------
+    # --- sharing the file: lock, catch up, follow rotations ----------------------------
 
-    def _follow_rotation(self) -> None:
-        """Notice an external logrotate (rename+create or copytruncate) and continue the chain."""
-        current = os.fstat(self._fd)
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[str | None, str | None]]:
+        """Hold the lock of the file now at the path; yields why our view of it is stale
+        (renamed or truncated by someone else) and the name of the file we were writing."""
+        reason: str | None = None
+        previous: str | None = None
+        for _ in range(MAX_REOPENS):
+            wait_for_append_lock(self._fd)
+            if _same_file(self._fd, self.path):
+                break
+            # Renamed (logrotate, or a sibling server's rotation): let go, take what is there now.
+            previous = previous or _name_of(self._fd)
+            reason = "renamed_externally"
+            self._reopen(_open_checked(self.path))
+        else:
+            raise OSError(errno.EAGAIN, "the file keeps being replaced")
+        if reason is None and os.fstat(self._fd).st_size < self._size:
+            reason = "truncated_externally"
         try:
-            on_disk = os.stat(self.path, follow_symlinks=False)
-            renamed = (on_disk.st_dev, on_disk.st_ino) != (current.st_dev, current.st_ino)
-        except FileNotFoundError:
-            renamed = True
-        if renamed:
-            previous = _name_of(self._fd)
-            self._reopen()
-            self._append(self._line(CONTINUED, {"reason": "renamed_externally", "previous_file": previous}))
-        elif current.st_size < self._size:
-            self._size = current.st_size
-            self._append(self._line(CONTINUED, {"reason": "truncated_externally", "previous_file": None}))
-        elif current.st_size > self._size:
-            self._size = current.st_size  # foreign bytes: verify reports them; our chain goes on
+            yield reason, previous
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _catch_up(self, reason: str | None, previous: str | None) -> None:
+        """Under the lock: chain to the file's last record, whoever wrote it. A file that
+        is empty though our chain has records was rotated or truncated without a
+        continuation record: this server writes it."""
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            self._size = 0
+            if self._seq and reason is not None:
+                self._append(self._line(CONTINUED, {"reason": reason, "previous_file": previous}))
+            return
+        if size != self._size or reason is not None:
+            opening = self._size < 0 and reason is None
+            self._size = size
+            last = self._last_record(size, opening)
+            if last is not None:
+                self._seq, self._prev = last
+
+    def _last_record(self, size: int, opening: bool) -> tuple[int, str] | None:
+        """Sequence number and hash of the file's last line (read through our checked
+        descriptor: the path may have been swapped meanwhile).
+
+        At start-up a file that does not end with a whole Bastion record is refused.
+        Later, foreign bytes there (no server writes half a line: each append is one
+        write, cut back if short) are left for `audit verify` to report, and our chain
+        goes on; a torn line is ended first, so our own record stays a whole line."""
+        start = max(0, size - TAIL_BYTES)
+        tail = os.pread(self._fd, size - start, start)
+        problem = None
+        if not tail.endswith(b"\n"):
+            problem = (
+                "ends with an incomplete record; inspect it with `bastion audit verify` and repair it before serving"
+            )
+        else:
+            last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            try:
+                return int(json.loads(last)["seq"]), line_hash(last)
+            except (ValueError, KeyError, TypeError):
+                problem = "does not end with a Bastion record"
+        if opening:
+            raise AuditError(f"audit log {self.path} {problem}")
+        log.warning("audit log %s %s; appending after it", self.path, problem.split(";")[0])
+        if not tail.endswith(b"\n"):
+            self._append_raw(b"\n")
+        return None
+
+    def _append_raw(self, data: bytes) -> None:
+        if os.write(self._fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write")
+        self._size += len(data)
 
     def _rotate(self) -> None:
-        """Shift path.N-1 -> path.N ... path -> path.1, start a new file chained to the old."""
-        for index in range(self.keep, 0, -1):
-            older = f"{self.path}.{index}"
-            if index == self.keep:
-                remove_quietly(older)
-            elif os.path.lexists(older):
-                os.rename(older, f"{self.path}.{index + 1}")
-        os.rename(self.path, f"{self.path}.1")
-        self._reopen()
+        """Shift path.N-1 -> path.N ... path -> path.1 and start a new file chained to the old.
+
+        The new file is made and locked under a temporary name first, so a sibling
+        server that notices the rename waits for its continuation record."""
+        fresh = f"{self.path}.rotating"
+        remove_quietly(fresh)  # left by a server that died mid-rotation
+        new_fd = _open_checked(fresh, exclusive=True)
+        try:
+            fcntl.flock(new_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else can know it yet
+            for index in range(self.keep, 0, -1):
+                older = f"{self.path}.{index}"
+                if index == self.keep:
+                    remove_quietly(older)
+                elif os.path.lexists(older):
+                    os.rename(older, f"{self.path}.{index + 1}")
+            os.rename(self.path, f"{self.path}.1")
+            os.rename(fresh, self.path)
+        except BaseException:
+            os.close(new_fd)
+            raise
+        self._reopen(new_fd)
+        self._size = 0
         self._append(
             self._line(CONTINUED, {"reason": "size_limit", "previous_file": os.path.basename(self.path) + ".1"})
         )
@@ -252,12 +357,16 @@ class AuditLog:
             os.fdatasync(self._fd)
             self._durable_seq = self._seq
 
-    def _reopen(self) -> None:
-        self._sync_pending()  # the old file's last record, before we let go of it
-        fd = _open_locked(self.path)
+    def _reopen(self, fd: int) -> None:
+        """Switch to `fd` (the file now at the path); closing the old one drops its lock."""
+        try:
+            self._sync_pending()  # the old file's last record, before we let go of it
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(self._fd)
         self._fd = fd
-        self._size = os.fstat(fd).st_size
+        self._size = -1  # unknown: the next catch-up reads its tail
         sync_directory(os.path.dirname(os.path.abspath(self.path)))
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ class Report:
     head: str = GENESIS
     notes: list[str] = field(default_factory=list)
     problem: Problem | None = None
+    servers: set[str] = field(default_factory=set)  # the server instances that wrote the records
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class _Chain:
         if report.first_seq is None:
             report.first_seq = entry.seq
         report.records += 1
+        if entry.record is not None and isinstance(entry.record.get("server"), str):
+            report.servers.add(entry.record["server"])
         report.last_seq = entry.seq or 0
         report.head = line_hash(entry.raw)
         self.last = entry
@@ -214,7 +217,9 @@ def summary(report: Report, files: int) -> str:
         return f"FAILED: {report.problem}"
     if not report.records:
         return "OK: no records"
+    servers = len(report.servers)
+    by = f"; written by {servers} server instance{'s' if servers != 1 else ''}" if servers else ""
     return (
         f"OK: {report.records} records in {files} file{'s' if files != 1 else ''}, "
-        f"seq {report.first_seq}..{report.last_seq}; head {report.head}"
+        f"seq {report.first_seq}..{report.last_seq}; head {report.head}{by}"
     )

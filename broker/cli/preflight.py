@@ -12,12 +12,12 @@ that cannot be applied.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import stat
 from dataclasses import dataclass
 
+from broker.audit.log import wait_for_append_lock
 from broker.errors import ToolError
 from broker.files import log_dir_modes
 from broker.files.allowlist import Allowlist
@@ -99,12 +99,11 @@ def _audit_problem(path: str) -> str:
     except OSError as exc:
         return f"cannot open audit log {path} for append: {exc.strerror}"
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
-    except BlockingIOError:
-        return (
-            f"cannot open audit log {path}: in use by another Bastion process (each server needs its own audit log; "
-            "if that is the running service, this policy is being served)"
-        )
+        # Servers share the file, each holding its lock for one append; a lock held for
+        # seconds is a stuck process, and serve would refuse every call.
+        wait_for_append_lock(fd)  # released by the close below
+    except OSError as exc:
+        return f"cannot write audit log {path}: {exc.strerror}"
     finally:
         os.close(fd)
     return _tail_problem(path)
