@@ -154,6 +154,7 @@ class Http(msgspec.Struct, forbid_unknown_fields=True):
     allowed_origins: list[str] = msgspec.field(default_factory=list)  # extra Origin values (scheme://host:port)
     max_sessions: Annotated[int, Meta(ge=1, le=1000)] = 32
     # Sessions one client (token) may hold; opening one more closes its least recently used.
+    # Above max_sessions it is max_sessions in effect (the global cap evicts the same way).
     max_sessions_per_client: Annotated[int, Meta(ge=1, le=1000)] = 8
     # A session with no request for this long is closed (Inspector and SDK hosts never DELETE).
     session_idle_timeout_s: Annotated[float, Meta(ge=1, le=86_400)] = 300
@@ -237,11 +238,6 @@ def _check_http(http: Http) -> None:
     names = [client.name for client in http.clients]
     if len(set(names)) != len(names):
         raise PolicyError("http.clients: client names must be unique")
-    if http.max_sessions_per_client > http.max_sessions:
-        raise PolicyError(
-            f"http.max_sessions_per_client: {http.max_sessions_per_client} is more than"
-            f" http.max_sessions ({http.max_sessions}); it must be at most that"
-        )
 
 
 def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: str | None = None) -> Policy:

@@ -276,8 +276,6 @@ def test_http_session_defaults() -> None:
         ("max_sessions_per_client = 0", "http.max_sessions_per_client"),
         ("max_sessions_per_client = 1001", "http.max_sessions_per_client"),
         ('max_sessions_per_client = "8"', "http.max_sessions_per_client"),
-        ("max_sessions_per_client = 33", "http.max_sessions_per_client"),  # above max_sessions (32)
-        ("max_sessions = 4\nmax_sessions_per_client = 5", "http.max_sessions_per_client"),
         ("session_idle_timeout_s = 0", "http.session_idle_timeout_s"),
         ("session_idle_timeout_s = 0.5", "http.session_idle_timeout_s"),
         ("session_idle_timeout_s = -300", "http.session_idle_timeout_s"),
@@ -299,6 +297,7 @@ def test_bad_http_session_value_is_named(setting: str, key: str) -> None:
         ("max_sessions_per_client = 1", "max_sessions_per_client", 1),
         ("max_sessions_per_client = 32", "max_sessions_per_client", 32),  # equal to max_sessions
         ("max_sessions = 1000\nmax_sessions_per_client = 1000", "max_sessions_per_client", 1000),
+        ("max_sessions = 2", "max_sessions_per_client", 8),  # above max_sessions: that cap binds first
         ("session_idle_timeout_s = 1", "session_idle_timeout_s", 1),
         ("session_idle_timeout_s = 86400", "session_idle_timeout_s", 86400),
         ("session_idle_timeout_s = 2.5", "session_idle_timeout_s", 2.5),
