@@ -37,14 +37,20 @@ class Audit:
 class FakeSDK:
     """Answers an opening request with a new session id and records every scope it gets."""
 
-    def __init__(self, fail_deletes: bool = False) -> None:
+    def __init__(self, fail_deletes: bool = False, delete_s: float = 0) -> None:
         self.scopes: list[dict[str, Any]] = []
         self.fail_deletes = fail_deletes
+        self.delete_s = delete_s
+        self.deleted = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scopes.append(scope)
         if scope["method"] == "DELETE" and self.fail_deletes:
             raise RuntimeError("the SDK broke")
+        if scope["method"] == "DELETE":
+            await anyio.sleep(self.delete_s)
+            self.deleted += 1
+        await anyio.sleep(0)  # a checkpoint, as in any real app
         headers = [] if scope["method"] == "DELETE" else [(b"mcp-session-id", f"s{len(self.scopes)}".encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}", "more_body": False})
@@ -154,3 +160,16 @@ async def test_a_busy_client_is_refused_with_503_and_a_json_rpc_error() -> None:
         ("initialize", "alice", "too many sessions for this client: every one is serving a request; retry shortly")
     ]
     assert len(sdk.scopes) == 1 and keep.table.get("s1") is not None
+
+
+@pytest.mark.anyio
+async def test_an_opening_cancelled_while_it_evicts_still_closes_and_gives_its_place_back() -> None:
+    sdk = FakeSDK(delete_s=0.3)
+    keep, audit = keeper(sdk, per_client=1)
+    with as_client("alice") as alice:
+        await keep(initialize(alice), receive, send)
+        with anyio.move_on_after(0.05):  # the client leaves while its old session is being closed
+            await keep(initialize(alice), receive, send)
+    assert sdk.deleted == 1 and [a for a, *_ in audit.events] == ["opened", "evicted"]
+    assert [scope["method"] for scope in sdk.scopes] == ["POST", "DELETE", "POST"]  # cancelled in the SDK
+    assert len(keep.table) == 0 and keep.table.admit("alice").refused is None  # no place kept for it

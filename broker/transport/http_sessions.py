@@ -36,6 +36,7 @@ log = logging.getLogger("bastion.http")
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
 SWEEP_MIN_S, SWEEP_MAX_S = 0.25, 10.0
+CLOSE_TIMEOUT_S = 5.0  # an in-process DELETE takes milliseconds; never wait on one for ever
 CLOSER_KEYS = ("asgi", "http_version", "scheme", "path", "raw_path", "root_path", "server", "user", "auth")
 
 REFUSED: dict[Cap, str] = {
@@ -109,10 +110,10 @@ class SessionKeeper:
             self.bastion.reject("initialize", client, message)
             await answer(send, 503, error_line(Refusal(types.INTERNAL_ERROR, message)))
             return
-        for eviction in admission.evictions:
-            await self._close(eviction.session_id, eviction.session, "evicted", cap=eviction.cap)
         established = False
-        try:
+        try:  # from here on the reservation is given back unless the session opens
+            for eviction in admission.evictions:
+                await self._close(eviction.session_id, eviction.session, "evicted", cap=eviction.cap)
             status, headers = await _served(self.app, scope, receive, send)
             session_id = headers.get(SESSION_HEADER, b"").decode("latin-1")
             if status is not None and status < 400 and session_id:
@@ -141,13 +142,15 @@ class SessionKeeper:
                 self.bastion.session_event("closed", session.client, sid_digest(session_id))
 
     async def _close(self, session_id: str, session: Session, action: str, **fields: Any) -> None:
-        """End a session the table dropped, then record why."""
+        """End a session the table dropped, then record why. Shielded: the table has already let
+        it go, so a cancelled caller (a client that left) must not leave it open in the SDK."""
         status: int | None = None
-        try:
-            if isinstance(session.owner, dict):  # opened() always stores its DELETE scope
-                status, _ = await _served(self.app, dict(session.owner), _no_body, _discard)
-        except Exception:  # noqa: BLE001 - the SDK's own idle timeout still ends it
-            log.exception("closing an HTTP session failed")
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_TIMEOUT_S):
+            try:
+                if isinstance(session.owner, dict):  # opened() always stores its DELETE scope
+                    status, _ = await _served(self.app, dict(session.owner), _no_body, _discard)
+            except Exception:  # noqa: BLE001 - the SDK's own idle timeout still ends it
+                log.exception("closing an HTTP session failed")
         if status not in (200, 202, 204, 404):
             log.warning("closing an HTTP session got status %s", status)
         self.bastion.session_event(action, session.client, sid_digest(session_id), **fields)
