@@ -139,6 +139,13 @@ class Bastion:
         except AuditError as exc:
             log.error("%s", exc)
 
+    def session_event(self, action: str, client: str, sid_sha256: str, **fields: Any) -> None:
+        """Record an HTTP session opened, closed, expired or evicted (one record, as reject)."""
+        try:
+            self.audit.write("session", sync=False, client=client, action=action, sid_sha256=sid_sha256, **fields)
+        except AuditError as exc:
+            log.error("%s", exc)
+
     def _admit(self, client: str, tool: str) -> None:
         decision = self.limiter.check(client, tool)
         if not decision.allowed:

@@ -153,6 +153,11 @@ class Http(msgspec.Struct, forbid_unknown_fields=True):
     allowed_hosts: list[str] = msgspec.field(default_factory=list)  # extra Host header values (host:port)
     allowed_origins: list[str] = msgspec.field(default_factory=list)  # extra Origin values (scheme://host:port)
     max_sessions: Annotated[int, Meta(ge=1, le=1000)] = 32
+    # Sessions one client (token) may hold; opening one more closes its least recently used.
+    # Above max_sessions it is max_sessions in effect (the global cap evicts the same way).
+    max_sessions_per_client: Annotated[int, Meta(ge=1, le=1000)] = 8
+    # A session with no request for this long is closed (Inspector and SDK hosts never DELETE).
+    session_idle_timeout_s: Annotated[float, Meta(ge=1, le=86_400)] = 300
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
@@ -229,6 +234,12 @@ def _check_intel(intel: Intel, base: Path, state_dir: str | None) -> None:
         raise PolicyError(str(exc)) from None
 
 
+def _check_http(http: Http) -> None:
+    names = [client.name for client in http.clients]
+    if len(set(names)) != len(names):
+        raise PolicyError("http.clients: client names must be unique")
+
+
 def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: str | None = None) -> Policy:
     try:
         policy = msgspec.toml.decode(data, type=Policy)
@@ -247,9 +258,7 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
     policy.audit.path = _state_path(base, policy.audit.path, "audit.path", state_dir)
     if policy.intel is not None:
         _check_intel(policy.intel, base, state_dir)
-    names = [client.name for client in policy.http.clients]
-    if len(set(names)) != len(names):
-        raise PolicyError("http.clients: client names must be unique")
+    _check_http(policy.http)
     policy.source = source
     policy.sha256 = hashlib.sha256(data).hexdigest()
     return policy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.policy import Limits, PolicyError, Workers, load_policy, parse_policy
+from broker.policy import Http, Limits, PolicyError, Workers, load_policy, parse_policy
 from tests.conftest import EXAMPLES
 
 MINIMAL = '[[logs]]\npath = "/var/log/auth.log"\n\n[audit]\npath = "/var/log/bastion/audit.jsonl"\n'
@@ -44,6 +44,8 @@ def test_bundled_example_policy(tmp_path: Path) -> None:
         resource_bytes=1048576,
     )
     assert policy.workers == Workers(prestart=2)
+    assert (policy.http.max_sessions, policy.http.max_sessions_per_client) == (32, 8)
+    assert policy.http.session_idle_timeout_s == 300 and not policy.http.clients
 
 
 def test_load_policy_resolves_against_file_directory(tmp_path: Path) -> None:
@@ -258,3 +260,49 @@ def test_load_policy_bad_content_names_key(tmp_path: Path) -> None:
 def test_is_glob(path: str, is_glob: bool) -> None:
     policy = parse_policy(policy_with(logs=f'[[logs]]\npath = "{path}"\n'), Path("/"))
     assert policy.logs[0].is_glob is is_glob
+
+
+def test_http_session_defaults() -> None:
+    http = parse_policy(MINIMAL.encode(), Path("/")).http
+    assert http == Http()
+    assert (http.max_sessions, http.max_sessions_per_client, http.session_idle_timeout_s) == (32, 8, 300)
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("max_sessions = 0", "http.max_sessions"),
+        ("max_sessions = 1001", "http.max_sessions"),
+        ("max_sessions_per_client = 0", "http.max_sessions_per_client"),
+        ("max_sessions_per_client = 1001", "http.max_sessions_per_client"),
+        ('max_sessions_per_client = "8"', "http.max_sessions_per_client"),
+        ("session_idle_timeout_s = 0", "http.session_idle_timeout_s"),
+        ("session_idle_timeout_s = 0.5", "http.session_idle_timeout_s"),
+        ("session_idle_timeout_s = -300", "http.session_idle_timeout_s"),
+        ("session_idle_timeout_s = 86401", "http.session_idle_timeout_s"),
+        ("session_idle_timeout_s = nan", "http.session_idle_timeout_s"),
+        ("session_idle_timeout_s = inf", "http.session_idle_timeout_s"),
+        ("session_idle_timeout_s = true", "http.session_idle_timeout_s"),
+    ],
+)
+def test_bad_http_session_value_is_named(setting: str, key: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(policy_with(extra=f"[http]\n{setting}"), Path("/"))
+    assert str(raised.value).startswith(f"{key}:"), raised.value
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "value"),
+    [
+        ("max_sessions_per_client = 1", "max_sessions_per_client", 1),
+        ("max_sessions_per_client = 32", "max_sessions_per_client", 32),  # equal to max_sessions
+        ("max_sessions = 1000\nmax_sessions_per_client = 1000", "max_sessions_per_client", 1000),
+        ("max_sessions = 2", "max_sessions_per_client", 8),  # above max_sessions: that cap binds first
+        ("session_idle_timeout_s = 1", "session_idle_timeout_s", 1),
+        ("session_idle_timeout_s = 86400", "session_idle_timeout_s", 86400),
+        ("session_idle_timeout_s = 2.5", "session_idle_timeout_s", 2.5),
+    ],
+)
+def test_boundary_http_session_values_accepted(setting: str, field: str, value: float) -> None:
+    policy = parse_policy(policy_with(extra=f"[http]\n{setting}"), Path("/"))
+    assert getattr(policy.http, field) == value

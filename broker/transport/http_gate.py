@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.calls import Bastion
 from broker.transport.http_auth import http_client_name
 from broker.transport.jsonrpc_gate import MAX_MESSAGE_BYTES, Refusal, error_line, screen
-from broker.transport.peer import SCOPE_KEY, Peer
+from broker.transport.peer import METHOD_KEY, SCOPE_KEY, Peer
 from broker.transport.request_guard import record_refusal
 
 TOO_LARGE = Refusal(types.INVALID_REQUEST, f"invalid request: a message may have at most {MAX_MESSAGE_BYTES} bytes")
@@ -52,6 +52,7 @@ class GatedEndpoint:
             return
         peer = Peer()
         scope[SCOPE_KEY] = peer
+        scope[METHOD_KEY] = verdict.method if isinstance(verdict, types.JSONRPCRequest) else None
         async with anyio.create_task_group() as group:
             group.start_soon(_watch, receive, peer)
             await self.app(scope, _replay(body, peer), send)
@@ -59,7 +60,7 @@ class GatedEndpoint:
 
     async def _refuse(self, send: Send, refusal: Refusal) -> None:
         await record_refusal(self.bastion, refusal, http_client_name())
-        await _answer(send, 413 if refusal is TOO_LARGE else 400, error_line(refusal))
+        await answer(send, 413 if refusal is TOO_LARGE else 400, error_line(refusal))
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes | Refusal | None:
@@ -102,7 +103,7 @@ async def _watch(receive: Receive, peer: Peer) -> None:
     peer.gone.set()
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
+async def answer(send: Send, status: int, body: bytes) -> None:
     headers: list[tuple[bytes, bytes]] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

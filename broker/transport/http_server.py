@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.settings import AuthSettings
@@ -27,7 +29,9 @@ from broker.calls import Bastion
 from broker.policy import Http, PolicyError
 from broker.transport.http_auth import PolicyTokens
 from broker.transport.http_gate import GatedEndpoint
+from broker.transport.http_sessions import SessionKeeper
 from broker.transport.jsonrpc_gate import MAX_MESSAGE_BYTES
+from broker.transport.session_table import SessionTable
 
 GRACEFUL_SHUTDOWN_S = 10
 MCP_PATH = "/mcp"  # the SDK's default streamable_http_path
@@ -99,20 +103,42 @@ def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starle
         # model_validate: pydantic turns the str into the AnyHttpUrl the field is typed as.
         auth=AuthSettings.model_validate({"issuer_url": bind.url, "resource_server_url": None}),
         token_verifier=PolicyTokens(http.clients),
-        max_sessions=http.max_sessions,
+        # The SDK's own expiry and limit stay on as a backstop; broker/transport/http_sessions.py
+        # enforces both first. Its limit is doubled: a session the table has dropped may
+        # still be winding down in the SDK while its successor opens.
+        session_idle_timeout=http.session_idle_timeout_s,
+        max_sessions=2 * http.max_sessions,
         max_request_body_size=MAX_MESSAGE_BYTES,
     )
-    _gate_endpoint(app, bastion)
+    table = SessionTable(http.session_idle_timeout_s, http.max_sessions_per_client, http.max_sessions)
+    _gate_endpoint(app, bastion, table)
     return app
 
 
-def _gate_endpoint(app: Starlette, bastion: Bastion) -> None:
-    """Put broker/transport/http_gate.py between the SDK's bearer check and its transport, so that only
-    authenticated bodies are read. Fail closed if the SDK's app is not shaped as expected."""
+def _gate_endpoint(app: Starlette, bastion: Bastion, table: SessionTable) -> None:
+    """Put broker/transport/http_gate.py, then http_sessions.py, between the SDK's bearer check and its
+    transport, so that only authenticated bodies are read and every session is counted against its
+    client. Fail closed if the SDK's app is not shaped as expected."""
     endpoints = [route.endpoint for route in app.routes if isinstance(route, Route) and route.path == MCP_PATH]
     if len(endpoints) != 1 or not isinstance(endpoints[0], RequireAuthMiddleware):
         raise RuntimeError("the MCP SDK's Streamable HTTP app has an unexpected shape: cannot screen requests")
-    endpoints[0].app = GatedEndpoint(endpoints[0].app, bastion)
+    keeper = SessionKeeper(endpoints[0].app, bastion, table)
+    endpoints[0].app = GatedEndpoint(keeper, bastion)
+    _sweep_while_serving(app, keeper)
+
+
+def _sweep_while_serving(app: Starlette, keeper: SessionKeeper) -> None:
+    """Run the keeper's idle sweep inside the app's lifespan (the SDK's session manager's)."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(started: Starlette) -> AsyncIterator[Any]:
+        async with inner(started) as state, anyio.create_task_group() as group:
+            group.start_soon(keeper.sweep_forever)
+            yield state
+            group.cancel_scope.cancel()
+
+    app.router.lifespan_context = lifespan
 
 
 class _Uvicorn(uvicorn.Server):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 
 SCOPE_KEY = "bastion.peer"
+METHOD_KEY = "bastion.method"  # a screened POST's JSON-RPC method (None: not a request), for http_sessions.py
 
 
 @dataclass
