@@ -67,6 +67,11 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
     max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 0
     # Rotated files kept (path.1 newest ... path.keep oldest); older ones are deleted.
     keep: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # Signed checkpoints (broker/audit/checkpoint.py): the Ed25519 private key from
+    # `bastion audit keygen` ("" = none), and how often one is written.
+    checkpoint_key: str = ""
+    checkpoint_every: Annotated[int, Meta(ge=1, le=1_000_000)] = 100  # records
+    checkpoint_interval_s: Annotated[float, Meta(ge=1, le=86_400)] = 60.0
 
 
 # What a [rate_limit.tools.NAME] table may name: the tools, resources/read and prompts/get.
@@ -256,6 +261,8 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
         if name not in RATE_LIMITED:
             raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")
     policy.audit.path = _state_path(base, policy.audit.path, "audit.path", state_dir)
+    if policy.audit.checkpoint_key:
+        policy.audit.checkpoint_key = _state_path(base, policy.audit.checkpoint_key, "audit.checkpoint_key", state_dir)
     if policy.intel is not None:
         _check_intel(policy.intel, base, state_dir)
     _check_http(policy.http)

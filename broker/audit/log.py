@@ -49,11 +49,15 @@ import secrets
 import stat
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from broker.audit.durable import remove_quietly, sync_directory
 from broker.audit.redact import redact
 from broker.files.regular_file import file_kind
+
+if TYPE_CHECKING:  # the signing code (and cryptography) loads only where a key is configured
+    from broker.audit.checkpoint import Signer
 
 log = logging.getLogger("bastion.audit")
 
@@ -61,6 +65,7 @@ GENESIS = "0" * 64
 MAX_STRING = 1024  # longer argument strings are cut in the audit record
 TAIL_BYTES = 1 << 20
 CONTINUED = "audit_continued"
+CHECKPOINT = "checkpoint"  # a signed checkpoint record (broker/audit/checkpoint.py)
 HASH_SUFFIX_BYTES = len(',"hash":""}') + 64
 LOCK_WAIT_S = 2.0  # a sibling server holds the lock for one append: microseconds
 LOCK_RETRY_S = 0.0005
@@ -155,6 +160,18 @@ def server_instance() -> str:
     return f"{os.getpid()}-{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class Sealing:
+    """When this server writes signed checkpoints, and with which key."""
+
+    signer: Signer
+    every: int = 100  # records
+    interval_s: float = 60.0
+
+    def due(self, unsealed: int, sealed_at: float) -> bool:
+        return unsealed >= self.every or (unsealed > 0 and time.monotonic() - sealed_at >= self.interval_s)
+
+
 class AuditLog:
     """One server's writer of an audit log that several servers may share.
 
@@ -162,11 +179,21 @@ class AuditLog:
     appended (their last record is the one to chain to) and follows a rotation
     or truncation any of them, or logrotate, did; then writes one line."""
 
-    def __init__(self, path: str, max_bytes: int = 0, keep: int = 10, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        max_bytes: int = 0,
+        keep: int = 10,
+        instance: str | None = None,
+        sealing: Sealing | None = None,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes  # 0: never rotate by size
         self.keep = keep
         self.instance = instance or server_instance()
+        self.sealing = sealing
+        self._unsealed = 0  # records this server wrote since its last checkpoint
+        self._sealed_at = time.monotonic()
         self._seq, self._prev, self._size = 0, GENESIS, 0
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
@@ -217,9 +244,36 @@ class AuditLog:
                     self._rotate()
                     line = self._line(event, redacted)
                 self._append(line, sync)
+                seq = self._seq
+                self._unsealed += 1
+                if self.sealing is not None and self.sealing.due(self._unsealed, self._sealed_at):
+                    self._seal()
         except OSError as exc:
             raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from None
-        return self._seq
+        return seq
+
+    def seal_if_due(self, force: bool = False) -> None:
+        """Write a checkpoint if records are unsealed and one is due (a periodic task calls
+        this, so a quiet server's last records do not stay unsealed for long)."""
+        if self.sealing is None or not self._unsealed:
+            return
+        if not (force or self.sealing.due(self._unsealed, self._sealed_at)):
+            return
+        try:
+            with self._locked() as stale:
+                self._catch_up(*stale)
+                self._seal()
+        except OSError as exc:
+            raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from None
+
+    def _seal(self) -> None:
+        """Under the lock: a signed checkpoint of the record just written (not synced on its
+        own: the next sync covers it), and the same checkpoint on stderr, a copy elsewhere."""
+        assert self.sealing is not None
+        checkpoint = self.sealing.signer.sign(self._seq, self._prev)
+        self._append(self._line(CHECKPOINT, checkpoint.fields()), sync=False)
+        self._unsealed, self._sealed_at = 0, time.monotonic()
+        log.info("audit checkpoint %s", checkpoint.token())
 
     def _line(self, event: str, redacted: dict[str, object]) -> bytes:
         record = {"seq": self._seq + 1, "ts": _now(), "event": event, "server": self.instance, **redacted}
@@ -370,6 +424,10 @@ class AuditLog:
         sync_directory(os.path.dirname(os.path.abspath(self.path)))
 
     def close(self) -> None:
+        try:
+            self.seal_if_due(force=True)  # the last records, sealed before we stop
+        except AuditError as exc:
+            log.error("%s; the last records stay unsealed", exc)
         try:
             self._sync_pending()
         finally:

@@ -10,9 +10,14 @@ The first problem is reported with its file, line and kind:
             beginning of the chain nor with an `audit_continued` record
   inserted  a line that does not belong to the chain sits between two that do
   reordered a record appears later than its sequence number says
+  forged    (with --key) a checkpoint's signature does not verify, or it does
+            not seal the record just before it
+  cut       (with --checkpoint) a checkpoint kept elsewhere seals a record the
+            files no longer hold: their tail was cut
 A chain's end cannot prove itself: someone able to write the file can cut
 or rewrite its tail. Compare the printed head hash with one kept elsewhere
-(the broker logs it at stop).
+(the broker logs it at stop), or use signed checkpoints
+(broker/audit/checkpoint.py: --key, --checkpoint).
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from broker.audit import checkpoint
 from broker.audit.log import CONTINUED, GENESIS, line_hash, unseal
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     problem: Problem | None = None
     servers: set[str] = field(default_factory=set)  # the server instances that wrote the records
+    sealed_seq: int | None = None  # with a key: the last record a valid checkpoint seals
+    checkpoints: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,30 @@ def _own_hash_ok(entry: Entry) -> bool:
 class _Chain:
     """Walks entries in order, remembering the last good record."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, seals: Seals | None = None) -> None:
         self.report = report
         self.last: Entry | None = None
+        self.seals = seals
+
+    def sealed(self, entry: Entry, name: str) -> Problem | None:
+        """With a key: a checkpoint record must verify and seal the record before it; a
+        record a checkpoint from elsewhere seals must be the one it sealed."""
+        if self.seals is None or entry.record is None:
+            return None
+        record, seq = entry.record, entry.seq or 0
+        kept = self.seals.external.get(seq)
+        if kept is not None and line_hash(entry.raw) != kept.head:
+            return Problem(name, entry.number, "forged", f"record seq {seq} is not the one a kept checkpoint sealed")
+        if record.get("event") != checkpoint.EVENT:
+            return None
+        found = checkpoint.from_record(record)
+        if found is None or not found.valid(self.seals.key):
+            return Problem(name, entry.number, "forged", "this checkpoint's signature does not verify with the key")
+        if found.seq != seq - 1 or found.head != record["prev"]:
+            return Problem(name, entry.number, "forged", "this checkpoint does not seal the record just before it")
+        self.report.sealed_seq = found.seq
+        self.report.checkpoints += 1
+        return None
 
     def follows(self, entry: Entry) -> bool:
         expected_seq = self.report.last_seq + 1
@@ -197,19 +229,47 @@ def _verify_file(path: str, name: str, chain: _Chain, first_file: bool) -> Probl
                 return problem
         if not (_own_hash_ok(entry) and chain.follows(entry)):
             return _diagnose(entries, index, chain, name)
+        problem = chain.sealed(entry, name)
+        if problem is not None:
+            return problem
         chain.accept(entry)
     return None
 
 
-def verify(paths: list[str]) -> Report:
+@dataclass
+class Seals:
+    """What checks the checkpoints: the public key, and checkpoints kept elsewhere by seq."""
+
+    key: Ed25519PublicKey
+    external: dict[int, checkpoint.Checkpoint] = field(default_factory=dict)
+
+
+def verify(paths: list[str], seals: Seals | None = None) -> Report:
     """Check the files as one chain, oldest first. Raises OSError if one cannot be read."""
     report = Report()
-    chain = _Chain(report)
+    chain = _Chain(report, seals)
     for position, path in enumerate(paths):
         report.problem = _verify_file(path, path, chain, first_file=position == 0 or report.records == 0)
         if report.problem is not None:
-            break
+            return report
+    if seals is not None:
+        _check_tail(report, seals, paths[-1] if paths else "")
     return report
+
+
+def _check_tail(report: Report, seals: Seals, name: str) -> None:
+    """A checkpoint kept elsewhere that seals a later record than the files hold: cut."""
+    beyond = [seq for seq in seals.external if seq > report.last_seq]
+    if beyond:
+        report.problem = Problem(
+            name,
+            0,
+            "cut",
+            f"the files end at seq {report.last_seq}, but a kept checkpoint seals seq {max(beyond)}:"
+            " records were cut from the end",
+        )
+    elif not report.checkpoints:
+        report.notes.append("no checkpoint in these files: nothing is sealed")
 
 
 def summary(report: Report, files: int) -> str:
@@ -219,7 +279,11 @@ def summary(report: Report, files: int) -> str:
         return "OK: no records"
     servers = len(report.servers)
     by = f"; written by {servers} server instance{'s' if servers != 1 else ''}" if servers else ""
+    sealed = ""
+    if report.sealed_seq is not None:
+        unsealed = report.last_seq - report.sealed_seq - 1  # the checkpoint record itself is not "after"
+        sealed = f"; sealed up to seq {report.sealed_seq}, {max(unsealed, 0)} later records unsealed"
     return (
         f"OK: {report.records} records in {files} file{'s' if files != 1 else ''}, "
-        f"seq {report.first_seq}..{report.last_seq}; head {report.head}{by}"
+        f"seq {report.first_seq}..{report.last_seq}; head {report.head}{by}{sealed}"
     )

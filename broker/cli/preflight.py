@@ -47,6 +47,7 @@ def check(policy: Policy, profiles_dir: str | None = None, allowlist: Allowlist 
     try:
         findings = [
             *_audit(policy.audit.path),
+            *_checkpoint_key(policy.audit.checkpoint_key),
             *_engine(policy, profiles_dir),
             *_logs(allowlist),
             *_log_modes(policy, allowlist),
@@ -77,6 +78,19 @@ def enforce(findings: list[Finding]) -> list[Finding]:
 def _audit(path: str) -> list[Finding]:
     problem = _audit_problem(path)
     return [Finding("audit.path", problem, True)] if problem else []
+
+
+def _checkpoint_key(path: str) -> list[Finding]:
+    """A configured checkpoint key must be usable: serve would refuse to start without it."""
+    if not path:
+        return []
+    from broker.audit.checkpoint import CheckpointKeyError, load_signer  # cryptography only when configured
+
+    try:
+        load_signer(path)
+    except CheckpointKeyError as exc:
+        return [Finding("audit.checkpoint_key", str(exc), True)]
+    return []
 
 
 def _audit_problem(path: str) -> str:

@@ -21,7 +21,7 @@ import anyio.abc
 import uvicorn
 from mcp.server.lowlevel import Server
 
-from broker.audit.log import AuditError, AuditLog
+from broker.audit.log import AuditError, AuditLog, Sealing
 from broker.calls import Bastion
 from broker.cli import exit_codes, preflight
 from broker.cli.options import PROFILES_DIR_HELP, add_state_dir
@@ -54,7 +54,7 @@ async def _serve(
     # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
         log.warning("%s: %s", finding.subject, finding.message)
-    audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep)
+    audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep, sealing=_sealing(policy))
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
@@ -64,6 +64,8 @@ async def _serve(
         try:
             await pool.start(task_group)
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
+            if audit.sealing is not None:
+                task_group.start_soon(_seal_periodically, audit, audit.sealing.interval_s)
             bastion = Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist)
             server = build_server(bastion)
             # The SDK's ~600k long-lived objects would otherwise be walked by every
@@ -82,6 +84,29 @@ async def _serve(
     return _record_stop(policy, audit, stop["reason"])
 
 
+def _sealing(policy: Policy) -> Sealing | None:
+    """Signed checkpoints, if the policy names a key (preflight has checked it loads)."""
+    if not policy.audit.checkpoint_key:
+        return None
+    from broker.audit.checkpoint import CheckpointKeyError, load_signer
+
+    try:
+        signer = load_signer(policy.audit.checkpoint_key)
+    except CheckpointKeyError as exc:
+        raise AuditError(str(exc)) from None
+    return Sealing(signer, policy.audit.checkpoint_every, policy.audit.checkpoint_interval_s)
+
+
+async def _seal_periodically(audit: AuditLog, interval_s: float) -> None:
+    """So a quiet server's last records are sealed within about one interval."""
+    while True:
+        await anyio.sleep(interval_s)
+        try:
+            audit.seal_if_due()
+        except AuditError as exc:
+            log.error("%s", exc)
+
+
 def _record_stop(policy: Policy, audit: AuditLog, reason: str) -> bool:
     """Write server_stop; False (logged, never a "refusal to serve") if the audit log cannot take it."""
     try:
@@ -90,8 +115,8 @@ def _record_stop(policy: Policy, audit: AuditLog, reason: str) -> bool:
         log.error("stopped (%s), but the audit log could not record server_stop: %s", reason, exc)
         return False
     finally:
+        audit.close()  # with a key: a last checkpoint first
         seq, head = audit.head
-        audit.close()
     # An anchor outside the file: the chain's end cannot prove itself.
     log.info("stopped; audit log head: seq %d sha256 %s", seq, head)
     return True
