@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from broker.errors import ToolError
-from broker.files.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, AllowedLog, Allowlist, check_path_text
+from broker.files.allowlist import (
+    CLOSEST_HINT,
+    MAX_PATH_BYTES,
+    NOT_ALLOWED,
+    AllowedLog,
+    Allowlist,
+    check_path_text,
+)
 from broker.policy import Policy, PolicyError, parse_policy
 from tests.conftest import own_descriptors_only, write_policy
 
@@ -138,9 +145,39 @@ def test_open_allowed(tree: dict[str, Path], allowlist: Allowlist, name: str, co
 
 
 def refused_message(allowlist: Allowlist, path: str) -> str:
+    """The refusal without its hint, once the hint is checked to name policy entries only."""
     with pytest.raises(ToolError) as raised:
         allowlist.open(path)
-    return raised.value.message
+    message, _, hint = raised.value.message.partition(CLOSEST_HINT)
+    entries = {pinned.entry.path for pinned in allowlist.pinned}
+    assert all(name in entries for name in hint.split(", ") if hint), hint
+    return message
+
+
+def test_refusal_names_the_closest_entries_only(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(str(tree["root"] / "exact.lg"))
+    assert raised.value.message == f"{NOT_ALLOWED}{CLOSEST_HINT}{tree['exact']}, {tree['allowed'] / '*.log'}"
+    # Nothing on disk is offered: b.log exists in the glob's directory but is no entry,
+    # and a path like no entry gets no hint at all.
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(str(tree["allowed"] / "b.lg"))
+    assert str(tree["allowed"] / "b.log") not in raised.value.message
+    with pytest.raises(ToolError) as raised:
+        allowlist.open("/etc/shadow")
+    assert raised.value.message == NOT_ALLOWED
+
+
+def test_refusal_names_at_most_three_entries(tmp_path: Path) -> None:
+    logs = [tmp_path / f"host{n}.log" for n in range(8)]
+    allowlist = make_allowlist(tmp_path, logs)
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(str(tmp_path / "host1.lgo"))
+    named = raised.value.message.partition(CLOSEST_HINT)[2].split(", ")
+    assert len(named) == 3 and named[0] == str(logs[1])
+    # A huge path is compared by its start only, and answered at once.
+    with pytest.raises(ToolError, match="not an allowlisted log"):
+        allowlist.open(str(tmp_path / ("x" * 4000)))
 
 
 @pytest.mark.parametrize(
