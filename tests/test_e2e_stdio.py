@@ -37,7 +37,7 @@ async def test_list_and_search_sample_log(sample_policy: Path, mode: str) -> Non
     async with bastion_client(sample_policy, mode=mode) as client:
         assert client.server_info is not None and client.server_info.name == "bastion"
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert set(tools) == {"query_logs"}
+        assert list(tools) == ["list_logs", "query_logs"]
         assert tools["query_logs"].output_schema["required"] == [
             "log_path",
             "lines",

@@ -143,7 +143,7 @@ async def test_tools_work_and_the_audit_names_the_client(tmp_path: Path, served:
             "query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 2}
         )
         resource = await client.read_resource(f"file://{AUTH}")
-    assert tools == ["query_logs"] and not result.is_error and resource.contents
+    assert tools == ["list_logs", "query_logs"] and not result.is_error and resource.contents
     code, stderr = served.stop()
     assert code == 0, stderr
     records = read_audit(tmp_path / "audit.jsonl")

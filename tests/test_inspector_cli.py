@@ -35,7 +35,7 @@ def test_inspector_lists_calls_and_reads(tmp_path: Path) -> None:
     auth = SAMPLE_LOGS / "auth.log"
     policy = write_policy(tmp_path, [auth])
     tools = inspector(policy, "--method", "tools/list")["tools"]
-    assert [tool["name"] for tool in tools] == ["query_logs"]
+    assert [tool["name"] for tool in tools] == ["list_logs", "query_logs"]
 
     called = inspector(
         policy,
