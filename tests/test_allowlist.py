@@ -157,7 +157,7 @@ def refused_message(allowlist: Allowlist, path: str) -> str:
 def test_refusal_names_the_closest_entries_only(tree: dict[str, Path], allowlist: Allowlist) -> None:
     with pytest.raises(ToolError) as raised:
         allowlist.open(str(tree["root"] / "exact.lg"))
-    assert raised.value.message == f"{NOT_ALLOWED}{CLOSEST_HINT}{tree['exact']}, {tree['allowed'] / '*.log'}"
+    assert raised.value.message == f"{NOT_ALLOWED}{CLOSEST_HINT}{tree['exact']}"
     # Nothing on disk is offered: b.log exists in the glob's directory but is no entry,
     # and a path like no entry gets no hint at all.
     with pytest.raises(ToolError) as raised:
@@ -166,6 +166,32 @@ def test_refusal_names_the_closest_entries_only(tree: dict[str, Path], allowlist
     with pytest.raises(ToolError) as raised:
         allowlist.open("/etc/shadow")
     assert raised.value.message == NOT_ALLOWED
+
+
+def test_refusal_names_the_likely_file_not_every_neighbour(tmp_path: Path) -> None:
+    """Entries in one directory share a long prefix: the file names decide."""
+    names = ["auth.log", "kern.log", "messages", "daemon.log"]
+    allowlist = make_allowlist(tmp_path, [tmp_path / "logs" / name for name in names])
+    for wrong, expected in [
+        (tmp_path / "logs" / "auth.lgo", [tmp_path / "logs" / "auth.log"]),  # a typo in the name
+        (tmp_path / "log" / "messages", [tmp_path / "logs" / "messages"]),  # the wrong directory
+        (tmp_path / "logs" / "secure", []),  # like nothing allowlisted
+    ]:
+        with pytest.raises(ToolError) as raised:
+            allowlist.open(str(wrong))
+        hint = raised.value.message.partition(CLOSEST_HINT)[2]
+        assert (hint.split(", ") if hint else []) == [str(path) for path in expected], hint
+
+
+def test_refusal_names_a_glob_its_file_would_match(tmp_path: Path) -> None:
+    allowlist = make_allowlist(tmp_path, [tmp_path / "nginx" / "*.log", tmp_path / "remote" / "*" / "auth.log"])
+    for wrong, expected in [
+        (tmp_path / "ngnix" / "access.log", tmp_path / "nginx" / "*.log"),
+        (tmp_path / "remote" / "web1" / "auth.lg", tmp_path / "remote" / "*" / "auth.log"),
+    ]:
+        with pytest.raises(ToolError) as raised:
+            allowlist.open(str(wrong))
+        assert raised.value.message.partition(CLOSEST_HINT)[2].split(", ")[0] == str(expected)
 
 
 def test_refusal_names_at_most_three_entries(tmp_path: Path) -> None:

@@ -341,7 +341,7 @@ class Allowlist:
     def refusal(self, path: str, name: str = "log_path") -> str:
         """Why `path` is refused, naming the closest policy entries. Only the policy's own
         names are offered (never a file found on disk): they are what the client may name."""
-        near = difflib.get_close_matches(path[:CLOSEST_CHARS], self._names, n=CLOSEST, cutoff=CLOSEST_CUTOFF)
+        near = _closest(path[:CLOSEST_CHARS], self._names)
         hint = CLOSEST_HINT + ", ".join(near) if near else ""
         return NOT_ALLOWED.replace("log_path", name) + hint
 
@@ -369,6 +369,28 @@ class Allowlist:
         finally:
             os.close(fd)
         return FileFacts(path, st.st_size, st.st_mtime, path.endswith(".gz"))
+
+
+def _closest(path: str, names: list[str]) -> list[str]:
+    """The CLOSEST names most like `path`: its directory and its file name compared each on
+    its own (difflib's ratio, 1 where a glob matches it) and the two multiplied, so that a
+    mistyped name finds its file and not every neighbour in the same directory, and a
+    file in the wrong directory finds the same name in the right one."""
+    scored = [(score, name) for name in names if (score := _likeness(path, name)) >= CLOSEST_CUTOFF]
+    return [name for _, name in sorted(scored, key=lambda item: -item[0])[:CLOSEST]]
+
+
+def _likeness(path: str, name: str) -> float:
+    (have_dir, have_file), (want_dir, want_file) = os.path.split(path), os.path.split(name)
+    file_score = 1.0 if _segment_matches(have_file, want_file) else _ratio(have_file, want_file)
+    if file_score < CLOSEST_CUTOFF:  # the product cannot reach it: spare the longer comparison
+        return 0.0
+    return file_score * (1.0 if _segments_match(want_dir, have_dir) else _ratio(have_dir, want_dir))
+
+
+def _ratio(a: str, b: str) -> float:
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return matcher.ratio() if matcher.quick_ratio() >= CLOSEST_CUTOFF else 0.0
 
 
 def _open_file(pinned: PinnedEntry, relative: str, name: str) -> int:
