@@ -69,13 +69,14 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
     keep: Annotated[int, Meta(ge=1, le=1000)] = 10
 
 
-# What a [rate_limit.tools.NAME] table may name: the tools, resources/read, and prompts/get.
+# What a [rate_limit.tools.NAME] table may name: the tools, resources/read, prompts/get and completions.
 RATE_LIMITED = (
     "list_logs",
     "query_logs",
     "check_ip_reputation",
     "resources/read",
     "prompts/get",
+    "completion/complete",
 )
 
 
