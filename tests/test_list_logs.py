@@ -227,3 +227,13 @@ async def test_a_wrong_path_is_refused_with_the_closest_allowlisted_paths(site: 
     assert named[0] == str(logs / "auth.log") and len(named) <= 3 and set(named) <= entries
     assert not followed.is_error  # the hint leads to a path that works
     assert far.is_error and far.content[0].text == NOT_ALLOWED
+
+
+async def test_an_entry_named_twice_is_listed_once(tmp_path: Path) -> None:
+    log = put(tmp_path / "a.log", b"x\n", BASE)
+    policy = write_policy(
+        tmp_path, [{"path": str(log), "description": "first"}, {"path": str(log), "description": "2nd"}]
+    )
+    async with bastion_client(policy) as client:
+        result = await client.call_tool("list_logs", {})
+    assert [(log["log_path"], log["description"]) for log in result.structured_content["logs"]] == [(str(log), "first")]

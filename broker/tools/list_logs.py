@@ -112,11 +112,17 @@ def parse(arguments: object, policy: Policy) -> ListArgs:
 
 
 async def run(args: ListArgs, ctx: CallContext) -> types.CallToolResult:
-    logs = [log for log in (_entry(ctx.allowlist, pinned, args.filter) for pinned in _unique(ctx.allowlist)) if log]
+    found = [(pinned, _names(ctx.allowlist, pinned, args.filter)) for pinned in _unique(ctx.allowlist)]
+    chosen = [(pinned, names) for pinned, names in found if names is not None]
     notes = []
-    if len(logs) > MAX_LOGS:
-        notes.append(f"{len(logs) - MAX_LOGS} more log(s) not listed: narrow them with filter")
-    structured = {"logs": logs[:MAX_LOGS], "total_logs": len(logs), "truncated": len(logs) > MAX_LOGS, "notes": notes}
+    if len(chosen) > MAX_LOGS:
+        notes.append(f"{len(chosen) - MAX_LOGS} more log(s) not listed: narrow them with filter")
+    structured = {
+        "logs": [_entry(ctx.allowlist, pinned, names) for pinned, names in chosen[:MAX_LOGS]],
+        "total_logs": len(chosen),
+        "truncated": len(chosen) > MAX_LOGS,
+        "notes": notes,
+    }
     text = _as_text(structured)
     ctx.record.reply = "ok"
     ctx.record.result_preview = preview(text)
@@ -125,25 +131,31 @@ async def run(args: ListArgs, ctx: CallContext) -> types.CallToolResult:
 
 def _unique(allowlist: Allowlist) -> list[PinnedEntry]:
     """One pinned entry per path the policy names (the first, as the allowlist matches)."""
-    return list({pinned.entry.path: pinned for pinned in reversed(allowlist.pinned)}.values())[::-1]
+    first: dict[str, PinnedEntry] = {}
+    for pinned in allowlist.pinned:
+        first.setdefault(pinned.entry.path, pinned)
+    return list(first.values())
+
+
+def _names(allowlist: Allowlist, pinned: PinnedEntry, wanted: str | None) -> list[str] | None:
+    """The files an entry covers now (those a filter names, unless it names the entry
+    itself); None when the filter leaves nothing of it."""
+    entry = pinned.entry
+    names = allowlist.covered(pinned)
+    if wanted is None or wanted in entry.path.casefold() or wanted in entry.description.casefold():
+        return names
+    return [name for name in names if wanted in name.casefold()] or None
 
 
 def _kind(pinned: PinnedEntry) -> str:
     return "glob" if pinned.entry.is_glob else "rotations" if pinned.entry.rotations else "file"
 
 
-def _entry(allowlist: Allowlist, pinned: PinnedEntry, wanted: str | None) -> dict[str, Any] | None:
-    """One entry as listed, or None when a filter leaves nothing of it."""
-    entry = pinned.entry
-    names = allowlist.covered(pinned)
-    if wanted is not None and wanted not in entry.path.casefold() and wanted not in entry.description.casefold():
-        names = [name for name in names if wanted in name.casefold()]
-        if not names:
-            return None
+def _entry(allowlist: Allowlist, pinned: PinnedEntry, names: list[str]) -> dict[str, Any]:
     shown = [facts for facts in (allowlist.facts(name) for name in names[:FILES_SHOWN]) if facts is not None]
     return {
-        "log_path": entry.path,
-        "description": entry.description,
+        "log_path": pinned.entry.path,
+        "description": pinned.entry.description,
         "kind": _kind(pinned),
         "file_count": len(names),
         "newest_modified": _stamp(max(f.mtime for f in shown)) if shown else None,
