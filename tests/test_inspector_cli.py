@@ -51,6 +51,11 @@ def test_inspector_lists_calls_and_reads(tmp_path: Path) -> None:
     assert called["isError"] is False
     assert called["structuredContent"]["lines"][0]["text"].endswith("ssh2")
 
+    # The Inspector checks structuredContent against the outputSchema too.
+    listed = inspector(policy, "--method", "tools/call", "--tool-name", "list_logs")
+    assert listed["isError"] is False
+    assert [log["log_path"] for log in listed["structuredContent"]["logs"]] == [str(auth)]
+
     resources = inspector(policy, "--method", "resources/list")["resources"]
     assert [resource["uri"] for resource in resources] == [log_uri(str(auth))]
     read = inspector(policy, "--method", "resources/read", "--uri", log_uri(str(auth)))
