@@ -485,3 +485,38 @@ def test_rotations_beyond_max_glob_files_are_left_out_oldest_first(tmp_path: Pat
         ) == 31
     finally:
         opened.close()
+
+
+# --- what list_logs and completions see ----------------------------------------------
+
+
+def test_covered_lists_an_entrys_files_newest_first(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    (logs / "web").mkdir(parents=True)
+    for name, mtime in [
+        ("auth.log", 30),
+        ("auth.log.1", 20),
+        ("auth.log.2.gz", 10),
+        ("web/a.log", 5),
+        ("web/b.log", 7),
+    ]:
+        (logs / name).write_bytes(b"x" * mtime)
+        os.utime(logs / name, (mtime, mtime))
+    allowlist = make_allowlist(tmp_path, [{"path": str(logs / "auth.log"), "rotations": True}, logs / "web" / "*.log"])
+    rotated, glob = allowlist.pinned
+    assert allowlist.covered(rotated) == [str(logs / name) for name in ("auth.log", "auth.log.1", "auth.log.2.gz")]
+    assert allowlist.covered(glob) == [str(logs / "web" / "b.log"), str(logs / "web" / "a.log")]
+    facts = allowlist.facts(str(logs / "auth.log.2.gz"))
+    assert facts is not None and (facts.size, facts.mtime, facts.compressed) == (10, 10, True)
+
+
+def test_facts_never_follow_a_link_nor_describe_what_is_not_served(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    """facts() opens as a search does: a link planted after the listing shows nothing of its target."""
+    (tree["allowed"] / "evil.log").symlink_to(tree["outside"] / "secret.log")
+    os.link(tree["outside"] / "secret.log", tree["allowed"] / "twice.log")
+    assert allowlist.facts(str(tree["allowed"] / "evil.log")) is None
+    assert allowlist.facts(str(tree["allowed"] / "twice.log")) is None
+    assert allowlist.facts(str(tree["outside"] / "secret.log")) is None  # not allowlisted
+    assert allowlist.facts(str(tree["allowed"] / "gone.log")) is None
+    facts = allowlist.facts(str(tree["exact"]))
+    assert facts is not None and facts.size == len(b"exact\n") and facts.compressed is False
