@@ -26,7 +26,7 @@ import msgspec
 
 from broker.audit.group_commit import GroupCommit
 from broker.audit.log import AuditError, AuditLog
-from broker.call_record import CallRecord
+from broker.call_record import CallRecord, preview
 from broker.errors import ToolError, UnknownName
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy, RateLimit
@@ -34,7 +34,7 @@ from broker.pool.outcome import fate, worker_end
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable, Worker, WorkerResult
 from broker.ratelimit import Rate, RateLimiter
-from broker.tools import prompts, registry, resources
+from broker.tools import completions, prompts, registry, resources
 from broker.tools.context import CallContext
 
 log = logging.getLogger("bastion.service")
@@ -214,6 +214,26 @@ class Bastion:
             return await resources.read(uri, self._context(record))
 
         return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
+
+    def resource_templates(self) -> list[types.ResourceTemplate]:
+        return resources.templates()
+
+    async def complete(
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        client: str | None = None,
+    ) -> types.Completion:
+        """Values for one prompt or template argument. Raises ToolError or UnknownName."""
+
+        async def work(record: CallRecord) -> types.Completion:
+            completion = completions.complete(ref, argument.name, argument.value, self.allowlist)
+            record.reply = "ok"
+            record.result_preview = preview(", ".join(completion.values))
+            return completion
+
+        arguments = {"ref": ref.model_dump(exclude_none=True), "argument": argument.model_dump()}
+        return await self._audited("completion/complete", arguments, client or self.client, work)
 
     # --- slots and workers, for the call's work --------------------------------
 

@@ -74,8 +74,15 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
     checkpoint_interval_s: Annotated[float, Meta(ge=1, le=86_400)] = 60.0
 
 
-# What a [rate_limit.tools.NAME] table may name: the tools, resources/read and prompts/get.
-RATE_LIMITED = ("query_logs", "check_ip_reputation", "resources/read", "prompts/get")
+# What a [rate_limit.tools.NAME] table may name: the tools, resources/read, prompts/get and completions.
+RATE_LIMITED = (
+    "list_logs",
+    "query_logs",
+    "check_ip_reputation",
+    "resources/read",
+    "prompts/get",
+    "completion/complete",
+)
 
 
 class Rate(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,8 +1,9 @@
 """A scripted MCP client session against the example policy (`make demo`).
 
 Starts `bastion serve --policy examples/policy.toml` over stdio with the mcp
-SDK's own client, lists the tools and resources, runs real queries on the
-bundled sample logs, reads a log resource, and shows two refused calls.
+SDK's own client, lists the tools, the logs (list_logs) and resources, completes a prompt's
+log_path, runs real queries on the
+bundled sample logs, reads a log resource, and shows refused calls.
 
 `--state-dir DIR` is passed on to bastion (`make demo` uses the checkout's var/);
 without it the audit log and intel database go to bastion's default state
@@ -26,6 +27,7 @@ from typing import TextIO
 import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp_types import PromptReference
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -124,6 +126,7 @@ async def show_refusals(client: Client) -> None:
     attempts = [
         {"log_path": str(LOGS / ".." / ".." / "etc" / "shadow"), "pattern": "root"},
         {"log_path": "/etc/shadow", "pattern": "root"},
+        {"log_path": str(LOGS / "auth.lgo"), "pattern": "root"},  # a typo: the refusal names the closest logs
         {"log_path": str(LOGS / "auth.log"), "pattern": r"(a*)*\1"},
         {"log_path": str(LOGS / "auth.log"), "pattern": "root", "max_lines": 100000},
     ]
@@ -180,6 +183,16 @@ async def session(options: list[str], errlog: TextIO) -> None:
         heading("Tools")
         for tool in (await client.list_tools()).tools:
             print(f"  {tool.name}: {tool.description}")
+        heading("list_logs: the allowlisted logs, for hosts that show no resources")
+        listed = await client.call_tool("list_logs", {})
+        for line in listed.content[0].text.splitlines():
+            print(f"  {line}"[:WIDTH])
+        heading("completion/complete: log_path of triage_auth_failures, as a host offers it")
+        typed = str(LOGS / "auth")
+        completion = await client.complete(
+            PromptReference(name="triage_auth_failures"), {"name": "log_path", "value": typed}
+        )
+        print(f"  {typed}… -> {', '.join(os.path.basename(value) for value in completion.completion.values)}")
         heading("Resources (allowlisted logs)")
         resources = (await client.list_resources()).resources
         for resource in resources:

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from broker.errors import ToolError
-from broker.files.allowlist import MAX_PATH_BYTES, NOT_ALLOWED, AllowedLog, Allowlist, check_path_text
+from broker.files.allowlist import (
+    CLOSEST_HINT,
+    MAX_PATH_BYTES,
+    NOT_ALLOWED,
+    AllowedLog,
+    Allowlist,
+    check_path_text,
+)
 from broker.policy import Policy, PolicyError, parse_policy
 from tests.conftest import own_descriptors_only, write_policy
 
@@ -138,9 +145,65 @@ def test_open_allowed(tree: dict[str, Path], allowlist: Allowlist, name: str, co
 
 
 def refused_message(allowlist: Allowlist, path: str) -> str:
+    """The refusal without its hint, once the hint is checked to name policy entries only."""
     with pytest.raises(ToolError) as raised:
         allowlist.open(path)
-    return raised.value.message
+    message, _, hint = raised.value.message.partition(CLOSEST_HINT)
+    entries = {pinned.entry.path for pinned in allowlist.pinned}
+    assert all(name in entries for name in hint.split(", ") if hint), hint
+    return message
+
+
+def test_refusal_names_the_closest_entries_only(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(str(tree["root"] / "exact.lg"))
+    assert raised.value.message == f"{NOT_ALLOWED}{CLOSEST_HINT}{tree['exact']}"
+    # Nothing on disk is offered: b.log exists in the glob's directory but is no entry,
+    # and a path like no entry gets no hint at all.
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(str(tree["allowed"] / "b.lg"))
+    assert str(tree["allowed"] / "b.log") not in raised.value.message
+    with pytest.raises(ToolError) as raised:
+        allowlist.open("/etc/shadow")
+    assert raised.value.message == NOT_ALLOWED
+
+
+def test_refusal_names_the_likely_file_not_every_neighbour(tmp_path: Path) -> None:
+    """Entries in one directory share a long prefix: the file names decide."""
+    names = ["auth.log", "kern.log", "messages", "daemon.log"]
+    allowlist = make_allowlist(tmp_path, [tmp_path / "logs" / name for name in names])
+    for wrong, expected in [
+        (tmp_path / "logs" / "auth.lgo", [tmp_path / "logs" / "auth.log"]),  # a typo in the name
+        (tmp_path / "log" / "messages", [tmp_path / "logs" / "messages"]),  # the wrong directory
+        (tmp_path / "logs" / "secure", []),  # like nothing allowlisted
+    ]:
+        with pytest.raises(ToolError) as raised:
+            allowlist.open(str(wrong))
+        hint = raised.value.message.partition(CLOSEST_HINT)[2]
+        assert (hint.split(", ") if hint else []) == [str(path) for path in expected], hint
+
+
+def test_refusal_names_a_glob_its_file_would_match(tmp_path: Path) -> None:
+    allowlist = make_allowlist(tmp_path, [tmp_path / "nginx" / "*.log", tmp_path / "remote" / "*" / "auth.log"])
+    for wrong, expected in [
+        (tmp_path / "ngnix" / "access.log", tmp_path / "nginx" / "*.log"),
+        (tmp_path / "remote" / "web1" / "auth.lg", tmp_path / "remote" / "*" / "auth.log"),
+    ]:
+        with pytest.raises(ToolError) as raised:
+            allowlist.open(str(wrong))
+        assert raised.value.message.partition(CLOSEST_HINT)[2].split(", ")[0] == str(expected)
+
+
+def test_refusal_names_at_most_three_entries(tmp_path: Path) -> None:
+    logs = [tmp_path / f"host{n}.log" for n in range(8)]
+    allowlist = make_allowlist(tmp_path, logs)
+    with pytest.raises(ToolError) as raised:
+        allowlist.open(str(tmp_path / "host1.lgo"))
+    named = raised.value.message.partition(CLOSEST_HINT)[2].split(", ")
+    assert len(named) == 3 and named[0] == str(logs[1])
+    # A huge path is compared by its start only, and answered at once.
+    with pytest.raises(ToolError, match="not an allowlisted log"):
+        allowlist.open(str(tmp_path / ("x" * 4000)))
 
 
 @pytest.mark.parametrize(
@@ -422,3 +485,38 @@ def test_rotations_beyond_max_glob_files_are_left_out_oldest_first(tmp_path: Pat
         ) == 31
     finally:
         opened.close()
+
+
+# --- what list_logs and completions see ----------------------------------------------
+
+
+def test_covered_lists_an_entrys_files_newest_first(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    (logs / "web").mkdir(parents=True)
+    for name, mtime in [
+        ("auth.log", 30),
+        ("auth.log.1", 20),
+        ("auth.log.2.gz", 10),
+        ("web/a.log", 5),
+        ("web/b.log", 7),
+    ]:
+        (logs / name).write_bytes(b"x" * mtime)
+        os.utime(logs / name, (mtime, mtime))
+    allowlist = make_allowlist(tmp_path, [{"path": str(logs / "auth.log"), "rotations": True}, logs / "web" / "*.log"])
+    rotated, glob = allowlist.pinned
+    assert allowlist.covered(rotated) == [str(logs / name) for name in ("auth.log", "auth.log.1", "auth.log.2.gz")]
+    assert allowlist.covered(glob) == [str(logs / "web" / "b.log"), str(logs / "web" / "a.log")]
+    facts = allowlist.facts(str(logs / "auth.log.2.gz"))
+    assert facts is not None and (facts.size, facts.mtime, facts.compressed) == (10, 10, True)
+
+
+def test_facts_never_follow_a_link_nor_describe_what_is_not_served(tree: dict[str, Path], allowlist: Allowlist) -> None:
+    """facts() opens as a search does: a link planted after the listing shows nothing of its target."""
+    (tree["allowed"] / "evil.log").symlink_to(tree["outside"] / "secret.log")
+    os.link(tree["outside"] / "secret.log", tree["allowed"] / "twice.log")
+    assert allowlist.facts(str(tree["allowed"] / "evil.log")) is None
+    assert allowlist.facts(str(tree["allowed"] / "twice.log")) is None
+    assert allowlist.facts(str(tree["outside"] / "secret.log")) is None  # not allowlisted
+    assert allowlist.facts(str(tree["allowed"] / "gone.log")) is None
+    facts = allowlist.facts(str(tree["exact"]))
+    assert facts is not None and facts.size == len(b"exact\n") and facts.compressed is False

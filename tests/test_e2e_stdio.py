@@ -37,7 +37,7 @@ async def test_list_and_search_sample_log(sample_policy: Path, mode: str) -> Non
     async with bastion_client(sample_policy, mode=mode) as client:
         assert client.server_info is not None and client.server_info.name == "bastion"
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert set(tools) == {"query_logs"}
+        assert list(tools) == ["list_logs", "query_logs"]
         assert tools["query_logs"].output_schema["required"] == [
             "log_path",
             "lines",
@@ -113,7 +113,7 @@ async def test_resources_list_and_read(sample_policy: Path) -> None:
         assert {str(resource.uri) for resource in resources} == {log_uri(str(p)) for p in (AUTH, ACCESS, SYSLOG)}
         assert all(resource.mime_type == "text/plain" for resource in resources)
         templates = await client.list_resource_templates()
-        assert templates.resource_templates == []
+        assert [t.uri_template for t in templates.resource_templates] == ["file://{+log_path}"]
         contents = (await client.read_resource(log_uri(str(SYSLOG)))).contents[0]
         last_line = SYSLOG.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
         assert contents.text.rstrip("\n").endswith(last_line)

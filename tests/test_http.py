@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -143,12 +144,22 @@ async def test_tools_work_and_the_audit_names_the_client(tmp_path: Path, served:
             "query_logs", {"log_path": str(AUTH), "pattern": "Accepted password for deploy", "max_lines": 2}
         )
         resource = await client.read_resource(f"file://{AUTH}")
-    assert tools == ["query_logs"] and not result.is_error and resource.contents
+        listed = await client.call_tool("list_logs", {})
+        completed = await client.complete(
+            types.PromptReference(name="triage_auth_failures"), {"name": "log_path", "value": str(AUTH)}
+        )
+    assert tools == ["list_logs", "query_logs"] and not result.is_error and resource.contents
+    assert not listed.is_error and str(AUTH) in completed.completion.values
     code, stderr = served.stop()
     assert code == 0, stderr
     records = read_audit(tmp_path / "audit.jsonl")
     ends = [r for r in records if r["event"] == "end"]
-    assert [(r["client"], r["tool"]) for r in ends] == [("alice", "query_logs"), ("alice", "resources/read")]
+    assert [(r["client"], r["tool"]) for r in ends] == [
+        ("alice", "query_logs"),
+        ("alice", "resources/read"),
+        ("alice", "list_logs"),
+        ("alice", "completion/complete"),
+    ]
     text = (tmp_path / "audit.jsonl").read_text()
     assert all(token not in text and digest(token) not in text for token in TOKENS.values())
     assert records[0]["transport"].startswith("http ") and records[-1]["reason"] == "SIGTERM"

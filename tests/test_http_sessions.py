@@ -66,7 +66,7 @@ async def connect_and_forget(url: str, token: str) -> None:
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
     transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
     async with http, Client(transport, mode="legacy", read_timeout_seconds=30) as client:
-        assert [tool.name for tool in (await client.list_tools()).tools] == ["query_logs"]
+        assert [tool.name for tool in (await client.list_tools()).tools] == ["list_logs", "query_logs"]
 
 
 @pytest.mark.anyio

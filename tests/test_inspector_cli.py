@@ -35,7 +35,7 @@ def test_inspector_lists_calls_and_reads(tmp_path: Path) -> None:
     auth = SAMPLE_LOGS / "auth.log"
     policy = write_policy(tmp_path, [auth])
     tools = inspector(policy, "--method", "tools/list")["tools"]
-    assert [tool["name"] for tool in tools] == ["query_logs"]
+    assert [tool["name"] for tool in tools] == ["list_logs", "query_logs"]
 
     called = inspector(
         policy,
@@ -50,6 +50,11 @@ def test_inspector_lists_calls_and_reads(tmp_path: Path) -> None:
     )
     assert called["isError"] is False
     assert called["structuredContent"]["lines"][0]["text"].endswith("ssh2")
+
+    # The Inspector checks structuredContent against the outputSchema too.
+    listed = inspector(policy, "--method", "tools/call", "--tool-name", "list_logs")
+    assert listed["isError"] is False
+    assert [log["log_path"] for log in listed["structuredContent"]["logs"]] == [str(auth)]
 
     resources = inspector(policy, "--method", "resources/list")["resources"]
     assert [resource["uri"] for resource in resources] == [log_uri(str(auth))]

@@ -73,7 +73,7 @@ async def test_attacker_from_the_logs_is_flagged_with_feeds_enrichment_and_ages(
     assert "malformed" in done.stdout and "firehol_level1" in done.stdout
     async with bastion_client(policy) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
-        assert names == ["query_logs", "check_ip_reputation"]
+        assert names == ["list_logs", "query_logs", "check_ip_reputation"]
         result = await check(client, "45.155.205.233")
     assert not result.is_error
     data = result.structured_content
@@ -193,7 +193,7 @@ async def test_missing_or_damaged_database_gives_a_clean_error(tmp_path: Path, f
 async def test_without_intel_the_tool_is_not_offered(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, [SAMPLE_LOGS / "auth.log"])
     async with bastion_client(policy) as client:
-        assert [tool.name for tool in (await client.list_tools()).tools] == ["query_logs"]
+        assert [tool.name for tool in (await client.list_tools()).tools] == ["list_logs", "query_logs"]
         with pytest.raises(MCPError, match="unknown tool"):
             await check(client, "45.155.205.233")
 

@@ -9,7 +9,7 @@ import pytest
 
 from bastion_wire.protocol import Line
 from broker.errors import ToolError
-from broker.policy import Limits
+from broker.policy import Limits, LogEntry
 from broker.tools.query_logs import tool as query_logs
 from broker.tools.query_logs.ere import parse_ere
 from broker.tools.query_logs.tool import (
@@ -259,6 +259,42 @@ def test_input_schema(policy_max: int) -> None:
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == query_logs.ARGUMENTS
     assert set(schema["required"]) == query_logs.REQUIRED
+
+
+def test_log_path_is_an_enum_of_exact_entries() -> None:
+    """Plain files are all that is accepted: a strict client refuses anything else."""
+    logs = [LogEntry("/var/log/auth.log"), LogEntry("/var/log/syslog"), LogEntry("/var/log/auth.log")]
+    schema = input_schema(LIMITS, logs)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["log_path"]["enum"] == ["/var/log/auth.log", "/var/log/syslog"]
+    assert "examples" not in schema["properties"]["log_path"]
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid({"log_path": "/var/log/syslog", "pattern": "x"})
+    assert not validator.is_valid({"log_path": "/var/log/messages", "pattern": "x"})
+
+
+@pytest.mark.parametrize(
+    "other",
+    [LogEntry("/var/log/nginx/*.log"), LogEntry("/var/log/kern.log", rotations=True)],
+    ids=["glob", "rotations"],
+)
+def test_log_path_lists_examples_when_more_is_accepted(other: LogEntry) -> None:
+    """A glob's single files and a log's rotations are accepted but are no entry: examples,
+    so a strict client does not refuse /var/log/nginx/access.log or kern.log.1."""
+    schema = input_schema(LIMITS, [LogEntry("/var/log/auth.log"), other])
+    log_path = schema["properties"]["log_path"]
+    assert log_path["examples"] == ["/var/log/auth.log", other.path] and "enum" not in log_path
+    assert jsonschema.Draft202012Validator(schema).is_valid({"log_path": "/var/log/nginx/access.log", "pattern": "x"})
+
+
+@pytest.mark.parametrize(("count", "listed"), [(50, True), (51, False)])
+def test_log_path_lists_at_most_fifty_entries(count: int, listed: bool) -> None:
+    logs = [LogEntry(f"/var/log/host{n}.log") for n in range(count)]
+    log_path = input_schema(LIMITS, logs)["properties"]["log_path"]
+    assert ("enum" in log_path) is listed
+    assert "list_logs" in log_path["description"]
+    if listed:
+        assert log_path["enum"] == [entry.path for entry in logs]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ what it skips, with the reason, and never opens through them.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import os
@@ -29,7 +30,11 @@ from broker.files.pinned_entry import PinnedEntry, pin
 from broker.policy import Policy
 
 MAX_PATH_BYTES = 4096
-NOT_ALLOWED = "log_path is not an allowlisted log (see the resources list for valid paths)"
+NOT_ALLOWED = "log_path is not an allowlisted log (list_logs lists them)"
+CLOSEST_HINT = "; closest allowlisted: "
+CLOSEST = 3  # allowlisted paths a refusal names
+CLOSEST_CUTOFF = 0.6  # difflib's similarity ratio below which a name is not offered
+CLOSEST_CHARS = 512  # of a refused path compared: bounds difflib's quadratic cost
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,14 @@ class OpenedLog:
     fd: int
     gzip: bool
     mtime: float
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    path: str  # as the client names it
+    size: int
+    mtime: float
+    compressed: bool
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,7 @@ class Allowlist:
             pinned.append(pin(entry, f"logs[{index}].path"))  # on PolicyError the finalizer closes the rest
         self.pinned: tuple[PinnedEntry, ...] = tuple(pinned)
         self._max_glob_files = policy.limits.max_glob_files
+        self._names = list(dict.fromkeys(entry.path for entry in policy.logs))  # the policy's, in its order
 
     def close(self) -> None:
         self._finalizer()
@@ -321,8 +335,62 @@ class Allowlist:
         path = check_path_text(value, name)
         found = self._match(path)
         if found is None:
-            raise ToolError(NOT_ALLOWED.replace("log_path", name))
+            raise ToolError(self.refusal(path, name))
         return path, _open_file(*found, name)
+
+    def refusal(self, path: str, name: str = "log_path") -> str:
+        """Why `path` is refused, naming the closest policy entries. Only the policy's own
+        names are offered (never a file found on disk): they are what the client may name."""
+        near = _closest(path[:CLOSEST_CHARS], self._names)
+        hint = CLOSEST_HINT + ", ".join(near) if near else ""
+        return NOT_ALLOWED.replace("log_path", name) + hint
+
+    def covered(self, pinned: PinnedEntry) -> list[str]:
+        """The servable files one entry covers now, as the client names them, newest first:
+        a glob's most recently modified members, or a file and then its rotations .1, .2.gz, ...
+        At most max_glob_files, the files a search of the entry would cover."""
+        limit = self._max_glob_files
+        if pinned.entry.is_glob:
+            return [path for _, path in sorted(self._glob_members(pinned), reverse=True)][:limit]
+        rotations = self._rotations(pinned, limit)[::-1] if pinned.entry.rotations else []
+        live = [pinned.entry.path] if self._literal_exists(pinned) else []
+        return [*live, *rotations][:limit]
+
+    def facts(self, path: str) -> FileFacts | None:
+        """Size and modification time of one allowlisted file, from fstat on a descriptor
+        opened exactly as a search opens it (beneath the pinned directory, no symlink
+        followed); None when it cannot be served right now."""
+        try:
+            _, fd = self.open(path)
+        except ToolError:
+            return None
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return FileFacts(path, st.st_size, st.st_mtime, path.endswith(".gz"))
+
+
+def _closest(path: str, names: list[str]) -> list[str]:
+    """The CLOSEST names most like `path`: its directory and its file name compared each on
+    its own (difflib's ratio, 1 where a glob matches it) and the two multiplied, so that a
+    mistyped name finds its file and not every neighbour in the same directory, and a
+    file in the wrong directory finds the same name in the right one."""
+    scored = [(score, name) for name in names if (score := _likeness(path, name)) >= CLOSEST_CUTOFF]
+    return [name for _, name in sorted(scored, key=lambda item: -item[0])[:CLOSEST]]
+
+
+def _likeness(path: str, name: str) -> float:
+    (have_dir, have_file), (want_dir, want_file) = os.path.split(path), os.path.split(name)
+    file_score = 1.0 if _segment_matches(have_file, want_file) else _ratio(have_file, want_file)
+    if file_score < CLOSEST_CUTOFF:  # the product cannot reach it: spare the longer comparison
+        return 0.0
+    return file_score * (1.0 if _segments_match(want_dir, have_dir) else _ratio(have_dir, want_dir))
+
+
+def _ratio(a: str, b: str) -> float:
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return matcher.ratio() if matcher.quick_ratio() >= CLOSEST_CUTOFF else 0.0
 
 
 def _open_file(pinned: PinnedEntry, relative: str, name: str) -> int:

@@ -111,7 +111,7 @@ def analyze_incident(incident_id: str, intel: bool) -> str:
     )
     return (
         f"You are investigating incident {incident_id}.\n"
-        "1. Read resources/list to see which logs are available.\n"
+        "1. Call list_logs to see which logs are available.\n"
         "2. Use query_logs with narrow POSIX ERE patterns (start with the indicators in the incident ticket; "
         "then sshd 'Failed password|Accepted', sudo 'COMMAND=', web 'POST|/admin|\\.env') and small max_lines; "
         "widen only when a pattern is too narrow.\n"

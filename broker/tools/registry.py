@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import mcp_types as types
 
 from broker.policy import Policy
+from broker.tools import list_logs
 from broker.tools.check_ip_reputation import lookup
 from broker.tools.check_ip_reputation import tool as check_ip_reputation
 from broker.tools.context import CallContext
@@ -35,9 +36,16 @@ class Tool(Generic[A]):
 
 TOOLS: tuple[Tool[Any], ...] = (
     Tool(
+        name=list_logs.NAME,
+        offered=lambda policy: True,
+        schema=lambda policy: list_logs.tool(),
+        parse=list_logs.parse,
+        run=list_logs.run,
+    ),
+    Tool(
         name=query_logs.NAME,
         offered=lambda policy: True,
-        schema=lambda policy: query_logs.tool(policy.limits),
+        schema=lambda policy: query_logs.tool(policy.limits, policy.logs),
         parse=lambda arguments, policy: query_logs.parse(arguments, policy.limits),
         run=search.run,
     ),

@@ -19,6 +19,9 @@ from broker.tools.context import CallContext
 
 MAX_URI_CHARS = 8192
 BAD_URI = "uri must be a file:// URI from resources/list"
+# Any allowlisted file by its path (a rotation, a glob's member beyond the listing, ...):
+# {+...} keeps the path's slashes, as log_uri does. Hosts complete log_path (completion/complete).
+LOG_TEMPLATE = "file://{+log_path}"
 
 
 def log_uri(path: str) -> str:
@@ -46,6 +49,19 @@ def listing(policy: Policy, allowlist: Allowlist) -> list[types.Resource]:
             mime_type="text/plain",
         )
         for entry in allowlist.logs()
+    ]
+
+
+def templates() -> list[types.ResourceTemplate]:
+    return [
+        types.ResourceTemplate(
+            name="log",
+            title="An allowlisted log file",
+            uri_template=LOG_TEMPLATE,
+            description="Any allowlisted log file (a rotation or one file of a glob too) by its absolute path: "
+            "its sanitized tail. log_path completes from the allowlist.",
+            mime_type="text/plain",
+        )
     ]
 
 

@@ -1,6 +1,6 @@
 """What happens to every request between the SDK and the handlers (a Server middleware).
 
-- A tool call, prompt or resource read whose params the SDK refuses (a
+- A tool call, prompt, resource read or completion whose params the SDK refuses (a
   tools/call whose name is not a string, ...) never reaches its handler, and
   so would leave no audit record: it is recorded here as a refused call.
 - Whatever a handler raises that is not an MCPError is answered with a
@@ -41,6 +41,8 @@ def audited_call(method: str | None, params: Any) -> tuple[str, dict[str, Any]] 
         return "prompts/get", {"name": params.get("name"), "arguments": params.get("arguments") or {}}
     if method == "resources/read":
         return "resources/read", {"uri": params.get("uri")}
+    if method == "completion/complete":
+        return "completion/complete", {"ref": params.get("ref"), "argument": params.get("argument")}
     return None
 
 
