@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 2  # 2: a search's files carry their engine and whether they join the run before
+PROTOCOL_VERSION = 3  # 2: a search's files carry their engine and whether they join the run before; 3: Progress
 MAX_FRAME_BYTES = 1 << 20
 MAX_SEARCH_FILES = 32  # descriptors one search may carry (rotations, glob matches)
 HEADER = struct.Struct(">I")
@@ -162,6 +162,15 @@ class FileSkipped(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     cause: Annotated[str, msgspec.Meta(pattern=r"^(SIG|E)[A-Z0-9]{1,15}$")]
 
 
+class Progress(msgspec.Struct, tag="progress", forbid_unknown_fields=True):
+    """How far a search has got, sent at a bounded rate (workers/progress.py) and only
+    when it changed. Advisory: the broker clamps it to what it handed over and never lets
+    what the client sees go back (broker/tools/query_logs/scan_progress.py)."""
+
+    scanned: Annotated[int, msgspec.Meta(ge=0)]  # bytes of the handed-over files consumed so far
+    files_done: Annotated[int, msgspec.Meta(ge=0)]  # files of the request searched to their end
+
+
 class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):
     """The last frame of a successful call."""
 
@@ -217,7 +226,7 @@ class IntelReport(msgspec.Struct, tag="intel_report", forbid_unknown_fields=True
     notes: list[str] = msgspec.field(default_factory=list)  # e.g. an enrichment database that could not be read
 
 
-FromWorker = Ready | SetupFailed | Lines | Text | IntelReport | Done | Failed
+FromWorker = Ready | SetupFailed | Lines | Text | Progress | IntelReport | Done | Failed
 
 # --- broker <-> launcher ----------------------------------------------------
 # The launcher (workers/launcher.py) is a pre-imported process that forks new

@@ -32,10 +32,10 @@ from broker.files.allowlist import Allowlist
 from broker.policy import Policy, RateLimit
 from broker.pool.outcome import fate, worker_end
 from broker.pool.ready_workers import WorkerPool
-from broker.pool.worker_process import SandboxUnavailable, Worker, WorkerResult
+from broker.pool.worker_process import OnProgress, SandboxUnavailable, Worker, WorkerResult
 from broker.ratelimit import Rate, RateLimiter
 from broker.tools import completions, prompts, registry, resources
-from broker.tools.context import CallContext
+from broker.tools.context import CallContext, ProgressSink
 
 log = logging.getLogger("bastion.service")
 STOP_DELAY_S = 0.02  # the SDK sends a reply in ~4 ms on a 2-core host; the worker waits idle meanwhile
@@ -176,13 +176,19 @@ class Bastion:
         return [row.schema(self.policy) for row in self._tools.values()]
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None, client: str | None = None
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        client: str | None = None,
+        progress: ProgressSink | None = None,
     ) -> types.CallToolResult:
+        """`progress`: where the tool reports how far it has got, if the client asked."""
+
         async def work(record: CallRecord) -> types.CallToolResult:
             row = self._tools.get(name)
             if row is None:
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            return await row.run(row.parse(arguments, self.policy), self._context(record))
+            return await row.run(row.parse(arguments, self.policy), self._context(record, progress))
 
         try:
             return await self._audited(name, arguments or {}, client or self.client, work)
@@ -237,11 +243,16 @@ class Bastion:
 
     # --- slots and workers, for the call's work --------------------------------
 
-    def _context(self, record: CallRecord) -> CallContext:
+    def _context(self, record: CallRecord, progress: ProgressSink | None = None) -> CallContext:
         async def run_worker(
-            kind: str, request: msgspec.Struct, fds: list[int], deadline_s: float, max_bytes: int
+            kind: str,
+            request: msgspec.Struct,
+            fds: list[int],
+            deadline_s: float,
+            max_bytes: int,
+            on_progress: OnProgress | None = None,
         ) -> tuple[WorkerResult, Worker]:
-            return await self._run_worker(kind, request, fds, record, deadline_s, max_bytes)
+            return await self._run_worker(kind, request, fds, record, deadline_s, max_bytes, on_progress)
 
         return CallContext(
             policy=self.policy,
@@ -251,6 +262,7 @@ class Bastion:
             record=record,
             slot=self._slot,
             run_worker=run_worker,
+            progress=progress,
         )
 
     @asynccontextmanager
@@ -276,13 +288,14 @@ class Bastion:
         record: CallRecord,
         deadline_s: float,
         max_bytes: int,
+        on_progress: OnProgress | None = None,
     ) -> tuple[WorkerResult, Worker]:
         """One worker, in a slot the caller holds. A worker that replied is left to be
         stopped once the reply is out (record.stop_after_reply); any other is reaped already."""
         result = WorkerResult()
         async with self.pool.worker(kind) as worker:
             try:
-                await worker.call(request, fds, deadline_s, max_bytes, result, stop_later=True)
+                await worker.call(request, fds, deadline_s, max_bytes, result, stop_later=True, on_progress=on_progress)
                 if not result.reaped:
                     record.stop_after_reply = (worker, result)
             finally:

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.anyio
 FAKE_WORKER = r"""
 import os, signal, socket, struct, sys, time
 sys.path.insert(0, sys.argv[3])
-from bastion_wire.protocol import Done, Failed, Line, Lines, Ready, encode_frame
+from bastion_wire.protocol import Done, Failed, Line, Lines, Progress, Ready, encode_frame
 sock = socket.socket(fileno=int(sys.argv[1]))
 mode = sys.argv[2]
 socket.recv_fds(sock, 1 << 20, 4)  # the request frame and the log descriptor
@@ -78,6 +78,16 @@ elif mode == "killed_after_reply":
     os.kill(os.getpid(), signal.SIGKILL)
 elif mode == "sigsys":
     os.kill(os.getpid(), signal.SIGSYS)
+elif mode == "progress_flood":  # a hostile worker: progress frames as fast as it can write them
+    for n in range(1, 10_000_000):
+        send(encode_frame(Progress(scanned=n, files_done=0)))
+    time.sleep(3600)
+elif mode == "progress_lies":  # beyond its files, then back: the broker must clamp and hold
+    send(encode_frame(Progress(scanned=1 << 50, files_done=99)))
+    time.sleep(0.2)  # so that the broker reads each report on its own
+    send(encode_frame(Progress(scanned=3, files_done=0)))
+    time.sleep(0.2)
+    send(encode_frame(lines) + encode_frame(Done(more=False)))
 elif mode == "slow_ok":
     time.sleep(float(os.environ.get("FAKE_DELAY", "0.5")))
     send(encode_frame(lines) + encode_frame(Done(more=False)))

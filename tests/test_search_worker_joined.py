@@ -24,7 +24,7 @@ import msgspec
 import psutil
 import pytest
 
-from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, SearchFile, SearchRequest
+from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, Progress, SearchFile, SearchRequest
 from broker.tools.query_logs import engine as search_engine
 from broker.tools.query_logs.ere import parse_ere
 from workers import search as worker_search
@@ -63,6 +63,8 @@ def answer(request: SearchRequest, paths: list[Path]) -> list[Any]:
     worker_search.search(request, fds, EXECUTABLES, sent.append)
     out: list[Any] = []
     for message in sent:
+        if isinstance(message, Progress):
+            continue  # how fast the search went, not what it found (a loaded host may send one)
         out += (
             [(line.file, line.line_no, line.text, line.context) for line in message.lines]
             if isinstance(message, Lines)

@@ -23,7 +23,8 @@ the extra match only tells whether more exist. With a window every match is
 checked against it (workers/timestamps.py) and grep is killed once enough
 matches are in. For the most recent matches a bounded deque keeps the last
 max_lines + 1 of each file. Output is cut into capped lines, sanitized and sent
-in batches.
+in batches. While an engine runs, the worker reports how far it has got
+(workers/progress.py), woken by its poll's timeout when the engine is quiet.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, Protoc
 from workers import engine_process
 from workers.channel import Send
 from workers.lines import LineSplitter
+from workers.progress import ProgressMeter
 from workers.sanitize import clean_line, clean_text
 from workers.timestamps import LineClock
 
@@ -82,6 +84,13 @@ class Call:
     skipped: list[FileSkipped] = field(default_factory=list)
     batch: list[Line] = field(default_factory=list)
     batch_bytes: int = 0
+    files: list[FileState] = field(default_factory=list)
+    meter: ProgressMeter | None = None
+
+    def tick(self) -> None:
+        """A progress report to the broker, if one is due (workers/progress.py)."""
+        if self.meter is not None:
+            self.meter.tick(sum(1 for state in self.files if state.finished) + len(self.skipped))
 
     @property
     def full(self) -> bool:
@@ -464,7 +473,9 @@ class EngineRun:
         if feeder is not None:
             poller.register(feeder.fd, select.POLLOUT)
         while not self.stop:
-            for ready, _events in poller.poll():
+            ready_fds = poller.poll(self.call.meter.wait_ms() if self.call.meter is not None else None)
+            self.call.tick()
+            for ready, _events in ready_fds:
                 if feeder is not None and ready == feeder.fd:
                     if not feeder.pump():
                         poller.unregister(ready)
@@ -590,6 +601,7 @@ def search(request: SearchRequest, fds: list[int], executables: list[str], send:
         return
     call = Call(request, send, inflated=request.decompressed_before)
     states = [FileState(call, index, spec, fd) for index, (spec, fd) in enumerate(zip(request.files, fds, strict=True))]
+    call.files, call.meter = states, ProgressMeter(fds, send, call.flush)
     try:
         for run in _runs(request):
             if call.more:

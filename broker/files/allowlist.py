@@ -111,6 +111,11 @@ class SearchTarget:
     skipped: list[Skipped] = field(default_factory=list)  # chosen but unusable, in the order met
     left_out: list[str] = field(default_factory=list)  # matched beyond max_glob_files, least recently modified first
     chosen: int = 0  # files chosen to be searched (batches, pending and skipped together)
+    # Sizes of the chosen files when they were listed: a progress total for the batches not opened yet.
+    listed_bytes: dict[str, int] = field(default_factory=dict)
+
+    def pending_bytes(self) -> int:
+        return sum(self.listed_bytes.get(path, 0) for path in self.pending)
 
     def close(self) -> None:
         for log in self.files:
@@ -228,19 +233,25 @@ class Allowlist:
         found = self._match(path)
         if found is not None and found[0].entry.is_glob and found[0].entry.path == path:
             # Unusable members too (symlinks, FIFOs, directories): each is then skipped with its reason.
-            members = sorted(self._glob_members(found[0], unusable=True))
-            return self._open_chosen(path, [name for _, name in members], newest_first)
+            sizes: dict[str, int] = {}
+            members = sorted(self._glob_members(found[0], unusable=True, sizes=sizes))
+            return self._open_chosen(path, [name for _, name in members], newest_first, sizes)
         if found is not None and found[0].entry.rotations and found[0].entry.path == path:
-            return self._open_chosen(path, [*self._rotations(found[0], MAX_ROTATIONS), path], newest_first)
+            sizes = {path: self._literal_size(found[0])}
+            rotations = self._rotations(found[0], MAX_ROTATIONS, sizes)
+            return self._open_chosen(path, [*rotations, path], newest_first, sizes)
         _, fd = self.open(path)
         return SearchTarget(path, [OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime)], chosen=1)
 
-    def _open_chosen(self, shown: str, oldest_first: list[str], newest_first: bool) -> SearchTarget:
+    def _open_chosen(
+        self, shown: str, oldest_first: list[str], newest_first: bool, sizes: dict[str, int]
+    ) -> SearchTarget:
         cut = max(0, len(oldest_first) - self._max_glob_files)
         chosen = oldest_first[cut:][::-1] if newest_first else oldest_first[cut:]
         if not chosen:
             raise ToolError("log_path is allowlisted but no file of it exists right now")
         target = SearchTarget(shown, [], deque(chosen), left_out=oldest_first[:cut], chosen=len(chosen))
+        target.listed_bytes = {path: sizes[path] for path in chosen if path in sizes}
         self.open_next(target)
         if not target.files:  # the batch takes every usable file it meets: none of them is
             first = target.skipped[0].reason
@@ -264,11 +275,14 @@ class Allowlist:
                 continue
             target.files.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
 
-    def _glob_members(self, pinned: PinnedEntry, unusable: bool = False) -> list[tuple[float, str]]:
+    def _glob_members(
+        self, pinned: PinnedEntry, unusable: bool = False, sizes: dict[str, int] | None = None
+    ) -> list[tuple[float, str]]:
         """(mtime, path as the client names it) of each servable file a glob entry matches
         now, found one pattern segment at a time beneath its pinned directory; symlinks,
         to files or directories, are skipped. With `unusable`, the last segment's
-        symlinks and other unservable names are kept too, for a search to report."""
+        symlinks and other unservable names are kept too, for a search to report.
+        `sizes`, if given, gets each member's size as listed."""
         if pinned.dirfd is None:
             return []
         dirfd = pinned.dirfd
@@ -281,25 +295,29 @@ class Allowlist:
                 for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=want))
                 if stat.S_ISDIR(st.st_mode)
             ]
-        return [
-            (st.st_mtime, os.path.join(pinned.shown, relative, name))
-            for relative in levels
-            for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable)
-            if unusable or _servable(st)
-        ]
+        members = []
+        for relative in levels:
+            for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable):
+                if unusable or _servable(st):
+                    members.append((st.st_mtime, os.path.join(pinned.shown, relative, name)))
+                    if sizes is not None:
+                        sizes[members[-1][1]] = st.st_size
+        return members
 
-    def _rotations(self, pinned: PinnedEntry, limit: int) -> list[str]:
+    def _rotations(self, pinned: PinnedEntry, limit: int, sizes: dict[str, int] | None = None) -> list[str]:
         """NAME.N and NAME.N.gz beside a literal entry's file: oldest (highest N) first,
-        at most `limit` of the newest, as the client names them."""
+        at most `limit` of the newest, as the client names them (`sizes` gets their sizes)."""
         if pinned.dirfd is None:
             return []
         base = pinned.name
         found = sorted(
-            (int(ROTATION.fullmatch(name[len(base) :]).group(1)), pinned.entry.path + name[len(base) :])  # type: ignore[union-attr]
+            (int(ROTATION.fullmatch(name[len(base) :]).group(1)), pinned.entry.path + name[len(base) :], st.st_size)  # type: ignore[union-attr]
             for name, st in _scan(pinned.dirfd, "", functools.partial(_is_rotation_of, base))
             if _servable(st)
         )
-        return [name for _, name in reversed(found[:limit])]
+        if sizes is not None:
+            sizes.update((name, size) for _, name, size in found[:limit])
+        return [name for _, name, _ in reversed(found[:limit])]
 
     def logs(self) -> list[AllowedLog]:
         """Every allowlisted file that exists now and could be served (globs expanded, bounded)."""
@@ -321,6 +339,15 @@ class Allowlist:
         rotations = self._rotations(pinned, self._max_glob_files) if pinned.entry.rotations else []
         names = [pinned.name + path[len(pinned.entry.path) :] for path in rotations]
         return [*names, pinned.name] if self._literal_exists(pinned) else names
+
+    def _literal_size(self, pinned: PinnedEntry) -> int:
+        """A literal entry's file size as listed (0 if it cannot be stat'ed now)."""
+        if pinned.dirfd is None:
+            return 0
+        try:
+            return os.stat(pinned.name, dir_fd=pinned.dirfd, follow_symlinks=False).st_size
+        except OSError:
+            return 0
 
     def _literal_exists(self, pinned: PinnedEntry) -> bool:
         if pinned.dirfd is None:

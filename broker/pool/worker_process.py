@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from bastion_wire.protocol import (
     IntelReport,
     Line,
     Lines,
+    Progress,
     ProtocolError,
     Ready,
     Setup,
@@ -66,6 +68,16 @@ log = logging.getLogger("bastion.dispatch")
 SETUP_TIMEOUT_S = 10.0
 REAP_TIMEOUT_S = 5.0
 RECV_BYTES = 65536
+# Progress frames a call may carry: twice the rate a worker keeps (workers/progress.py),
+# plus slack. Past it the worker is treated as hostile (protocol_error): a flood of small
+# frames must not keep the broker decoding and relaying for the whole deadline.
+PROGRESS_FRAMES_PER_S = 8
+PROGRESS_FRAMES_SLACK = 16
+OnProgress = Callable[[Progress], Awaitable[None]]  # the newest report of each read from the socket
+
+
+def progress_budget(deadline_s: float) -> int:
+    return PROGRESS_FRAMES_SLACK + int(PROGRESS_FRAMES_PER_S * max(0.0, deadline_s))
 
 
 class SandboxUnavailable(Exception):
@@ -89,6 +101,7 @@ class WorkerResult:
     decompressed: int = 0
     detail: str = ""
     bytes_received: int = 0
+    progress_frames: int = 0
     exit_code: int | None = None
     signal: str | None = None
     stopped_after_reply: bool = False  # killed by the broker once its final reply had arrived (normal)
@@ -178,6 +191,7 @@ class Worker:
         max_bytes: int,
         result: WorkerResult | None = None,
         stop_later: bool = False,
+        on_progress: OnProgress | None = None,
     ) -> WorkerResult:
         """Serve one request; `result` (filled in even if the call is cancelled) is returned.
 
@@ -186,7 +200,8 @@ class Worker:
         once the reply is out. Tearing down a sandboxed process (its namespaces
         and mounts) costs ~1.5 ms of kernel CPU that would otherwise compete with
         sending the reply. Any other end (timeout, crash, garbage, cancellation)
-        is killed and reaped before returning: the outcome depends on it."""
+        is killed and reaped before returning: the outcome depends on it.
+        Progress frames, within progress_budget(deadline_s), go to `on_progress`."""
         result = result if result is not None else WorkerResult()
         try:
             self.hand_over(request, fd)
@@ -196,7 +211,7 @@ class Worker:
             return result
         try:
             with anyio.move_on_after(deadline_s) as scope:
-                await self._read_replies(result, max_bytes)
+                await self._read_replies(result, max_bytes, progress_budget(deadline_s), on_progress)
             if scope.cancelled_caught:
                 result.outcome = "timeout"
         except anyio.get_cancelled_exc_class():
@@ -212,7 +227,9 @@ class Worker:
         fds = [] if fd is None else [fd] if isinstance(fd, int) else fd
         socket.send_fds(self.sock, [encode_frame(request)], fds)
 
-    async def _read_replies(self, result: WorkerResult, max_bytes: int) -> None:
+    async def _read_replies(
+        self, result: WorkerResult, max_bytes: int, max_progress: int, on_progress: OnProgress | None
+    ) -> None:
         while True:
             data = await self._receive()
             if not data:
@@ -224,11 +241,15 @@ class Worker:
                 return
             result.bytes_received += len(data)
             try:
-                if self._absorb(self.reader.feed(data), result):
+                messages = self.reader.feed(data)
+                reports = _progress_frames(messages, result, max_progress)
+                if self._absorb(messages, result):
                     return
             except ProtocolError as exc:
                 result.outcome, result.detail = "protocol_error", str(exc)
                 return
+            if reports and on_progress is not None:
+                await on_progress(reports[-1])  # only the newest counts: older ones are stale
             if result.bytes_received > max_bytes:
                 result.outcome = "output_capped"
                 return
@@ -239,6 +260,8 @@ class Worker:
         for message in messages:
             if isinstance(message, Lines):
                 result.lines.extend(message.lines)
+            elif isinstance(message, Progress):
+                continue  # counted and relayed by _progress_frames
             elif isinstance(message, Text):
                 result.text.append(message.text)
             elif isinstance(message, IntelReport) and result.intel is None:
@@ -302,6 +325,15 @@ class Worker:
         result.minor_faults = usage.ru_minflt
         result.max_rss_kb = usage.ru_maxrss
         result.peak_memory_kb = peak // 1024 if peak is not None else None
+
+
+def _progress_frames(messages: list[msgspec.Struct], result: WorkerResult, max_progress: int) -> list[Progress]:
+    """The Progress frames among `messages`, counted against the call's budget."""
+    reports = [message for message in messages if isinstance(message, Progress)]
+    result.progress_frames += len(reports)
+    if result.progress_frames > max_progress:
+        raise ProtocolError(f"more than {max_progress} progress frames in one call")
+    return reports
 
 
 def _socket_or_exit(sock: socket.socket, pidfd: int) -> select.epoll:

@@ -2,7 +2,9 @@
 
 The envelope hands these in, so that a call enters its tool module and leaves it once, and
 no tool imports the envelope: the policy, the pinned allowlist, the call's record, and the
-means to run workers (a slot, then one worker in it, its end written to the record).
+means to run workers (a slot, then one worker in it, its end written to the record), and,
+when the client asked for progress notifications, where to report progress (the transport
+rate-limits and sends them: broker/transport/client_progress.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -17,10 +20,25 @@ from broker.call_record import CallRecord
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy
 from broker.pool.ready_workers import WorkerPool
-from broker.pool.worker_process import Worker, WorkerResult
+from broker.pool.worker_process import OnProgress, Worker, WorkerResult
 
-# kind, request, descriptors, deadline_s, max_bytes -> the result and its worker, in a slot the caller holds
-RunWorker = Callable[[str, msgspec.Struct, list[int], float, int], Awaitable[tuple[WorkerResult, Worker]]]
+# progress, total, message: how far the call's work has got, for the client (never going back)
+ProgressSink = Callable[[float, float, str | None], Awaitable[None]]
+
+
+class RunWorker(Protocol):
+    """kind, request, descriptors, deadline_s, max_bytes -> the result and its worker, in a slot
+    the caller holds; the worker's progress frames go to `on_progress`."""
+
+    def __call__(
+        self,
+        kind: str,
+        request: msgspec.Struct,
+        fds: list[int],
+        deadline_s: float,
+        max_bytes: int,
+        on_progress: OnProgress | None = None,
+    ) -> Awaitable[tuple[WorkerResult, Worker]]: ...
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,7 @@ class CallContext:
     record: CallRecord
     slot: Callable[[], AbstractAsyncContextManager[None]]  # one of max_workers, or busy
     run_worker: RunWorker
+    progress: ProgressSink | None = None  # None: the client asked for no progress notifications
 
     async def run(self, kind: str, request: msgspec.Struct, fds: list[int]) -> WorkerResult:
         """One worker in a slot of its own, with the call's whole time and byte budgets."""

@@ -12,9 +12,11 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 
 from broker.calls import Bastion
 from broker.errors import ToolError, UnknownName
+from broker.transport.client_progress import ClientProgress
 from broker.transport.http_auth import http_client_name
 from broker.transport.request_guard import RequestGuard
 
@@ -40,10 +42,16 @@ def build_server(bastion: Bastion) -> Server:
         return types.ListToolsResult(tools=bastion.tools())
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
+        # Only a request that carries _meta.progressToken gets notifications/progress.
+        token = progress_token_from_params(ctx.params)
+        progress = ClientProgress(ctx.session.report_progress) if token is not None else None
         try:
-            return await bastion.call_tool(params.name, params.arguments, http_client_name())
+            result = await bastion.call_tool(params.name, params.arguments, http_client_name(), progress)
         except UnknownName as exc:
             raise MCPError(code=types.INVALID_PARAMS, message=str(exc)) from None
+        if progress is not None:
+            await progress.finish()  # before the result: nothing of the request may follow it
+        return result
 
     async def list_resources(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None

@@ -24,6 +24,7 @@ from broker.tools.query_logs import notes as search_notes
 from broker.tools.query_logs import tool as query_logs
 from broker.tools.query_logs.batches import Progress, absorb, batch_request
 from broker.tools.query_logs.ere import Node
+from broker.tools.query_logs.scan_progress import ScanProgress
 
 MAX_NOTES = 10  # worker notes (truncated gzip, decompression cap) passed on to the client
 AUDIT_SKIPPED = 50  # skipped files the end record names (with why)
@@ -60,6 +61,7 @@ async def _search(ctx: CallContext, target: SearchTarget, base: SearchRequest, t
     deadline = time.monotonic() + limits.timeout_s  # for the whole call, not per batch
     progress = Progress()
     record.bytes_scanned = 0
+    scan = ScanProgress(ctx.progress, target.chosen) if ctx.progress is not None else None
     while True:
         left_s = deadline - time.monotonic()
         if left_s <= 0:
@@ -67,6 +69,8 @@ async def _search(ctx: CallContext, target: SearchTarget, base: SearchRequest, t
             break
         request = batch_request(base, target.files, progress)
         sizes = [os.fstat(log.fd).st_size for log in target.files]
+        if scan is not None:
+            scan.start_batch(sizes, target.pending_bytes())
         request = search_engine.choose(request, tree, ctx.policy.search.engine, ctx.ripgrep, sizes)
         progress.engines.update(search_engine.engines(request).split("+"))
         record.engine = "+".join(sorted(progress.engines))
@@ -77,6 +81,7 @@ async def _search(ctx: CallContext, target: SearchTarget, base: SearchRequest, t
             [log.fd for log in target.files],
             left_s,
             limits.max_output_bytes - progress.bytes_received,
+            scan.worker if scan is not None else None,
         )
         progress.workers += 1
         progress.bytes_received += result.bytes_received
@@ -96,6 +101,8 @@ async def _search(ctx: CallContext, target: SearchTarget, base: SearchRequest, t
         target.close()
         if progress.stopped(base) or last:
             break
+        if scan is not None:
+            await scan.batch_done()
         await _stop_now(ctx, worker, result, progress)
         ctx.allowlist.open_next(target)
         if not target.files:
