@@ -3,6 +3,11 @@
 Only MCP protocol ever goes to stdout while serving; all diagnostics go to
 stderr. Start-up is fail-closed: if the policy, the audit log or any worker
 sandbox cannot be set up, the command exits non-zero without serving.
+
+The MCP SDK, and everything of ours built on it, is imported by cmd_serve only
+(_import_sdk), never at module level: main.py builds every subcommand's parser
+from this module, and `bastion --version`, `token new`, `audit verify` and
+`doctor` must not pay the SDK's ~0.7 s of imports (tests/test_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -10,19 +15,18 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import importlib
 import logging
 import os
 import pwd
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import uvicorn
-from mcp.server.lowlevel import Server
 
 from broker.audit.log import AuditError, AuditLog
-from broker.calls import Bastion
 from broker.cli import exit_codes, preflight
 from broker.cli.options import PROFILES_DIR_HELP, add_state_dir
 from broker.files.allowlist import Allowlist
@@ -31,11 +35,18 @@ from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
-from broker.transport import stdio as stdio_transport
-from broker.transport.http_server import Bind, check_bind, http_app, parse_bind, uvicorn_server
-from broker.transport.mcp_server import build_server, package_version
-from broker.transport.request_guard import record_refusal
 from broker.transport.sd_notify import sd_notify
+from broker.version import package_version
+
+if TYPE_CHECKING:
+    import uvicorn
+    from mcp.server.lowlevel import Server
+
+    from broker.calls import Bastion
+    from broker.transport.http_server import Bind
+
+# What serving needs that loads the SDK: imported by _import_sdk, then used by name.
+SDK_MODULES = ("broker.transport.mcp_server", "broker.transport.stdio", "broker.transport.http_server")
 
 log = logging.getLogger("bastion")
 
@@ -64,6 +75,9 @@ async def _serve(
         try:
             await pool.start(task_group)
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
+            from broker.calls import Bastion  # already loaded: _import_sdk
+            from broker.transport.mcp_server import build_server  # already loaded: _import_sdk
+
             bastion = Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist)
             server = build_server(bastion)
             # The SDK's ~600k long-lived objects would otherwise be walked by every
@@ -124,6 +138,9 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: str
 
 async def _run_stdio(server: Server, bastion: Bastion) -> str:
     """Serve until stdin closes or the client is gone (a broken pipe is a stop, not a failure)."""
+    from broker.transport import stdio as stdio_transport  # already loaded: _import_sdk
+    from broker.transport.request_guard import record_refusal  # already loaded: _import_sdk
+
     sd_notify("READY=1")
     return await stdio_transport.serve(server, functools.partial(record_refusal, bastion, client=None))
 
@@ -131,6 +148,8 @@ async def _run_stdio(server: Server, bastion: Bastion) -> str:
 async def _run_http(
     server: Server, bastion: Bastion, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]
 ) -> None:
+    from broker.transport.http_server import http_app, uvicorn_server  # already loaded: _import_sdk
+
     web = uvicorn_server(http_app(server, bind, policy.http, bastion), bind)
     await task_group.start(_stop_on_signal, None, stop, web)
     task_group.start_soon(_announce_when_started, web, bind)
@@ -176,7 +195,15 @@ async def _stop_on_signal(
                 return
 
 
+def _import_sdk() -> None:
+    for name in SDK_MODULES:
+        importlib.import_module(name)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _import_sdk()
+    from broker.transport.http_server import check_bind, parse_bind  # already loaded: _import_sdk
+
     try:
         policy = load_policy(args.policy, args.state_dir)
         allowlist = Allowlist(policy)  # log directories pinned now, before anything runs

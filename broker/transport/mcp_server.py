@@ -6,8 +6,6 @@ policy or validation lives here.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -19,6 +17,7 @@ from broker.errors import ToolError, UnknownName
 from broker.tools.resources import MAX_URI_CHARS
 from broker.transport.http_auth import http_client_name
 from broker.transport.request_guard import RequestGuard
+from broker.version import package_version
 
 INSTRUCTIONS = (
     "Bastion gives read-only, audited access to allowlisted security logs. "
@@ -30,13 +29,6 @@ TITLE = "Bastion — hardened log search and threat intel"  # serverInfo.title, 
 # "Resource not found" in the handshake protocols (2025-11-25 and before). 2026-07-28 retired
 # the code (SEP-2164): there an unknown resource is -32602, invalid params. Both carry data.uri.
 RESOURCE_NOT_FOUND = -32002
-
-
-def package_version() -> str:
-    try:
-        return version("bastion-soc-mcp")  # the distribution name (pyproject.toml)
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def build_server(bastion: Bastion) -> Server:
