@@ -4,10 +4,11 @@ Only MCP protocol ever goes to stdout while serving; all diagnostics go to
 stderr. Start-up is fail-closed: if the policy, the audit log or any worker
 sandbox cannot be set up, the command exits non-zero without serving.
 
-The MCP SDK, and everything of ours built on it, is imported by cmd_serve only
-(_import_sdk), never at module level: main.py builds every subcommand's parser
-from this module, and `bastion --version`, `token new`, `audit verify` and
-`doctor` must not pay the SDK's ~0.7 s of imports (tests/test_cli_startup.py).
+The MCP SDK, and everything of ours built on it, is imported only once serving
+starts (_import_sdk), never at module level: main.py builds every subcommand's
+parser from this module, and `bastion --version`, `token new`, `audit verify`
+and `doctor` must not pay the SDK's ~0.5 s of imports (tests/test_cli_startup.py).
+Over stdio those imports run in a thread while the workers start (_SdkImport).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import pwd
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
@@ -62,6 +64,7 @@ async def _serve(
     policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist
 ) -> bool:
     """Serve until stopped; False if the stop could not be recorded in the audit log."""
+    sdk = _SdkImport()
     # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
         log.warning("%s: %s", finding.subject, finding.message)
@@ -75,6 +78,7 @@ async def _serve(
         try:
             await pool.start(task_group)
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
+            await sdk.wait()
             from broker.calls import Bastion  # already loaded: _import_sdk
             from broker.transport.mcp_server import build_server  # already loaded: _import_sdk
 
@@ -200,10 +204,30 @@ def _import_sdk() -> None:
         importlib.import_module(name)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    _import_sdk()
-    from broker.transport.http_server import check_bind, parse_bind  # already loaded: _import_sdk
+class _SdkImport:
+    """The SDK imported in a thread of its own, started at once: meanwhile this thread checks the
+    policy and the launcher and the first workers start (processes of their own, so on another
+    core), and a host waits for both before its initialize is answered. Not a daemon thread: a
+    start-up that fails meanwhile exits once the imports are done, never in the middle of one."""
 
+    def __init__(self) -> None:
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="bastion-import-sdk")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            _import_sdk()
+        except BaseException as exc:  # noqa: BLE001 - raised again in wait()
+            self._failed.append(exc)
+
+    async def wait(self) -> None:
+        await anyio.to_thread.run_sync(self._thread.join)
+        if self._failed:
+            raise self._failed[0]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy, args.state_dir)
         allowlist = Allowlist(policy)  # log directories pinned now, before anything runs
@@ -211,8 +235,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("policy error: %s", exc)
         return exit_codes.CONFIG
     try:
-        bind = parse_bind(args.http) if args.http else None
-        if bind is not None:
+        bind = None
+        if args.http:
+            _import_sdk()  # http_server is built on the SDK (and an HTTP server is no host's child)
+            from broker.transport.http_server import check_bind, parse_bind  # already loaded: _import_sdk
+
+            bind = parse_bind(args.http)
             check_bind(bind, policy.http)
     except PolicyError as exc:
         log.error("%s", exc)
