@@ -17,7 +17,7 @@ from broker.tools.check_ip_reputation import tool as check_ip_reputation
 from broker.tools.query_logs import tool as query_logs
 from broker.tools.resources import MAX_URI_CHARS, log_uri
 from broker.transport.mcp_server import RESOURCE_NOT_FOUND, TITLE
-from tests.conftest import SAMPLE_LOGS, bastion_client
+from tests.conftest import SAMPLE_LOGS, bastion_client, write_policy
 from tests.test_intel_e2e import INTEL, compile_intel, intel_policy
 
 AUTH = SAMPLE_LOGS / "auth.log"
@@ -123,3 +123,16 @@ async def _unknown_resources_are_refused(client: Any, mode: str, tmp_path: Path)
     assert raised.value.error.data == {"uri": overlong[:MAX_URI_CHARS]}
     # A known resource still reads.
     assert (await client.read_resource(log_uri(str(AUTH)))).contents
+
+
+@pytest.mark.anyio
+async def test_a_read_refused_for_another_reason_is_an_internal_error_with_data_uri(tmp_path: Path) -> None:
+    toml = '[rate_limit.tools."resources/read"]\ncalls = 1\nwindow_s = 3600\n'
+    uri = log_uri(str(AUTH))
+    async with bastion_client(write_policy(tmp_path, [AUTH], toml=toml)) as client:
+        assert (await client.read_resource(uri)).contents  # the one token
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource(uri)
+    error = raised.value.error
+    assert (error.code, error.data) == (types.INTERNAL_ERROR, {"uri": uri})
+    assert error.message.startswith("rate limited")
