@@ -20,11 +20,15 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.auth.oauth2 import TokenStorage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from broker.audit.verify import verify
-from broker.transport.http_auth import digest
+from broker.transport.http_auth import NO_OAUTH, STATIC_TOKEN
+from broker.transport.http_tokens import digest
 from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
 
 AUTH = SAMPLE_LOGS / "auth.log"
@@ -127,8 +131,79 @@ def test_refused_requests(served: Served, headers: dict[str, str], status: int) 
     response = post(served.url, headers)
     assert response.status_code == status, response.text
     if status == 401:
-        assert response.headers["www-authenticate"].startswith("Bearer ")
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="bastion", ') and f'error_description="{STATIC_TOKEN}"' in challenge
+        # RFC 6750 3.1: an error code only when credentials were presented.
+        assert ('error="invalid_token"' in challenge) == ("Authorization" in headers)
+        assert "resource_metadata" not in challenge  # nothing to discover
+        assert response.json() == {"error": "invalid_token", "error_description": STATIC_TOKEN}
     assert TOKENS["alice"] not in response.text
+
+
+OAUTH_DISCOVERY = [
+    "/.well-known/oauth-protected-resource",  # RFC 9728, at the root
+    "/.well-known/oauth-protected-resource/mcp",  # ... and for the /mcp path
+    "/.well-known/oauth-authorization-server",  # RFC 8414
+    "/.well-known/oauth-authorization-server/mcp",
+    "/.well-known/openid-configuration",  # OpenID Connect discovery
+]
+
+
+@pytest.mark.parametrize("path", OAUTH_DISCOVERY)
+@pytest.mark.parametrize("token", [None, TOKENS["alice"], "wrong"], ids=["no-token", "good-token", "wrong-token"])
+def test_oauth_discovery_answers_404_not_401(served: Served, path: str, token: str | None) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    for method in ("GET", "POST"):
+        response = httpx2.request(method, f"http://127.0.0.1:{served.port}{path}", headers=headers, timeout=10)
+        assert response.status_code == 404, (method, response.text)
+        assert response.json() == {"error": "not_found", "error_description": NO_OAUTH}
+        assert "www-authenticate" not in response.headers
+
+
+class _NoTokens(TokenStorage):
+    async def get_tokens(self) -> OAuthToken | None:
+        return None
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        raise AssertionError("no token can come from a server without OAuth")
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return None
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        raise AssertionError("no client can be registered with a server without OAuth")
+
+
+@pytest.mark.anyio
+async def test_a_host_that_tries_oauth_first_stops_cleanly(served: Served) -> None:
+    """The SDK's own OAuth client, as a host that tries OAuth before anything else: its
+    discovery meets 404s, its registration fails, and no browser is ever sent anywhere."""
+    seen: list[tuple[str, str, int]] = []
+    redirected: list[str] = []
+
+    async def record(response: httpx2.Response) -> None:
+        seen.append((response.request.method, response.request.url.path, response.status_code))
+
+    async def redirect(url: str) -> None:
+        redirected.append(url)
+
+    oauth = OAuthClientProvider(
+        served.url,
+        OAuthClientMetadata(redirect_uris=["http://127.0.0.1:1/callback"]),
+        _NoTokens(),
+        redirect_handler=redirect,
+    )
+    client = create_mcp_http_client(auth=oauth)
+    client.event_hooks["response"].append(record)
+    with anyio.fail_after(30):
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the SDK raises, it must raise
+            async with client, Client(streamable_http_client(served.url, http_client=client), read_timeout_seconds=10):
+                pass
+    assert redirected == []
+    assert seen[0] == ("POST", "/mcp", 401)
+    discovery = [(path, status) for _, path, status in seen if path.startswith("/.well-known/")]
+    assert discovery and all(status == 404 for _, status in discovery), seen
+    assert len(seen) < 20, seen  # a few probes, no loop
 
 
 def test_a_good_token_is_accepted_at_the_http_level(served: Served) -> None:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from broker.audit.verify import verify
-from broker.transport.http_auth import digest
+from broker.transport.http_tokens import digest
 from tests.conftest import read_audit, write_policy
 from tests.test_http import INITIALIZE, TOKENS, Served, free_port
 from tests.test_lifecycle import GREP_ONLY, SLOW_PATTERN

@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from broker.audit.verify import verify
-from broker.transport.http_auth import digest
 from broker.transport.http_sessions import sid_digest
+from broker.transport.http_tokens import digest
 from tests.conftest import read_audit, write_policy
 from tests.test_http import AUTH, TOKENS, Served, free_port, http_policy, post
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from broker.cli import audit, doctor, intel, sandbox_run, serve, token_new
-from broker.transport.mcp_server import package_version
+from broker.version import package_version
 
 
 def build_parser() -> argparse.ArgumentParser:

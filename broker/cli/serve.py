@@ -3,6 +3,12 @@
 Only MCP protocol ever goes to stdout while serving; all diagnostics go to
 stderr. Start-up is fail-closed: if the policy, the audit log or any worker
 sandbox cannot be set up, the command exits non-zero without serving.
+
+The MCP SDK, and everything of ours built on it, is imported only once serving
+starts (_import_sdk), never at module level: main.py builds every subcommand's
+parser from this module, and `bastion --version`, `token new`, `audit verify`
+and `doctor` must not pay the SDK's ~0.5 s of imports (tests/test_cli_startup.py).
+Over stdio those imports run in a thread while the workers start (_SdkImport).
 """
 
 from __future__ import annotations
@@ -10,19 +16,19 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import importlib
 import logging
 import os
 import pwd
 import signal
 import sys
+import threading
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import uvicorn
-from mcp.server.lowlevel import Server
 
 from broker.audit.log import AuditError, AuditLog, Sealing
-from broker.calls import Bastion
 from broker.cli import exit_codes, preflight
 from broker.cli.options import PROFILES_DIR_HELP, add_state_dir
 from broker.files.allowlist import Allowlist
@@ -31,11 +37,18 @@ from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
 from broker.sandbox.profile import ProfileError
-from broker.transport import stdio as stdio_transport
-from broker.transport.http_server import Bind, check_bind, http_app, parse_bind, uvicorn_server
-from broker.transport.mcp_server import build_server, package_version
-from broker.transport.request_guard import record_refusal
 from broker.transport.sd_notify import sd_notify
+from broker.version import package_version
+
+if TYPE_CHECKING:
+    import uvicorn
+    from mcp.server.lowlevel import Server
+
+    from broker.calls import Bastion
+    from broker.transport.http_server import Bind
+
+# What serving needs that loads the SDK: imported by _import_sdk, then used by name.
+SDK_MODULES = ("broker.transport.mcp_server", "broker.transport.stdio", "broker.transport.http_server")
 
 log = logging.getLogger("bastion")
 
@@ -51,6 +64,7 @@ async def _serve(
     policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist
 ) -> bool:
     """Serve until stopped; False if the stop could not be recorded in the audit log."""
+    sdk = _SdkImport()
     # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
         log.warning("%s: %s", finding.subject, finding.message)
@@ -66,6 +80,10 @@ async def _serve(
             _record_start(policy, audit, pool, cgroups.version or None, "stdio" if bind is None else f"http {bind.url}")
             if audit.sealing is not None:
                 task_group.start_soon(_seal_periodically, audit, audit.sealing.interval_s)
+            await sdk.wait()
+            from broker.calls import Bastion  # already loaded: _import_sdk
+            from broker.transport.mcp_server import build_server  # already loaded: _import_sdk
+
             bastion = Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist)
             server = build_server(bastion)
             # The SDK's ~600k long-lived objects would otherwise be walked by every
@@ -149,6 +167,9 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: str
 
 async def _run_stdio(server: Server, bastion: Bastion) -> str:
     """Serve until stdin closes or the client is gone (a broken pipe is a stop, not a failure)."""
+    from broker.transport import stdio as stdio_transport  # already loaded: _import_sdk
+    from broker.transport.request_guard import record_refusal  # already loaded: _import_sdk
+
     sd_notify("READY=1")
     return await stdio_transport.serve(server, functools.partial(record_refusal, bastion, client=None))
 
@@ -156,6 +177,8 @@ async def _run_stdio(server: Server, bastion: Bastion) -> str:
 async def _run_http(
     server: Server, bastion: Bastion, policy: Policy, bind: Bind, task_group: anyio.abc.TaskGroup, stop: dict[str, str]
 ) -> None:
+    from broker.transport.http_server import http_app, uvicorn_server  # already loaded: _import_sdk
+
     web = uvicorn_server(http_app(server, bind, policy.http, bastion), bind)
     await task_group.start(_stop_on_signal, None, stop, web)
     task_group.start_soon(_announce_when_started, web, bind)
@@ -201,6 +224,34 @@ async def _stop_on_signal(
                 return
 
 
+def _import_sdk() -> None:
+    for name in SDK_MODULES:
+        importlib.import_module(name)
+
+
+class _SdkImport:
+    """The SDK imported in a thread of its own, started at once: meanwhile this thread checks the
+    policy and the launcher and the first workers start (processes of their own, so on another
+    core), and a host waits for both before its initialize is answered. Not a daemon thread: a
+    start-up that fails meanwhile exits once the imports are done, never in the middle of one."""
+
+    def __init__(self) -> None:
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="bastion-import-sdk")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            _import_sdk()
+        except BaseException as exc:  # noqa: BLE001 - raised again in wait()
+            self._failed.append(exc)
+
+    async def wait(self) -> None:
+        await anyio.to_thread.run_sync(self._thread.join)
+        if self._failed:
+            raise self._failed[0]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy, args.state_dir)
@@ -209,8 +260,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("policy error: %s", exc)
         return exit_codes.CONFIG
     try:
-        bind = parse_bind(args.http) if args.http else None
-        if bind is not None:
+        bind = None
+        if args.http:
+            _import_sdk()  # http_server is built on the SDK (and an HTTP server is no host's child)
+            from broker.transport.http_server import check_bind, parse_bind  # already loaded: _import_sdk
+
+            bind = parse_bind(args.http)
             check_bind(bind, policy.http)
     except PolicyError as exc:
         log.error("%s", exc)

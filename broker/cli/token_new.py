@@ -7,7 +7,7 @@ import re
 import sys
 
 from broker.cli import exit_codes
-from broker.transport.http_auth import new_token, paste_lines
+from broker.transport.http_tokens import new_token, paste_lines
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:

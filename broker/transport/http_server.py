@@ -2,9 +2,10 @@
 
 ADDR is HOST:PORT (loopback unless the policy sets [http] allow_non_loopback)
 or unix:/path/to/socket. The SDK's Streamable HTTP app does the protocol,
-its bearer-token middleware the authentication (broker/transport/http_auth.py) and its
-transport security the DNS-rebinding protection (Host and Origin allowlists).
-uvicorn serves the app; signals stay ours, so SIGTERM drains like stdio does.
+its bearer-token middleware the authentication (broker/transport/http_auth.py,
+which also words the 401 and answers OAuth discovery with 404) and its transport
+security the DNS-rebinding protection (Host and Origin allowlists). uvicorn
+serves the app; signals stay ours, so SIGTERM drains like stdio does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.routing import Route
 
 from broker.calls import Bastion
 from broker.policy import Http, PolicyError
-from broker.transport.http_auth import PolicyTokens
+from broker.transport.http_auth import NoOAuthDiscovery, PolicyTokens, StaticBearer
 from broker.transport.http_gate import GatedEndpoint
 from broker.transport.http_sessions import SessionKeeper
 from broker.transport.jsonrpc_gate import MAX_MESSAGE_BYTES
@@ -35,6 +36,7 @@ from broker.transport.session_table import SessionTable
 
 GRACEFUL_SHUTDOWN_S = 10
 MCP_PATH = "/mcp"  # the SDK's default streamable_http_path
+WELL_KNOWN = "/.well-known/{rest:path}"  # OAuth discovery, all of it: 404 (broker/transport/http_auth.py)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starle
         session_idle_timeout=http.session_idle_timeout_s,
         max_sessions=2 * http.max_sessions,
         max_request_body_size=MAX_MESSAGE_BYTES,
+        custom_starlette_routes=[Route(WELL_KNOWN, NoOAuthDiscovery())],
     )
     table = SessionTable(http.session_idle_timeout_s, http.max_sessions_per_client, http.max_sessions)
     _gate_endpoint(app, bastion, table)
@@ -118,12 +121,15 @@ def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starle
 def _gate_endpoint(app: Starlette, bastion: Bastion, table: SessionTable) -> None:
     """Put broker/transport/http_gate.py, then http_sessions.py, between the SDK's bearer check and its
     transport, so that only authenticated bodies are read and every session is counted against its
-    client. Fail closed if the SDK's app is not shaped as expected."""
-    endpoints = [route.endpoint for route in app.routes if isinstance(route, Route) and route.path == MCP_PATH]
-    if len(endpoints) != 1 or not isinstance(endpoints[0], RequireAuthMiddleware):
+    client, and StaticBearer's 401 in front of that check. Fail closed if the SDK's app is not
+    shaped as expected."""
+    routes = [route for route in app.routes if isinstance(route, Route) and route.path == MCP_PATH]
+    auth = routes[0].endpoint if len(routes) == 1 else None
+    if not isinstance(auth, RequireAuthMiddleware) or routes[0].app is not auth:
         raise RuntimeError("the MCP SDK's Streamable HTTP app has an unexpected shape: cannot screen requests")
-    keeper = SessionKeeper(endpoints[0].app, bastion, table)
-    endpoints[0].app = GatedEndpoint(keeper, bastion)
+    keeper = SessionKeeper(auth.app, bastion, table)
+    auth.app = GatedEndpoint(keeper, bastion)
+    routes[0].app = StaticBearer(auth)
     _sweep_while_serving(app, keeper)
 
 

@@ -22,6 +22,7 @@ from broker.errors import ToolError
 from broker.policy import Intel
 from broker.tools.arguments import check_bool, check_names
 from broker.tools.check_ip_reputation.address import AddressRefused, CheckedAddress, Network, check_address
+from broker.tools.schema import nullable
 
 NAME = "check_ip_reputation"
 ARGUMENTS = {"ip_address", "include_history"}
@@ -71,16 +72,18 @@ OUTPUT_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
             },
         },
-        "enrichment": {
-            "type": ["object", "null"],
-            "properties": {
-                "asn": {"type": ["integer", "null"]},
-                "organization": {"type": ["string", "null"]},
-                "country": {"type": ["string", "null"]},
-                "country_name": {"type": ["string", "null"]},
-            },
-            "additionalProperties": False,
-        },
+        "enrichment": nullable(
+            {
+                "type": "object",
+                "properties": {
+                    "asn": nullable({"type": "integer"}),
+                    "organization": nullable({"type": "string"}),
+                    "country": nullable({"type": "string"}),
+                    "country_name": nullable({"type": "string"}),
+                },
+                "additionalProperties": False,
+            }
+        ),
         "feeds": {
             "type": "array",
             "items": {

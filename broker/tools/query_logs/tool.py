@@ -21,6 +21,7 @@ from broker.policy import Limits, LogEntry
 from broker.tools.arguments import check_bool, check_int, check_names, check_string
 from broker.tools.query_logs.ere import Node, PatternError, parse_ere
 from broker.tools.query_logs.time_window import WindowError, parse_window
+from broker.tools.schema import nullable
 
 NAME = "query_logs"
 ARGUMENTS = {"log_path", "pattern", "max_lines", "since", "until", "context", "ignore_case", "count_only", "order"}
@@ -142,15 +143,15 @@ OUTPUT_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "path": {"type": "string"},
                     "compressed": {"type": "boolean"},
-                    "matches": {"type": ["integer", "null"]},
+                    "matches": nullable({"type": "integer"}),
                 },
                 "required": ["path", "compressed", "matches"],
                 "additionalProperties": False,
             },
         },
-        "total_matches": {"type": ["integer", "null"]},
+        "total_matches": nullable({"type": "integer"}),
         "truncated": {"type": "boolean"},
-        "truncated_reason": {"type": ["string", "null"], "enum": [*TRUNCATION_REASONS, None]},
+        "truncated_reason": nullable({"type": "string", "enum": list(TRUNCATION_REASONS)}),
         "notes": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["log_path", "lines", "files", "total_matches", "truncated", "truncated_reason", "notes"],
