@@ -81,12 +81,12 @@ async def test_what_a_host_sees(policy: Path, tmp_path: Path, mode: str) -> None
         assert client.server_info is not None
         assert (client.server_info.name, client.server_info.title) == ("bastion", TITLE)
         tools = (await client.list_tools()).tools
-        assert [tool.name for tool in tools] == ["query_logs", "check_ip_reputation"]
+        assert [tool.name for tool in tools] == ["list_logs", "query_logs", "check_ip_reputation"]
         for tool in tools:
             assert type_arrays(tool.output_schema) == [] and type_arrays(tool.input_schema) == [], tool.name
-        # The 8 nullable fields, each an anyOf with null (the SDK client validates every
+        # The 9 nullable fields (8 of query_logs and check_ip_reputation, 1 of list_logs), each an anyOf with null (the SDK client validates every
         # structured result below against these schemas, null and non-null branches alike).
-        assert sum(nulls_allowed(tool.output_schema) for tool in tools) == 8
+        assert sum(nulls_allowed(tool.output_schema) for tool in tools) == 9
         await _results_validate(client)
         await _unknown_resources_are_refused(client, mode, tmp_path)
 

@@ -305,7 +305,9 @@ def test_bad_resource_uris_are_clear_refusals_over_stdio(
         json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "resources/read", "params": {"uri": uri}}).encode()
     )
     answer = server.receive()
-    assert answer["id"] == request_id and answer["error"]["code"] == -32602, answer
+    # a 2025 protocol session: "resource not found" is -32002, with the URI as sent (SEP-2164)
+    assert answer["id"] == request_id and answer["error"]["code"] == -32002, answer
+    assert answer["error"]["data"] == {"uri": uri}
     assert needle in answer["error"]["message"] and "internal" not in answer["error"]["message"]
     begin, end = new_records(audit, before)
     assert begin["arguments"] == {"uri": uri} and end["outcome"] == "invalid"
@@ -408,7 +410,9 @@ def test_bad_resource_uris_are_clear_refusals_over_http(
     _, answer = client.answer(
         json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "resources/read", "params": {"uri": uri}}).encode()
     )
-    assert answer["id"] == request_id and answer["error"]["code"] == -32602, answer
+    # a 2025 protocol session: "resource not found" is -32002, with the URI as sent (SEP-2164)
+    assert answer["id"] == request_id and answer["error"]["code"] == -32002, answer
+    assert answer["error"]["data"] == {"uri": uri}
     assert needle in answer["error"]["message"]
     begin, end = new_records(audit, before)
     assert end["outcome"] == "invalid" and end["client"] == "alice"
