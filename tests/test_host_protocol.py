@@ -84,7 +84,7 @@ async def test_what_a_host_sees(policy: Path, tmp_path: Path, mode: str) -> None
         assert [tool.name for tool in tools] == ["list_logs", "query_logs", "check_ip_reputation"]
         for tool in tools:
             assert type_arrays(tool.output_schema) == [] and type_arrays(tool.input_schema) == [], tool.name
-        # The 9 nullable fields (8 of query_logs and check_ip_reputation, 1 of list_logs), each an anyOf with null (the SDK client validates every
+        # The 9 nullable fields (1 of them list_logs), each an anyOf with null (the SDK client validates every
         # structured result below against these schemas, null and non-null branches alike).
         assert sum(nulls_allowed(tool.output_schema) for tool in tools) == 9
         await _results_validate(client)
