@@ -68,7 +68,13 @@ async def _serve(
     # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
         log.warning("%s: %s", finding.subject, finding.message)
-    audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep, sealing=_sealing(policy))
+    audit = AuditLog(
+        policy.audit.path,
+        policy.audit.max_bytes,
+        policy.audit.keep,
+        sealing=_sealing(policy),
+        state_root=policy.state_root or None,
+    )
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
