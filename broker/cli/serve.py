@@ -36,6 +36,7 @@ from broker.policy import Policy, PolicyError, load_policy
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
+from broker.sandbox.plan import shared_uid_warning
 from broker.sandbox.profile import ProfileError
 from broker.transport.sd_notify import sd_notify
 from broker.version import package_version
@@ -160,6 +161,8 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: str
     )
     for kind, entries in skipped.items():
         log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
+    if warning := shared_uid_warning(policy.sandbox.worker_user):
+        log.warning("%s", warning)
     layers = pool.layers.get("grep", [])
     applied = len(layers) - len(skipped.get("grep", []))
     log.info(
