@@ -29,7 +29,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-secco
 # Decided from the goals, not per target, so `make demo test` installs the test set once.
 DEPS_PACKAGES ?= $(if $(filter test test-sandbox deps,$(or $(MAKECMDGOALS),venv)),$(TEST_PACKAGES),$(DEMO_PACKAGES))
 
-.PHONY: deps venv venv-rootless doctor demo test test-sandbox lint run bench soak logs intel fresh-check clean
+.PHONY: worker-user deps venv venv-rootless doctor demo test test-sandbox lint run bench soak logs intel fresh-check clean
 
 ## deps: install missing OS packages (root), or print the command to run (non-root)
 deps:
@@ -76,6 +76,13 @@ lint: $(LINT_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## worker-user: create the bastion-worker account a root broker runs workers as (root; sysusers.d)
+worker-user:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make worker-user: run as root: sudo systemd-sysusers - < deploy/sysusers.d/bastion-worker.conf" >&2; exit 1; fi
+	systemd-sysusers - < deploy/sysusers.d/bastion-worker.conf
+	@id bastion-worker
 
 ## doctor: which sandbox layers this host supports, for the example policy
 doctor: venv

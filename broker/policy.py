@@ -185,6 +185,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     # Set by load_policy, not read from the file.
     source: str = ""
     sha256: str = ""
+    # The state directory, when a path uses ${state}/: the only directory Bastion
+    # creates when missing (broker/files/output_dir.py).
+    state_root: str = ""
 
 
 def _friendly(exc: msgspec.MsgspecError) -> str:
@@ -228,6 +231,13 @@ def _state_path(base: Path, value: str, key: str, state_dir: str | None) -> str:
         raise PolicyError(f"{key}: {exc}") from None
 
 
+def _state_root(written: list[str], state_dir: str | None) -> str:
+    """The state directory if one of the paths Bastion writes starts with ${state}."""
+    if not any(path.startswith(state_dir_module.TOKEN) for path in written):
+        return ""
+    return str(state_dir_module.state_directory(state_dir))  # cannot fail: the paths expanded
+
+
 def _check_intel(intel: Intel, base: Path, state_dir: str | None) -> None:
     from broker.tools.check_ip_reputation.address import parse_networks
 
@@ -261,18 +271,20 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
         raise PolicyError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise PolicyError(f"not valid UTF-8 at byte {exc.start}") from None
-    if policy.source or policy.sha256:
-        raise PolicyError("source/sha256: reserved keys, not settable in the file")
+    if policy.source or policy.sha256 or policy.state_root:
+        raise PolicyError("source/sha256/state_root: reserved keys, not settable in the file")
     _check_logs(policy, base)
     for name in policy.rate_limit.tools:
         if name not in RATE_LIMITED:
             raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")
+    written = [policy.audit.path, policy.audit.checkpoint_key, policy.intel.database if policy.intel else ""]
     policy.audit.path = _state_path(base, policy.audit.path, "audit.path", state_dir)
     if policy.audit.checkpoint_key:
         policy.audit.checkpoint_key = _state_path(base, policy.audit.checkpoint_key, "audit.checkpoint_key", state_dir)
     if policy.intel is not None:
         _check_intel(policy.intel, base, state_dir)
     _check_http(policy.http)
+    policy.state_root = _state_root(written, state_dir)
     policy.source = source
     policy.sha256 = hashlib.sha256(data).hexdigest()
     return policy

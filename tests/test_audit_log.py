@@ -51,6 +51,7 @@ def chain_problems(path: Path) -> list[int]:
 
 @pytest.fixture
 def audit_path(tmp_path: Path) -> Path:
+    (tmp_path / "audit").mkdir()  # AuditLog creates no directory outside the state directory
     return tmp_path / "audit" / "audit.jsonl"
 
 
@@ -95,7 +96,6 @@ def test_reopen_continues_seq_and_chain(audit_path: Path, first: int, second: in
 
 def test_reopen_after_foreign_chain_uses_last_line(audit_path: Path) -> None:
     """Resume trusts only the last line: seq continues from it and prev hashes it."""
-    audit_path.parent.mkdir(parents=True)
     last = b'{"seq":41,"event":"x","prev":"' + b"1" * 64 + b'"}'
     audit_path.write_bytes(b'{"seq":40}\n' + last + b"\n")
     log = AuditLog(str(audit_path))
@@ -106,7 +106,6 @@ def test_reopen_after_foreign_chain_uses_last_line(audit_path: Path) -> None:
 
 
 def test_empty_existing_file_starts_from_genesis(audit_path: Path) -> None:
-    audit_path.parent.mkdir(parents=True)
     audit_path.touch()
     write_events(audit_path, 2)
     assert len(verify_chain(audit_path)) == 2
@@ -128,7 +127,6 @@ def test_empty_existing_file_starts_from_genesis(audit_path: Path) -> None:
     ],
 )
 def test_damaged_tail_refuses_to_open(audit_path: Path, content: bytes, needle: str) -> None:
-    audit_path.parent.mkdir(parents=True)
     audit_path.write_bytes(content)
     with pytest.raises(AuditError, match=needle):
         AuditLog(str(audit_path))
@@ -243,7 +241,7 @@ def test_new_file_and_directory_modes(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         path = tmp_path / "a" / "b" / "audit.jsonl"
-        AuditLog(str(path)).close()
+        AuditLog(str(path), state_root=str(tmp_path / "a")).close()  # only the state directory is created
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -254,7 +252,6 @@ def test_new_file_and_directory_modes(tmp_path: Path) -> None:
 
 
 def test_existing_file_mode_is_not_changed(audit_path: Path) -> None:
-    audit_path.parent.mkdir(parents=True)
     audit_path.write_bytes(b"")
     audit_path.chmod(0o640)
     AuditLog(str(audit_path)).close()
@@ -369,7 +366,6 @@ def _needs_root(kind: str) -> None:
 @pytest.mark.parametrize("kind", PLANTED)
 def test_planted_at_start_refuses_at_once(audit_path: Path, kind: str) -> None:
     _needs_root(kind)
-    audit_path.parent.mkdir()
     reader = _plant(audit_path, kind, audit_path.parent / "target")
     try:
         with pytest.raises(AuditError, match="cannot open audit log"):

@@ -419,12 +419,13 @@ def test_nested_order_most_specific_then_feed(tmp_path: Path) -> None:
         assert database.meta.compiled_at == "1970-01-01T00:00:05Z"
 
 
-def test_output_directory_is_created(tmp_path: Path) -> None:
-    """A fresh checkout has no var/ yet: `make demo` compiles before anything else creates it."""
+def test_missing_output_directory_is_not_created(tmp_path: Path) -> None:
+    """Creating the state directory is the CLI's decision (tests/test_output_dir.py), not the compiler's."""
     (tmp_path / "a").write_text("203.0.113.0/24\n")
     output = tmp_path / "not" / "yet" / "intel.db"
-    report = compile_feeds([FeedSource("a", str(tmp_path / "a"), "netset", "x", 50)], str(output), now=5)
-    assert report.entries == 1 and output.is_file()
+    with pytest.raises(FileNotFoundError):
+        compile_feeds([FeedSource("a", str(tmp_path / "a"), "netset", "x", 50)], str(output), now=5)
+    assert not (tmp_path / "not").exists()
 
 
 def test_empty_database(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ def test_the_wheel_installs_a_working_command(installed: Path, tmp_path: Path) -
     example = example_of(installed)
     assert example.is_file() and (example.parent / "logs" / "auth.log.2.gz").is_file()
     assert (example.parent / "intel" / "sample-asn.mmdb").is_file()
+    deploy = example.parent.parent / "deploy"  # what docs/DEPLOY.md installs from the share directory
+    shipped = {path.relative_to(deploy).as_posix() for path in deploy.rglob("*") if path.is_file()}
+    expected = {path.relative_to(ROOT / "deploy").as_posix() for path in (ROOT / "deploy").rglob("*") if path.is_file()}
+    assert shipped == expected
     doctor = subprocess.run(
         [str(bastion), "doctor", "--policy", str(example), "--state-dir", str(tmp_path)],
         capture_output=True,

@@ -32,7 +32,15 @@ def plain(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def audit_dir_missing(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A mistyped directory is named, not created (broker/files/output_dir.py)."""
     return write_policy(tmp_path, [AUTH], tmp_path / "not" / "yet" / "audit.jsonl"), []
+
+
+def state_dir_missing(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The state directory is the one directory created when missing, parents included."""
+    policy = tmp_path / "state-policy.toml"
+    policy.write_text(f'[[logs]]\npath = "{AUTH}"\n[audit]\npath = "${{state}}/audit.jsonl"\n')
+    return policy, ["--state-dir", str(tmp_path / "fresh" / "state")]
 
 
 def audit_is_a_directory(tmp_path: Path) -> tuple[Path, list[str]]:
@@ -101,9 +109,10 @@ def log_missing(tmp_path: Path) -> tuple[Path, list[str]]:
 # (setup, serves, what both must say)
 CASES: list[tuple[Setup, bool, str]] = [
     (plain, True, ""),
-    (audit_dir_missing, True, ""),
+    (audit_dir_missing, False, "/not does not exist: create it, or correct the path"),
+    (state_dir_missing, True, ""),
     (audit_is_a_directory, False, "audit"),
-    (audit_under_a_file, False, "Not a directory"),
+    (audit_under_a_file, False, "/file is not a directory"),
     (audit_is_a_symlink, False, "audit"),
     (audit_torn, False, "incomplete record"),
     (audit_unwritable, False, "audit"),
@@ -141,7 +150,7 @@ def test_doctor_checks_the_policy_it_is_given_with_its_state_dir(tmp_path: Path)
     (tmp_path / "policy.toml").write_text(text)
     (tmp_path / "state").write_text("a file where the state directory should be")
     doctor = bastion("doctor", "--policy", str(tmp_path / "policy.toml"), "--state-dir", str(tmp_path / "state"))
-    assert doctor.returncode == 3 and f"{tmp_path / 'state'}/audit.jsonl: Not a directory" in doctor.stdout
+    assert doctor.returncode == 3 and f"{tmp_path / 'state'} is not a directory" in doctor.stdout
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,8 @@ from tests.conftest import ROOT
 DEPLOY = ROOT / "deploy"
 SERVER_UNIT = DEPLOY / "bastion.service"
 INTEL_UNIT = DEPLOY / "bastion-intel.service"
-SERVICES = [SERVER_UNIT, INTEL_UNIT]
+FETCH_UNIT = DEPLOY / "bastion-intel-fetch.service"
+SERVICES = [SERVER_UNIT, INTEL_UNIT, FETCH_UNIT]
 MAX_EXPOSURE = 1.5
 PROFILES = sorted((ROOT / "sandbox_profiles").glob("*.toml"))
 
@@ -237,7 +238,7 @@ def test_server_unit_type_identity_and_privileges() -> None:
     assert _one(unit, "AmbientCapabilities") == ""
     assert _one(unit, "NoNewPrivileges") == "yes"
     assert _one(unit, "PrivateUsers") == "yes"
-    assert _one(unit, "Delegate") == "yes"
+    assert "Delegate" not in _directives(unit)  # a non-root broker makes no worker cgroups to delegate
     assert _one(unit, "OOMPolicy") == "continue"  # a worker killed for memory must not stop the service
 
 
@@ -287,7 +288,8 @@ def test_restrict_namespaces_lists_exactly_what_workers_unshare() -> None:
         unshare = tomllib.loads(path.read_text())["namespaces"]["unshare"]
         needed |= {NAMESPACE_NAMES[name] for name in unshare}
     assert allowed == needed
-    assert _one(INTEL_UNIT, "RestrictNamespaces") == "yes"  # compiling feeds needs none
+    for unit in (INTEL_UNIT, FETCH_UNIT):
+        assert _one(unit, "RestrictNamespaces") == "yes"  # downloading and compiling feeds need none
 
 
 def test_system_call_filter_allows_what_the_broker_and_every_worker_profile_use() -> None:
@@ -315,8 +317,24 @@ def test_system_call_filter_allows_what_the_broker_and_every_worker_profile_use(
     assert _one(SERVER_UNIT, "SystemCallErrorNumber") == "EPERM"
 
 
-def test_intel_unit_allows_no_sandbox_system_calls() -> None:
-    allowed = _allowed_syscalls(INTEL_UNIT)
+def test_feed_compile_has_no_network_and_download_runs_no_bastion_code() -> None:
+    """The feed parser never runs with network access; the downloader never sees intel.db."""
+    assert _one(INTEL_UNIT, "PrivateNetwork") == "yes"
+    assert _one(INTEL_UNIT, "RestrictAddressFamilies") == "AF_UNIX"
+    assert _one(INTEL_UNIT, "IPAddressDeny") == "any"
+    assert _one(INTEL_UNIT, "Wants") == _one(INTEL_UNIT, "After") == FETCH_UNIT.name
+    assert "/var/lib/bastion/feeds" in _one(INTEL_UNIT, "ReadOnlyPaths")
+    assert _one(INTEL_UNIT, "ExecStart").startswith("/opt/bastion/venv/bin/bastion intel compile ")
+    assert "bastion intel" not in " ".join(_directives(FETCH_UNIT)["ExecStart"])
+    assert "PrivateNetwork" not in _directives(FETCH_UNIT)
+    assert _one(FETCH_UNIT, "StateDirectory") == "bastion/feeds"
+    assert "/var/lib/bastion/intel.db" in _one(FETCH_UNIT, "InaccessiblePaths")
+    assert _one(DEPLOY / "bastion-intel.timer", "Unit") == INTEL_UNIT.name
+
+
+@pytest.mark.parametrize("unit", [INTEL_UNIT, FETCH_UNIT], ids=lambda path: path.name)
+def test_intel_units_allow_no_sandbox_system_calls(unit: Path) -> None:
+    allowed = _allowed_syscalls(unit)
     for refused in (
         "mount",
         "pivot_root",

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from broker.audit.durable import remove_quietly, sync_directory
 from broker.audit.redact import redact
+from broker.files.output_dir import OutputDirError, prepare_directory
 from broker.files.regular_file import file_kind
 
 if TYPE_CHECKING:  # the signing code (and cryptography) loads only where a key is configured
@@ -186,6 +187,7 @@ class AuditLog:
         keep: int = 10,
         instance: str | None = None,
         sealing: Sealing | None = None,
+        state_root: str | None = None,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes  # 0: never rotate by size
@@ -196,8 +198,10 @@ class AuditLog:
         self._sealed_at = time.monotonic()
         self._seq, self._prev, self._size = 0, GENESIS, 0
         try:
-            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+            prepare_directory(path, state_root)  # only the state directory is created when missing
             self._fd = _open_checked(path)
+        except OutputDirError as exc:
+            raise AuditError(f"cannot open audit log {path}: {exc}") from None
         except OSError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror}") from None
         try:

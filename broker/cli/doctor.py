@@ -21,7 +21,7 @@ from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.pool.launcher import spawn_one
 from broker.pool.worker_process import SandboxUnavailable, start_worker
 from broker.sandbox.host import WORKER_KINDS, cgroup_host
-from broker.sandbox.plan import build_plan
+from broker.sandbox.plan import build_plan, shared_uid_warning
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, requirements
 
 
@@ -116,6 +116,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
     )
     print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(kinds)}")
+    if warning := shared_uid_warning(settings.worker_user):
+        print(f"warning: {warning}")
     print("\n".join(lines))
     if reasons:
         print("why layers are missing:\n" + "\n".join(reasons))

@@ -14,6 +14,7 @@ import sys
 from bastion_wire.intel_db import IntelDatabaseError
 from broker.cli import exit_codes
 from broker.cli.options import add_state_dir
+from broker.files.output_dir import OutputDirError, prepare_directory
 from broker.intel.compile import CompileReport, FeedSource, compile_feeds
 from broker.policy import Intel, PolicyError, load_policy
 
@@ -63,7 +64,11 @@ def cmd_intel_compile(args: argparse.Namespace) -> int:
         return exit_codes.CONFIG
     previous = intel.database if os.path.exists(intel.database) else None
     try:
+        prepare_directory(intel.database, policy.state_root or None, mode=0o755)  # e.g. a fresh checkout's var/
         report = compile_feeds(sources(intel), intel.database, previous=previous, history_days=intel.history_days)
+    except OutputDirError as exc:
+        print(f"bastion intel compile: cannot write intel database {intel.database}: {exc}", file=sys.stderr)
+        return exit_codes.CONFIG
     except (OSError, ValueError, IntelDatabaseError) as exc:
         print(f"bastion intel compile: {exc}", file=sys.stderr)
         return exit_codes.CONFIG

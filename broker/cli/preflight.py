@@ -21,6 +21,7 @@ from broker.audit.log import wait_for_append_lock
 from broker.errors import ToolError
 from broker.files import log_dir_modes
 from broker.files.allowlist import Allowlist
+from broker.files.output_dir import directory_problem
 from broker.files.regular_file import open_regular
 from broker.policy import Intel, Policy
 from broker.sandbox.profile import load_profile
@@ -46,7 +47,7 @@ def check(policy: Policy, profiles_dir: str | None = None, allowlist: Allowlist 
     allowlist = Allowlist(policy) if allowlist is None else allowlist
     try:
         findings = [
-            *_audit(policy.audit.path),
+            *_audit(policy.audit.path, policy.state_root),
             *_checkpoint_key(policy.audit.checkpoint_key),
             *_engine(policy, profiles_dir),
             *_logs(allowlist),
@@ -75,8 +76,8 @@ def enforce(findings: list[Finding]) -> list[Finding]:
 # --- audit log ---------------------------------------------------------------------
 
 
-def _audit(path: str) -> list[Finding]:
-    problem = _audit_problem(path)
+def _audit(path: str, state_root: str) -> list[Finding]:
+    problem = _audit_problem(path, state_root)
     return [Finding("audit.path", problem, True)] if problem else []
 
 
@@ -93,11 +94,12 @@ def _checkpoint_key(path: str) -> list[Finding]:
     return []
 
 
-def _audit_problem(path: str) -> str:
+def _audit_problem(path: str, state_root: str) -> str:
     try:
         info = os.lstat(path)
-    except FileNotFoundError:
-        return _creatable(path)
+    except (FileNotFoundError, NotADirectoryError):
+        problem = directory_problem(path, state_root or None)
+        return f"cannot create audit log {path}: {problem}" if problem else ""
     except OSError as exc:
         return f"cannot open audit log {path}: {exc.strerror}"
     if stat.S_ISLNK(info.st_mode):
@@ -121,20 +123,6 @@ def _audit_problem(path: str) -> str:
     finally:
         os.close(fd)
     return _tail_problem(path)
-
-
-def _creatable(path: str) -> str:
-    """serve creates the file and any missing directories: the nearest existing one must let it."""
-    directory = os.path.dirname(path) or "."
-    for _ in range(path.count("/") + 1):  # bounded by the path's depth
-        if os.path.lexists(directory):
-            break
-        directory = os.path.dirname(directory)
-    if not os.path.isdir(directory):
-        return f"cannot create audit log {path}: {directory} is not a directory"
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return f"cannot create audit log {path}: {directory} is not writable by this user"
-    return ""
 
 
 def _tail_problem(path: str) -> str:

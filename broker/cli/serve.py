@@ -36,6 +36,7 @@ from broker.policy import Policy, PolicyError, load_policy
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
+from broker.sandbox.plan import shared_uid_warning
 from broker.sandbox.profile import ProfileError
 from broker.transport.sd_notify import sd_notify
 from broker.version import package_version
@@ -68,7 +69,13 @@ async def _serve(
     # The same checks as `bastion doctor` (broker/cli/preflight.py), so the two agree.
     for finding in preflight.enforce(preflight.check(policy, profiles_dir, allowlist)):
         log.warning("%s: %s", finding.subject, finding.message)
-    audit = AuditLog(policy.audit.path, policy.audit.max_bytes, policy.audit.keep, sealing=_sealing(policy))
+    audit = AuditLog(
+        policy.audit.path,
+        policy.audit.max_bytes,
+        policy.audit.keep,
+        sealing=_sealing(policy),
+        state_root=policy.state_root or None,
+    )
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
@@ -154,6 +161,8 @@ def _record_start(policy: Policy, audit: AuditLog, pool: WorkerPool, cgroup: str
     )
     for kind, entries in skipped.items():
         log.warning("%s workers run WITHOUT best-effort layers: %s", kind, "; ".join(entries))
+    if warning := shared_uid_warning(policy.sandbox.worker_user):
+        log.warning("%s", warning)
     layers = pool.layers.get("grep", [])
     applied = len(layers) - len(skipped.get("grep", []))
     log.info(

@@ -401,7 +401,6 @@ def _write_atomic(output: str, sections: list[bytes | bytearray], counts: tuple[
     spans, size = layout(section_lengths(len(sections[0]), *counts))
     header = pack_header(size, counts, spans, bytes(sections[0]))
     directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, mode=0o755, exist_ok=True)  # e.g. a fresh checkout's var/
     fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -40,6 +40,26 @@ def worker_ids(worker_user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def shared_uid_warning(worker_user: str) -> str:
+    """Why the workers' uid is shared with processes outside Bastion, or "".
+
+    Only a root broker switches workers to worker_user; without root they are the
+    broker's own uid outside their user namespace."""
+    if os.geteuid() != 0:
+        return ""
+    try:
+        uid, _ = worker_ids(worker_user)
+    except ProfileError:
+        return ""  # reported as a policy error elsewhere
+    if uid != NOBODY:
+        return ""
+    return (
+        f"workers run as uid {NOBODY} (nobody), which other nobody processes on this host share and could "
+        f"signal them with: create the {DEFAULT_WORKER_USER} account (`make worker-user`, or "
+        "systemd-sysusers with deploy/sysusers.d/bastion-worker.conf)"
+    )
+
+
 def _may_share_net(profile: Profile, downgraded: list[str], unavailable: dict[str, str], rootless: bool) -> bool:
     """Share the launcher's empty network namespace only while both walls that make it
     safe (seccomp refusing sockets, Landlock's scopes) are required and available; without
