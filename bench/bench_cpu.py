@@ -106,6 +106,15 @@ class CpuMeter:
                 pass
         return tree_cpu_s(self.process)
 
+    def main_s(self) -> float:
+        """The server process's own user+system CPU (Bastion: the broker alone, without its
+        launcher, workers and engines; the baseline: the server without its grep children)."""
+        try:
+            times = self.process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
     async def settled(self, limit_s: float = 2.0) -> float:
         """The reading once the tree has gone idle (teardowns and pool refills done), bounded."""
         deadline = time.monotonic() + limit_s

@@ -336,6 +336,7 @@ class Stream:
     timings: list[Timed]
     seconds: float
     cpu_s: float
+    main_cpu_s: float  # of which the server process itself (bench_cpu.CpuMeter.main_s)
 
 
 async def back_to_back(session: Session, arguments: dict[str, Any], seconds: float) -> tuple[list[Timed], float]:
@@ -355,12 +356,15 @@ async def back_to_back(session: Session, arguments: dict[str, Any], seconds: flo
     return done, elapsed
 
 
-async def metered(session: Session, run: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+async def metered(session: Session, run: Callable[[], Awaitable[Any]]) -> tuple[Any, float, float]:
     """run()'s result and the CPU seconds the server's tree spent on it: read once the tree is idle
-    before (its pool full) and again once it is idle after (the last teardowns and refills done)."""
+    before (its pool full) and again once it is idle after (the last teardowns and refills done);
+    then the share of the server process itself."""
     before = await session.cpu.settled()
+    main_before = session.cpu.main_s()
     result = await run()
-    return result, await session.cpu.settled() - before
+    tree = await session.cpu.settled() - before
+    return result, tree, session.cpu.main_s() - main_before
 
 
 async def stream_case(bench: Bench) -> None:
@@ -373,10 +377,10 @@ async def stream_case(bench: Bench) -> None:
                 await timed_call(session, "query_logs", arguments, 60)
         for _ in range(bench.config.stream_rounds):
             for session in order:
-                (timings, seconds), cpu_s = await metered(
+                (timings, seconds), cpu_s, main_cpu_s = await metered(
                     session, lambda s=session: back_to_back(s, arguments, bench.config.stream_s)
                 )
-                streams[session.name].append(Stream(timings, seconds, cpu_s))
+                streams[session.name].append(Stream(timings, seconds, cpu_s, main_cpu_s))
             order.reverse()
         methods = {s.name: s.cpu.method for s in order}
     stream_rows(bench, streams, methods)
@@ -392,6 +396,7 @@ def stream_figures(streams: list[Stream]) -> dict[str, Any]:
         "p99": percentile(ok, 0.99),
         "calls_per_s": len(ok) / seconds if seconds else None,
         "cpu_ms_per_call": 1000 * sum(stream.cpu_s for stream in streams) / len(ok) if ok else None,
+        "main_cpu_ms_per_call": 1000 * sum(stream.main_cpu_s for stream in streams) / len(ok) if ok else None,
         "calls": len(timings),
         "errors": errors_of(timings),
     }
@@ -409,9 +414,15 @@ def stream_rows(bench: Bench, streams: dict[str, list[Stream]], methods: dict[st
         ("p99", "ms", "≤", 2.0, ""),
         ("calls_per_s", "calls/s", None, None, ""),
         ("cpu_ms_per_call", "ms CPU", None, None, cpu_note(methods)),
+        ("main_cpu_ms_per_call", "ms CPU", None, None, MAIN_CPU_NOTE),
     )
+    names = {
+        "calls_per_s": "calls/s",
+        "cpu_ms_per_call": "server CPU per call",
+        "main_cpu_ms_per_call": "CPU per call of the server process alone (broker / baseline server)",
+    }
     for key, unit, sense, limit, row_note in specs:
-        name = {"calls_per_s": "calls/s", "cpu_ms_per_call": "server CPU per call"}.get(key, key)
+        name = names.get(key, key)
         bench.rows.append(
             versus_baseline(
                 f"query_logs 1 MB log {name}, {label}", unit, ours[key], theirs[key], sense, limit, row_note
@@ -970,16 +981,28 @@ CALLS_TARGET = (16, 0.8)  # (callers, Bastion/baseline at least): calls/s
 CPU_TARGET = (16, 1.5)  # (callers, Bastion/baseline at most): server CPU per call
 
 
+MAIN_CPU_NOTE = (
+    "the server process's own user+system time (psutil), without its children: for Bastion the broker "
+    "(MCP SDK, validation, audit, pool), the rest of the row above being launcher, workers and engines; "
+    "for the baseline the server without its grep runs"
+)
+
+
 @dataclass
 class Throughput:
     calls_per_s: float
     ok: int
     errors: list[str]
     cpu_s: float = 0.0
+    main_cpu_s: float = 0.0
 
     @property
     def cpu_ms_per_call(self) -> float | None:
         return 1000 * self.cpu_s / self.ok if self.ok else None
+
+    @property
+    def main_cpu_ms_per_call(self) -> float | None:
+        return 1000 * self.main_cpu_s / self.ok if self.ok else None
 
 
 async def throughput(session: Session, callers: int, seconds: float, arguments: dict[str, Any]) -> Throughput:
@@ -1007,10 +1030,10 @@ async def concurrency_case(bench: Bench) -> None:
         for callers in CONCURRENCY:
             figures[callers] = {}
             for session in order:
-                run, cpu_s = await metered(
+                run, cpu_s, main_cpu_s = await metered(
                     session, lambda s=session, n=callers: throughput(s, n, bench.config.concurrency_s, arguments)
                 )
-                run.cpu_s = cpu_s
+                run.cpu_s, run.main_cpu_s = cpu_s, main_cpu_s
                 figures[callers][session.name] = run
             order.reverse()
     concurrency_rows(bench, figures, methods)
@@ -1034,6 +1057,16 @@ def concurrency_rows(bench: Bench, figures: dict[int, dict[str, Throughput]], me
         bench.rows.append(
             versus_baseline(case, "ms CPU", ours.cpu_ms_per_call, theirs.cpu_ms_per_call, "≤", limit, note)
         )
+        if callers == CPU_TARGET[0]:
+            main = "  of which the server process alone (broker / baseline server)"
+            bench.rows.append(
+                versus_baseline(
+                    main, "ms CPU", ours.main_cpu_ms_per_call, theirs.main_cpu_ms_per_call, None, None, MAIN_CPU_NOTE
+                )
+            )
+    bench.details["main_cpu_ms_per_call"] = {
+        c: {k: v.main_cpu_ms_per_call for k, v in by.items()} for c, by in figures.items()
+    }
     bench.details["calls_per_s"] = {c: {k: v.calls_per_s for k, v in by.items()} for c, by in figures.items()}
     bench.details["cpu_ms_per_call"] = {c: {k: v.cpu_ms_per_call for k, v in by.items()} for c, by in figures.items()}
     bench.details["cpu_method"] = methods
