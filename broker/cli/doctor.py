@@ -116,13 +116,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "root: workers drop to an unprivileged uid" if os.geteuid() == 0 else "not root: workers use a user namespace"
     )
     print(f"Bastion sandbox on this host ({mode}); profiles: {', '.join(kinds)}")
-    if warning := shared_uid_warning(settings.worker_user):
-        print(f"warning: {warning}")
     print("\n".join(lines))
     if reasons:
         print("why layers are missing:\n" + "\n".join(reasons))
     if policy is not None:
         print("\n".join(_policy_checks(findings)))
+    if warning := shared_uid_warning(settings.worker_user):
+        print(f"warning: {warning}")  # after the table, whose rows tools and tests read by position
     print("verdict: " + _verdict(servable, bool(preflight.refusals(findings))))
     return exit_codes.OK if servable and not preflight.refusals(findings) else exit_codes.REFUSED
 
