@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from tests.conftest import bastion_client, read_audit, write_policy
-from workers import search as search_worker
+from workers import search_input
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +98,7 @@ async def test_newest_first_returns_the_most_recent_and_stops_early(tmp_path: Pa
     # The answer was complete after the probe of auth.log.2.gz at most. These small rotations
     # share one engine (a joined run), whose feeder reads ahead of it by at most its pipe and
     # one chunk: past the answer, nothing more than that is read.
-    read_ahead = search_worker.JOINED_PIPE_BYTES + search_worker.READ_CHUNK
+    read_ahead = search_input.JOINED_PIPE_BYTES + search_input.READ_CHUNK
     assert end["bytes_scanned"] <= rotated.stat().st_size + (rotated.parent / "auth.log.1").stat().st_size + read_ahead
 
 

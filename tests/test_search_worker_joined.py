@@ -28,6 +28,7 @@ from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, Progre
 from broker.tools.query_logs import engine as search_engine
 from broker.tools.query_logs.ere import parse_ere
 from workers import search as worker_search
+from workers import search_input, search_state
 
 GREP = shutil.which("grep") or "/usr/bin/grep"
 RG = shutil.which("rg")
@@ -169,7 +170,7 @@ def test_an_engine_killed_in_a_joined_run_costs_the_file_it_was_on(
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
         return real_take(self, hit)
 
-    monkeypatch.setattr(worker_search.FileState, "take", take)
+    monkeypatch.setattr(search_state.FileState, "take", take)
     got = answer(_joined(request, [False, True, True]), paths)
     assert [item[:3] for item in got if isinstance(item, tuple)] == [
         (0, 1, "Failed a"),
@@ -265,4 +266,4 @@ def test_a_joined_run_that_stops_early_reads_little_past_the_answer(tmp_path: Pa
     worker_search.search(_joined(request, [False, True, True]), fds, EXECUTABLES, sent.append)
     read = [os.lseek(fd, 0, os.SEEK_CUR) for fd in positions]
     assert sent[-1].more and read[2] == 0
-    assert read[1] <= worker_search.JOINED_PIPE_BYTES + worker_search.READ_CHUNK
+    assert read[1] <= search_input.JOINED_PIPE_BYTES + search_input.READ_CHUNK

@@ -25,104 +25,32 @@ matches are in. For the most recent matches a bounded deque keeps the last
 max_lines + 1 of each file. Output is cut into capped lines, sanitized and sent
 in batches. While an engine runs, the worker reports how far it has got
 (workers/progress.py), woken by its poll's timeout when the engine is quiet.
+
+This module runs the engines; what they read (stdin, decompression, joined
+runs) is workers/search_input.py, and what the call and each file have found
+is workers/search_state.py.
 """
 
 from __future__ import annotations
 
-import bisect
 import errno
-import fcntl
 import os
 import re
 import select
 import signal
-import zlib
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from bastion_wire.protocol import Done, Failed, FileSkipped, Line, Lines, ProtocolError, SearchFile, SearchRequest
+from bastion_wire.protocol import Done, Failed, FileSkipped, ProtocolError, SearchFile, SearchRequest
 from workers import engine_process
 from workers.channel import Send
 from workers.lines import LineSplitter
 from workers.progress import ProgressMeter
-from workers.sanitize import clean_line, clean_text
-from workers.timestamps import LineClock
+from workers.sanitize import clean_text
+from workers.search_input import READ_CHUNK, Feeder, Joined, contents, widen
+from workers.search_state import Call, FileState, Hit, windowed
 
-BATCH_LINES = 256
-BATCH_BYTES = 256 * 1024
-READ_CHUNK = 256 * 1024
-GZIP_IN_CHUNK = 64 * 1024
-GZIP_OUT_CHUNK = 256 * 1024
-LOOK_BACK_BYTES = 64 * 1024
 MAX_STDERR = 4096
 PREFIX_ROOM = 48  # "line:offset:" before the text
-F_SETPIPE_SZ = 1031  # fcntl(2), Linux
-JOINED_PIPE_BYTES = 1 << 20  # bench rotations case, 32 x 1 MB joined: 59 ms a call with 64 KiB pipes, 42 with 1 MiB
-
-
-@dataclass
-class Hit:
-    line_no: int
-    offset: int
-    context: bool
-    text: bytes
-    length: int
-
-
-@dataclass
-class Call:
-    """What the whole call has produced so far, across files."""
-
-    request: SearchRequest
-    send: Send
-    matches: int = 0
-    more: bool = False
-    counts: list[int] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    inflated: int = 0  # decompressed bytes, across files (and earlier batches of the call)
-    skipped: list[FileSkipped] = field(default_factory=list)
-    batch: list[Line] = field(default_factory=list)
-    batch_bytes: int = 0
-    files: list[FileState] = field(default_factory=list)
-    meter: ProgressMeter | None = None
-
-    def tick(self) -> None:
-        """A progress report to the broker, if one is due (workers/progress.py)."""
-        if self.meter is not None:
-            self.meter.tick(sum(1 for state in self.files if state.finished) + len(self.skipped))
-
-    @property
-    def full(self) -> bool:
-        return self.matches >= self.request.max_lines
-
-    def emit(self, group: list[Hit], file: int) -> None:
-        """Send one group (matches and their context), stopping before a match beyond max_lines."""
-        if self.full:
-            self.more = True  # a group always holds a match: one more exists
-            return
-        for hit in group:
-            if not hit.context:
-                if self.full:
-                    self.more = True
-                    return
-                self.matches += 1
-            line = Line(hit.line_no, clean_line(hit.text[: self.request.max_line_bytes], hit.length), file, hit.context)
-            self.batch.append(line)
-            self.batch_bytes += len(line.text)
-            if len(self.batch) >= BATCH_LINES or self.batch_bytes >= BATCH_BYTES:
-                self.flush()
-
-    def note(self, text: str) -> None:
-        """A note for the client, once: a file searched again (after its joined run's
-        engine died) may run into the same truncated or corrupt gzip data."""
-        if text not in self.notes:
-            self.notes.append(text)
-
-    def flush(self) -> None:
-        if self.batch:
-            self.send(Lines(self.batch))
-            self.batch, self.batch_bytes = [], 0
 
 
 RG_ENV = {"HOME": "/"}  # else ripgrep looks the user up through NSS (a socket to nscd)
@@ -160,10 +88,6 @@ def grep_argv(grep: str, engine: str, request: SearchRequest, limit: int | None,
     return argv + ["-e", request.pattern]
 
 
-def _windowed(request: SearchRequest) -> bool:
-    return request.since is not None or request.until is not None
-
-
 GREP_PREFIX = re.compile(rb"([0-9]{1,20})([:-])([0-9]{1,20})\2")
 
 
@@ -179,219 +103,7 @@ def _parse(prefix: bytes, length: int) -> Hit | None:
     return Hit(int(found.group(1)), int(found.group(3)), found.group(2) == b"-", prefix[start:], length - start)
 
 
-# --- feeding grep ---------------------------------------------------------------------
-
-
-def _gunzip(fd: int, call: Call, name: str) -> Iterator[bytes]:
-    """Decompressed chunks of a gzip file (several members allowed), within the call's cap."""
-    inflater = zlib.decompressobj(wbits=31)
-    in_member = False  # a member has begun and not ended: the file ends inside it
-    while True:
-        data = os.read(fd, GZIP_IN_CHUNK)
-        if not data:
-            if in_member:
-                call.note(f"{name}: truncated gzip file; searched what could be decompressed")
-            return
-        while data:
-            in_member = True
-            try:
-                out = inflater.decompress(data, GZIP_OUT_CHUNK)
-            except zlib.error:
-                call.note(f"{name}: corrupt gzip data; searched what came before it")
-                return
-            data = inflater.unconsumed_tail
-            if inflater.eof:  # the next member, if any, starts in unused_data
-                data, inflater, in_member = inflater.unused_data, zlib.decompressobj(wbits=31), False
-            call.inflated += len(out)
-            if call.inflated > call.request.max_decompressed_bytes:
-                call.note(
-                    f"{name}: stopped at the decompression cap of {call.request.max_decompressed_bytes}"
-                    " bytes (a gzip bomb?)"
-                )
-                return
-            if out:
-                yield out
-
-
-class Feeder:
-    """Writes decompressed data into grep's stdin without blocking the reader."""
-
-    def __init__(self, chunks: Iterator[bytes], pipe_w: int) -> None:
-        self.chunks, self.fd, self.pending = chunks, pipe_w, b""
-        os.set_blocking(pipe_w, False)
-
-    def pump(self) -> bool:
-        """Write what grep will take now; False once everything is written (pipe closed)."""
-        while True:
-            if not self.pending:
-                self.pending = next(self.chunks, b"")
-                if not self.pending:
-                    os.close(self.fd)
-                    return False
-            try:
-                written = os.write(self.fd, self.pending)
-            except BlockingIOError:
-                return True
-            except BrokenPipeError:  # grep stopped reading (-m reached)
-                os.close(self.fd)
-                return False
-            self.pending = self.pending[written:]
-
-
-# --- one file's answer ---------------------------------------------------------------
-
-
-class FileState:
-    """What one file's search has found, whichever engine run reads it: its hits, checked
-    against the time window with the file's own clock, grouped, kept (newest first) or
-    sent, and its count."""
-
-    def __init__(self, call: Call, index: int, spec: SearchFile, fd: int) -> None:
-        self.call, self.index, self.spec, self.fd = call, index, spec, fd
-        self.request = call.request
-        self.clock = LineClock(spec.mtime)
-        self.windowed = _windowed(self.request)  # decided once per file, not per line
-        self.probe = False
-        self.begun = False
-        self.sent_through = 0  # the last line sent to the broker: a re-run of the file starts after it
-        self.sent_matches = 0
-        self.finished = False
-        self.reset()
-
-    def reset(self, again: bool = False) -> None:
-        """Forget what a run found and did not send; `again`: the file is searched again,
-        and its lines up to the last one sent are skipped (only then: an engine's output that
-        repeats a line number, a hostile one's say, is still sent and counted)."""
-        self.skip_through = self.sent_through if again else 0
-        self.previous: tuple[int, float | None] = (0, None)  # (line_no, time) of the last output line
-        self.group: list[Hit] = []
-        self.kept: deque[list[Hit]] = deque()
-        self.kept_matches = 0
-        self.count = 0
-
-    def begin(self) -> None:
-        """The engine's output has reached this file: every file before it is finished."""
-        if not self.begun:
-            # Enough matches already: this file is only asked whether it holds one more.
-            self.probe = self.call.full and not self.request.count_only
-            self.begun = True
-
-    def take(self, hit: Hit | None) -> bool:
-        """One line of the engine's output (None: grep's group separator); True: stop the engine."""
-        if hit is None:
-            return self.close_group()
-        if self.windowed and not self._in_window(hit):
-            return False
-        if hit.line_no <= self.skip_through:
-            return False  # searched again: sent before the first run died
-        if self.request.count_only:
-            self.count += 1
-            return False
-        self.group.append(hit)
-        return self.close_group() if not self.request.context else False
-
-    def _in_window(self, hit: Hit) -> bool:
-        when = self.clock.time_of(hit.text)
-        if when is None:
-            previous_no, previous_time = self.previous
-            when = previous_time if previous_no == hit.line_no - 1 else self._look_back(hit.offset)
-        self.previous = (hit.line_no, when)
-        if when is None:
-            return False
-        since, until = self.request.since, self.request.until
-        return (since is None or when >= since) and (until is None or when <= until)
-
-    def _look_back(self, offset: int) -> float | None:
-        """The time of the nearest earlier stamped line (plain files only: .gz cannot seek)."""
-        if self.spec.gzip or offset <= 0:
-            return None
-        start = max(0, offset - LOOK_BACK_BYTES)
-        return self.clock.last_time_before(os.pread(self.fd, offset - start, start), partial_first=start > 0)
-
-    def close_group(self) -> bool:
-        """The group so far is complete: kept (newest first) or sent. True: the call is answered."""
-        group, self.group = self.group, []
-        matches = _matches(group)
-        if not matches:
-            return False
-        if self.request.newest_first and not self.probe:
-            # Keep the last (still needed + 1) matches: the one extra says whether more exist.
-            self.kept.append(group)
-            self.kept_matches += matches
-            needed = self.request.max_lines - self.call.matches + 1
-            while self.kept and self.kept_matches - _matches(self.kept[0]) >= needed:
-                self.kept_matches -= _matches(self.kept.popleft())
-            return False
-        before = self.call.matches
-        self.call.emit(group, self.index)
-        self.sent_through, self.sent_matches = group[-1].line_no, self.sent_matches + self.call.matches - before
-        return self.call.more
-
-    def finish(self) -> None:
-        """The whole file was searched: its count, or its most recent matches, newest first."""
-        if self.finished:
-            return
-        self.finished = True
-        self.begin()
-        self.close_group()
-        if self.request.count_only:
-            self.call.counts.append(self.count)
-        elif self.request.newest_first and not self.probe:
-            for group in reversed(self.kept):
-                self.call.emit(group, self.index)
-
-
 # --- one engine process, over one file or several joined --------------------------------
-
-
-class Joined:
-    """Several files fed one after the other into one engine's stdin, through a pipe.
-
-    Where each file starts in that stream (its byte offset and the lines before it) maps the
-    engine's "N:B:" back to the file's own line and offset. A file that does not end with a
-    newline gets one, so that its last line stays its own; the engine never outputs a line
-    before it has read it, so a line's file is always known when the line arrives."""
-
-    def __init__(self, call: Call, files: list[FileState]) -> None:
-        self.call, self.files = call, files
-        self.starts: list[int] = []
-        self.lines_before: list[int] = []
-        self.fed = 0
-        self.newlines = 0
-
-    def chunks(self) -> Iterator[bytes]:
-        for state in self.files:
-            self.starts.append(self.fed)
-            self.lines_before.append(self.newlines)
-            last = b"\n"
-            for chunk in _contents(state, self.call):
-                self.fed += len(chunk)
-                self.newlines += chunk.count(b"\n")
-                last = chunk[-1:]
-                yield chunk
-            if last != b"\n":
-                self.fed, self.newlines = self.fed + 1, self.newlines + 1
-                yield b"\n"
-
-    def locate(self, hit: Hit) -> int:
-        """The run's file that holds `hit`, whose line and offset become that file's own."""
-        at = bisect.bisect_right(self.starts, hit.offset) - 1
-        if at < 0:
-            raise ProtocolError("the search engine reported an offset before its input")
-        hit.line_no -= self.lines_before[at]
-        hit.offset -= self.starts[at]
-        if hit.line_no < 1:
-            raise ProtocolError("the search engine reported a line number that does not match its offset")
-        return at
-
-
-def _contents(state: FileState, call: Call) -> Iterator[bytes]:
-    """A file's bytes as the engine should see them: decompressed for .gz."""
-    if state.spec.gzip:
-        yield from _gunzip(state.fd, call, f"file #{state.index}")
-        return
-    while chunk := os.read(state.fd, READ_CHUNK):
-        yield chunk
 
 
 class EngineRun:
@@ -406,7 +118,7 @@ class EngineRun:
         self.stop = False
         self.count = 0
         # grep -c prints one number: only for a plain count over one file
-        self.grep_counts = self.request.count_only and not _windowed(self.request) and self.joined is None
+        self.grep_counts = self.request.count_only and not windowed(self.request) and self.joined is None
 
     def limit(self) -> int | None:
         """-m: the matches still needed, plus one that says whether more exist (oldest first)."""
@@ -445,8 +157,8 @@ class EngineRun:
             return first.fd, None
         in_r, in_w = os.pipe()
         if self.joined is not None:
-            _widen(in_w)
-        chunks = self.joined.chunks() if self.joined is not None else _contents(first, self.call)
+            widen(in_w)
+        chunks = self.joined.chunks() if self.joined is not None else contents(first, self.call)
         return in_r, Feeder(chunks, in_w)
 
     def _spawn(self) -> tuple[int, int, int, Feeder | None]:
@@ -525,19 +237,6 @@ class EngineRun:
         self.current = len(self.files)
 
 
-def _widen(pipe_w: int) -> None:
-    """A larger pipe for a joined run: fewer switches between the worker and the engine.
-    Best effort: past the user's pipe quota the kernel refuses (EPERM), and 64 KiB will do."""
-    try:
-        fcntl.fcntl(pipe_w, F_SETPIPE_SZ, JOINED_PIPE_BYTES)
-    except OSError:
-        pass
-
-
-def _matches(group: list[Hit]) -> int:
-    return sum(1 for hit in group if not hit.context)
-
-
 class EngineFailure(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -579,7 +278,7 @@ def _joinable(request: SearchRequest, index: int) -> bool:
     """Whether file `index` may share the engine of the file before it: the same engine, and
     a search whose output the join keeps exact (no context lines, which would run across the
     files; no grep -c, which counts the whole stream)."""
-    if index == 0 or request.context or (request.count_only and not _windowed(request)):
+    if index == 0 or request.context or (request.count_only and not windowed(request)):
         return False
     return _engine(request, request.files[index]) == _engine(request, request.files[index - 1])
 
