@@ -223,6 +223,18 @@ def _friendly(exc: msgspec.MsgspecError) -> str:
     return f"{key}: {text[: match.start()]}"
 
 
+def _scope_named(data: bytes) -> str | None:
+    """The error of the first invalid [scopes.NAME] table, named (msgspec says only
+    `scopes[...]`); None when every one is valid (the error is elsewhere)."""
+    tables = msgspec.toml.decode(data).get("scopes")
+    for name, table in tables.items() if isinstance(tables, dict) else ():
+        try:
+            msgspec.convert(table, ScopeRule)
+        except msgspec.ValidationError as exc:
+            return f"scopes.{name}." + _friendly(exc) if " - at `$." in str(exc) else f"scopes.{name}: {exc}"
+    return None
+
+
 def _resolve(base: Path, value: str, key: str) -> str:
     if not value or "\x00" in value:
         raise PolicyError(f"{key}: must be a non-empty path")
@@ -322,7 +334,7 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
     try:
         policy = msgspec.toml.decode(data, type=Policy)
     except msgspec.ValidationError as exc:
-        raise PolicyError(_friendly(exc)) from None
+        raise PolicyError(_scope_named(data) or _friendly(exc)) from None
     except msgspec.DecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
