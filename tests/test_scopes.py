@@ -20,7 +20,7 @@ from broker.ratelimit import Rate, RateLimiter
 from broker.tools import prompts, registry
 from broker.tools.resources import LOG_TEMPLATE, log_uri
 from broker.transport.http_tokens import digest
-from tests.conftest import bastion_client, read_audit, write_policy
+from tests.conftest import ROOT, bastion_client, read_audit, write_policy
 from tests.test_http import Served, free_port, http_client
 
 TOKENS = {"alice": "bst_alice-scoped-token-tests", "bob": "bst_bob-scoped-token-tests", "carol": "bst_carol-token"}
@@ -111,6 +111,16 @@ def test_log_names_are_unique_and_well_formed(logs: bytes, needle: str) -> None:
     with pytest.raises(PolicyError) as caught:
         parsed("", logs)
     assert needle in str(caught.value)
+
+
+def test_the_deploy_guides_example_is_a_valid_policy() -> None:
+    section = (ROOT / "docs" / "DEPLOY.md").read_text().split("Scopes: a different reach per analyst", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0].replace('"…"', '"' + "0" * 64 + '"')
+    policy = parse_policy(example.encode() + AUDIT, Path("/etc/bastion"))
+    dave = scopes.of(policy, "dave")
+    assert dave.logs == {"/var/log/nginx/*.log"} and dave.max_lines == 200 and dave.rate == Rate(20, 60)
+    assert scopes.of(policy, "alice").logs == {"/var/log/auth.log", "/var/log/nginx/*.log"}
+    assert scopes.of(policy, "root-cause") is scopes.EVERYTHING
 
 
 # --- nothing outside a scope is opened -------------------------------------------------------
