@@ -19,7 +19,9 @@ import msgspec
 from broker.files.allowlist import Allowlist
 from broker.policy import LogEntry, Policy
 from broker.ratelimit import Rate
+from broker.tools.check_ip_reputation import tool as check_ip_reputation
 
+INTEL_TOOL = check_ip_reputation.NAME
 UNLISTED = "(unlisted)"  # the scope of a client name the policy does not list (fail closed)
 
 
@@ -50,14 +52,19 @@ class Scope:
         return {"scope": self.name} if self.name else {}
 
     def policy(self, policy: Policy) -> Policy:
-        """The policy as this client sees it: only its logs, its max_lines (schemas, parsing)."""
-        if self.logs is None and self.max_lines is None:
-            return policy
-        limits = policy.limits
+        """The policy as this client sees it: only its logs (schemas, listings), its max_lines
+        (the schema's maximum, parsing) and no [intel] without check_ip_reputation (so the
+        prompts do not send it to a tool it may not call)."""
+        changes: dict[str, Any] = {}
+        if self.logs is not None:
+            changes["logs"] = [entry for entry in policy.logs if self.allows_log(entry)]
         if self.max_lines is not None:
-            limits = msgspec.structs.replace(limits, max_lines=min(self.max_lines, limits.max_lines))
-        logs = [entry for entry in policy.logs if self.allows_log(entry)]
-        return msgspec.structs.replace(policy, logs=logs, limits=limits)
+            changes["limits"] = msgspec.structs.replace(
+                policy.limits, max_lines=min(self.max_lines, policy.limits.max_lines)
+            )
+        if policy.intel is not None and not self.allows_tool(INTEL_TOOL):
+            changes["intel"] = None
+        return msgspec.structs.replace(policy, **changes) if changes else policy
 
     def allowlist(self, allowlist: Allowlist) -> Allowlist:
         """What this client may open: a view of the pinned allowlist holding only its entries."""

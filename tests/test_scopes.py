@@ -72,6 +72,13 @@ def test_scopes_parse_logs_by_name_or_path_and_pick_the_clients() -> None:
     assert [entry.path for entry in web.policy(policy).logs] == ["/var/log/web/*.log"]
 
 
+def test_a_scope_without_check_ip_reputation_sees_no_intel() -> None:
+    intel = '[intel]\ndatabase = "/var/lib/bastion/intel.db"\n'
+    policy = parsed(intel + '[stdio]\nscope = "a"\n[scopes.a]\ntools = ["query_logs"]\n[scopes.b]\n')
+    assert scopes.of(policy, None).policy(policy).intel is None and policy.intel is not None
+    assert scopes.Scope("b").policy(policy) is policy  # a scope that grants everything changes nothing
+
+
 CLIENT = '[[http.clients]]\nname = "alice"\ntoken_sha256 = "' + "0" * 64 + '"\n'
 
 
