@@ -24,6 +24,7 @@ import anyio
 import mcp_types as types
 import msgspec
 
+from broker import scopes
 from broker.audit.group_commit import GroupCommit
 from broker.audit.log import AuditError, AuditLog
 from broker.call_record import CallRecord, preview
@@ -34,6 +35,7 @@ from broker.pool.outcome import fate, worker_end
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import OnProgress, SandboxUnavailable, Worker, WorkerResult
 from broker.ratelimit import Rate, RateLimiter
+from broker.scopes import Scope
 from broker.tools import completions, prompts, registry, resources
 from broker.tools.context import CallContext, ProgressSink
 
@@ -84,30 +86,33 @@ class Bastion:
 
     # --- the audited envelope of every call ------------------------------------
 
-    async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord], Awaitable[T]]) -> T:
+    async def _audited(
+        self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord], Awaitable[T]], scope: Scope
+    ) -> T:
         """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
         started = time.monotonic()
+        scoped = scope.audit_fields()
         try:
             # Not synced on its own: the end record's sync covers it, before any result leaves.
-            call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments)
+            call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments, **scoped)
         except AuditError as exc:
             log.error("%s", exc)
             raise ToolError(AUDIT_DOWN, "internal_error") from None  # never written: the audit failed
         record = CallRecord()
         try:
-            self._admit(client, tool)
+            self._admit(client, tool, scope)
             reply = await work(record)
         except BaseException as exc:
             # Also on cancellation, so every begin has its end (nothing is released then: no sync).
             record.ended_by(exc)
-            end_seq = self._end(call_id, client, tool, arguments, started, record)
+            end_seq = self._end(call_id, client, tool, arguments, started, record, scoped)
             if isinstance(exc, Exception):  # not a cancellation: an error, too, leaves only once durable
                 await self._released(end_seq)
             shown = _shown(exc)
             if shown is None:
                 raise
             raise shown from None
-        end_seq = self._end(call_id, client, tool, arguments, started, record)
+        end_seq = self._end(call_id, client, tool, arguments, started, record, scoped)
         await self._released(end_seq)
         return reply
 
@@ -129,7 +134,7 @@ class Bastion:
             raise ToolError(message)
 
         with contextlib.suppress(ToolError):
-            await self._audited(tool, arguments, client or self.client, work)
+            await self._audited(tool, arguments, client or self.client, work, scopes.of(self.policy, client))
 
     def reject(self, method: str | None, client: str | None, message: str) -> None:
         """Record a message refused before the SDK saw it that names no call (one record)."""
@@ -146,21 +151,28 @@ class Bastion:
         except AuditError as exc:
             log.error("%s", exc)
 
-    def _admit(self, client: str, tool: str) -> None:
-        decision = self.limiter.check(client, tool)
+    def _admit(self, client: str, tool: str, scope: Scope) -> None:
+        decision = self.limiter.check(client, tool, scope.rate)
         if not decision.allowed:
             wait = decision.retry_after_s
             who = "for this client" if decision.scope == "client" else "for the server"
             raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
     def _end(
-        self, call_id: int, client: str, tool: str, arguments: Any, started: float, record: CallRecord
+        self,
+        call_id: int,
+        client: str,
+        tool: str,
+        arguments: Any,
+        started: float,
+        record: CallRecord,
+        scoped: dict[str, Any],
     ) -> int | None:
         """Write the end record (not yet synced) and schedule the worker's stop; None if it failed."""
         fields = record.audit_fields(duration_ms=round((time.monotonic() - started) * 1000, 2))
         try:
             seq: int | None = self.audit.write(
-                "end", sync=False, call=call_id, client=client, tool=tool, arguments=arguments, **fields
+                "end", sync=False, call=call_id, client=client, tool=tool, arguments=arguments, **scoped, **fields
             )
         except AuditError as exc:
             log.error("%s", exc)
@@ -170,10 +182,17 @@ class Bastion:
             self.pool.after_call(functools.partial(self._stop, worker, result, call_id, client, tool))
         return seq
 
-    # --- what a client may call ----------------------------------------------
+    # --- what a client may call: only what its scope allows (broker/scopes.py) ------
 
-    def tools(self) -> list[types.Tool]:
-        return [row.schema(self.policy) for row in self._tools.values()]
+    def _scope(self, client: str | None) -> tuple[Scope, Policy, Allowlist]:
+        """The client's scope (None: the stdio user), and the policy and allowlist as it
+        sees them, from the current policy on every request (never cached)."""
+        scope = scopes.of(self.policy, client)
+        return scope, scope.policy(self.policy), scope.allowlist(self.allowlist)
+
+    def tools(self, client: str | None = None) -> list[types.Tool]:
+        scope, policy, _ = self._scope(client)
+        return [row.schema(policy) for row in self._tools.values() if scope.allows_tool(row.name)]
 
     async def call_tool(
         self,
@@ -183,46 +202,53 @@ class Bastion:
         progress: ProgressSink | None = None,
     ) -> types.CallToolResult:
         """`progress`: where the tool reports how far it has got, if the client asked."""
+        scope, policy, allowlist = self._scope(client)
 
         async def work(record: CallRecord) -> types.CallToolResult:
             row = self._tools.get(name)
-            if row is None:
+            if row is None or not scope.allows_tool(name):  # out of scope: as if it did not exist
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            return await row.run(row.parse(arguments, self.policy), self._context(record, progress))
+            return await row.run(row.parse(arguments, policy), self._context(record, policy, allowlist, progress))
 
         try:
-            return await self._audited(name, arguments or {}, client or self.client, work)
+            return await self._audited(name, arguments or {}, client or self.client, work, scope)
         except ToolError as exc:
             return _error(exc.message)
 
-    def prompts(self) -> list[types.Prompt]:
-        return prompts.listing()
+    def prompts(self, client: str | None = None) -> list[types.Prompt]:
+        scope, _, _ = self._scope(client)
+        return [prompt for prompt in prompts.listing() if scope.allows_prompt(prompt.name)]
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None, client: str | None = None
     ) -> types.GetPromptResult:
         """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
+        scope, policy, allowlist = self._scope(client)
 
         async def work(record: CallRecord) -> types.GetPromptResult:
-            return prompts.get(name, arguments, self._context(record))
+            if not scope.allows_prompt(name):
+                raise prompts.unknown(name)
+            return prompts.get(name, arguments, self._context(record, policy, allowlist))
 
-        return await self._audited(
-            "prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work
-        )
+        arguments_shown = {"name": name, "arguments": arguments or {}}
+        return await self._audited("prompts/get", arguments_shown, client or self.client, work, scope)
 
-    def resources(self) -> list[types.Resource]:
-        return resources.listing(self.policy, self.allowlist)
+    def resources(self, client: str | None = None) -> list[types.Resource]:
+        _, policy, allowlist = self._scope(client)
+        return resources.listing(policy, allowlist)
 
     async def read_resource(self, uri: str, client: str | None = None) -> str:
         """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
+        scope, policy, allowlist = self._scope(client)
 
         async def work(record: CallRecord) -> str:
-            return await resources.read(uri, self._context(record))
+            return await resources.read(uri, self._context(record, policy, allowlist))
 
-        return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
+        return await self._audited("resources/read", {"uri": uri}, client or self.client, work, scope)
 
-    def resource_templates(self) -> list[types.ResourceTemplate]:
-        return resources.templates()
+    def resource_templates(self, client: str | None = None) -> list[types.ResourceTemplate]:
+        scope, _, _ = self._scope(client)
+        return resources.templates() if scope.has_logs else []  # a scope without logs has no log to read
 
     async def complete(
         self,
@@ -231,19 +257,28 @@ class Bastion:
         client: str | None = None,
     ) -> types.Completion:
         """Values for one prompt or template argument. Raises ToolError or UnknownName."""
+        scope, _, allowlist = self._scope(client)
 
         async def work(record: CallRecord) -> types.Completion:
-            completion = completions.complete(ref, argument.name, argument.value, self.allowlist)
+            if isinstance(ref, types.PromptReference) and not scope.allows_prompt(ref.name):
+                raise prompts.unknown(ref.name)
+            if isinstance(ref, types.ResourceTemplateReference) and not scope.has_logs:
+                raise UnknownName(completions.UNKNOWN_TEMPLATE)
+            completion = completions.complete(ref, argument.name, argument.value, allowlist)
             record.reply = "ok"
             record.result_preview = preview(", ".join(completion.values))
             return completion
 
         arguments = {"ref": ref.model_dump(exclude_none=True), "argument": argument.model_dump()}
-        return await self._audited("completion/complete", arguments, client or self.client, work)
+        return await self._audited("completion/complete", arguments, client or self.client, work, scope)
 
     # --- slots and workers, for the call's work --------------------------------
 
-    def _context(self, record: CallRecord, progress: ProgressSink | None = None) -> CallContext:
+    def _context(
+        self, record: CallRecord, policy: Policy, allowlist: Allowlist, progress: ProgressSink | None = None
+    ) -> CallContext:
+        """What a call's work gets: the policy and allowlist as its client's scope shows them."""
+
         async def run_worker(
             kind: str,
             request: msgspec.Struct,
@@ -255,8 +290,8 @@ class Bastion:
             return await self._run_worker(kind, request, fds, record, deadline_s, max_bytes, on_progress)
 
         return CallContext(
-            policy=self.policy,
-            allowlist=self.allowlist,
+            policy=policy,
+            allowlist=allowlist,
             pool=self.pool,
             ripgrep=self.ripgrep,
             record=record,

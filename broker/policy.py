@@ -21,6 +21,7 @@ from broker.files.regular_file import read_regular
 from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; a huge one is a mistake or an attack
 
 
@@ -28,8 +29,13 @@ class PolicyError(Exception):
     """The policy file cannot be used; the message names the offending key."""
 
 
+# Names an operator gives clients, scopes and logs: what audit records and scope tables show.
+Name = Annotated[str, Meta(pattern=f"^{NAME_PATTERN.pattern}$")]
+
+
 class LogEntry(msgspec.Struct, forbid_unknown_fields=True):
     path: str
+    name: Name | None = None  # unique; what a [scopes.NAME] table may grant it by
     description: str = ""
     # Also search path.1, path.2.gz ... (logrotate's names) as one log, oldest first.
     rotations: bool = False
@@ -74,11 +80,13 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
     checkpoint_interval_s: Annotated[float, Meta(ge=1, le=86_400)] = 60.0
 
 
+# What a [scopes.NAME] table may grant (tests/test_scopes.py checks them against
+# broker/tools/registry.py and broker/tools/prompts.py, which import this module).
+TOOL_NAMES = ("list_logs", "query_logs", "check_ip_reputation")
+PROMPT_NAMES = ("analyze_incident", "triage_auth_failures")
 # What a [rate_limit.tools.NAME] table may name: the tools, resources/read, prompts/get and completions.
 RATE_LIMITED = (
-    "list_logs",
-    "query_logs",
-    "check_ip_reputation",
+    *TOOL_NAMES,
     "resources/read",
     "prompts/get",
     "completion/complete",
@@ -152,10 +160,22 @@ class Intel(msgspec.Struct, forbid_unknown_fields=True):
     history_days: Annotated[int, Meta(ge=1, le=3650)] = 365  # delisted entries kept this long
 
 
+class ScopeRule(msgspec.Struct, forbid_unknown_fields=True):
+    """A [scopes.NAME] table: what the clients given this scope may use (broker/scopes.py).
+    An omitted list grants everything of its kind; an empty one nothing."""
+
+    logs: list[str] | None = None  # [[logs]] entries by name, or by path as written there
+    tools: list[str] | None = None
+    prompts: list[str] | None = None
+    max_lines: Annotated[int, Meta(ge=1, le=100_000)] | None = None  # at most limits.max_lines
+    rate: Rate | None = None  # one more bucket per client, over all its calls: only ever tighter
+
+
 class HttpClient(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    name: Name
     token_sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]  # from `bastion token new NAME`
     revoked: bool = False  # kept so the name stays on record; its token is refused
+    scope: str = ""  # a [scopes.NAME] table; "" = everything
 
 
 class Http(msgspec.Struct, forbid_unknown_fields=True):
@@ -172,6 +192,10 @@ class Http(msgspec.Struct, forbid_unknown_fields=True):
     session_idle_timeout_s: Annotated[float, Meta(ge=1, le=86_400)] = 300
 
 
+class Stdio(msgspec.Struct, forbid_unknown_fields=True):
+    scope: str = ""  # the scope of the stdio user; "" = everything
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     logs: list[LogEntry]
     audit: Audit
@@ -182,6 +206,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     rate_limit: RateLimit = msgspec.field(default_factory=RateLimit)
     intel: Intel | None = None
     http: Http = msgspec.field(default_factory=Http)
+    scopes: dict[str, ScopeRule] = msgspec.field(default_factory=dict)
+    stdio: Stdio = msgspec.field(default_factory=Stdio)
     # Set by load_policy, not read from the file.
     source: str = ""
     sha256: str = ""
@@ -198,6 +224,18 @@ def _friendly(exc: msgspec.MsgspecError) -> str:
         return text
     key = match.group(1).lstrip(".") or "(top level)"
     return f"{key}: {text[: match.start()]}"
+
+
+def _scope_named(data: bytes) -> str | None:
+    """The error of the first invalid [scopes.NAME] table, named (msgspec says only
+    `scopes[...]`); None when every one is valid (the error is elsewhere)."""
+    tables = msgspec.toml.decode(data).get("scopes")
+    for name, table in tables.items() if isinstance(tables, dict) else ():
+        try:
+            msgspec.convert(table, ScopeRule)
+        except msgspec.ValidationError as exc:
+            return f"scopes.{name}." + _friendly(exc) if " - at `$." in str(exc) else f"scopes.{name}: {exc}"
+    return None
 
 
 def _resolve(base: Path, value: str, key: str) -> str:
@@ -221,6 +259,9 @@ def _check_logs(policy: Policy, base: Path) -> None:
             raise PolicyError(f"{key}: '**' is not supported; list each directory level")
         if entry.rotations and entry.is_glob:
             raise PolicyError(f"logs[{index}].rotations: only for a single file, not a glob")
+    names = [entry.name for entry in policy.logs if entry.name is not None]
+    if len(set(names)) != len(names):
+        raise PolicyError("logs: entry names must be unique")
 
 
 def _state_path(base: Path, value: str, key: str, state_dir: str | None) -> str:
@@ -262,11 +303,48 @@ def _check_http(http: Http) -> None:
         raise PolicyError("http.clients: client names must be unique")
 
 
+def _scope_logs(policy: Policy, base: Path, values: list[str], key: str) -> list[str]:
+    """The paths of the entries a scope grants: each value an entry's name, else its path
+    (resolved as [[logs]] paths are). Duplicates are kept once."""
+    by_name = {entry.name: entry.path for entry in policy.logs if entry.name is not None}
+    paths = {entry.path for entry in policy.logs}
+    granted: list[str] = []
+    for index, value in enumerate(values):
+        path = by_name.get(value) or _resolve(base, value, f"{key}[{index}]")
+        if path not in paths:
+            raise PolicyError(f"{key}[{index}]: {value!r} is neither the name nor the path of a [[logs]] entry")
+        granted.append(path)
+    return list(dict.fromkeys(granted))
+
+
+def _check_names(values: list[str] | None, known: tuple[str, ...], key: str) -> None:
+    for index, value in enumerate(values or []):
+        if value not in known:
+            raise PolicyError(f"{key}[{index}]: unknown {value!r}; one of {', '.join(known)}")
+
+
+def _check_scopes(policy: Policy, base: Path) -> None:
+    for name, rule in policy.scopes.items():
+        key = f"scopes.{name}"
+        if not NAME_PATTERN.fullmatch(name):
+            raise PolicyError(f"{key}: a scope name is 1-64 letters, digits and _ . @ - (a letter or digit first)")
+        if rule.logs is not None:
+            rule.logs = _scope_logs(policy, base, rule.logs, f"{key}.logs")
+        _check_names(rule.tools, TOOL_NAMES, f"{key}.tools")
+        _check_names(rule.prompts, PROMPT_NAMES, f"{key}.prompts")
+        if rule.max_lines is not None and rule.max_lines > policy.limits.max_lines:
+            raise PolicyError(f"{key}.max_lines: must be at most limits.max_lines ({policy.limits.max_lines})")
+    users = [(f"http.clients[{i}].scope", client.scope) for i, client in enumerate(policy.http.clients)]
+    for key, scope in [*users, ("stdio.scope", policy.stdio.scope)]:
+        if scope and scope not in policy.scopes:
+            raise PolicyError(f"{key}: no [scopes.{scope[:64]}] table defines this scope")
+
+
 def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: str | None = None) -> Policy:
     try:
         policy = msgspec.toml.decode(data, type=Policy)
     except msgspec.ValidationError as exc:
-        raise PolicyError(_friendly(exc)) from None
+        raise PolicyError(_scope_named(data) or _friendly(exc)) from None
     except msgspec.DecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -284,6 +362,7 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
     if policy.intel is not None:
         _check_intel(policy.intel, base, state_dir)
     _check_http(policy.http)
+    _check_scopes(policy, base)
     policy.state_root = _state_root(written, state_dir)
     policy.source = source
     policy.sha256 = hashlib.sha256(data).hexdigest()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 # Tolerance in tokens: absorbs float noise so that retrying exactly
 # `retry_after_s` later succeeds (it lets a token through at most ~1 µs early).
 _EPS = 1e-6
+ALL_CALLS = ""  # the tool of a client's bucket over all its calls (no tool has this name)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,10 @@ class Decision:
 class TokenBucket:
     """`rate.calls` tokens at most, refilled continuously; starts full at `now`."""
 
-    __slots__ = ("capacity", "_per_s", "_tokens", "_last")
+    __slots__ = ("rate", "capacity", "_per_s", "_tokens", "_last")
 
     def __init__(self, rate: Rate, now: float) -> None:
+        self.rate = rate
         self.capacity = float(rate.calls)
         self._per_s = rate.calls / rate.window_s
         self._tokens = self.capacity
@@ -104,30 +106,43 @@ class RateLimiter:
     def __contains__(self, key: object) -> bool:
         return key in self._buckets
 
-    def check(self, client: str, tool: str) -> Decision:
+    def check(self, client: str, tool: str, overall: Rate | None = None) -> Decision:
+        """`overall`: a client's own rate over all its calls (its scope's), checked too."""
         now = self._clock()
-        key = (client, tool)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            # An untracked key behaves as a full bucket; it is stored only once it
-            # has spent a token, so refused calls never grow (or churn) the table.
-            bucket = TokenBucket(self._per_tool.get(tool, self._per_client), now)
-        else:
-            self._buckets.move_to_end(key)
-        client_wait = bucket.wait_for(now)
+        keys = [((client, tool), self._per_tool.get(tool, self._per_client))]
+        if overall is not None:
+            keys.append(((client, ALL_CALLS), overall))
+        buckets = [(key, self._bucket(key, rate, now)) for key, rate in keys]
+        client_wait = max(bucket.wait_for(now) for _, bucket in buckets)
         global_wait = self._global.wait_for(now)
         if client_wait > 0.0 or global_wait > 0.0:
             # On a tie, blame the client's own bucket: it alone would have refused.
             scope = "client" if client_wait >= global_wait else "global"
             return Decision(False, _round_up_ms(max(client_wait, global_wait)), scope)
-        bucket.take(now)
         self._global.take(now)
-        if key not in self._buckets:
-            self._store(key, bucket, now)
+        for key, bucket in buckets:
+            bucket.take(now)
+            if self._buckets.get(key) is not bucket:
+                self._store(key, bucket, now)
         return Decision(True, 0.0, "")
 
+    def _bucket(self, key: tuple[str, str], rate: Rate, now: float) -> TokenBucket:
+        """The stored bucket for `key`, or an untracked full one. An untracked key is stored
+        only once it has spent a token, so refused calls never grow (or churn) the table.
+        A stored bucket of another rate (the policy changed) is replaced by one holding no
+        more tokens than it had left."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return TokenBucket(rate, now)
+        self._buckets.move_to_end(key)
+        if bucket.rate != rate:
+            fresh = TokenBucket(rate, now)
+            fresh.take(now, max(0.0, fresh.capacity - bucket.available(now)))
+            return fresh
+        return bucket
+
     def _store(self, key: tuple[str, str], bucket: TokenBucket, now: float) -> None:
-        if len(self._buckets) >= self._max_keys:
+        if key not in self._buckets and len(self._buckets) >= self._max_keys:
             self._evict(now)
         self._buckets[key] = bucket
 

@@ -11,6 +11,7 @@ what it skips, with the reason, and never opens through them.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import errno
 import functools
@@ -27,7 +28,7 @@ from bastion_wire.protocol import MAX_SEARCH_FILES
 from broker.errors import ToolError
 from broker.files.no_follow_open import open_beneath
 from broker.files.pinned_entry import PinnedEntry, pin
-from broker.policy import Policy
+from broker.policy import LogEntry, Policy
 
 MAX_PATH_BYTES = 4096
 NOT_ALLOWED = "log_path is not an allowlisted log (list_logs lists them)"
@@ -202,9 +203,20 @@ class Allowlist:
         self.pinned: tuple[PinnedEntry, ...] = tuple(pinned)
         self._max_glob_files = policy.limits.max_glob_files
         self._names = list(dict.fromkeys(entry.path for entry in policy.logs))  # the policy's, in its order
+        self._owner: Allowlist | None = None  # a view's: whose descriptors it uses
 
     def close(self) -> None:
-        self._finalizer()
+        if self._owner is None:  # a view leaves the descriptors to the allowlist that pinned them
+            self._finalizer()
+
+    def restricted(self, keep: Callable[[LogEntry], bool]) -> Allowlist:
+        """A view holding only the entries `keep` admits (a client's scope, broker/scopes.py):
+        it matches, lists and opens nothing else, and names nothing else in a refusal."""
+        view = copy.copy(self)
+        view.pinned = tuple(pinned for pinned in self.pinned if keep(pinned.entry))
+        view._names = list(dict.fromkeys(pinned.entry.path for pinned in view.pinned))
+        view._owner = self._owner or self  # keeps the pinned descriptors open while the view is in use
+        return view
 
     def notes(self) -> list[str]:
         """Entries left inert at load (their directory could not be opened), for the operator."""

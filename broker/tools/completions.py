@@ -19,6 +19,7 @@ from broker.tools.resources import LOG_TEMPLATE
 MAX_VALUES = 50  # per answer (the protocol allows 100); total and has_more say what was left out
 MAX_VALUE_CHARS = 4096  # longer than any path the allowlist accepts: nothing can complete it
 NOT_ID = re.compile(r"[^A-Za-z0-9._:-]+")
+UNKNOWN_TEMPLATE = "unknown resource template"
 EMPTY = types.Completion(values=[], total=0, has_more=False)
 
 
@@ -28,14 +29,14 @@ def complete(
     """The completion for one argument; UnknownName for a prompt or template that does not exist."""
     if isinstance(ref, types.PromptReference):
         if ref.name not in {spec.name for spec in prompts.PROMPTS}:
-            raise UnknownName(f"unknown prompt: {ref.name[:64]!r}")
+            raise prompts.unknown(ref.name)
         if (ref.name, argument) == ("triage_auth_failures", "log_path"):
             return _bounded(log_paths(allowlist, value))
         if (ref.name, argument) == ("analyze_incident", "incident_id"):
             return _bounded(incident_ids(value))
         return EMPTY
     if ref.uri != LOG_TEMPLATE:
-        raise UnknownName("unknown resource template")
+        raise UnknownName(UNKNOWN_TEMPLATE)
     return _bounded(log_paths(allowlist, value)) if argument == "log_path" else EMPTY
 
 

@@ -139,11 +139,16 @@ def triage_auth_failures(log_path: str, since: str | None, intel: bool) -> str:
     )
 
 
+def unknown(name: str) -> UnknownName:
+    """The refusal of a prompt that does not exist (or is outside the client's scope)."""
+    return UnknownName(f"unknown prompt: {name[:64]!r}")
+
+
 def parse(name: str, arguments: object) -> tuple[str, dict[str, object]]:
     """Validate a prompts/get request; UnknownName for a prompt that does not exist."""
     spec = next((p for p in PROMPTS if p.name == name), None)
     if spec is None:
-        raise UnknownName(f"unknown prompt: {name[:64]!r}")
+        raise unknown(name)
     allowed = {argument.name for argument in spec.arguments}
     required = {argument.name for argument in spec.arguments if argument.required}
     return spec.description, check_names(arguments, allowed, required)

@@ -37,7 +37,7 @@ def build_server(bastion: Bastion) -> Server:
     async def list_tools(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=bastion.tools())
+        return types.ListToolsResult(tools=bastion.tools(http_client_name()))
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
         # Only a request that carries _meta.progressToken gets notifications/progress.
@@ -54,12 +54,12 @@ def build_server(bastion: Bastion) -> Server:
     async def list_resources(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=bastion.resources())
+        return types.ListResourcesResult(resources=bastion.resources(http_client_name()))
 
     async def list_templates(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=bastion.resource_templates())
+        return types.ListResourceTemplatesResult(resource_templates=bastion.resource_templates(http_client_name()))
 
     async def read_resource(
         ctx: ServerRequestContext, params: types.ReadResourceRequestParams
@@ -76,7 +76,7 @@ def build_server(bastion: Bastion) -> Server:
     async def list_prompts(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=bastion.prompts())
+        return types.ListPromptsResult(prompts=bastion.prompts(http_client_name()))
 
     async def get_prompt(ctx: ServerRequestContext, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
