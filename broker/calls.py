@@ -8,6 +8,8 @@ under broker/tools/; this module only gives them a slot in the bounded queue
 and runs their workers, writing each worker's end to the call's record
 (broker/call_record.py). Any exception that is not a ToolError is reported to
 the client as a generic internal error; its details go to the audit log only.
+Each call captures the current PolicyGeneration (broker/policy_generation.py) once
+and runs on it to its end, whatever a reload swaps in meanwhile.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from broker.audit.log import AuditError, AuditLog
 from broker.call_record import CallRecord, preview
 from broker.errors import ToolError, UnknownName
 from broker.files.allowlist import Allowlist
-from broker.policy import Policy, RateLimit
+from broker.policy import Policy
+from broker.policy_generation import PolicyGeneration
 from broker.pool.outcome import fate, worker_end
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import OnProgress, SandboxUnavailable, Worker, WorkerResult
-from broker.ratelimit import Rate, RateLimiter
-from broker.tools import completions, prompts, registry, resources
+from broker.ratelimit import RateLimiter
+from broker.tools import completions, prompts, resources
 from broker.tools.context import CallContext, ProgressSink
 
 log = logging.getLogger("bastion.service")
@@ -45,14 +48,6 @@ SANDBOX_DOWN = "refused: the worker sandbox cannot be set up on this host"
 BUSY = "busy: every worker slot is taken and the queue is full; retry shortly"
 AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
 INTERNAL = "internal error; the details were recorded in the audit log"
-
-
-def rate_limiter(rules: RateLimit) -> RateLimiter:
-    return RateLimiter(
-        per_client=Rate(rules.calls, rules.window_s),
-        global_rate=Rate(rules.global_calls, rules.global_window_s),
-        per_tool={tool: Rate(rule.calls, rule.window_s) for tool, rule in rules.tools.items()},
-    )
 
 
 def _shown(exc: BaseException) -> ToolError | None:
@@ -69,23 +64,63 @@ class Bastion:
     def __init__(
         self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str, allowlist: Allowlist | None = None
     ) -> None:
-        self.policy = policy
         # `bastion serve` pins the allowlist before anything else starts (a refusal is a policy error).
-        self.allowlist = allowlist if allowlist is not None else Allowlist(policy)
+        self.generation = PolicyGeneration(policy, allowlist if allowlist is not None else Allowlist(policy))
         self.pool = pool
         self.audit = audit
         self.commit = GroupCommit(audit)
         self.client = client  # the default identity (stdio: the OS user)
-        self.limiter = rate_limiter(policy.rate_limit)
         self.ripgrep = pool.has_ripgrep()
-        self._tools = registry.offered(policy)
-        self._slots = anyio.Semaphore(policy.limits.max_workers)
+        self._slots = anyio.Semaphore(policy.limits.max_workers)  # fixed: a reload may not change it
         self._queued = 0
+        self._on_swap: list[Callable[[], Awaitable[None]]] = []
+
+    # --- the current generation (broker/policy_generation.py) ------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self.generation.policy
+
+    @property
+    def allowlist(self) -> Allowlist:
+        return self.generation.allowlist
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self.generation.limiter
+
+    def on_swap(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Run `listener` after every swap (the HTTP transport closes revoked clients' sessions)."""
+        self._on_swap.append(listener)
+
+    async def swap(self, generation: PolicyGeneration) -> None:
+        """New calls use `generation` from now on; calls in flight finish on theirs."""
+        old, self.generation = self.generation, generation
+        old.retire()
+        for listener in self._on_swap:
+            try:
+                await listener()
+            except Exception:  # noqa: BLE001 - the swap is done; a listener must not undo it
+                log.exception("after a policy reload")
 
     # --- the audited envelope of every call ------------------------------------
 
-    async def _audited(self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord], Awaitable[T]]) -> T:
-        """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
+    async def _audited(
+        self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord, PolicyGeneration], Awaitable[T]]
+    ) -> T:
+        """begin -> rate limit -> work -> end (durable). Raises ToolError for the client.
+        The call runs on the generation current now, to its end, whatever a reload swaps in."""
+        with self.generation.in_use() as generation:
+            return await self._audited_on(generation, tool, arguments, client, work)
+
+    async def _audited_on(
+        self,
+        generation: PolicyGeneration,
+        tool: str,
+        arguments: Any,
+        client: str,
+        work: Callable[[CallRecord, PolicyGeneration], Awaitable[T]],
+    ) -> T:
         started = time.monotonic()
         try:
             # Not synced on its own: the end record's sync covers it, before any result leaves.
@@ -95,8 +130,8 @@ class Bastion:
             raise ToolError(AUDIT_DOWN, "internal_error") from None  # never written: the audit failed
         record = CallRecord()
         try:
-            self._admit(client, tool)
-            reply = await work(record)
+            _admit(generation.limiter, client, tool)
+            reply = await work(record, generation)
         except BaseException as exc:
             # Also on cancellation, so every begin has its end (nothing is released then: no sync).
             record.ended_by(exc)
@@ -125,7 +160,7 @@ class Bastion:
         """Record a call refused before its handler ran (malformed, too deep): begin, then end
         with outcome invalid, as any refused call."""
 
-        async def work(record: CallRecord) -> None:
+        async def work(record: CallRecord, generation: PolicyGeneration) -> None:
             raise ToolError(message)
 
         with contextlib.suppress(ToolError):
@@ -145,13 +180,6 @@ class Bastion:
             self.audit.write("session", sync=False, client=client, action=action, sid_sha256=sid_sha256, **fields)
         except AuditError as exc:
             log.error("%s", exc)
-
-    def _admit(self, client: str, tool: str) -> None:
-        decision = self.limiter.check(client, tool)
-        if not decision.allowed:
-            wait = decision.retry_after_s
-            who = "for this client" if decision.scope == "client" else "for the server"
-            raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
     def _end(
         self, call_id: int, client: str, tool: str, arguments: Any, started: float, record: CallRecord
@@ -173,7 +201,8 @@ class Bastion:
     # --- what a client may call ----------------------------------------------
 
     def tools(self) -> list[types.Tool]:
-        return [row.schema(self.policy) for row in self._tools.values()]
+        generation = self.generation
+        return [row.schema(generation.policy) for row in generation.tools.values()]
 
     async def call_tool(
         self,
@@ -184,11 +213,11 @@ class Bastion:
     ) -> types.CallToolResult:
         """`progress`: where the tool reports how far it has got, if the client asked."""
 
-        async def work(record: CallRecord) -> types.CallToolResult:
-            row = self._tools.get(name)
+        async def work(record: CallRecord, generation: PolicyGeneration) -> types.CallToolResult:
+            row = generation.tools.get(name)
             if row is None:
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            return await row.run(row.parse(arguments, self.policy), self._context(record, progress))
+            return await row.run(row.parse(arguments, generation.policy), self._context(record, generation, progress))
 
         try:
             return await self._audited(name, arguments or {}, client or self.client, work)
@@ -203,21 +232,22 @@ class Bastion:
     ) -> types.GetPromptResult:
         """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
 
-        async def work(record: CallRecord) -> types.GetPromptResult:
-            return prompts.get(name, arguments, self._context(record))
+        async def work(record: CallRecord, generation: PolicyGeneration) -> types.GetPromptResult:
+            return prompts.get(name, arguments, self._context(record, generation))
 
         return await self._audited(
             "prompts/get", {"name": name, "arguments": arguments or {}}, client or self.client, work
         )
 
     def resources(self) -> list[types.Resource]:
-        return resources.listing(self.policy, self.allowlist)
+        generation = self.generation
+        return resources.listing(generation.policy, generation.allowlist)
 
     async def read_resource(self, uri: str, client: str | None = None) -> str:
         """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
 
-        async def work(record: CallRecord) -> str:
-            return await resources.read(uri, self._context(record))
+        async def work(record: CallRecord, generation: PolicyGeneration) -> str:
+            return await resources.read(uri, self._context(record, generation))
 
         return await self._audited("resources/read", {"uri": uri}, client or self.client, work)
 
@@ -232,8 +262,8 @@ class Bastion:
     ) -> types.Completion:
         """Values for one prompt or template argument. Raises ToolError or UnknownName."""
 
-        async def work(record: CallRecord) -> types.Completion:
-            completion = completions.complete(ref, argument.name, argument.value, self.allowlist)
+        async def work(record: CallRecord, generation: PolicyGeneration) -> types.Completion:
+            completion = completions.complete(ref, argument.name, argument.value, generation.allowlist)
             record.reply = "ok"
             record.result_preview = preview(", ".join(completion.values))
             return completion
@@ -243,7 +273,9 @@ class Bastion:
 
     # --- slots and workers, for the call's work --------------------------------
 
-    def _context(self, record: CallRecord, progress: ProgressSink | None = None) -> CallContext:
+    def _context(
+        self, record: CallRecord, generation: PolicyGeneration, progress: ProgressSink | None = None
+    ) -> CallContext:
         async def run_worker(
             kind: str,
             request: msgspec.Struct,
@@ -255,20 +287,20 @@ class Bastion:
             return await self._run_worker(kind, request, fds, record, deadline_s, max_bytes, on_progress)
 
         return CallContext(
-            policy=self.policy,
-            allowlist=self.allowlist,
+            policy=generation.policy,
+            allowlist=generation.allowlist,
             pool=self.pool,
             ripgrep=self.ripgrep,
             record=record,
-            slot=self._slot,
+            slot=functools.partial(self._slot, generation.policy.limits.max_queue),
             run_worker=run_worker,
             progress=progress,
         )
 
     @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of max_workers slots; wait in a bounded queue, else refuse as busy."""
-        if self._slots.value == 0 and self._queued >= self.policy.limits.max_queue:
+    async def _slot(self, max_queue: int) -> AsyncIterator[None]:
+        """One of max_workers slots; wait in a bounded queue (the call's policy's), else refuse as busy."""
+        if self._slots.value == 0 and self._queued >= max_queue:
             raise ToolError(BUSY, "busy")
         self._queued += 1
         try:
@@ -318,6 +350,14 @@ class Bastion:
             )
         except AuditError as exc:
             log.error("%s", exc)
+
+
+def _admit(limiter: RateLimiter, client: str, tool: str) -> None:
+    decision = limiter.check(client, tool)
+    if not decision.allowed:
+        wait = decision.retry_after_s
+        who = "for this client" if decision.scope == "client" else "for the server"
+        raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
 
 def _error(message: str) -> types.CallToolResult:

@@ -1,0 +1,302 @@
+"""SIGHUP reloads the policy without a restart (broker/cli/reload.py): a real `bastion serve`
+over HTTP and over stdio, and the rules behind it (broker/policy_generation.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from broker.audit.verify import verify
+from broker.files.allowlist import Allowlist
+from broker.policy import load_policy
+from broker.policy_generation import PolicyGeneration, restart_needed
+from broker.transport.session_table import SessionTable
+from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
+from tests.test_http import AUTH, TOKENS, Served, free_port, http_policy, post
+from tests.test_lifecycle import GREP_ONLY, NO_RATE_LIMIT, RawServer, wait_for_call_in_flight
+
+SYSLOG = SAMPLE_LOGS / "syslog"
+SYSLOG_LINE = "Starting logrotate.service"
+BASE = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def reloads(audit: Path) -> list[dict[str, Any]]:
+    return [record for record in read_audit(audit) if record["event"] == "policy_reload"]
+
+
+def hup_and_wait(proc: subprocess.Popen[bytes], audit: Path, timeout_s: float = 30) -> dict[str, Any]:
+    """SIGHUP, then the policy_reload record it produced (bounded wait)."""
+    before = len(reloads(audit))
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = reloads(audit)
+        if len(found) > before:
+            return found[-1]
+        assert proc.poll() is None, "SIGHUP stopped the server"
+        time.sleep(0.05)
+    raise TimeoutError("no policy_reload record")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rpc(url: str, token: str, session: str, request_id: int, method: str, params: dict[str, Any]) -> httpx2.Response:
+    headers = {
+        **BASE,
+        "Authorization": f"Bearer {token}",
+        "Mcp-Session-Id": session,
+        "Mcp-Protocol-Version": "2025-06-18",
+    }
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    return httpx2.post(url, headers=headers, content=json.dumps(body), timeout=30)
+
+
+def open_session(url: str, token: str) -> str:
+    response = post(url, {"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    session = response.headers["mcp-session-id"]
+    headers = {
+        **BASE,
+        "Authorization": f"Bearer {token}",
+        "Mcp-Session-Id": session,
+        "Mcp-Protocol-Version": "2025-06-18",
+    }
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx2.post(url, headers=headers, content=json.dumps(note), timeout=10).status_code == 202
+    return session
+
+
+def tool_text(response: httpx2.Response) -> tuple[bool, str]:
+    """(is_error, text) of a tools/call answered as JSON or as one SSE event."""
+    assert response.status_code == 200, response.text
+    body = response.text
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        body = next(line[5:] for line in body.splitlines() if line.startswith("data:"))
+    result = json.loads(body)["result"]
+    return bool(result.get("isError")), result["content"][0]["text"]
+
+
+def query(url: str, token: str, session: str, request_id: int, log: Path, pattern: str) -> tuple[bool, str]:
+    arguments = {"log_path": str(log), "pattern": pattern, "max_lines": 2}
+    return tool_text(rpc(url, token, session, request_id, "tools/call", {"name": "query_logs", "arguments": arguments}))
+
+
+# --- over HTTP -------------------------------------------------------------------------
+
+
+def test_http_reload_adds_a_log_and_revokes_a_token_at_once(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    server = Served(http_policy(tmp_path), free_port())
+    try:
+        alice, bob = open_session(server.url, TOKENS["alice"]), open_session(server.url, TOKENS["bob"])
+        refused, text = query(server.url, TOKENS["alice"], alice, 2, SYSLOG, SYSLOG_LINE)
+        assert refused and "not an allowlisted log" in text
+        assert not query(server.url, TOKENS["bob"], bob, 3, AUTH, "Accepted")[0]
+
+        policy = (
+            (tmp_path / "policy.toml")
+            .read_text()
+            .replace(f'path = "{AUTH}"', f'path = "{AUTH}"\n\n[[logs]]\npath = "{SYSLOG}"')
+        )
+        policy = policy.replace('name = "bob"', 'name = "bob"\nrevoked = true')
+        (tmp_path / "policy.toml").write_text(policy)
+        record = hup_and_wait(server.proc, audit)
+
+        assert record["outcome"] == "applied" and record["policy_sha256"] == sha256_of(tmp_path / "policy.toml")
+        refused, text = query(server.url, TOKENS["alice"], alice, 4, SYSLOG, SYSLOG_LINE)
+        assert not refused and SYSLOG_LINE in text  # the added log, in a session opened before
+        # Bob's session was open before the reload: his very next request is refused.
+        assert rpc(server.url, TOKENS["bob"], bob, 5, "tools/list", {}).status_code == 401
+        assert post(server.url, {"Authorization": f"Bearer {TOKENS['bob']}"}).status_code == 401
+        code, stderr = server.stop()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+    assert code == 0, stderr
+    assert "policy reloaded" in stderr
+    records = read_audit(audit)
+    sessions = [(r["client"], r["action"]) for r in records if r["event"] == "session"]
+    assert ("bob", "revoked") in sessions and ("alice", "revoked") not in sessions
+    assert records[-1]["event"] == "server_stop" and records[-1]["policy_sha256"] == record["policy_sha256"]
+    assert verify([str(audit)]).problem is None
+    assert wait_no_workers() == []
+
+
+def test_http_refused_reloads_keep_the_old_policy(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    good = http_policy(tmp_path)
+    original = good.read_text()
+    server = Served(good, free_port())
+    try:
+        alice = open_session(server.url, TOKENS["alice"])
+        good.write_text(original + "\n[limits\nbroken = \n")  # not TOML
+        broken = hup_and_wait(server.proc, audit)
+        assert not query(server.url, TOKENS["alice"], alice, 2, AUTH, "Accepted")[0]  # still serving
+
+        moved = original.replace(str(audit), str(tmp_path / "elsewhere.jsonl"))
+        good.write_text(moved.replace('name = "bob"', 'name = "bob"\nrevoked = true'))
+        moved_audit = hup_and_wait(server.proc, audit)
+        # Refused as a whole: bob's revocation in the same file did not apply either.
+        bob = open_session(server.url, TOKENS["bob"])
+        assert not query(server.url, TOKENS["bob"], bob, 3, AUTH, "Accepted")[0]
+        code, stderr = server.stop()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+    assert code == 0, stderr
+    assert broken["outcome"] == "refused" and "not valid TOML" in broken["error"]
+    assert broken["policy_sha256"] == hashlib.sha256((original + "\n[limits\nbroken = \n").encode()).hexdigest()
+    assert moved_audit["outcome"] == "refused" and moved_audit["error"] == "restart needed: audit.path"
+    assert broken["kept_sha256"] == moved_audit["kept_sha256"] == hashlib.sha256(original.encode()).hexdigest()
+    assert stderr.count("policy reload refused") == 2 and "restart needed: audit.path" in stderr
+    assert not (tmp_path / "elsewhere.jsonl").exists()
+    assert verify([str(audit)]).problem is None
+
+
+# --- over stdio ----------------------------------------------------------------------------
+
+
+def test_stdio_reload_while_a_call_is_in_flight(tmp_path: Path, slow_log: Path) -> None:
+    """The call in flight finishes on the old policy (its log stays open), though the new one
+    drops that log; new calls see the new policy at once."""
+    audit = tmp_path / "audit.jsonl"
+    extra = GREP_ONLY + NO_RATE_LIMIT
+    policy = write_policy(tmp_path, [slow_log, AUTH], toml=extra, timeout_s=60)
+    with RawServer(policy) as server:
+        server.initialize()
+        server.start_call(2, slow_log)
+        wait_for_call_in_flight(audit)
+        write_policy(tmp_path, [AUTH, SYSLOG], toml=extra, timeout_s=60)
+        record = hup_and_wait(server.proc, audit)
+        call = {"name": "query_logs", "arguments": {"log_path": str(SYSLOG), "pattern": SYSLOG_LINE}}
+        server.send({"id": 3, "method": "tools/call", "params": call})
+        added = server.receive(3)["result"]
+        call = {"name": "query_logs", "arguments": {"log_path": str(slow_log), "pattern": "a"}}
+        server.send({"id": 4, "method": "tools/call", "params": call})
+        dropped = server.receive(4)["result"]
+        in_flight = server.receive(2, timeout_s=60)["result"]
+        code, stderr = server.close_stdin_and_wait()
+    assert code == 0, stderr
+    assert record["outcome"] == "applied" and record["policy_sha256"] == sha256_of(policy)
+    assert not added.get("isError") and SYSLOG_LINE in added["content"][0]["text"]
+    assert dropped["isError"] and "not an allowlisted log" in dropped["content"][0]["text"]
+    assert not in_flight.get("isError"), in_flight
+    records = read_audit(audit)
+    assert records[-1]["event"] == "server_stop"
+    assert verify([str(audit)]).problem is None
+
+
+def test_reload_tells_systemd_and_sighup_never_kills(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    policy = write_policy(tmp_path, [AUTH])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NOTIFY_SOCKET": path}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(60)
+        proc = subprocess.Popen(
+            [str(BASTION), "serve", "--policy", str(policy)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            assert sock.recv(256) == b"READY=1"
+            record = hup_and_wait(proc, tmp_path / "audit.jsonl")
+            reloading = sock.recv(256).decode().split("\n")
+            assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
+            assert int(reloading[1].removeprefix("MONOTONIC_USEC=")) <= time.monotonic_ns() // 1000
+            assert sock.recv(256) == b"READY=1"
+            _, stderr = proc.communicate(timeout=30)  # closes stdin: a clean stop
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert record["outcome"] == "applied" and record["policy_sha256"] == record["previous_sha256"]
+    assert read_audit(tmp_path / "audit.jsonl")[-1]["event"] == "server_stop"
+
+
+# --- the rules -----------------------------------------------------------------------------
+
+
+FIXED = [
+    ("[audit]\nmax_bytes = 1000000\n", "audit.max_bytes"),
+    ('[sandbox]\nworker_user = "nobody"\n', "sandbox.worker_user"),
+    ("[workers]\nprestart = 1\n", "workers.prestart"),
+    ("[limits]\nmax_workers = 2\n", "limits.max_workers"),
+    ("[http]\nmax_sessions = 3\n", "http.max_sessions"),
+    ('[http]\nallowed_hosts = ["example:1"]\n', "http.allowed_hosts"),
+    ('[intel]\ndatabase = "intel.db"\n', "intel"),
+]
+LIVE = [
+    "[limits]\nmax_lines = 10\n",
+    "[rate_limit]\ncalls = 5\n",
+    '[search]\nengine = "grep"\n',
+    f'[[http.clients]]\nname = "carol"\ntoken_sha256 = "{"0" * 64}"\n',
+]
+
+
+def _policy(tmp_path: Path, text: str) -> Any:
+    """A policy with `text` appended; an [audit] `text` extends the policy's own [audit]."""
+    audit = f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+    if text.startswith("[audit]\n"):
+        audit, text = audit + text.removeprefix("[audit]\n"), ""
+    file = tmp_path / "rules.toml"
+    file.write_text(f'[[logs]]\npath = "{AUTH}"\n\n{audit}\n{text}')
+    return load_policy(file)
+
+
+@pytest.mark.parametrize(("change", "key"), FIXED)
+def test_what_needs_a_restart(tmp_path: Path, change: str, key: str) -> None:
+    assert restart_needed(_policy(tmp_path, ""), _policy(tmp_path, change)) == [key]
+
+
+@pytest.mark.parametrize("change", LIVE)
+def test_what_applies_live(tmp_path: Path, change: str) -> None:
+    assert restart_needed(_policy(tmp_path, ""), _policy(tmp_path, change)) == []
+
+
+def test_an_old_allowlist_closes_only_after_its_last_call(tmp_path: Path) -> None:
+    policy = _policy(tmp_path, "")
+    old = PolicyGeneration(policy, Allowlist(policy))
+    with old.in_use():
+        old.retire()
+        assert not old.closed
+        assert old.allowlist.pinned[0].dirfd is not None
+        os.fstat(old.allowlist.pinned[0].dirfd)  # still open for the call in flight
+    assert old.closed
+
+
+def test_unchanged_rate_limits_keep_their_buckets(tmp_path: Path) -> None:
+    policy = _policy(tmp_path, "")
+    old = PolicyGeneration(policy, Allowlist(policy))
+    same = PolicyGeneration.succeeding(old, _policy(tmp_path, ""), Allowlist(policy))
+    changed = PolicyGeneration.succeeding(old, _policy(tmp_path, "[rate_limit]\ncalls = 5\n"), Allowlist(policy))
+    assert same.limiter is old.limiter and changed.limiter is not old.limiter
+
+
+def test_withdrawn_sessions_wait_for_their_post() -> None:
+    table = SessionTable(300, 8, 32, clock=lambda: 0.0)
+    for sid, client in (("a", "alice"), ("b1", "bob"), ("b2", "bob")):
+        assert table.admit(client).refused is None
+        table.opened(client, sid, None)
+    table.begin("b2", post=True)
+    assert [sid for sid, _ in table.withdraw(lambda name: name != "bob")] == ["b1"]
+    table.end("b2", post=True)
+    assert [sid for sid, _ in table.withdraw(lambda name: name != "bob")] == ["b2"]
+    assert table.get("a") is not None
