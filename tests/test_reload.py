@@ -16,12 +16,15 @@ from typing import Any
 import httpx2
 import pytest
 
+from bastion_wire.plan import Plan
 from broker.audit.verify import verify
+from broker.cli.reload import ReloadRefused, ReloadSource, _prepare
 from broker.files.allowlist import Allowlist
 from broker.policy import load_policy
 from broker.policy_generation import PolicyGeneration, restart_needed
+from broker.sandbox.host import WORKER_KINDS, cgroup_host, plans_for
 from broker.transport.session_table import SessionTable
-from tests.conftest import BASTION, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
+from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
 from tests.test_http import AUTH, TOKENS, Served, free_port, http_policy, post
 from tests.test_lifecycle import GREP_ONLY, NO_RATE_LIMIT, RawServer, wait_for_call_in_flight
 
@@ -300,3 +303,42 @@ def test_withdrawn_sessions_wait_for_their_post() -> None:
     table.end("b2", post=True)
     assert [sid for sid, _ in table.withdraw(lambda name: name != "bob")] == ["b2"]
     assert table.get("a") is not None
+
+
+def _source_and_plans(tmp_path: Path, profiles: Path | None = None) -> tuple[ReloadSource, dict[str, Plan]]:
+    policy = _policy(tmp_path, "")
+    cgroups = cgroup_host()
+    kinds = tuple(kind for kind in WORKER_KINDS if kind != "intel")
+    profiles_dir = str(profiles) if profiles else None
+    source = ReloadSource(str(tmp_path / "rules.toml"), None, profiles_dir, cgroups)
+    return source, plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
+
+
+@pytest.mark.parametrize(("timeout_s", "refusal"), [(5, None), (10, None), (60, "restart needed: limits.timeout_s")])
+def test_a_timeout_beyond_the_workers_cpu_limit_needs_a_restart(
+    tmp_path: Path, timeout_s: int, refusal: str | None
+) -> None:
+    source, plans = _source_and_plans(tmp_path)  # timeout_s = 10: CPU limits of 11 s and more
+    old = _policy(tmp_path, "")
+    _policy(tmp_path, f"[limits]\ntimeout_s = {timeout_s}\n")
+    if refusal is None:
+        policy, allowlist = _prepare(source, old, plans)
+        allowlist.close()
+        assert policy.limits.timeout_s == timeout_s
+        return
+    with pytest.raises(ReloadRefused, match=refusal):
+        _prepare(source, old, plans)
+
+
+def test_a_changed_sandbox_profile_needs_a_restart(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for profile in (ROOT / "sandbox_profiles").glob("*.toml"):
+        (profiles / profile.name).write_text(profile.read_text())
+    source, plans = _source_and_plans(tmp_path, profiles)
+    old = _policy(tmp_path, "")
+    _prepare(source, old, plans)[1].close()  # unchanged: accepted
+    grep = profiles / "grep.toml"
+    grep.write_text(grep.read_text().replace("cpu_s = 20", "cpu_s = 25"))
+    with pytest.raises(ReloadRefused, match="restart needed: sandbox profiles"):
+        _prepare(source, old, plans)

@@ -5,10 +5,11 @@ the running one (restart_needed in broker/policy_generation.py: what only a rest
 apply refuses the reload as a whole), its logs pinned into a new Allowlist, the same
 preflight checks as at start (broker/cli/preflight.py) and the workers' plans rebuilt
 and compared (a changed sandbox profile, or a timeout_s beyond the workers' CPU limit,
-needs a restart). Any refusal keeps the old policy, is logged and audited as a refused
-`policy_reload`. Otherwise the `policy_reload` record (with the new SHA-256) is written
-first, then the new PolicyGeneration is swapped in: new calls use it, calls in flight
-finish on theirs. systemd hears RELOADING=1 before and READY=1 after (sd_notify(3)).
+needs a restart; a lower timeout_s leaves their CPU limit as it is). Any
+refusal keeps the old policy, is logged and audited as a refused `policy_reload`.
+Otherwise the `policy_reload` record (with the new SHA-256) is written first, then the
+new PolicyGeneration is swapped in: new calls use it, calls in flight finish on theirs.
+systemd hears RELOADING=1 before and READY=1 after (sd_notify(3)).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from broker.files.regular_file import read_regular
 from broker.policy import MAX_POLICY_BYTES, Policy, PolicyError, load_policy
 from broker.policy_generation import PolicyGeneration, restart_needed
 from broker.sandbox.cgroup import CgroupHost
-from broker.sandbox.host import plans_for
+from broker.sandbox.host import cpu_needed, plans_for
 from broker.sandbox.profile import ProfileError
 from broker.transport.sd_notify import sd_notify
 
@@ -141,14 +142,19 @@ def _check(policy: Policy, old: Policy, allowlist: Allowlist, source: ReloadSour
     for finding in warnings:
         log.warning("%s: %s", finding.subject, finding.message)
     try:
-        wanted = plans_for(policy.sandbox, source.cgroups, source.profiles_dir, tuple(plans), policy.limits.timeout_s)
+        # With the running timeout_s: what differs then is the profiles (or the host's tools).
+        wanted = plans_for(policy.sandbox, source.cgroups, source.profiles_dir, tuple(plans), old.limits.timeout_s)
     except ProfileError as exc:
         raise ReloadRefused(f"sandbox profiles: {exc}", policy.sha256) from None
     if any(_encoded(wanted[kind]) != _encoded(plan) for kind, plan in plans.items()):
-        # The workers run on plans made at start: a changed profile, or a timeout_s the
-        # workers' CPU limit no longer covers, takes new plans, and so a new pool.
-        key = "limits.timeout_s" if old.limits.timeout_s != policy.limits.timeout_s else "sandbox profiles"
-        raise ReloadRefused(f"restart needed: {key} (the workers' sandbox plans would change)", policy.sha256)
+        raise ReloadRefused("restart needed: sandbox profiles (the workers' plans would change)", policy.sha256)
+    # RLIMIT_CPU backs the wall-clock deadline up: it must cover the new timeout_s (a
+    # lower timeout_s leaves the running workers' higher limit as a backstop).
+    limit = min(plan.rlimits.cpu_s for plan in plans.values())
+    if cpu_needed(policy.limits.timeout_s) > limit:
+        raise ReloadRefused(
+            f"restart needed: limits.timeout_s (beyond the workers' CPU limit of {limit} s)", policy.sha256
+        )
 
 
 def _encoded(plan: Plan) -> bytes:
