@@ -61,11 +61,20 @@ async def reload_on_sighup(
     bastion: Bastion, source: ReloadSource, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """One reload per SIGHUP, one at a time (a signal during a reload waits for it)."""
-    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
-        task_status.started()  # the handler is in place before READY=1 goes out
-        async for _ in signals:
-            log.info("SIGHUP received: reloading the policy from %s", source.path)
-            await reload(bastion, source)
+    try:
+        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()  # the handler is in place before READY=1 goes out
+            async for _ in signals:
+                log.info("SIGHUP received: reloading the policy from %s", source.path)
+                await reload(bastion, source)
+    finally:
+        # The receiver gone, SIGHUP's default would kill a server writing server_stop.
+        signal.signal(signal.SIGHUP, _hup_while_stopping)
+
+
+def _hup_while_stopping(signum: int, frame: object) -> None:
+    del signum, frame
+    log.warning("SIGHUP while stopping: ignored")
 
 
 async def reload(bastion: Bastion, source: ReloadSource) -> bool:
@@ -91,8 +100,11 @@ async def reload(bastion: Bastion, source: ReloadSource) -> bool:
             allowlist.close()
             log.error("policy reload not applied (the old policy stays): the audit log cannot record it: %s", exc)
             return False
-        await bastion.swap(PolicyGeneration.succeeding(old, policy, allowlist))
+        generation = PolicyGeneration.succeeding(old, policy, allowlist)
+        await bastion.swap(generation)
         log.info("policy reloaded: sha256 %s (was %s)", policy.sha256, old.policy.sha256)
+        if bastion.client == "http" and not generation.client_names():  # revoking every token locks all out
+            log.warning("no [[http.clients]] token is accepted any more: every HTTP request is refused")
         return True
     finally:
         sd_notify("READY=1")
