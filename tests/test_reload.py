@@ -342,3 +342,35 @@ def test_a_changed_sandbox_profile_needs_a_restart(tmp_path: Path) -> None:
     grep.write_text(grep.read_text().replace("cpu_s = 20", "cpu_s = 25"))
     with pytest.raises(ReloadRefused, match="restart needed: sandbox profiles"):
         _prepare(source, old, plans)
+
+
+def _strict_policy(tmp_path: Path, *logs: Path) -> Any:
+    entries = "".join(f'[[logs]]\npath = "{log}"\n\n' for log in logs)
+    file = tmp_path / "rules.toml"
+    file.write_text(f'{entries}[audit]\npath = "{tmp_path / "audit.jsonl"}"\n\n[sandbox]\nstrict_modes = true\n')
+    return load_policy(file)
+
+
+def test_a_reload_that_start_up_would_refuse_is_refused(tmp_path: Path) -> None:
+    """The same preflight checks as at start: under strict_modes, a log others can replace."""
+    source, plans = _source_and_plans(tmp_path)
+    old = _strict_policy(tmp_path, AUTH)
+    _prepare(source, old, plans)[1].close()  # the same policy again: accepted
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    (open_dir / "app.log").write_text("x\n")
+    _strict_policy(tmp_path, AUTH, open_dir / "app.log")
+    with pytest.raises(ReloadRefused, match="strict_modes"):
+        _prepare(source, old, plans)
+
+
+def test_a_symlinked_log_in_the_new_policy_is_refused(tmp_path: Path) -> None:
+    source, plans = _source_and_plans(tmp_path)
+    old = _policy(tmp_path, "")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "app.log").write_text("x\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    _policy(tmp_path, f'[[logs]]\npath = "{tmp_path / "link" / "app.log"}"\n')
+    with pytest.raises(ReloadRefused, match=r"policy error: logs\[1\]\.path"):
+        _prepare(source, old, plans)
