@@ -17,8 +17,10 @@ import httpx2
 import pytest
 
 from bastion_wire.plan import Plan
+from broker.audit.log import AuditError, AuditLog
 from broker.audit.verify import verify
-from broker.cli.reload import ReloadRefused, ReloadSource, _prepare
+from broker.calls import Bastion
+from broker.cli.reload import ReloadRefused, ReloadSource, _prepare, reload
 from broker.files.allowlist import Allowlist
 from broker.policy import load_policy
 from broker.policy_generation import PolicyGeneration, restart_needed
@@ -374,3 +376,40 @@ def test_a_symlinked_log_in_the_new_policy_is_refused(tmp_path: Path) -> None:
     _policy(tmp_path, f'[[logs]]\npath = "{tmp_path / "link" / "app.log"}"\n')
     with pytest.raises(ReloadRefused, match=r"policy error: logs\[1\]\.path"):
         _prepare(source, old, plans)
+
+
+class _PlansOnly:
+    """Stands in for the worker pool: what a reload asks of it."""
+
+    def __init__(self, plans: dict[str, Plan]) -> None:
+        self.plans = plans
+
+    def has_ripgrep(self) -> bool:
+        return False
+
+
+@pytest.mark.anyio
+async def test_a_reload_the_audit_log_cannot_record_is_not_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, plans = _source_and_plans(tmp_path)
+    policy = _policy(tmp_path, "")
+    audit = AuditLog(policy.audit.path)
+    bastion = Bastion(policy, _PlansOnly(plans), audit, client="tester")  # type: ignore[arg-type]
+    first = bastion.generation
+    _policy(tmp_path, f'[[logs]]\npath = "{SYSLOG}"\n')
+    write = audit.write
+
+    def failing(event: str, **fields: Any) -> int:
+        if event == "policy_reload":
+            raise AuditError("the disk is full")
+        return write(event, **fields)
+
+    monkeypatch.setattr(audit, "write", failing)
+    assert not await reload(bastion, source)
+    assert bastion.generation is first and not first.closed  # fail closed: nothing unaudited applies
+    monkeypatch.undo()
+    assert await reload(bastion, source)
+    assert str(SYSLOG) in [log.path for log in bastion.allowlist.logs()] and first.closed
+    audit.close()
+    assert [r["outcome"] for r in reloads(tmp_path / "audit.jsonl")] == ["applied"]
