@@ -413,3 +413,20 @@ async def test_a_reload_the_audit_log_cannot_record_is_not_applied(
     assert str(SYSLOG) in [log.path for log in bastion.allowlist.logs()] and first.closed
     audit.close()
     assert [r["outcome"] for r in reloads(tmp_path / "audit.jsonl")] == ["applied"]
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_failure_is_a_refused_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source, plans = _source_and_plans(tmp_path)
+    policy = _policy(tmp_path, "")
+    audit = AuditLog(policy.audit.path)
+    bastion = Bastion(policy, _PlansOnly(plans), audit, client="tester")  # type: ignore[arg-type]
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("broker.cli.reload._prepare", broken)
+    assert not await reload(bastion, source)  # raised nothing: the server would go on serving
+    audit.close()
+    (record,) = reloads(tmp_path / "audit.jsonl")
+    assert record["outcome"] == "refused" and "a bug" in record["error"]

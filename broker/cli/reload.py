@@ -88,6 +88,10 @@ async def reload(bastion: Bastion, source: ReloadSource) -> bool:
         except ReloadRefused as exc:
             _record_refusal(bastion, source, old.policy, exc)
             return False
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the server down
+            log.exception("policy reload failed unexpectedly")
+            _record_refusal(bastion, source, old.policy, ReloadRefused(f"unexpected error: {exc!r}", None))
+            return False
         try:
             bastion.audit.write(
                 EVENT,

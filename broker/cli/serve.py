@@ -9,6 +9,9 @@ starts (_import_sdk), never at module level: main.py builds every subcommand's
 parser from this module, and `bastion --version`, `token new`, `audit verify`
 and `doctor` must not pay the SDK's ~0.5 s of imports (tests/test_cli_startup.py).
 Over stdio those imports run in a thread while the workers start (_SdkImport).
+
+SIGTERM/SIGINT drain and stop (_stop_on_signal); SIGHUP reloads the policy for new
+calls (broker/cli/reload.py) and never stops the server.
 """
 
 from __future__ import annotations
