@@ -1,5 +1,6 @@
 """SIGHUP reloads the policy without a restart (broker/cli/reload.py): a real `bastion serve`
-over HTTP and over stdio, and the rules behind it (broker/policy_generation.py)."""
+over HTTP and over stdio, then the checks of a new policy in process. What a generation holds,
+and which changes need a restart: tests/test_policy_generation.py."""
 
 from __future__ import annotations
 
@@ -21,14 +22,12 @@ from broker.audit.log import AuditError, AuditLog
 from broker.audit.verify import verify
 from broker.calls import Bastion
 from broker.cli.reload import ReloadRefused, ReloadSource, _prepare, reload
-from broker.files.allowlist import Allowlist
 from broker.policy import load_policy
-from broker.policy_generation import PolicyGeneration, restart_needed
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, plans_for
-from broker.transport.session_table import SessionTable
 from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
 from tests.test_http import AUTH, TOKENS, Served, free_port, http_policy, post
 from tests.test_lifecycle import GREP_ONLY, NO_RATE_LIMIT, RawServer, wait_for_call_in_flight
+from tests.test_policy_generation import policy_with
 
 SYSLOG = SAMPLE_LOGS / "syslog"
 SYSLOG_LINE = "Starting logrotate.service"
@@ -236,79 +235,11 @@ def test_reload_tells_systemd_and_sighup_never_kills(tmp_path: Path) -> None:
     assert read_audit(tmp_path / "audit.jsonl")[-1]["event"] == "server_stop"
 
 
-# --- the rules -----------------------------------------------------------------------------
-
-
-FIXED = [
-    ("[audit]\nmax_bytes = 1000000\n", "audit.max_bytes"),
-    ('[sandbox]\nworker_user = "nobody"\n', "sandbox.worker_user"),
-    ("[workers]\nprestart = 1\n", "workers.prestart"),
-    ("[limits]\nmax_workers = 2\n", "limits.max_workers"),
-    ("[http]\nmax_sessions = 3\n", "http.max_sessions"),
-    ('[http]\nallowed_hosts = ["example:1"]\n', "http.allowed_hosts"),
-    ('[intel]\ndatabase = "intel.db"\n', "intel"),
-]
-LIVE = [
-    "[limits]\nmax_lines = 10\n",
-    "[rate_limit]\ncalls = 5\n",
-    '[search]\nengine = "grep"\n',
-    f'[[http.clients]]\nname = "carol"\ntoken_sha256 = "{"0" * 64}"\n',
-]
-
-
-def _policy(tmp_path: Path, text: str) -> Any:
-    """A policy with `text` appended; an [audit] `text` extends the policy's own [audit]."""
-    audit = f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
-    if text.startswith("[audit]\n"):
-        audit, text = audit + text.removeprefix("[audit]\n"), ""
-    file = tmp_path / "rules.toml"
-    file.write_text(f'[[logs]]\npath = "{AUTH}"\n\n{audit}\n{text}')
-    return load_policy(file)
-
-
-@pytest.mark.parametrize(("change", "key"), FIXED)
-def test_what_needs_a_restart(tmp_path: Path, change: str, key: str) -> None:
-    assert restart_needed(_policy(tmp_path, ""), _policy(tmp_path, change)) == [key]
-
-
-@pytest.mark.parametrize("change", LIVE)
-def test_what_applies_live(tmp_path: Path, change: str) -> None:
-    assert restart_needed(_policy(tmp_path, ""), _policy(tmp_path, change)) == []
-
-
-def test_an_old_allowlist_closes_only_after_its_last_call(tmp_path: Path) -> None:
-    policy = _policy(tmp_path, "")
-    old = PolicyGeneration(policy, Allowlist(policy))
-    with old.in_use():
-        old.retire()
-        assert not old.closed
-        assert old.allowlist.pinned[0].dirfd is not None
-        os.fstat(old.allowlist.pinned[0].dirfd)  # still open for the call in flight
-    assert old.closed
-
-
-def test_unchanged_rate_limits_keep_their_buckets(tmp_path: Path) -> None:
-    policy = _policy(tmp_path, "")
-    old = PolicyGeneration(policy, Allowlist(policy))
-    same = PolicyGeneration.succeeding(old, _policy(tmp_path, ""), Allowlist(policy))
-    changed = PolicyGeneration.succeeding(old, _policy(tmp_path, "[rate_limit]\ncalls = 5\n"), Allowlist(policy))
-    assert same.limiter is old.limiter and changed.limiter is not old.limiter
-
-
-def test_withdrawn_sessions_wait_for_their_post() -> None:
-    table = SessionTable(300, 8, 32, clock=lambda: 0.0)
-    for sid, client in (("a", "alice"), ("b1", "bob"), ("b2", "bob")):
-        assert table.admit(client).refused is None
-        table.opened(client, sid, None)
-    table.begin("b2", post=True)
-    assert [sid for sid, _ in table.withdraw(lambda name: name != "bob")] == ["b1"]
-    table.end("b2", post=True)
-    assert [sid for sid, _ in table.withdraw(lambda name: name != "bob")] == ["b2"]
-    assert table.get("a") is not None
+# --- checking a new policy, in process ------------------------------------------------------
 
 
 def _source_and_plans(tmp_path: Path, profiles: Path | None = None) -> tuple[ReloadSource, dict[str, Plan]]:
-    policy = _policy(tmp_path, "")
+    policy = policy_with(tmp_path, "")
     cgroups = cgroup_host()
     kinds = tuple(kind for kind in WORKER_KINDS if kind != "intel")
     profiles_dir = str(profiles) if profiles else None
@@ -321,8 +252,8 @@ def test_a_timeout_beyond_the_workers_cpu_limit_needs_a_restart(
     tmp_path: Path, timeout_s: int, refusal: str | None
 ) -> None:
     source, plans = _source_and_plans(tmp_path)  # timeout_s = 10: CPU limits of 11 s and more
-    old = _policy(tmp_path, "")
-    _policy(tmp_path, f"[limits]\ntimeout_s = {timeout_s}\n")
+    old = policy_with(tmp_path, "")
+    policy_with(tmp_path, f"[limits]\ntimeout_s = {timeout_s}\n")
     if refusal is None:
         policy, allowlist = _prepare(source, old, plans)
         allowlist.close()
@@ -338,7 +269,7 @@ def test_a_changed_sandbox_profile_needs_a_restart(tmp_path: Path) -> None:
     for profile in (ROOT / "sandbox_profiles").glob("*.toml"):
         (profiles / profile.name).write_text(profile.read_text())
     source, plans = _source_and_plans(tmp_path, profiles)
-    old = _policy(tmp_path, "")
+    old = policy_with(tmp_path, "")
     _prepare(source, old, plans)[1].close()  # unchanged: accepted
     grep = profiles / "grep.toml"
     grep.write_text(grep.read_text().replace("cpu_s = 20", "cpu_s = 25"))
@@ -346,7 +277,7 @@ def test_a_changed_sandbox_profile_needs_a_restart(tmp_path: Path) -> None:
         _prepare(source, old, plans)
 
 
-def _strict_policy(tmp_path: Path, *logs: Path) -> Any:
+def _strictpolicy_with(tmp_path: Path, *logs: Path) -> Any:
     entries = "".join(f'[[logs]]\npath = "{log}"\n\n' for log in logs)
     file = tmp_path / "rules.toml"
     file.write_text(f'{entries}[audit]\npath = "{tmp_path / "audit.jsonl"}"\n\n[sandbox]\nstrict_modes = true\n')
@@ -356,24 +287,24 @@ def _strict_policy(tmp_path: Path, *logs: Path) -> Any:
 def test_a_reload_that_start_up_would_refuse_is_refused(tmp_path: Path) -> None:
     """The same preflight checks as at start: under strict_modes, a log others can replace."""
     source, plans = _source_and_plans(tmp_path)
-    old = _strict_policy(tmp_path, AUTH)
+    old = _strictpolicy_with(tmp_path, AUTH)
     _prepare(source, old, plans)[1].close()  # the same policy again: accepted
     open_dir = tmp_path / "open"
     open_dir.mkdir()
     open_dir.chmod(0o777)
     (open_dir / "app.log").write_text("x\n")
-    _strict_policy(tmp_path, AUTH, open_dir / "app.log")
+    _strictpolicy_with(tmp_path, AUTH, open_dir / "app.log")
     with pytest.raises(ReloadRefused, match="strict_modes"):
         _prepare(source, old, plans)
 
 
 def test_a_symlinked_log_in_the_new_policy_is_refused(tmp_path: Path) -> None:
     source, plans = _source_and_plans(tmp_path)
-    old = _policy(tmp_path, "")
+    old = policy_with(tmp_path, "")
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "app.log").write_text("x\n")
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    _policy(tmp_path, f'[[logs]]\npath = "{tmp_path / "link" / "app.log"}"\n')
+    policy_with(tmp_path, f'[[logs]]\npath = "{tmp_path / "link" / "app.log"}"\n')
     with pytest.raises(ReloadRefused, match=r"policy error: logs\[1\]\.path"):
         _prepare(source, old, plans)
 
@@ -393,11 +324,11 @@ async def test_a_reload_the_audit_log_cannot_record_is_not_applied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, plans = _source_and_plans(tmp_path)
-    policy = _policy(tmp_path, "")
+    policy = policy_with(tmp_path, "")
     audit = AuditLog(policy.audit.path)
     bastion = Bastion(policy, _PlansOnly(plans), audit, client="tester")  # type: ignore[arg-type]
     first = bastion.generation
-    _policy(tmp_path, f'[[logs]]\npath = "{SYSLOG}"\n')
+    policy_with(tmp_path, f'[[logs]]\npath = "{SYSLOG}"\n')
     write = audit.write
 
     def failing(event: str, **fields: Any) -> int:
@@ -418,7 +349,7 @@ async def test_a_reload_the_audit_log_cannot_record_is_not_applied(
 @pytest.mark.anyio
 async def test_an_unexpected_failure_is_a_refused_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source, plans = _source_and_plans(tmp_path)
-    policy = _policy(tmp_path, "")
+    policy = policy_with(tmp_path, "")
     audit = AuditLog(policy.audit.path)
     bastion = Bastion(policy, _PlansOnly(plans), audit, client="tester")  # type: ignore[arg-type]
 
