@@ -12,7 +12,6 @@ Which policy changes cannot be applied live is restart_needed()'s to say.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,21 +23,15 @@ from broker.policy import Policy, RateLimit
 from broker.ratelimit import Rate, RateLimiter
 from broker.tools import registry
 
-log = logging.getLogger("bastion.reload")
-
-# Whole sections that are set up once, at start: the audit log (its path, rotation and
-# checkpoint key), the worker sandbox and the pool of ready workers.
-FIXED_SECTIONS = ("audit", "sandbox", "workers")
+# Sections a reload may change, with the exceptions below. Every other one is fixed at start
+# (today: [audit], the log and its checkpoint key; [sandbox]; [workers], the pool), and so is
+# any section added later until it is listed here: unknown means restart, fail closed.
+LIVE_SECTIONS = ("logs", "limits", "search", "rate_limit", "intel", "http")
+NOT_READ = ("source", "sha256")  # set by load_policy: a different file is the point of a reload
 FIXED_LIMITS = ("max_workers",)  # the pool's slots
-# [http] settings baked into the transport when it starts; only the clients (tokens) are live.
-FIXED_HTTP = (
-    "allow_non_loopback",
-    "allowed_hosts",
-    "allowed_origins",
-    "max_sessions",
-    "max_sessions_per_client",
-    "session_idle_timeout_s",
-)
+# Of [http], only the clients (tokens) are read per request; the rest is baked into the
+# transport when it starts (and so is any key added later until it is listed here).
+LIVE_HTTP = ("clients",)
 
 
 def rate_limiter(rules: RateLimit) -> RateLimiter:
@@ -100,16 +93,20 @@ class PolicyGeneration:
 def restart_needed(old: Policy, new: Policy) -> list[str]:
     """The keys `new` changes that only a restart can apply (empty: all of it is live)."""
     keys = [
-        f"{section}.{name}"
-        for section in FIXED_SECTIONS
-        for name in _changed(getattr(old, section), getattr(new, section))
+        key
+        for section in old.__struct_fields__
+        if section not in LIVE_SECTIONS + NOT_READ
+        for key in _changed(section, getattr(old, section), getattr(new, section))
     ]
     keys += [f"limits.{name}" for name in FIXED_LIMITS if getattr(old.limits, name) != getattr(new.limits, name)]
-    keys += [f"http.{name}" for name in FIXED_HTTP if getattr(old.http, name) != getattr(new.http, name)]
+    keys += [key for key in _changed("http", old.http, new.http) if key.removeprefix("http.") not in LIVE_HTTP]
     if (old.intel is None) != (new.intel is None):
         keys.append("intel")  # adding or removing [intel] changes which kinds of worker the pool runs
     return keys
 
 
-def _changed(old: msgspec.Struct, new: msgspec.Struct) -> list[str]:
-    return [name for name in old.__struct_fields__ if getattr(old, name) != getattr(new, name)]
+def _changed(section: str, old: object, new: object) -> list[str]:
+    """The keys of `section` that differ (the section itself, if it is not a table)."""
+    if isinstance(old, msgspec.Struct) and isinstance(new, msgspec.Struct):
+        return [f"{section}.{name}" for name in old.__struct_fields__ if getattr(old, name) != getattr(new, name)]
+    return [section] if old != new else []
