@@ -8,6 +8,9 @@ under broker/tools/; this module only gives them a slot in the bounded queue
 and runs their workers, writing each worker's end to the call's record
 (broker/call_record.py). Any exception that is not a ToolError is reported to
 the client as a generic internal error; its details go to the audit log only.
+Each call captures the current PolicyGeneration (broker/policy_generation.py) once
+and runs on it to its end, whatever a reload swaps in meanwhile, and sees it as its
+client's scope shows it (broker/scopes.py): a ClientView.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -30,13 +34,14 @@ from broker.audit.log import AuditError, AuditLog
 from broker.call_record import CallRecord, preview
 from broker.errors import ToolError, UnknownName
 from broker.files.allowlist import Allowlist
-from broker.policy import Policy, RateLimit
+from broker.policy import Policy
+from broker.policy_generation import PolicyGeneration
 from broker.pool.outcome import fate, worker_end
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import OnProgress, SandboxUnavailable, Worker, WorkerResult
-from broker.ratelimit import Rate, RateLimiter
+from broker.ratelimit import RateLimiter
 from broker.scopes import Scope
-from broker.tools import completions, prompts, registry, resources
+from broker.tools import completions, prompts, resources
 from broker.tools.context import CallContext, ProgressSink
 
 log = logging.getLogger("bastion.service")
@@ -49,14 +54,6 @@ AUDIT_DOWN = "refused: the audit log cannot be written, so no call can run"
 INTERNAL = "internal error; the details were recorded in the audit log"
 
 
-def rate_limiter(rules: RateLimit) -> RateLimiter:
-    return RateLimiter(
-        per_client=Rate(rules.calls, rules.window_s),
-        global_rate=Rate(rules.global_calls, rules.global_window_s),
-        per_tool={tool: Rate(rule.calls, rule.window_s) for tool, rule in rules.tools.items()},
-    )
-
-
 def _shown(exc: BaseException) -> ToolError | None:
     """What the client gets instead of `exc`; None: `exc` itself (a ToolError, an unknown
     name, a cancellation)."""
@@ -67,31 +64,85 @@ def _shown(exc: BaseException) -> ToolError | None:
     return None
 
 
+@dataclass(frozen=True)
+class ClientView:
+    """A generation as one client's scope shows it: only its logs, tools and limits."""
+
+    generation: PolicyGeneration
+    scope: Scope
+    policy: Policy
+    allowlist: Allowlist
+
+
+def client_view(generation: PolicyGeneration, client: str | None) -> ClientView:
+    """`client`: an HTTP client's name, or None for the stdio user. Built per request, never cached."""
+    scope = scopes.of(generation.policy, client)
+    return ClientView(generation, scope, scope.policy(generation.policy), scope.allowlist(generation.allowlist))
+
+
 class Bastion:
     def __init__(
         self, policy: Policy, pool: WorkerPool, audit: AuditLog, client: str, allowlist: Allowlist | None = None
     ) -> None:
-        self.policy = policy
         # `bastion serve` pins the allowlist before anything else starts (a refusal is a policy error).
-        self.allowlist = allowlist if allowlist is not None else Allowlist(policy)
+        self.generation = PolicyGeneration(policy, allowlist if allowlist is not None else Allowlist(policy))
         self.pool = pool
         self.audit = audit
         self.commit = GroupCommit(audit)
         self.client = client  # the default identity (stdio: the OS user)
-        self.limiter = rate_limiter(policy.rate_limit)
         self.ripgrep = pool.has_ripgrep()
-        self._tools = registry.offered(policy)
-        self._slots = anyio.Semaphore(policy.limits.max_workers)
+        self._slots = anyio.Semaphore(policy.limits.max_workers)  # fixed: a reload may not change it
         self._queued = 0
+        self._on_swap: list[Callable[[], Awaitable[None]]] = []
+
+    # --- the current generation (broker/policy_generation.py) ------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self.generation.policy
+
+    @property
+    def allowlist(self) -> Allowlist:
+        return self.generation.allowlist
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self.generation.limiter
+
+    def on_swap(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Run `listener` after every swap (the HTTP transport closes revoked clients' sessions)."""
+        self._on_swap.append(listener)
+
+    async def swap(self, generation: PolicyGeneration) -> None:
+        """New calls use `generation` from now on; calls in flight finish on theirs."""
+        old, self.generation = self.generation, generation
+        old.retire()
+        for listener in self._on_swap:
+            try:
+                await listener()
+            except Exception:  # noqa: BLE001 - the swap is done; a listener must not undo it
+                log.exception("after a policy reload")
 
     # --- the audited envelope of every call ------------------------------------
 
     async def _audited(
-        self, tool: str, arguments: Any, client: str, work: Callable[[CallRecord], Awaitable[T]], scope: Scope
+        self, tool: str, arguments: Any, client: str | None, work: Callable[[CallRecord, ClientView], Awaitable[T]]
     ) -> T:
-        """begin -> rate limit -> work -> end (durable). Raises ToolError for the client."""
+        """begin -> rate limit -> work -> end (durable). Raises ToolError for the client.
+        The call runs on the generation current now, to its end, whatever a reload swaps in."""
+        with self.generation.in_use() as generation:
+            return await self._audited_on(client_view(generation, client), tool, arguments, client or self.client, work)
+
+    async def _audited_on(
+        self,
+        view: ClientView,
+        tool: str,
+        arguments: Any,
+        client: str,
+        work: Callable[[CallRecord, ClientView], Awaitable[T]],
+    ) -> T:
         started = time.monotonic()
-        scoped = scope.audit_fields()
+        scoped = view.scope.audit_fields()
         try:
             # Not synced on its own: the end record's sync covers it, before any result leaves.
             call_id = self.audit.write("begin", sync=False, client=client, tool=tool, arguments=arguments, **scoped)
@@ -100,8 +151,8 @@ class Bastion:
             raise ToolError(AUDIT_DOWN, "internal_error") from None  # never written: the audit failed
         record = CallRecord()
         try:
-            self._admit(client, tool, scope)
-            reply = await work(record)
+            _admit(view.generation.limiter, client, tool, view.scope)
+            reply = await work(record, view)
         except BaseException as exc:
             # Also on cancellation, so every begin has its end (nothing is released then: no sync).
             record.ended_by(exc)
@@ -130,11 +181,11 @@ class Bastion:
         """Record a call refused before its handler ran (malformed, too deep): begin, then end
         with outcome invalid, as any refused call."""
 
-        async def work(record: CallRecord) -> None:
+        async def work(record: CallRecord, view: ClientView) -> None:
             raise ToolError(message)
 
         with contextlib.suppress(ToolError):
-            await self._audited(tool, arguments, client or self.client, work, scopes.of(self.policy, client))
+            await self._audited(tool, arguments, client, work)
 
     def reject(self, method: str | None, client: str | None, message: str) -> None:
         """Record a message refused before the SDK saw it that names no call (one record)."""
@@ -150,13 +201,6 @@ class Bastion:
             self.audit.write("session", sync=False, client=client, action=action, sid_sha256=sid_sha256, **fields)
         except AuditError as exc:
             log.error("%s", exc)
-
-    def _admit(self, client: str, tool: str, scope: Scope) -> None:
-        decision = self.limiter.check(client, tool, scope.rate)
-        if not decision.allowed:
-            wait = decision.retry_after_s
-            who = "for this client" if decision.scope == "client" else "for the server"
-            raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
     def _end(
         self,
@@ -184,15 +228,9 @@ class Bastion:
 
     # --- what a client may call: only what its scope allows (broker/scopes.py) ------
 
-    def _scope(self, client: str | None) -> tuple[Scope, Policy, Allowlist]:
-        """The client's scope (None: the stdio user), and the policy and allowlist as it
-        sees them, from the current policy on every request (never cached)."""
-        scope = scopes.of(self.policy, client)
-        return scope, scope.policy(self.policy), scope.allowlist(self.allowlist)
-
     def tools(self, client: str | None = None) -> list[types.Tool]:
-        scope, policy, _ = self._scope(client)
-        return [row.schema(policy) for row in self._tools.values() if scope.allows_tool(row.name)]
+        view = client_view(self.generation, client)
+        return [row.schema(view.policy) for row in view.generation.tools.values() if view.scope.allows_tool(row.name)]
 
     async def call_tool(
         self,
@@ -202,53 +240,49 @@ class Bastion:
         progress: ProgressSink | None = None,
     ) -> types.CallToolResult:
         """`progress`: where the tool reports how far it has got, if the client asked."""
-        scope, policy, allowlist = self._scope(client)
 
-        async def work(record: CallRecord) -> types.CallToolResult:
-            row = self._tools.get(name)
-            if row is None or not scope.allows_tool(name):  # out of scope: as if it did not exist
+        async def work(record: CallRecord, view: ClientView) -> types.CallToolResult:
+            row = view.generation.tools.get(name)
+            if row is None or not view.scope.allows_tool(name):  # out of scope: as if it did not exist
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
-            return await row.run(row.parse(arguments, policy), self._context(record, policy, allowlist, progress))
+            return await row.run(row.parse(arguments, view.policy), self._context(record, view, progress))
 
         try:
-            return await self._audited(name, arguments or {}, client or self.client, work, scope)
+            return await self._audited(name, arguments or {}, client, work)
         except ToolError as exc:
             return _error(exc.message)
 
     def prompts(self, client: str | None = None) -> list[types.Prompt]:
-        scope, _, _ = self._scope(client)
-        return [prompt for prompt in prompts.listing() if scope.allows_prompt(prompt.name)]
+        view = client_view(self.generation, client)
+        return [prompt for prompt in prompts.listing() if view.scope.allows_prompt(prompt.name)]
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None, client: str | None = None
     ) -> types.GetPromptResult:
         """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
-        scope, policy, allowlist = self._scope(client)
 
-        async def work(record: CallRecord) -> types.GetPromptResult:
-            if not scope.allows_prompt(name):
+        async def work(record: CallRecord, view: ClientView) -> types.GetPromptResult:
+            if not view.scope.allows_prompt(name):
                 raise prompts.unknown(name)
-            return prompts.get(name, arguments, self._context(record, policy, allowlist))
+            return prompts.get(name, arguments, self._context(record, view))
 
-        arguments_shown = {"name": name, "arguments": arguments or {}}
-        return await self._audited("prompts/get", arguments_shown, client or self.client, work, scope)
+        return await self._audited("prompts/get", {"name": name, "arguments": arguments or {}}, client, work)
 
     def resources(self, client: str | None = None) -> list[types.Resource]:
-        _, policy, allowlist = self._scope(client)
-        return resources.listing(policy, allowlist)
+        view = client_view(self.generation, client)
+        return resources.listing(view.policy, view.allowlist)
 
     async def read_resource(self, uri: str, client: str | None = None) -> str:
         """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
-        scope, policy, allowlist = self._scope(client)
 
-        async def work(record: CallRecord) -> str:
-            return await resources.read(uri, self._context(record, policy, allowlist))
+        async def work(record: CallRecord, view: ClientView) -> str:
+            return await resources.read(uri, self._context(record, view))
 
-        return await self._audited("resources/read", {"uri": uri}, client or self.client, work, scope)
+        return await self._audited("resources/read", {"uri": uri}, client, work)
 
     def resource_templates(self, client: str | None = None) -> list[types.ResourceTemplate]:
-        scope, _, _ = self._scope(client)
-        return resources.templates() if scope.has_logs else []  # a scope without logs has no log to read
+        view = client_view(self.generation, client)
+        return resources.templates() if view.scope.has_logs else []  # a scope without logs has no log to read
 
     async def complete(
         self,
@@ -257,26 +291,23 @@ class Bastion:
         client: str | None = None,
     ) -> types.Completion:
         """Values for one prompt or template argument. Raises ToolError or UnknownName."""
-        scope, _, allowlist = self._scope(client)
 
-        async def work(record: CallRecord) -> types.Completion:
-            if isinstance(ref, types.PromptReference) and not scope.allows_prompt(ref.name):
+        async def work(record: CallRecord, view: ClientView) -> types.Completion:
+            if isinstance(ref, types.PromptReference) and not view.scope.allows_prompt(ref.name):
                 raise prompts.unknown(ref.name)
-            if isinstance(ref, types.ResourceTemplateReference) and not scope.has_logs:
+            if isinstance(ref, types.ResourceTemplateReference) and not view.scope.has_logs:
                 raise UnknownName(completions.UNKNOWN_TEMPLATE)
-            completion = completions.complete(ref, argument.name, argument.value, allowlist)
+            completion = completions.complete(ref, argument.name, argument.value, view.allowlist)
             record.reply = "ok"
             record.result_preview = preview(", ".join(completion.values))
             return completion
 
         arguments = {"ref": ref.model_dump(exclude_none=True), "argument": argument.model_dump()}
-        return await self._audited("completion/complete", arguments, client or self.client, work, scope)
+        return await self._audited("completion/complete", arguments, client, work)
 
     # --- slots and workers, for the call's work --------------------------------
 
-    def _context(
-        self, record: CallRecord, policy: Policy, allowlist: Allowlist, progress: ProgressSink | None = None
-    ) -> CallContext:
+    def _context(self, record: CallRecord, view: ClientView, progress: ProgressSink | None = None) -> CallContext:
         """What a call's work gets: the policy and allowlist as its client's scope shows them."""
 
         async def run_worker(
@@ -290,20 +321,20 @@ class Bastion:
             return await self._run_worker(kind, request, fds, record, deadline_s, max_bytes, on_progress)
 
         return CallContext(
-            policy=policy,
-            allowlist=allowlist,
+            policy=view.policy,
+            allowlist=view.allowlist,
             pool=self.pool,
             ripgrep=self.ripgrep,
             record=record,
-            slot=self._slot,
+            slot=functools.partial(self._slot, view.policy.limits.max_queue),
             run_worker=run_worker,
             progress=progress,
         )
 
     @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of max_workers slots; wait in a bounded queue, else refuse as busy."""
-        if self._slots.value == 0 and self._queued >= self.policy.limits.max_queue:
+    async def _slot(self, max_queue: int) -> AsyncIterator[None]:
+        """One of max_workers slots; wait in a bounded queue (the call's policy's), else refuse as busy."""
+        if self._slots.value == 0 and self._queued >= max_queue:
             raise ToolError(BUSY, "busy")
         self._queued += 1
         try:
@@ -353,6 +384,14 @@ class Bastion:
             )
         except AuditError as exc:
             log.error("%s", exc)
+
+
+def _admit(limiter: RateLimiter, client: str, tool: str, scope: Scope) -> None:
+    decision = limiter.check(client, tool, scope.rate)
+    if not decision.allowed:
+        wait = decision.retry_after_s
+        who = "for this client" if decision.scope == "client" else "for the server"
+        raise ToolError(f"rate limited {who}: retry after {wait:g} s (retry_after_s={wait:g})", "denied_rate")
 
 
 def _error(message: str) -> types.CallToolResult:

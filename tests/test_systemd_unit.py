@@ -231,6 +231,8 @@ def test_server_unit_type_identity_and_privileges() -> None:
     assert _one(unit, "ExecStart").startswith(
         "/opt/bastion/venv/bin/bastion serve --policy /etc/bastion/policy.toml --http "
     )
+    # `systemctl reload`: SIGHUP re-reads the policy (tests/test_reload.py), never kills.
+    assert _one(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert _one(unit, "User") == "bastion"
     # Not root, and no capability in any set: every worker layer that needs
     # privilege gets it inside the worker's own user namespace.

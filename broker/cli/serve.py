@@ -9,6 +9,9 @@ starts (_import_sdk), never at module level: main.py builds every subcommand's
 parser from this module, and `bastion --version`, `token new`, `audit verify`
 and `doctor` must not pay the SDK's ~0.5 s of imports (tests/test_cli_startup.py).
 Over stdio those imports run in a thread while the workers start (_SdkImport).
+
+SIGTERM/SIGINT drain and stop (_stop_on_signal); SIGHUP reloads the policy for new
+calls (broker/cli/reload.py) and never stops the server.
 """
 
 from __future__ import annotations
@@ -62,7 +65,12 @@ def _os_user() -> str:
 
 
 async def _serve(
-    policy: Policy, worker_stderr: bool, profiles_dir: str | None, bind: Bind | None, allowlist: Allowlist
+    policy: Policy,
+    worker_stderr: bool,
+    profiles_dir: str | None,
+    bind: Bind | None,
+    allowlist: Allowlist,
+    state_dir: str | None = None,
 ) -> bool:
     """Serve until stopped; False if the stop could not be recorded in the audit log."""
     sdk = _SdkImport()
@@ -81,6 +89,7 @@ async def _serve(
     kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
     plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
     pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
+    bastion: Bastion | None = None
     async with anyio.create_task_group() as task_group:
         try:
             await pool.start(task_group)
@@ -89,10 +98,13 @@ async def _serve(
                 task_group.start_soon(_seal_periodically, audit, audit.sealing.interval_s)
             await sdk.wait()
             from broker.calls import Bastion  # already loaded: _import_sdk
+            from broker.cli.reload import ReloadSource, reload_on_sighup  # built on broker.calls
             from broker.transport.mcp_server import build_server  # already loaded: _import_sdk
 
             bastion = Bastion(policy, pool, audit, _os_user() if bind is None else "http", allowlist)
             server = build_server(bastion)
+            source = ReloadSource(policy.source, state_dir, profiles_dir, cgroups)
+            await task_group.start(reload_on_sighup, bastion, source)  # before READY=1, as the stop handler
             # The SDK's ~600k long-lived objects would otherwise be walked by every
             # full collection (tens of ms, the latency tail): exempt them from now on.
             gc.collect()
@@ -106,7 +118,8 @@ async def _serve(
             with anyio.CancelScope(shield=True):
                 await pool.close()
             task_group.cancel_scope.cancel()
-    return _record_stop(policy, audit, stop["reason"])
+    # The policy in force at the stop: a reload may have replaced the one served at start.
+    return _record_stop(bastion.policy if bastion is not None else policy, audit, stop["reason"])
 
 
 def _sealing(policy: Policy) -> Sealing | None:
@@ -261,7 +274,16 @@ class _SdkImport:
             raise self._failed[0]
 
 
+def _hup_before_serving(signum: int, frame: object) -> None:
+    """SIGHUP's default would kill a server still starting (systemd never reloads one before
+    READY=1, but a person might): nothing to reload yet. reload_on_sighup takes over."""
+    del signum, frame
+    log.warning("SIGHUP while starting: ignored (nothing to reload yet; send it again once serving)")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    # A Python handler, not SIG_IGN: that would be inherited by the workers across exec.
+    signal.signal(signal.SIGHUP, _hup_before_serving)
     try:
         policy = load_policy(args.policy, args.state_dir)
         allowlist = Allowlist(policy)  # log directories pinned now, before anything runs
@@ -280,7 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return exit_codes.CONFIG
     try:
-        if not anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist):
+        if not anyio.run(_serve, policy, args.debug_workers, args.profiles_dir, bind, allowlist, args.state_dir):
             return exit_codes.STOP_UNRECORDED
     except KeyboardInterrupt:
         pass

@@ -50,6 +50,11 @@ class WorkerPool:
         """The memory cap of this kind's workers (its profile's [cgroup] memory_bytes)."""
         return self._plans[kind].cgroup_limits.memory_bytes
 
+    @property
+    def plans(self) -> dict[str, Plan]:
+        """The plans the workers start from (fixed for the pool's life: a reload compares them)."""
+        return dict(self._plans)
+
     def has_ripgrep(self) -> bool:
         return "grep" in self._plans and has_ripgrep(self._plans["grep"])
 

@@ -45,10 +45,15 @@ def plans_for(
 def _cpu_at_least(profile: Profile, timeout_s: float) -> Profile:
     """RLIMIT_CPU is a backstop behind the wall-clock deadline: never below the policy's
     timeout_s, or a long scan the policy allows would die of SIGKILL at the profile's limit."""
-    wanted = min(3600, math.ceil(timeout_s) + 1)
+    wanted = cpu_needed(timeout_s)
     if wanted <= profile.rlimits.cpu_s:
         return profile
     return msgspec.structs.replace(profile, rlimits=msgspec.structs.replace(profile.rlimits, cpu_s=wanted))
+
+
+def cpu_needed(timeout_s: float) -> int:
+    """The least RLIMIT_CPU (seconds) that lets a call use all of timeout_s."""
+    return min(3600, math.ceil(timeout_s) + 1)
 
 
 def downgrades(layers: dict[str, list[str]]) -> dict[str, list[str]]:

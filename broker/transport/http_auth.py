@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable, Sequence
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -33,17 +34,18 @@ NO_OAUTH = "this server offers no OAuth: send its static bearer token in the Aut
 
 
 class PolicyTokens:
-    """TokenVerifier over the policy's clients."""
+    """TokenVerifier over the current policy's clients, asked on every request: a token that
+    a reload revokes is refused from the next request on, also on a session already open."""
 
-    def __init__(self, clients: list[HttpClient]) -> None:
-        self._clients = list(clients)
+    def __init__(self, clients: Callable[[], Sequence[HttpClient]]) -> None:
+        self._clients = clients
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
         presented = digest(token)
         found: HttpClient | None = None
-        for client in self._clients:  # no early exit: the time does not say which entry matched
+        for client in self._clients():  # no early exit: the time does not say which entry matched
             if hmac.compare_digest(presented, client.token_sha256):
                 found = client
         if found is None or found.revoked:

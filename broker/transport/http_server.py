@@ -104,7 +104,7 @@ def http_app(server: Server, bind: Bind, http: Http, bastion: Bastion) -> Starle
         transport_security=transport_security(bind, http),
         # model_validate: pydantic turns the str into the AnyHttpUrl the field is typed as.
         auth=AuthSettings.model_validate({"issuer_url": bind.url, "resource_server_url": None}),
-        token_verifier=PolicyTokens(http.clients),
+        token_verifier=PolicyTokens(lambda: bastion.policy.http.clients),  # the current policy's
         # The SDK's own expiry and limit stay on as a backstop; broker/transport/http_sessions.py
         # enforces both first. Its limit is doubled: a session the table has dropped may
         # still be winding down in the SDK while its successor opens.
@@ -127,7 +127,8 @@ def _gate_endpoint(app: Starlette, bastion: Bastion, table: SessionTable) -> Non
     auth = routes[0].endpoint if len(routes) == 1 else None
     if not isinstance(auth, RequireAuthMiddleware) or routes[0].app is not auth:
         raise RuntimeError("the MCP SDK's Streamable HTTP app has an unexpected shape: cannot screen requests")
-    keeper = SessionKeeper(auth.app, bastion, table)
+    keeper = SessionKeeper(auth.app, bastion, table, lambda name: name in bastion.generation.client_names())
+    bastion.on_swap(keeper.sweep)  # a reload that revokes a token ends its sessions at once
     auth.app = GatedEndpoint(keeper, bastion)
     routes[0].app = StaticBearer(auth)
     _sweep_while_serving(app, keeper)

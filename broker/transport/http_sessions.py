@@ -10,6 +10,9 @@ a cap) is ended the way a well-behaved client would end it: a DELETE sent straig
 to the SDK with the owner's credentials. Its id then answers 404, which tells the
 client to initialize again (MCP Streamable HTTP, session management).
 
+A policy reload that revokes a client's token (broker/policy_generation.py) ends that
+client's sessions the same way, at once (a session with a POST in flight once it is done).
+
 Each session's opening and end is audited (event "session"); the id itself is a
 credential's companion, so only a digest prefix is recorded.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -69,10 +73,13 @@ def _closer(scope: Scope, session_id: str) -> Scope:
 
 
 class SessionKeeper:
-    def __init__(self, app: ASGIApp, bastion: Bastion, table: SessionTable) -> None:
+    def __init__(
+        self, app: ASGIApp, bastion: Bastion, table: SessionTable, authorized: Callable[[str], bool] | None = None
+    ) -> None:
         self.app = app
         self.bastion = bastion
         self.table = table
+        self.authorized = authorized  # whose token the current policy accepts (None: everyone's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,6 +97,9 @@ class SessionKeeper:
     async def sweep(self) -> None:
         for session_id, session in self.table.expire():
             await self._close(session_id, session, "expired")
+        if self.authorized is not None:  # a policy reload may have revoked a client's token
+            for session_id, session in self.table.withdraw(self.authorized):
+                await self._close(session_id, session, "revoked")
 
     async def sweep_forever(self) -> None:
         """Expire idle sessions on time even when no request arrives. A failure is logged, never

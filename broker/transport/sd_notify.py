@@ -1,7 +1,8 @@
 """systemd readiness notification (Type=notify), without a dependency.
 
 READY=1 is sent once the policy, the audit log and every worker sandbox are
-set up, STOPPING=1 when a signal starts the drain. Outside systemd
+set up, STOPPING=1 when a signal starts the drain; RELOADING=1 (with MONOTONIC_USEC,
+which systemd >= 253 wants) then READY=1 again around a policy reload (SIGHUP). Outside systemd
 (no NOTIFY_SOCKET) this does nothing. Workers never see the variable: they
 start with an empty environment.
 """

@@ -10,7 +10,8 @@ broker/transport/http_sessions.py, kept free of I/O so its rules are tested dire
   least recently used session, so a host that forgets its sessions keeps working
   and can never hold more than its share;
 - the global cap: at `total` sessions, a new one costs the least recently used
-  session of the client holding the most, so no client can lock the others out.
+  session of the client holding the most, so no client can lock the others out;
+- withdrawal: the sessions of a client whose token a policy reload revoked.
 
 A session with a POST in flight is never chosen (its call would be cut off); if no
 session can be chosen the opening is refused, and the client is told to retry.
@@ -137,6 +138,12 @@ class SessionTable:
 
     def forget(self, session_id: str) -> Session | None:
         return self._sessions.pop(session_id, None)
+
+    def withdraw(self, authorized: Callable[[str], bool]) -> list[tuple[str, Session]]:
+        """Remove and return the sessions of clients no longer `authorized` (a reload revoked
+        their token) that have no POST in flight; one that has goes once its POST is done."""
+        gone = [sid for sid, s in self._sessions.items() if not s.busy and not authorized(s.client)]
+        return [(sid, self._sessions.pop(sid)) for sid in gone]
 
     def expire(self) -> list[tuple[str, Session]]:
         """Remove and return the sessions idle for idle_timeout_s with nothing in flight."""
