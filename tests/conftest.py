@@ -38,12 +38,22 @@ def pytest_configure(config: pytest.Config) -> None:
 ADOPTED_NAMES = frozenset({WORKER_NAME, "grep", "rg"})  # a worker and the engines it runs
 # Held by the reaper while it scans /proc (which opens descriptors for a moment):
 # a test that counts this process's descriptors holds it too (own_descriptors_only).
-_REAPER_SCANNING = threading.Lock()
+# Re-entrant: a test may hold it through both context managers below.
+_REAPER_SCANNING = threading.RLock()
 
 
 @contextmanager
 def own_descriptors_only() -> Iterator[None]:
     """While inside, no thread of the test harness opens a descriptor (the reaper waits)."""
+    with _REAPER_SCANNING:
+        yield
+
+
+@pytest.fixture
+def own_workers() -> Iterator[None]:
+    """While the test runs, the harness reaps nothing. A test that starts workers in this
+    process (the launcher's CLONE_PARENT makes them its children) and waits for their exit
+    status would otherwise race the reaper for it when a worker dies early (ECHILD)."""
     with _REAPER_SCANNING:
         yield
 

@@ -36,6 +36,7 @@ from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import load_profile
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the full layer set needs root (see test_rootless.py)")
+pytestmark = pytest.mark.usefixtures("own_workers")  # they wait for their workers' exit status
 CALL_DEADLINE_S = 20.0
 GONE_WITHIN_S = 1.0
 LINE_TIMEOUT_S = 10.0

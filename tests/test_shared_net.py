@@ -28,7 +28,7 @@ from broker.sandbox.profile import ProfileError, decode_profile, load_profile, p
 from tests.test_pid_one import read_line, run_payload
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the shared namespace is made only as root")
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("own_workers")]  # they wait for a SIGSYS
 SHIPPED = Path(__file__).resolve().parents[1] / "sandbox_profiles"
 
 
