@@ -22,6 +22,7 @@ import re
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ def build_collector(directory: Path, hosts: int, entries_per_host: int) -> list[
         server = _start_collector(directory, listener)
         try:
             for index in range(hosts):
+                if server.poll() is not None:
+                    break  # it failed: its stderr is checked below
                 entries = host_entries(f"host-{index:03d}", index, entries_per_host, hosts)
                 _send(listener.getsockname(), host_address(index), export_stream(entries))
         finally:
@@ -206,20 +209,27 @@ def build_collector(directory: Path, hosts: int, entries_per_host: int) -> list[
 
 def _start_collector(directory: Path, listener: socket.socket) -> subprocess.Popen[bytes]:
     # sd_listen_fds() wants the socket as descriptor 3 and LISTEN_PID to be the tool's
-    # own pid: the shell moves it there and execs the tool, keeping its pid ($$).
+    # own pid: a small Python moves it there (inheritable) and execs the tool, keeping its pid.
     # In an empty network namespace: the tool looks up its peers' names (getnameinfo), and
     # there that fails at once, instead of asking the host's DNS server about 127.77.X.Y.
-    script = 'exec 3<&"$0"; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"'
     command = [str(JOURNAL_REMOTE), "--split-mode=host", f"--output={directory}"]
     isolate = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
     return subprocess.Popen(
-        [*isolate, "sh", "-c", script, str(listener.fileno()), *command],
+        [*isolate, sys.executable, "-c", _AS_LISTEN_FD_3, str(listener.fileno()), *command],
         pass_fds=[listener.fileno()],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SYSTEMD_LOG_LEVEL": "info"},
     )
+
+
+_AS_LISTEN_FD_3 = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def _send(server: tuple[str, int], source: str, data: bytes) -> None:

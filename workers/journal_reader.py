@@ -44,7 +44,8 @@ class JournalEntry:
     """One entry: its time (microseconds since the epoch, UTC) and the asked-for fields it has.
 
     A field longer than the reader's max_field_bytes is cut there and named in `cut`.
-    Of a field an entry holds more than once, the library returns one value."""
+    Of a field an entry holds more than once, the library returns one value. _BOOT_ID is
+    the entry header's (every entry has one), as journalctl shows it."""
 
     realtime_usec: int
     fields: dict[str, bytes]
@@ -102,6 +103,7 @@ def _load(name: str = LIBRARY) -> ctypes.CDLL:
         "sd_journal_seek_tail": ([pointer], c_int),
         "sd_journal_seek_realtime_usec": ([pointer, u64], c_int),
         "sd_journal_get_realtime_usec": ([pointer, ctypes.POINTER(u64)], c_int),
+        "sd_journal_get_monotonic_usec": ([pointer, ctypes.POINTER(u64), ctypes.c_char_p], c_int),
         "sd_journal_get_data": (
             [pointer, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(size_t)],
             c_int,
@@ -269,6 +271,12 @@ class JournalReader:
         _checked("sd_journal_get_realtime_usec", library().sd_journal_get_realtime_usec(self._journal(), usec))
         return usec.value
 
+    def boot_id(self) -> bytes:
+        """The current entry's boot, from its header (where journalctl's output takes it)."""
+        usec, boot = ctypes.c_uint64(), ctypes.create_string_buffer(16)
+        _checked("sd_journal_get_monotonic_usec", library().sd_journal_get_monotonic_usec(self._journal(), usec, boot))
+        return boot.raw.hex().encode()
+
     def data(self, name: str) -> tuple[bytes, bool] | None:
         """The current entry's value of field `name` and whether it was cut to
         max_field_bytes, or None if the entry has no such field."""
@@ -344,7 +352,7 @@ class JournalReader:
         cut = set()
         for name in self._fields:
             try:
-                found = self.data(name)
+                found = (self.boot_id(), False) if name == "_BOOT_ID" else self.data(name)
             except JournalError:
                 self.fields_unreadable += 1
                 continue
