@@ -6,10 +6,12 @@ never an exception."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests import journal_fixtures as fixtures
+from tests.conftest import ROOT
 from workers.journal_reader import FIELDS, Filters, JournalEntry, JournalError, JournalReader
 
 pytestmark = pytest.mark.skipif(
@@ -216,6 +219,33 @@ def test_a_200_host_collector_read_from_200_descriptors(collector: list[Path]) -
     assert elapsed < 20
     host = read(collector, Filters(hostnames=("host-137",), identifiers=("sshd",)), order="newest")
     assert host and host == journalctl(collector, "_HOSTNAME=host-137", "-t", "sshd", "--reverse")
+
+
+RLIMITED = """
+import os, resource, sys
+from workers.journal_reader import JournalError, JournalReader
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+fds = [os.open(path, os.O_RDONLY) for path in sys.argv[1:]]
+try:
+    JournalReader(fds).__enter__()
+except JournalError as error:
+    print(error.code, error)
+for fd in fds:
+    try:
+        os.fstat(fd)
+        print("left open", fd)
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.slow
+def test_more_files_than_the_address_space_holds_is_an_error_not_a_note(collector: list[Path]) -> None:
+    # About 8 MiB of address space a file: 200 files do not fit in 1 GiB.
+    done = subprocess.run(
+        [sys.executable, "-c", RLIMITED, *map(str, collector)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.stdout == f"{errno.ENOMEM} [Errno {errno.ENOMEM}] sd_journal_open_files_fd: Cannot allocate memory\n"
 
 
 @pytest.mark.parametrize("keep", [0, 100, 264, 4096, 1 << 20, (8 << 20) - 1])

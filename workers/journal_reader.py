@@ -27,6 +27,11 @@ MAX_PRIORITY = 7  # syslog's debug
 DEFAULT_FIELD_BYTES = 16384
 MAX_MATCH_VALUES = 256  # values for one field: a match holds them all in memory
 
+# Failures of the whole open that are the process's limits, not a file's damage. The
+# library maps about 8 MiB of address space per file (its window on the file's hash
+# tables stays mapped), so RLIMIT_AS bounds how many files one reader can open.
+_NOT_A_FILES_FAULT = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
 Order = Literal["oldest", "newest"]
 
 
@@ -195,7 +200,9 @@ class JournalReader:
             return
         try:
             self._take(self._fds)
-        except JournalError:
+        except JournalError as error:
+            if error.code in _NOT_A_FILES_FAULT:
+                raise  # no file is to blame: probing each would only hide the cause
             # One bad file fails the whole open (and the library then takes none): try
             # each alone, on a copy of its descriptor, then open the others together.
             good = [fd for index, fd in enumerate(self._fds) if self._opens_alone(index, fd)]
