@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
 from tests import journal_fixtures as fixtures
 from tests.conftest import ROOT
+from workers import journal_reader
 from workers.journal_reader import FIELDS, Filters, JournalEntry, JournalError, JournalReader
 
 pytestmark = pytest.mark.skipif(
@@ -262,25 +263,75 @@ def test_a_truncated_file_is_left_out_and_the_others_read(trio: list[Path], tmp_
 
 
 def test_flipped_bytes_give_what_journalctl_reads_and_never_raise(web: Path, tmp_path: Path) -> None:
-    """Eight bytes inverted at offsets across the header and the objects: the reader never
-    raises and reads what journalctl does whenever journalctl can; where the library
-    refuses the file or drops it part-way, a note says so."""
+    """Eight bytes inverted at offsets across the header and the last 30 KB of objects
+    (entries, entry arrays, data): the reader never raises and reads what journalctl does
+    whenever journalctl can; where the library refuses the file, or drops it part-way
+    (a broken entry array), a note says so."""
+    damaged = tmp_path / "flipped.journal"
+    shutil.copyfile(web, damaged)
     original = web.read_bytes()
     objects_end = len(original.rstrip(b"\0"))
-    offsets = [*range(0, 264, 24), *range(objects_end - 12000, objects_end, 150)]
-    noted = 0
-    for offset in offsets:
-        damaged = tmp_path / "flipped.journal"
-        data = bytearray(original)
-        data[offset : offset + 8] = bytes(byte ^ 0xFF for byte in data[offset : offset + 8])
-        damaged.write_bytes(bytes(data))
-        with JournalReader(_descriptors([damaged])) as reader:
-            found = [(entry.realtime_usec, entry.fields) for entry in reader.entries(Filters(), limit=LIMIT)]
-            notes = reader.notes()
-        noted += bool(notes)
-        done = subprocess.run(["journalctl", f"--file={damaged}", "-o", "json", "-a"], capture_output=True, timeout=60)
-        if done.returncode == 0:
-            assert found == [_row(json.loads(line)) for line in done.stdout.splitlines()], offset
-        if not found:
-            assert notes, offset  # nothing read is never silent
-    assert noted >= 3
+    offsets = [*range(0, 264, 24), *range(objects_end - 30000, objects_end, 96)]
+    notes_seen: set[str] = set()
+    with open(damaged, "r+b") as file:
+        for offset in offsets:
+            _write_at(file, offset, bytes(byte ^ 0xFF for byte in original[offset : offset + 8]))
+            notes = _check_against_journalctl(damaged, offset)
+            notes_seen.update(note.split(" (")[0].split(":")[0] for note in notes)
+            _write_at(file, offset, original[offset : offset + 8])
+    assert notes_seen == {"journal file 1 of 1 could not be opened", "a journal file is damaged part-way"}
+
+
+def _write_at(file: BinaryIO, offset: int, data: bytes) -> None:
+    file.seek(offset)
+    file.write(data)
+    file.flush()
+
+
+def _check_against_journalctl(damaged: Path, offset: int) -> list[str]:
+    with JournalReader(_descriptors([damaged])) as reader:
+        found = [(entry.realtime_usec, entry.fields) for entry in reader.entries(Filters(), limit=LIMIT)]
+        notes = reader.notes()
+    done = subprocess.run(["journalctl", f"--file={damaged}", "-o", "json", "-a"], capture_output=True, timeout=60)
+    if done.returncode == 0:
+        assert found == [_row(json.loads(line)) for line in done.stdout.splitlines()], offset
+    if not found:
+        assert notes, offset  # nothing read is never silent
+    return notes
+
+
+class _Failing:
+    """libsystemd, except that one function starts failing with EBADMSG after `after` calls."""
+
+    def __init__(self, real: Any, function: str, after: int) -> None:
+        self._real, self._function, self._left = real, function, after
+
+    def __getattr__(self, name: str) -> Any:
+        if name != self._function:
+            return getattr(self._real, name)
+
+        def call(*args: Any) -> int:
+            self._left -= 1
+            return -errno.EBADMSG if self._left < 0 else int(getattr(self._real, name)(*args))
+
+        return call
+
+
+def test_an_entry_the_library_cannot_step_to_ends_the_read_with_a_note(
+    web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_reader, "_library", _Failing(journal_reader.library(), "sd_journal_next", 7))
+    with JournalReader(_descriptors([web])) as reader:
+        found = list(reader.entries(Filters(), limit=LIMIT))
+        assert reader.stopped is not None and reader.stopped.code == errno.EBADMSG
+        assert reader.notes() == ["reading stopped at a damaged entry (Bad message): later entries missing"]
+    assert [entry.realtime_usec for entry in found] == [usec for usec, _ in journalctl([web])][:7]
+
+
+def test_a_field_the_library_cannot_read_is_left_out_with_a_note(web: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_reader, "_library", _Failing(journal_reader.library(), "sd_journal_get_data", 6))
+    with JournalReader(_descriptors([web])) as reader:
+        first, second = list(reader.entries(Filters(), limit=2))
+        assert reader.notes() == ["6 field(s) of the entries read could not be read: left out"]
+    # _BOOT_ID comes from the entry's header, not sd_journal_get_data
+    assert len(first.fields) == 7 and set(second.fields) == {"_BOOT_ID"}

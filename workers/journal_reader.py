@@ -372,7 +372,12 @@ class JournalReader:
     def files_dropped(self) -> bool:
         """Whether the library has left out a file since opening: it drops one it cannot
         read on from (damage found part-way), silently, and with it that file's usage."""
-        return self._handle is not None and self._usage() < self._opened_usage
+        if self._handle is None:
+            return False
+        try:
+            return self._usage() < self._opened_usage
+        except JournalError:
+            return True  # a file it can no longer even stat: say so rather than nothing
 
     def notes(self) -> list[str]:
         """What a reply must say about what could not be read (files by position, 1-based)."""
