@@ -206,8 +206,15 @@ def test_calls_on_a_closed_reader_raise_journal_error(web: Path) -> None:
     reader.close()  # idempotent
     with pytest.raises(JournalError):
         reader.next()
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [{"max_priority": 8}, {"max_priority": -1}, {"since_usec": -1}, {"until_usec": 1 << 64}, {"units": ("u",) * 257}],
+)
+def test_filters_out_of_range_are_refused(wrong: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        Filters(max_priority=8).matches()
+        Filters(**wrong)
 
 
 @pytest.mark.slow

@@ -71,6 +71,15 @@ class Filters:
     since_usec: int | None = None
     until_usec: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.max_priority is not None and not 0 <= self.max_priority <= MAX_PRIORITY:
+            raise ValueError(f"max_priority must be 0..{MAX_PRIORITY}")
+        if any(usec is not None and not 0 <= usec < 1 << 64 for usec in (self.since_usec, self.until_usec)):
+            raise ValueError("since_usec and until_usec are microseconds since the epoch")
+        for values in (self.units, self.identifiers, self.hostnames, self.boots):
+            if len(values) > MAX_MATCH_VALUES:
+                raise ValueError(f"at most {MAX_MATCH_VALUES} values in a filter")
+
     def matches(self) -> list[tuple[str, tuple[str, ...]]]:
         """The sd_journal matches: per field, the values any of which will do."""
         found = [
@@ -80,8 +89,6 @@ class Filters:
             ("_BOOT_ID", self.boots),
         ]
         if self.max_priority is not None:
-            if not 0 <= self.max_priority <= MAX_PRIORITY:
-                raise ValueError(f"max_priority must be 0..{MAX_PRIORITY}")
             found.append(("PRIORITY", tuple(str(level) for level in range(self.max_priority + 1))))
         return [(name, values) for name, values in found if values]
 
@@ -307,8 +314,6 @@ class JournalReader:
         """Replace the matches with `filters`' (the time window is the read's, not a match)."""
         self.flush_matches()
         for name, values in filters.matches():
-            if len(values) > MAX_MATCH_VALUES:
-                raise ValueError(f"at most {MAX_MATCH_VALUES} values for {name}")
             for value in values:
                 self.add_match(name, value)
                 self.add_disjunction()
