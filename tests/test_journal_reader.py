@@ -199,6 +199,15 @@ def test_a_descriptor_that_is_not_a_journal_file_is_left_out_with_a_note(web: Pa
         assert reader.notes()[0].startswith("journal file 1 of 3 could not be opened (")
 
 
+def test_the_same_descriptor_twice_is_refused(web: Path) -> None:
+    fd = os.open(web, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError):
+            JournalReader([fd, fd])
+    finally:
+        os.close(fd)
+
+
 def test_calls_on_a_closed_reader_raise_journal_error(web: Path) -> None:
     reader = JournalReader(_descriptors([web]))
     reader.open()

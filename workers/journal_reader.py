@@ -4,9 +4,11 @@ A small ctypes binding to libsystemd's sd-journal (libsystemd.so.0, on every sys
 host), so the worker reads journal files exactly as journalctl does and holds no
 parser of the format of its own. The worker opens no paths: the files arrive as
 read-only descriptors (`sd_journal_open_files_fd`). Every loop is bounded (entries read
-per call, bytes kept per field), and damage in a file never ends the reading of the
-others: an unreadable file is left out with a note, an entry or field that cannot be
-read ends the reading there with a note, and whatever was read before is kept.
+per call, bytes kept per field), and damage never raises: a file the library refuses
+is left out, an entry it cannot step to ends the read there (what was read is kept), a
+field it cannot read is left out, and a file it drops part-way is noticed; each gives a
+note. A worker calls library() before it confines itself: loading needs the library's
+files and syscalls (prctl(PR_CAPBSET_READ) in libcap's constructor) that reading does not.
 """
 
 from __future__ import annotations
@@ -104,10 +106,7 @@ def _load(name: str = LIBRARY) -> ctypes.CDLL:
     library = ctypes.CDLL(name, use_errno=True)
     pointer, c_int, size_t, u64 = _JournalPointer, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint64
     signatures: dict[str, tuple[list[type], type | None]] = {
-        "sd_journal_open_files_fd": (
-            [ctypes.POINTER(_JournalPointer), ctypes.POINTER(c_int), ctypes.c_uint, c_int],
-            c_int,
-        ),
+        "sd_journal_open_files_fd": ([ctypes.POINTER(pointer), ctypes.POINTER(c_int), ctypes.c_uint, c_int], c_int),
         "sd_journal_close": ([pointer], None),
         "sd_journal_next": ([pointer], c_int),
         "sd_journal_previous": ([pointer], c_int),
@@ -174,8 +173,8 @@ class JournalReader:
         fields: Sequence[str] = FIELDS,
         max_field_bytes: int = DEFAULT_FIELD_BYTES,
     ) -> None:
-        if not 0 < len(fds) <= MAX_FILES:
-            raise ValueError(f"1..{MAX_FILES} descriptors")
+        if not 0 < len(set(fds)) == len(fds) <= MAX_FILES:
+            raise ValueError(f"1..{MAX_FILES} distinct descriptors")
         if max_field_bytes <= 0:
             raise ValueError("max_field_bytes must be positive")
         self._fds = tuple(fds)
@@ -224,7 +223,8 @@ class JournalReader:
     def _take(self, fds: Sequence[int]) -> None:
         """The journal of `fds`, which it then owns; on failure they stay ours."""
         self._handle = _open(fds)
-        self._unowned = [fd for fd in self._unowned if fd not in fds]
+        taken = set(fds)
+        self._unowned = [fd for fd in self._unowned if fd not in taken]
 
     def _opens_alone(self, index: int, fd: int) -> bool:
         copy = os.dup(fd)
