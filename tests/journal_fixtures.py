@@ -185,26 +185,74 @@ def build_collector(directory: Path, hosts: int, entries_per_host: int) -> list[
     host_entries(f"host-{i:03d}", i, ...) from host_address(i). Returns the files in host order."""
     if not 0 < hosts <= MAX_HOSTS:
         raise ValueError(f"1..{MAX_HOSTS} hosts")
-    directory.mkdir(parents=True, exist_ok=True)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(hosts)
-        server = _start_collector(directory, listener)
-        try:
-            for index in range(hosts):
-                if server.poll() is not None:
-                    break  # it failed: its stderr is checked below
-                entries = host_entries(f"host-{index:03d}", index, entries_per_host, hosts)
-                _send(listener.getsockname(), host_address(index), export_stream(entries))
-        finally:
-            server.terminate()
-            _out, stderr = server.communicate(timeout=RUN_TIMEOUT_S)
-    _check_written(server.returncode, stderr, hosts * entries_per_host)
+    with Collector(directory) as collector:
+        for index in range(hosts):
+            collector.send(index, host_entries(f"host-{index:03d}", index, entries_per_host, hosts))
     files = [collector_file(directory, index) for index in range(hosts)]
     missing = [path.name for path in files if not path.is_file()]
     if missing:
         raise RuntimeError(f"systemd-journal-remote wrote no file for {missing[:3]}")
     return files
+
+
+class Collector:
+    """A running `systemd-journal-remote --split-mode=host` writing into `directory`,
+    receiving uploads on loopback. Until it is left, its files are open for writing
+    ("online"); on leaving it is stopped, closes them, and must have written every entry sent."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.sent = 0
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Collector:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self._server = _start_collector(self.directory, self._listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        if self._server is None:
+            return
+        self._server.terminate()
+        _out, stderr = self._server.communicate(timeout=RUN_TIMEOUT_S)
+        if exc[0] is None:
+            _check_written(self._server.returncode, stderr, self.sent)
+
+    def connect(self, host_index: int) -> socket.socket:
+        """An upload connection from host_address(host_index)."""
+        if self._server is None or self._server.poll() is not None:
+            raise RuntimeError("systemd-journal-remote is not running")
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.settimeout(SOCKET_TIMEOUT_S)
+        # The port stays in TIME_WAIT after a build (this side closes first): reuse it.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        conn.bind((host_address(host_index), SOURCE_PORT))
+        conn.connect(self._listener.getsockname())
+        return conn
+
+    def upload(self, conn: socket.socket, entries: Sequence[Entry]) -> None:
+        conn.sendall(export_stream(entries))
+        self.sent += len(entries)
+
+    def send(self, host_index: int, entries: Sequence[Entry]) -> None:
+        """One host's whole upload, written once this returns."""
+        with self.connect(host_index) as conn:
+            self.upload(conn, entries)
+            finish(conn)
+
+
+def finish(conn: socket.socket) -> None:
+    """End an upload and wait for the tool to close the connection, which it does once it
+    has read, and written, every entry of the stream."""
+    conn.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + SOCKET_TIMEOUT_S
+    while conn.recv(4096):
+        if time.monotonic() > deadline:
+            raise TimeoutError("systemd-journal-remote kept the connection open")
 
 
 def _start_collector(directory: Path, listener: socket.socket) -> subprocess.Popen[bytes]:
@@ -230,20 +278,3 @@ os.dup2(int(sys.argv[1]), 3)
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
 os.execv(sys.argv[2], sys.argv[2:])
 """
-
-
-def _send(server: tuple[str, int], source: str, data: bytes) -> None:
-    """One host's upload: connect from `source`, send, and wait for the tool to close the
-    connection, which it does once it has read, and written, every entry of the stream."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
-        conn.settimeout(SOCKET_TIMEOUT_S)
-        # The port stays in TIME_WAIT after a build (this side closes first): reuse it.
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        conn.bind((source, SOURCE_PORT))
-        conn.connect(server)
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + SOCKET_TIMEOUT_S
-        while conn.recv(4096):
-            if time.monotonic() > deadline:
-                raise TimeoutError("systemd-journal-remote kept the connection open")

@@ -226,6 +226,38 @@ def test_filters_out_of_range_are_refused(wrong: dict[str, Any]) -> None:
         Filters(**wrong)
 
 
+def test_a_file_still_being_written_reads_as_journalctl_reads_it(tmp_path: Path) -> None:
+    entries = fixtures.host_entries("live", 0, 60)
+    path = fixtures.collector_file(tmp_path, 0)
+    with fixtures.Collector(tmp_path) as collector, collector.connect(0) as conn:
+        collector.upload(conn, entries[:30])
+        _wait_for_entries(path, 30)
+        assert "State: ONLINE" in _header(path)
+        with JournalReader(_descriptors([path])) as reader:
+            found = [(entry.realtime_usec, entry.fields) for entry in reader.entries(Filters(), limit=LIMIT)]
+            assert reader.notes() == []
+        assert len(found) == 30 and found == journalctl([path])
+        collector.upload(conn, entries[30:])
+        _wait_for_entries(path, 60)
+        assert "State: ONLINE" in _header(path)
+        assert len(read([path])) == 60 and read([path], order="newest") == journalctl([path], "--reverse")
+        fixtures.finish(conn)  # the tool closes the file when its last sender leaves
+    assert "State: OFFLINE" in _header(path) and read([path]) == journalctl([path])
+
+
+def _wait_for_entries(path: Path, count: int) -> None:
+    for _ in range(200):  # 10 s at most
+        if path.exists() and len(journalctl([path])) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"systemd-journal-remote did not write {count} entries")
+
+
+def _header(path: Path) -> str:
+    done = subprocess.run(["journalctl", "--header", f"--file={path}"], capture_output=True, text=True, timeout=60)
+    return done.stdout
+
+
 @pytest.mark.slow
 def test_a_200_host_collector_read_from_200_descriptors(collector: list[Path]) -> None:
     started = time.monotonic()
