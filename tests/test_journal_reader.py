@@ -268,6 +268,10 @@ def test_a_200_host_collector_read_from_200_descriptors(collector: list[Path]) -
     assert elapsed < 20
     host = read(collector, Filters(hostnames=("host-137",), identifiers=("sshd",)), order="newest")
     assert host and host == journalctl(collector, "_HOSTNAME=host-137", "-t", "sshd", "--reverse")
+    since, until = fixtures.BASE_USEC + 1300 * fixtures.STEP_USEC, fixtures.BASE_USEC + 1700 * fixtures.STEP_USEC
+    window = read(collector, Filters(since_usec=since, until_usec=until, max_priority=4), order="newest")
+    expected = journalctl(collector, f"--since={_at(since)}", f"--until={_at(until)}", "--priority=4", "--reverse")
+    assert len(window) > 100 and window == expected
 
 
 RLIMITED = """
