@@ -1,9 +1,11 @@
 """What workers/journal_reader.py needs from a worker's seccomp filter, measured on the real
 filter: the grep profile's allowlist (sandbox_profiles/grep.toml, compiled as the broker
-compiles it, applied as a worker applies it) kills a reader of journal files, and the same
-allowlist plus `fstatfs` (the library asks whether each file is on a network filesystem)
-reads them, provided libsystemd was loaded before the filter (loading it runs libcap's
-constructor, which probes prctl(PR_CAPBSET_READ), and opens the libraries).
+compiles it, applied as a worker applies it, after grep's rlimits and a Landlock ruleset
+that lets no path be read) kills a reader of journal files, and the same allowlist plus
+`fstatfs` (the library asks whether each file is on a network filesystem) reads them,
+provided libsystemd was loaded before (loading it opens the libraries and runs libcap's
+constructor, which probes prctl(PR_CAPBSET_READ)). Reading needs no path: only the
+descriptors, which the library maps.
 
 For the next step's `journal` profile; no profile is changed here."""
 
@@ -22,21 +24,29 @@ from broker.sandbox.profile import load_profile
 from broker.sandbox.seccomp_compile import compile_filter
 from tests import journal_fixtures as fixtures
 from tests.conftest import ROOT
+from workers.confine import landlock
+from workers.confine.landlock import SCOPES_ABI
 
-pytestmark = pytest.mark.skipif(not fixtures.JOURNAL_REMOTE.exists(), reason="needs systemd-journal-remote")
+pytestmark = [
+    pytest.mark.skipif(not fixtures.JOURNAL_REMOTE.exists(), reason="needs systemd-journal-remote"),
+    pytest.mark.skipif(landlock.abi_version() < SCOPES_ABI, reason="needs Landlock with scopes"),
+]
 
 CHILD = """
 import os, sys
+import msgspec
+from bastion_wire.plan import Rlimits
 from workers import journal_reader
-from workers.confine import no_new_privs, seccomp
+from workers.confine import landlock, no_new_privs, rlimits, seccomp
 
-load_first = sys.argv[2] == "load-first"
-if load_first:
+if sys.argv[2] == "load-first":
     journal_reader.library()
-fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in sys.argv[3:]]
+fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in sys.argv[4:]]
 with open(sys.argv[1], "rb") as file:
     bpf = file.read()
+rlimits.apply(msgspec.json.decode(sys.argv[3], type=Rlimits))
 no_new_privs.apply()
+landlock.apply([], [], ["abstract_unix_socket", "signal"])  # no path readable at all
 seccomp.apply(bpf)
 os.write(1, b"filtered\\n")
 with journal_reader.JournalReader(fds) as reader:
@@ -72,7 +82,8 @@ def _run(tmp_path: Path, files: list[Path], extra: list[str], order: str) -> sub
     rules = msgspec.structs.replace(profile.seccomp, allow=[*profile.seccomp.allow, *extra])
     bpf = tmp_path / "filter.bpf"
     bpf.write_bytes(compile_filter(rules))
-    command = [sys.executable, "-c", CHILD, str(bpf), order, *map(str, files)]
+    limits = msgspec.json.encode(profile.rlimits).decode()
+    command = [sys.executable, "-c", CHILD, str(bpf), order, limits, *map(str, files)]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
@@ -88,6 +99,8 @@ def test_with_fstatfs_added_it_reads_everything(tmp_path: Path, files: list[Path
     assert (done.returncode, done.stdout) == (0, "filtered\n56 80 16384 1\n"), done.stderr
 
 
-def test_loading_the_library_under_the_filter_is_killed(tmp_path: Path, files: list[Path]) -> None:
+def test_loading_the_library_once_confined_fails(tmp_path: Path, files: list[Path]) -> None:
+    # Landlock refuses the library's files; without it, seccomp kills libcap's prctl probe.
     done = _run(tmp_path, files, ["fstatfs"], "load-late")
-    assert done.stdout == "filtered\n" and done.returncode == -signal.SIGSYS
+    assert done.stdout == "filtered\n" and done.returncode == 1
+    assert "OSError: libsystemd.so.0: cannot open shared object file" in done.stderr
