@@ -24,8 +24,9 @@ EXAMPLE := --policy examples/policy.toml --state-dir var
 #   systemd           systemd-analyze checks the units in deploy/
 #   python3-seccomp   only so the test comparing it with PyPI pyseccomp runs
 #                     (nothing at run time needs it)
+#   systemd-journal-remote  writes the journal files the journal tests read, as a collector does
 DEMO_PACKAGES := grep ripgrep python3-venv
-TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-seccomp
+TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-seccomp systemd-journal-remote
 # Decided from the goals, not per target, so `make demo test` installs the test set once.
 DEPS_PACKAGES ?= $(if $(filter test test-sandbox deps,$(or $(MAKECMDGOALS),venv)),$(TEST_PACKAGES),$(DEMO_PACKAGES))
 
