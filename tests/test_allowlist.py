@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 
 from broker.errors import ToolError
-from broker.files.allowlist import (
-    CLOSEST_HINT,
-    MAX_PATH_BYTES,
-    NOT_ALLOWED,
-    AllowedLog,
-    Allowlist,
-    check_path_text,
-)
+from broker.files.allowlist import CLOSEST_HINT, NOT_ALLOWED, AllowedLog, Allowlist
+from broker.files.log_path_text import MAX_PATH_BYTES, check_path_text
 from broker.policy import Policy, PolicyError, parse_policy
 from tests.conftest import own_descriptors_only, write_policy
 

@@ -12,7 +12,6 @@ what it skips, with the reason, and never opens through them.
 from __future__ import annotations
 
 import copy
-import difflib
 import errno
 import functools
 import os
@@ -22,19 +21,16 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 from bastion_wire.protocol import MAX_SEARCH_FILES
 from broker.errors import ToolError
+from broker.files.log_path_text import check_path_text, closest, segment_matches, segments_match
 from broker.files.no_follow_open import open_beneath
 from broker.files.pinned_entry import PinnedEntry, pin
 from broker.policy import LogEntry, Policy
 
-MAX_PATH_BYTES = 4096
 NOT_ALLOWED = "log_path is not an allowlisted log (list_logs lists them)"
 CLOSEST_HINT = "; closest allowlisted: "
-CLOSEST = 3  # allowlisted paths a refusal names
-CLOSEST_CUTOFF = 0.6  # difflib's similarity ratio below which a name is not offered
 CLOSEST_CHARS = 512  # of a refused path compared: bounds difflib's quadratic cost
 
 
@@ -42,41 +38,6 @@ CLOSEST_CHARS = 512  # of a refused path compared: bounds difflib's quadratic co
 class AllowedLog:
     path: str  # as the client names it
     description: str
-
-
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
-
-
-def check_path_text(value: object, name: str = "log_path") -> str:
-    """Syntactic checks that need no filesystem access."""
-    if not isinstance(value, str) or not value:
-        raise ToolError(f"{name} must be a non-empty string")
-    try:
-        encoded = value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ToolError(f"{name} contains characters that are not valid Unicode") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise ToolError(f"{name} is longer than {MAX_PATH_BYTES} bytes")
-    if _has_control(value):
-        raise ToolError(f"{name} contains NUL or control characters")
-    if not value.startswith("/"):
-        raise ToolError(f"{name} must be an absolute path")
-    if os.path.normpath(value) != value or value.startswith("//"):
-        raise ToolError(f"{name} must be a normalized path (no '..', '.', '//' or trailing '/')")
-    return value
-
-
-def _segment_matches(have: str, want: str) -> bool:
-    # As in shell globs, a wildcard never matches a leading dot (hidden files).
-    if have.startswith(".") and not want.startswith("."):
-        return False
-    return fnmatchcase(have, want)
-
-
-def _segments_match(pattern: str, path: str) -> bool:
-    want, have = pattern.split("/"), path.split("/")
-    return len(want) == len(have) and all(_segment_matches(h, w) for w, h in zip(want, have, strict=True))
 
 
 @dataclass(frozen=True)
@@ -226,7 +187,7 @@ class Allowlist:
         """The entry naming `path`, and the name to open beneath that entry's directory."""
         for pinned in self.pinned:
             entry = pinned.entry
-            if entry.is_glob and _segments_match(entry.path, path):
+            if entry.is_glob and segments_match(entry.path, path):
                 return pinned, _below(pinned.shown, path)
             if not entry.is_glob and entry.path == path:
                 return pinned, pinned.name
@@ -304,12 +265,12 @@ class Allowlist:
             levels = [
                 os.path.join(relative, name)
                 for relative in levels
-                for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=want))
+                for name, st in _scan(dirfd, relative, functools.partial(segment_matches, want=want))
                 if stat.S_ISDIR(st.st_mode)
             ]
         members = []
         for relative in levels:
-            for name, st in _scan(dirfd, relative, functools.partial(_segment_matches, want=last), unusable):
+            for name, st in _scan(dirfd, relative, functools.partial(segment_matches, want=last), unusable):
                 if unusable or _servable(st):
                     members.append((st.st_mtime, os.path.join(pinned.shown, relative, name)))
                     if sizes is not None:
@@ -380,7 +341,7 @@ class Allowlist:
     def refusal(self, path: str, name: str = "log_path") -> str:
         """Why `path` is refused, naming the closest policy entries. Only the policy's own
         names are offered (never a file found on disk): they are what the client may name."""
-        near = _closest(path[:CLOSEST_CHARS], self._names)
+        near = closest(path[:CLOSEST_CHARS], self._names)
         hint = CLOSEST_HINT + ", ".join(near) if near else ""
         return NOT_ALLOWED.replace("log_path", name) + hint
 
@@ -408,28 +369,6 @@ class Allowlist:
         finally:
             os.close(fd)
         return FileFacts(path, st.st_size, st.st_mtime, path.endswith(".gz"))
-
-
-def _closest(path: str, names: list[str]) -> list[str]:
-    """The CLOSEST names most like `path`: its directory and its file name compared each on
-    its own (difflib's ratio, 1 where a glob matches it) and the two multiplied, so that a
-    mistyped name finds its file and not every neighbour in the same directory, and a
-    file in the wrong directory finds the same name in the right one."""
-    scored = [(score, name) for name in names if (score := _likeness(path, name)) >= CLOSEST_CUTOFF]
-    return [name for _, name in sorted(scored, key=lambda item: -item[0])[:CLOSEST]]
-
-
-def _likeness(path: str, name: str) -> float:
-    (have_dir, have_file), (want_dir, want_file) = os.path.split(path), os.path.split(name)
-    file_score = 1.0 if _segment_matches(have_file, want_file) else _ratio(have_file, want_file)
-    if file_score < CLOSEST_CUTOFF:  # the product cannot reach it: spare the longer comparison
-        return 0.0
-    return file_score * (1.0 if _segments_match(want_dir, have_dir) else _ratio(have_dir, want_dir))
-
-
-def _ratio(a: str, b: str) -> float:
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return matcher.ratio() if matcher.quick_ratio() >= CLOSEST_CUTOFF else 0.0
 
 
 def _open_file(pinned: PinnedEntry, relative: str, name: str) -> int:

@@ -16,7 +16,7 @@ import mcp_types as types
 
 from bastion_wire.protocol import Line
 from broker.errors import ToolError
-from broker.files.allowlist import MAX_PATH_BYTES
+from broker.files.log_path_text import MAX_PATH_BYTES
 from broker.policy import Limits, LogEntry
 from broker.tools.arguments import check_bool, check_int, check_names, check_string
 from broker.tools.query_logs.ere import Node, PatternError, parse_ere
