@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from broker.audit import log as audit_log
+from broker.audit import log_file
 from broker.audit.log import AuditError, AuditLog
 from broker.audit.verify import summary, verify
 from tests.conftest import ROOT, bastion_client, read_audit, write_policy
@@ -124,7 +124,7 @@ def test_an_external_rename_is_continued_once_by_whichever_server_comes_first(tm
 def test_a_lock_held_for_too_long_refuses_the_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))
-    monkeypatch.setattr(audit_log, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(log_file, "LOCK_WAIT_S", 0.2)
     stuck = os.open(path, os.O_RDONLY)
     fcntl.flock(stuck, fcntl.LOCK_EX)
     try:

@@ -46,16 +46,15 @@ import json
 import logging
 import os
 import secrets
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from broker.audit.durable import remove_quietly, sync_directory
+from broker.audit.log_file import name_of, open_checked, same_file, wait_for_append_lock
 from broker.audit.redact import redact
 from broker.files.output_dir import OutputDirError, prepare_directory
-from broker.files.regular_file import file_kind
 
 if TYPE_CHECKING:  # the signing code (and cryptography) loads only where a key is configured
     from broker.audit.checkpoint import Signer
@@ -68,8 +67,6 @@ TAIL_BYTES = 1 << 20
 CONTINUED = "audit_continued"
 CHECKPOINT = "checkpoint"  # a signed checkpoint record (broker/audit/checkpoint.py)
 HASH_SUFFIX_BYTES = len(',"hash":""}') + 64
-LOCK_WAIT_S = 2.0  # a sibling server holds the lock for one append: microseconds
-LOCK_RETRY_S = 0.0005
 MAX_REOPENS = 8  # renames seen in a row before giving up (something keeps replacing the file)
 
 
@@ -102,58 +99,6 @@ def _cut(value: Any) -> Any:
     if isinstance(value, list):
         return [_cut(item) for item in value[:64]]
     return value
-
-
-def _open_checked(path: str, exclusive: bool = False) -> int:
-    """The audit file, for appending (and reading its tail): a regular file of ours.
-
-    O_RDWR opens a FIFO at once (Linux) and O_NONBLOCK keeps any other special
-    file (a tty waiting for carrier) from stalling: the fstat check decides.
-    `exclusive`: create it, failing if the name exists (a rotation's new file)."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-    try:
-        fd = os.open(path, flags | (os.O_EXCL if exclusive else 0), 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "it is a symbolic link, not a regular file") from None
-        raise
-    try:
-        _check_ours(fd)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def wait_for_append_lock(fd: int) -> None:
-    """Take the file's append lock, waiting a bounded time for a sibling server's append."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise OSError(errno.EBUSY, f"another process has held its lock for over {LOCK_WAIT_S:g} s") from None
-            time.sleep(LOCK_RETRY_S)
-
-
-def _check_ours(fd: int) -> None:
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise OSError(errno.EINVAL, f"it is {file_kind(info.st_mode)}, not a regular file")
-    if info.st_uid != os.geteuid():
-        raise OSError(errno.EPERM, f"it is owned by uid {info.st_uid}, not by this server's uid {os.geteuid()}")
-
-
-def _same_file(fd: int, path: str) -> bool:
-    current = os.fstat(fd)
-    try:
-        on_disk = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return (on_disk.st_dev, on_disk.st_ino) == (current.st_dev, current.st_ino)
 
 
 def server_instance() -> str:
@@ -199,7 +144,7 @@ class AuditLog:
         self._seq, self._prev, self._size = 0, GENESIS, 0
         try:
             prepare_directory(path, state_root)  # only the state directory is created when missing
-            self._fd = _open_checked(path)
+            self._fd = open_checked(path)
         except OutputDirError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc}") from None
         except OSError as exc:
@@ -318,12 +263,12 @@ class AuditLog:
         previous: str | None = None
         for _ in range(MAX_REOPENS):
             wait_for_append_lock(self._fd)
-            if _same_file(self._fd, self.path):
+            if same_file(self._fd, self.path):
                 break
             # Renamed (logrotate, or a sibling server's rotation): let go, take what is there now.
-            previous = previous or _name_of(self._fd)
+            previous = previous or name_of(self._fd)
             reason = "renamed_externally"
-            self._reopen(_open_checked(self.path))
+            self._reopen(open_checked(self.path))
         else:
             raise OSError(errno.EAGAIN, "the file keeps being replaced")
         if reason is None and os.fstat(self._fd).st_size < self._size:
@@ -390,7 +335,7 @@ class AuditLog:
         server that notices the rename waits for its continuation record."""
         fresh = f"{self.path}.rotating"
         remove_quietly(fresh)  # left by a server that died mid-rotation
-        new_fd = _open_checked(fresh, exclusive=True)
+        new_fd = open_checked(fresh, exclusive=True)
         try:
             fcntl.flock(new_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else can know it yet
             for index in range(self.keep, 0, -1):
@@ -436,14 +381,6 @@ class AuditLog:
             self._sync_pending()
         finally:
             os.close(self._fd)
-
-
-def _name_of(fd: int) -> str | None:
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None
-    return None if target.endswith(" (deleted)") else os.path.basename(target)
 
 
 def _now() -> str:

@@ -17,7 +17,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from broker.audit.log import wait_for_append_lock
+from broker.audit.log_file import wait_for_append_lock
 from broker.errors import ToolError
 from broker.files import log_dir_modes
 from broker.files.allowlist import Allowlist
