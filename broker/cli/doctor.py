@@ -20,7 +20,7 @@ from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.pool.launcher import spawn_one
 from broker.pool.worker_process import SandboxUnavailable, start_worker
-from broker.sandbox.host import WORKER_KINDS, cgroup_host
+from broker.sandbox.host import cgroup_host, kinds_for
 from broker.sandbox.plan import build_plan, shared_uid_warning
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, requirements
 
@@ -102,8 +102,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         policy: Policy | None = load_policy(args.policy, args.state_dir) if args.policy else None
         settings = policy.sandbox if policy else Sandbox()
         findings = _policy_findings(policy, args.profiles_dir) if policy else []
-        # Like serve: the intel workers are only started for a policy with [intel].
-        kinds = [kind for kind in WORKER_KINDS if kind != "intel" or policy is None or policy.intel is not None]
+        # Like serve: intel and journal workers only for a policy that uses them.
+        kinds = kinds_for(policy)
         probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in kinds]
     except (PolicyError, ProfileError) as exc:
         print(f"bastion doctor: {exc}", file=sys.stderr)
