@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bastion_wire.protocol import Done, Failed, JournalEntries, JournalEntry, JournalRequest
+from bastion_wire.protocol import MAX_JOURNAL_FILES, Done, Failed, JournalEntries, JournalEntry, JournalRequest
 from broker.policy import load_policy
 from broker.pool.launcher import spawn_one
 from broker.pool.worker_process import start_worker
@@ -32,7 +32,7 @@ from broker.sandbox.host import WORKER_KINDS, cgroup_host, kinds_for
 from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import load_profile
 from tests import journal_fixtures as fixtures
-from tests.conftest import write_policy
+from tests.conftest import own_descriptors_only, write_policy
 from workers import journal
 from workers.journal import search_journal
 
@@ -77,15 +77,16 @@ def run(files: Sequence[Path], pattern: str, **options: Any) -> tuple[list[Journ
     """The handler in process on fresh descriptors of `files`: the entries sent and the last frame."""
     request = JournalRequest(pattern=pattern, limit=options.pop("limit", 10_000), max_line_bytes=4096, **options)
     sent: list[msgspec.Struct] = []
-    fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in files]
-    search_journal(request, fds, GREP, sent.append)
+    with own_descriptors_only():  # the harness's reaper opens none meanwhile
+        fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in files]
+        search_journal(request, fds, GREP, sent.append)
+        for fd in fds:
+            with pytest.raises(OSError):
+                os.fstat(fd)  # the handler closed every descriptor
     entries = [entry for frame in sent[:-1] if isinstance(frame, JournalEntries) for entry in frame.entries]
     assert len(sent) - 1 == sum(isinstance(frame, JournalEntries) for frame in sent)  # only entries, then one end
     last = sent[-1]
     assert isinstance(last, Done | Failed)
-    for fd in fds:
-        with pytest.raises(OSError):
-            os.fstat(fd)  # the handler closed every descriptor
     return entries, last
 
 
@@ -208,6 +209,24 @@ def test_a_pattern_that_matches_sentinels_too_returns_entries_only(big: Path) ->
     assert isinstance(done, Done) and done.host_counts == {"big1": 6000}
 
 
+def test_a_message_cannot_pass_for_a_sentinel(tmp_path: Path) -> None:
+    # The sentinel is a lone \x01; a message that is one is sanitised to visible text first.
+    entries = [
+        dataclasses.replace(entry, message="\x01" if n % 2 else "\x01\nFailed password")
+        for n, entry in enumerate(fixtures.host_entries("web1", 0, 3 * journal.SENTINEL_EVERY))
+    ]
+    path = fixtures.write_journal(tmp_path / "sentinels.journal", entries)
+    found, done = run([path], "x01", limit=100_000)
+    assert len(found) == len(entries) and isinstance(done, Done)
+    assert {entry.message for entry in found} == {"\\x01", "\\x01\\x0aFailed password"}
+
+
+def test_newest_first_with_a_limit(trio: list[Path]) -> None:
+    entries, done = run(trio, "for root", order="newest", limit=5)
+    assert as_rows(entries) == rows(journalctl(trio, "for root", "--reverse"))[:5]
+    assert isinstance(done, Done) and done.more
+
+
 def test_a_long_message_is_cut_and_says_so(tmp_path: Path) -> None:
     entry = dataclasses.replace(fixtures.host_entries("web1", 0, 1)[0], message="y" * 9000)
     path = fixtures.write_journal(tmp_path / "long.journal", [entry])
@@ -289,3 +308,28 @@ async def test_a_confined_journal_worker_returns_the_failed_password_entries(web
     expected = rows(journalctl(files, FAILED))
     assert len(expected) > 48 and as_rows(result.entries) == expected
     assert result.notes == [] and not result.more
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the full layer set needs root (see test_rootless.py)")
+@pytest.mark.usefixtures("own_workers")
+@pytest.mark.anyio
+async def test_a_confined_worker_reads_64_collector_files_within_its_limits(tmp_path: Path) -> None:
+    # The profile's address space and descriptor limits are sized for this many files.
+    files = fixtures.build_collector(tmp_path / "collector", MAX_JOURNAL_FILES, 5)
+    cgroups = cgroup_host()
+    plan = build_plan(load_profile("journal"), "auto", [], cgroups)
+    fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in files]
+    worker = None
+    try:
+        worker = await start_worker(await spawn_one(plan, cgroups))
+        request = JournalRequest(pattern=FAILED, limit=10_000, max_line_bytes=4096, count_only=True)
+        result = await worker.call(request, fds, 60.0, 1 << 24)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if worker is not None and not worker.reaped:
+            await worker.finish()
+        cgroups.close()
+    assert result.outcome == "ok", result
+    expected = Counter(entry["_HOSTNAME"] for entry in journalctl(files, FAILED))
+    assert len(expected) == MAX_JOURNAL_FILES and result.host_counts == dict(expected) and result.notes == []
