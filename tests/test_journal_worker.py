@@ -189,6 +189,13 @@ def test_count_only_counts_per_host(trio: list[Path]) -> None:
     assert isinstance(none, Done) and none.host_counts == {}
 
 
+def test_count_only_counts_a_bounded_number_of_hosts(trio: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "MAX_COUNTED_HOSTS", 2)
+    _, done = run(trio, FAILED, count_only=True)
+    assert isinstance(done, Done) and done.host_counts == {"host-000": 16, "host-001": 16}
+    assert done.notes == ["16 matching entries of more than 2 hosts not counted"]
+
+
 def test_many_entries_are_held_a_bounded_number_at_a_time(big: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     held: list[int] = []
     judged = journal.Search.judged

@@ -53,6 +53,9 @@ MAX_STDERR = 4096
 PREFIX_ROOM = 32  # grep's "N:" is all that is kept of its output: the text is ours already
 GREP_LINE = re.compile(rb"([0-9]{1,20}):")
 FIELD_BYTES = 256  # of a host, unit or identifier name
+# Hosts counted apart in a count_only (each name up to ~1 KiB sanitised: Done stays far
+# below a frame's 1 MiB); a collector worker reads at most 64 files, a host each.
+MAX_COUNTED_HOSTS = 512
 
 
 def grep_argv(grep: str, request: JournalRequest) -> list[str]:
@@ -117,6 +120,7 @@ class Search:
     matches: int = 0
     more: bool = False
     counts: Counter[str] = field(default_factory=Counter)
+    uncounted: int = 0  # count_only matches of hosts beyond MAX_COUNTED_HOSTS
     batch: list[JournalEntry] = field(default_factory=list)
     batch_bytes: int = 0
 
@@ -150,7 +154,10 @@ class Search:
         if kept is None:  # never fed, or already judged: not grep's -n output of what it read
             raise ProtocolError("grep reported a line it was not fed, or twice")
         if isinstance(kept, str):
-            self.counts[kept] += 1
+            if kept in self.counts or len(self.counts) < MAX_COUNTED_HOSTS:
+                self.counts[kept] += 1
+            else:
+                self.uncounted += 1
             return
         self.matches += 1
         if self.matches > self.request.limit:
@@ -191,6 +198,8 @@ def search_journal(request: JournalRequest, fds: list[int], executables: list[st
         send(failure)
         return
     counts = dict(search.counts) if request.count_only else None
+    if search.uncounted:
+        notes.append(f"{search.uncounted} matching entries of more than {MAX_COUNTED_HOSTS} hosts not counted")
     send(Done(more=search.more, notes=notes, host_counts=counts))
 
 
