@@ -24,7 +24,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from bastion_wire.protocol import MAX_JOURNAL_FILES, Done, Failed, JournalEntries, JournalEntry, JournalRequest
+from bastion_wire.protocol import (
+    HEADER,
+    MAX_JOURNAL_FILES,
+    Done,
+    Failed,
+    JournalEntries,
+    JournalEntry,
+    JournalRequest,
+    ProtocolError,
+    to_worker_reader,
+)
 from broker.policy import load_policy
 from broker.pool.launcher import spawn_one
 from broker.pool.worker_process import start_worker
@@ -259,6 +269,31 @@ def test_no_descriptor_is_a_bad_request() -> None:
     sent: list[msgspec.Struct] = []
     search_journal(request, [], GREP, sent.append)
     assert sent == [Failed("bad_request", "a journal request needs 1..64 descriptors")]
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"limit": 0},
+        {"max_line_bytes": 1 << 20},
+        {"max_priority": 8},
+        {"since_usec": -1},
+        {"units": ["x"] * 257},
+        {"identifiers": [""]},
+        {"order": "random"},
+        {"unknown": 1},
+    ],
+)
+def test_the_wire_refuses_a_request_out_of_range(wrong: dict[str, Any]) -> None:
+    base = {"type": "journal", "pattern": FAILED, "limit": 10, "max_line_bytes": 4096}
+
+    def frame(fields: dict[str, Any]) -> bytes:
+        payload = msgspec.msgpack.encode(fields)
+        return HEADER.pack(len(payload)) + payload
+
+    assert isinstance(to_worker_reader().feed(frame(base))[0], JournalRequest)  # control
+    with pytest.raises(ProtocolError):
+        to_worker_reader().feed(frame(base | wrong))
 
 
 # --- the profile and when serve starts the kind ----------------------------------------
