@@ -80,9 +80,10 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return built
 
 
-def profiles_copy(target: Path, edits: dict[str, str]) -> Path:
+def profiles_copy(target: Path, edits: dict[str, str], names: tuple[str, ...] = ("grep",)) -> Path:
+    """The shipped profiles in `target`, with `edits` made to those of `names`."""
     shutil.copytree(ROOT / "sandbox_profiles", target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    for name in TIGHT_PROFILES:
+    for name in names:
         profile = target / f"{name}.toml"
         text = profile.read_text()
         for old, new in edits.items():
@@ -136,7 +137,7 @@ def sandbox_env(programs: dict[str, Path], listeners: Listeners, scratch: Path) 
     }
     return SandboxEnv(
         programs=programs,
-        profile_dirs={"shipped": None, "tight": profiles_copy(scratch / "profiles-tight", TIGHT_EDITS)},
+        profile_dirs={"shipped": None, "tight": profiles_copy(scratch / "profiles-tight", TIGHT_EDITS, TIGHT_PROFILES)},
         paths=_target_files(scratch),
         values=values,
         scratch=scratch,
