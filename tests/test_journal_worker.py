@@ -264,6 +264,24 @@ def test_a_bad_pattern_is_grep_s_error(web: Path) -> None:
     assert isinstance(failed, Failed) and failed.code == "engine_error"
 
 
+@pytest.mark.parametrize(
+    "output",
+    ["99999:not fed", "1:x\n1:x", "no line number", "0:zero"],
+    ids=["not-fed", "twice", "garbage", "zero"],
+)
+def test_an_engine_that_reports_what_grep_would_not_is_a_protocol_error(web: Path, tmp_path: Path, output: str) -> None:
+    engine = tmp_path / "engine"
+    engine.write_text("#!/bin/sh\nprintf '" + output.replace("\n", "\\n") + "\\n'\nexec cat >/dev/null\n")
+    engine.chmod(0o755)
+    request = JournalRequest(pattern=FAILED, limit=10, max_line_bytes=4096)
+    with own_descriptors_only():
+        fd = os.open(web, os.O_RDONLY | os.O_CLOEXEC)
+        with pytest.raises(ProtocolError):
+            search_journal(request, [fd], [str(engine)], [].append)
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed all the same
+
+
 def test_no_descriptor_is_a_bad_request() -> None:
     request = JournalRequest(pattern=FAILED, limit=1, max_line_bytes=4096)
     sent: list[msgspec.Struct] = []
