@@ -71,7 +71,8 @@ def _support(probes: list[Probe], layer: str) -> str:
 
 def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
     root = os.geteuid() == 0
-    lines = [f"{'layer':<14} {'this host':<18} {'required by':<16} would be applied"]
+    width = max(16, len(", ".join(probe.kind for probe in probes)))  # the column fits every kind named
+    lines = [f"{'layer':<14} {'this host':<18} {'required by':<{width}} would be applied"]
     reasons: list[str] = []
     servable = True
     for layer in LAYER_ORDER:
@@ -86,7 +87,7 @@ def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
         if missing:
             why = next(p.skipped[layer] for p in probes if layer in p.skipped)
             reasons.append(f"  {layer}: {why}\n      fix: {preflight.layer_fix(layer, why, root)}")
-        lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<16} {verdict}")
+        lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<{width}} {verdict}")
     return lines, reasons, servable
 
 
