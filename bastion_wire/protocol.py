@@ -133,7 +133,9 @@ class JournalRequest(msgspec.Struct, tag="journal", forbid_unknown_fields=True):
     # The validated pattern rendered for grep -E (broker/tools/query_logs/engine.py to_grep_ere).
     pattern: str
     limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)]  # matching entries returned at most
-    max_line_bytes: Annotated[int, msgspec.Meta(ge=64, le=MAX_LINE_BYTES)]  # of a message kept
+    # Of a message kept. At most 64 KiB (sanitised, up to 4x that): an entry always fits a
+    # frame; the broker sends min(limits.max_line_bytes, MAX_LINE_BYTES).
+    max_line_bytes: Annotated[int, msgspec.Meta(ge=64, le=MAX_LINE_BYTES)]
     units: _FilterValues = msgspec.field(default_factory=list)
     identifiers: _FilterValues = msgspec.field(default_factory=list)
     hostnames: _FilterValues = msgspec.field(default_factory=list)
