@@ -27,12 +27,15 @@ import pytest
 from bastion_wire.protocol import (
     HEADER,
     MAX_JOURNAL_FILES,
+    MAX_LINE_BYTES,
     Done,
     Failed,
     JournalEntries,
     JournalEntry,
     JournalRequest,
     ProtocolError,
+    encode_frame,
+    from_worker_reader,
     to_worker_reader,
 )
 from broker.policy import load_policy
@@ -242,6 +245,20 @@ def test_newest_first_with_a_limit(trio: list[Path]) -> None:
     entries, done = run(trio, "for root", order="newest", limit=5)
     assert as_rows(entries) == rows(journalctl(trio, "for root", "--reverse"))[:5]
     assert isinstance(done, Done) and done.more
+
+
+def test_the_largest_entries_still_fit_frames(tmp_path: Path) -> None:
+    # 64 KiB of control bytes sanitises to 256 KiB of escapes: batches stay within a frame.
+    base = fixtures.host_entries("web1", 0, 10)
+    entries = [dataclasses.replace(entry, message=b"\x1b" * MAX_LINE_BYTES) for entry in base]
+    path = fixtures.write_journal(tmp_path / "wide.journal", entries)
+    request = JournalRequest(pattern="x1b", limit=100, max_line_bytes=MAX_LINE_BYTES)
+    frames: list[bytes] = []  # encode_frame refuses one over MAX_FRAME_BYTES
+    search_journal(request, [os.open(path, os.O_RDONLY | os.O_CLOEXEC)], GREP, lambda m: frames.append(encode_frame(m)))
+    replies = from_worker_reader().feed(b"".join(frames))
+    found = [entry for reply in replies if isinstance(reply, JournalEntries) for entry in reply.entries]
+    assert len(replies) > 2 and isinstance(replies[-1], Done)
+    assert len(found) == 10 and all(entry.message == "\\x1b" * MAX_LINE_BYTES for entry in found)
 
 
 def test_a_long_message_is_cut_and_says_so(tmp_path: Path) -> None:
