@@ -17,9 +17,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 3  # 2: a search's files carry their engine and whether they join the run before; 3: Progress
+# 2: a search's files carry their engine and whether they join the run before; 3: Progress;
+# 4: JournalRequest, JournalEntries and Done.host_counts
+PROTOCOL_VERSION = 4
 MAX_FRAME_BYTES = 1 << 20
 MAX_SEARCH_FILES = 32  # descriptors one search may carry (rotations, glob matches)
+MAX_JOURNAL_FILES = 64  # journal files one journal worker reads (its profile's limits are sized for them)
+MAX_JOURNAL_VALUES = 256  # values of one journal field filter (workers/journal_reader.py MAX_MATCH_VALUES)
+MAX_LINE_BYTES = 1 << 16
 HEADER = struct.Struct(">I")
 
 # Failure codes a worker may report; anything else is a protocol violation.
@@ -113,7 +118,37 @@ class IntelRequest(msgspec.Struct, tag="intel", forbid_unknown_fields=True):
     enrich: list[Literal["asn", "country"]] = msgspec.field(default_factory=list)
 
 
-ToWorker = Setup | SearchRequest | TailRequest | RunRequest | IntelRequest
+_FilterValues = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]], msgspec.Meta(max_length=MAX_JOURNAL_VALUES)
+]
+_Usec = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]  # microseconds since the epoch, UTC (msgspec: int64)
+
+
+class JournalRequest(msgspec.Struct, tag="journal", forbid_unknown_fields=True):
+    """Search the handed-over journal files (read as one journal) for a validated ERE on
+    MESSAGE. The field filters are applied by the journal library: within one any value
+    will do, an entry must pass all given; max_priority N keeps PRIORITY 0..N; the time
+    window is inclusive."""
+
+    # The validated pattern rendered for grep -E (broker/tools/query_logs/engine.py to_grep_ere).
+    pattern: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)]  # matching entries returned at most
+    # Of a message kept. At most 64 KiB (sanitised, up to 4x that): an entry always fits a
+    # frame; the broker sends min(limits.max_line_bytes, MAX_LINE_BYTES).
+    max_line_bytes: Annotated[int, msgspec.Meta(ge=64, le=MAX_LINE_BYTES)]
+    units: _FilterValues = msgspec.field(default_factory=list)
+    identifiers: _FilterValues = msgspec.field(default_factory=list)
+    hostnames: _FilterValues = msgspec.field(default_factory=list)
+    boots: _FilterValues = msgspec.field(default_factory=list)
+    max_priority: Annotated[int, msgspec.Meta(ge=0, le=7)] | None = None
+    since_usec: _Usec | None = None
+    until_usec: _Usec | None = None
+    order: Literal["oldest", "newest"] = "oldest"
+    ignore_case: bool = False
+    count_only: bool = False  # matching entries per _HOSTNAME (Done.host_counts), none sent
+
+
+ToWorker = Setup | SearchRequest | TailRequest | RunRequest | IntelRequest | JournalRequest
 
 # --- worker -> broker -------------------------------------------------------
 
@@ -171,6 +206,24 @@ class Progress(msgspec.Struct, tag="progress", forbid_unknown_fields=True):
     files_done: Annotated[int, msgspec.Meta(ge=0)]  # files of the request searched to their end
 
 
+class JournalEntry(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """One matching journal entry, its text fields sanitised (empty: the entry has none)."""
+
+    time_usec: _Usec  # __REALTIME_TIMESTAMP
+    host: str  # _HOSTNAME
+    unit: str  # _SYSTEMD_UNIT
+    identifier: str  # SYSLOG_IDENTIFIER
+    pid: Annotated[int, msgspec.Meta(ge=1, le=1 << 22)] | None  # _PID
+    priority: Annotated[int, msgspec.Meta(ge=0, le=7)] | None  # PRIORITY
+    message: str  # MESSAGE, one line
+
+
+class JournalEntries(msgspec.Struct, tag="journal_entries", forbid_unknown_fields=True):
+    """A batch of matching entries, in the order asked for."""
+
+    entries: list[JournalEntry]
+
+
 class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):
     """The last frame of a successful call."""
 
@@ -179,6 +232,8 @@ class Done(msgspec.Struct, tag="done", forbid_unknown_fields=True):
     notes: list[str] = msgspec.field(default_factory=list)  # e.g. a truncated gzip file, a decompression cap
     skipped: list[FileSkipped] = msgspec.field(default_factory=list)
     decompressed: Annotated[int, msgspec.Meta(ge=0)] = 0  # total for the call so far, decompressed_before included
+    # A journal count_only: matching entries per _HOSTNAME ("" for entries without one).
+    host_counts: dict[str, Annotated[int, msgspec.Meta(ge=0)]] | None = None
 
 
 class Failed(msgspec.Struct, tag="failed", forbid_unknown_fields=True):
@@ -226,7 +281,7 @@ class IntelReport(msgspec.Struct, tag="intel_report", forbid_unknown_fields=True
     notes: list[str] = msgspec.field(default_factory=list)  # e.g. an enrichment database that could not be read
 
 
-FromWorker = Ready | SetupFailed | Lines | Text | Progress | IntelReport | Done | Failed
+FromWorker = Ready | SetupFailed | Lines | Text | Progress | IntelReport | JournalEntries | Done | Failed
 
 # --- broker <-> launcher ----------------------------------------------------
 # The launcher (workers/launcher.py) is a pre-imported process that forks new

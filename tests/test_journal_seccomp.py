@@ -7,7 +7,7 @@ provided libsystemd was loaded before (loading it opens the libraries and runs l
 constructor, which probes prctl(PR_CAPBSET_READ)). Reading needs no path: only the
 descriptors, which the library maps.
 
-For the next step's `journal` profile; no profile is changed here."""
+The shipped `journal` profile (sandbox_profiles/journal.toml) is that list: it reads too."""
 
 from __future__ import annotations
 
@@ -77,8 +77,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     ]
 
 
-def _run(tmp_path: Path, files: list[Path], extra: list[str], order: str) -> subprocess.CompletedProcess[str]:
-    profile = load_profile("grep")
+def _run(
+    tmp_path: Path, files: list[Path], extra: list[str], order: str, kind: str = "grep"
+) -> subprocess.CompletedProcess[str]:
+    profile = load_profile(kind)
     rules = msgspec.structs.replace(profile.seccomp, allow=[*profile.seccomp.allow, *extra])
     bpf = tmp_path / "filter.bpf"
     bpf.write_bytes(compile_filter(rules))
@@ -96,6 +98,12 @@ def test_with_fstatfs_added_it_reads_everything(tmp_path: Path, files: list[Path
     done = _run(tmp_path, files, ["fstatfs"], "load-first")
     # 56 sshd/kernel entries of 80, all 80 read, a long (compressed) message cut at 16 KiB,
     # one note (bad.journal)
+    assert (done.returncode, done.stdout) == (0, "filtered\n56 80 16384 1\n"), done.stderr
+
+
+def test_the_shipped_journal_profile_reads_everything(tmp_path: Path, files: list[Path]) -> None:
+    # sandbox_profiles/journal.toml: grep's list plus fstatfs, under its own rlimits.
+    done = _run(tmp_path, files, [], "load-first", kind="journal")
     assert (done.returncode, done.stdout) == (0, "filtered\n56 80 16384 1\n"), done.stderr
 
 

@@ -23,7 +23,7 @@ from broker.audit.verify import verify
 from broker.calls import Bastion
 from broker.cli.reload import ReloadRefused, ReloadSource, _prepare, reload
 from broker.policy import load_policy
-from broker.sandbox.host import WORKER_KINDS, cgroup_host, plans_for
+from broker.sandbox.host import cgroup_host, kinds_for, plans_for
 from tests.conftest import BASTION, ROOT, SAMPLE_LOGS, read_audit, wait_no_workers, write_policy
 from tests.test_http import AUTH, TOKENS, Served, free_port, http_policy, post
 from tests.test_lifecycle import GREP_ONLY, NO_RATE_LIMIT, RawServer, wait_for_call_in_flight
@@ -266,7 +266,7 @@ def test_reload_tells_systemd_and_sighup_never_kills(tmp_path: Path) -> None:
 def _source_and_plans(tmp_path: Path, profiles: Path | None = None) -> tuple[ReloadSource, dict[str, Plan]]:
     policy = policy_with(tmp_path, "")
     cgroups = cgroup_host()
-    kinds = tuple(kind for kind in WORKER_KINDS if kind != "intel")
+    kinds = kinds_for(policy)
     profiles_dir = str(profiles) if profiles else None
     source = ReloadSource(str(tmp_path / "rules.toml"), None, profiles_dir, cgroups)
     return source, plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)

@@ -8,9 +8,17 @@ from collections.abc import Callable
 
 import msgspec
 
-from bastion_wire.protocol import MAX_SEARCH_FILES, FrameReader, ProtocolError, encode_frame, to_worker_reader
+from bastion_wire.protocol import (
+    MAX_JOURNAL_FILES,
+    MAX_SEARCH_FILES,
+    FrameReader,
+    ProtocolError,
+    encode_frame,
+    to_worker_reader,
+)
 
-MAX_FDS = MAX_SEARCH_FILES  # a search over rotations or a glob; an intel request needs 3
+# A search over rotations or a glob, or a journal search; an intel request needs 3.
+MAX_FDS = max(MAX_SEARCH_FILES, MAX_JOURNAL_FILES)
 Send = Callable[[msgspec.Struct], None]  # how a worker kind sends its replies: Channel.send
 
 

@@ -21,6 +21,7 @@ from bastion_wire.protocol import (
     PROTOCOL_VERSION,
     Failed,
     IntelRequest,
+    JournalRequest,
     ProtocolError,
     Ready,
     RunRequest,
@@ -29,11 +30,13 @@ from bastion_wire.protocol import (
     SetupFailed,
     TailRequest,
 )
+from workers import journal_reader
 from workers.channel import Channel
 from workers.confine.layer import LayerError
 from workers.confine.namespaces import Birth
 from workers.confine.order import confine
 from workers.confine.syscalls import set_process_name
+from workers.journal import search_journal
 from workers.search import search
 from workers.tail import tail
 
@@ -52,6 +55,8 @@ def _set_up(channel: Channel, channel_fd: int, broker_pidfd: int, birth: Birth) 
         raise ProtocolError("the plan is for another worker kind")
     if plan.kind == "intel":
         import workers.intel  # noqa: F401 - its C extension must load before the root is emptied
+    if plan.kind == "journal":
+        journal_reader.library()  # libsystemd and its libraries: their files are gone once confined
     layers = confine(plan, channel_fd, broker_pidfd, birth)
     channel.send(Ready(version=PROTOCOL_VERSION, layers=layers))
     return plan
@@ -106,6 +111,9 @@ def _serve(channel: Channel, plan: Plan) -> None:
         from workers.intel import lookup  # already imported before confinement
 
         lookup(request, fds, channel.send)
+        return
+    if plan.kind == "journal" and isinstance(request, JournalRequest):
+        search_journal(request, fds, plan.executables, channel.send)
         return
     if plan.kind == "grep" and isinstance(request, SearchRequest) and plan.executables and fds:
         search(request, fds, plan.executables, channel.send)

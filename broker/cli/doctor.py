@@ -20,7 +20,7 @@ from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, Sandbox, load_policy
 from broker.pool.launcher import spawn_one
 from broker.pool.worker_process import SandboxUnavailable, start_worker
-from broker.sandbox.host import WORKER_KINDS, cgroup_host
+from broker.sandbox.host import cgroup_host, kinds_for
 from broker.sandbox.plan import build_plan, shared_uid_warning
 from broker.sandbox.profile import LAYER_ORDER, ProfileError, load_profile, requirements
 
@@ -71,7 +71,8 @@ def _support(probes: list[Probe], layer: str) -> str:
 
 def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
     root = os.geteuid() == 0
-    lines = [f"{'layer':<14} {'this host':<18} {'required by':<16} would be applied"]
+    width = max(16, len(", ".join(probe.kind for probe in probes)))  # the column fits every kind named
+    lines = [f"{'layer':<14} {'this host':<18} {'required by':<{width}} would be applied"]
     reasons: list[str] = []
     servable = True
     for layer in LAYER_ORDER:
@@ -86,7 +87,7 @@ def _doctor_table(probes: list[Probe]) -> tuple[list[str], list[str], bool]:
         if missing:
             why = next(p.skipped[layer] for p in probes if layer in p.skipped)
             reasons.append(f"  {layer}: {why}\n      fix: {preflight.layer_fix(layer, why, root)}")
-        lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<16} {verdict}")
+        lines.append(f"{layer:<14} {_support(probes, layer):<18} {', '.join(required_by) or '-':<{width}} {verdict}")
     return lines, reasons, servable
 
 
@@ -102,8 +103,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         policy: Policy | None = load_policy(args.policy, args.state_dir) if args.policy else None
         settings = policy.sandbox if policy else Sandbox()
         findings = _policy_findings(policy, args.profiles_dir) if policy else []
-        # Like serve: the intel workers are only started for a policy with [intel].
-        kinds = [kind for kind in WORKER_KINDS if kind != "intel" or policy is None or policy.intel is not None]
+        # Like serve: intel and journal workers only for a policy that uses them.
+        kinds = kinds_for(policy)
         probes = [anyio.run(_probe, kind, settings, args.profiles_dir) for kind in kinds]
     except (PolicyError, ProfileError) as exc:
         print(f"bastion doctor: {exc}", file=sys.stderr)

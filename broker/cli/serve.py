@@ -38,7 +38,7 @@ from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, load_policy
 from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import SandboxUnavailable
-from broker.sandbox.host import WORKER_KINDS, cgroup_host, downgrades, plans_for
+from broker.sandbox.host import cgroup_host, downgrades, kinds_for, plans_for
 from broker.sandbox.plan import shared_uid_warning
 from broker.sandbox.profile import ProfileError
 from broker.transport.sd_notify import sd_notify
@@ -86,7 +86,7 @@ async def _serve(
     )
     stop = {"reason": "stdin closed" if bind is None else "stopped"}
     cgroups = cgroup_host()
-    kinds = WORKER_KINDS if policy.intel is not None else tuple(kind for kind in WORKER_KINDS if kind != "intel")
+    kinds = kinds_for(policy)  # intel and journal workers only for a policy that uses them
     plans = plans_for(policy.sandbox, cgroups, profiles_dir, kinds, policy.limits.timeout_s)
     pool = WorkerPool(plans, cgroups, policy.workers.prestart, worker_stderr=worker_stderr)
     bastion: Bastion | None = None

@@ -49,6 +49,8 @@ from bastion_wire.protocol import (
     FileSkipped,
     FrameReader,
     IntelReport,
+    JournalEntries,
+    JournalEntry,
     Line,
     Lines,
     Progress,
@@ -96,6 +98,8 @@ class WorkerResult:
     failure: Failed | None = None
     intel: IntelReport | None = None
     counts: list[int] | None = None
+    entries: list[JournalEntry] = field(default_factory=list)  # a journal search's matches
+    host_counts: dict[str, int] | None = None  # a journal count_only: per _HOSTNAME
     notes: list[str] = field(default_factory=list)
     skipped: list[FileSkipped] = field(default_factory=list)  # engine died or I/O failed; the search went on
     decompressed: int = 0
@@ -266,10 +270,13 @@ class Worker:
                 result.text.append(message.text)
             elif isinstance(message, IntelReport) and result.intel is None:
                 result.intel = message
+            elif isinstance(message, JournalEntries):
+                result.entries.extend(message.entries)
             elif isinstance(message, Done):
                 result.outcome, result.more = "ok", message.more
                 result.counts, result.notes = message.counts, message.notes
                 result.skipped, result.decompressed = message.skipped, message.decompressed
+                result.host_counts = message.host_counts
                 return True
             elif isinstance(message, Failed):
                 result.outcome, result.failure = "failed", message

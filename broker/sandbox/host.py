@@ -11,13 +11,33 @@ import math
 import msgspec
 
 from bastion_wire.plan import Plan
-from broker.policy import Sandbox
+from broker.policy import Policy, Sandbox
 from broker.sandbox import cgroup
 from broker.sandbox.cgroup import CgroupHost
 from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import Profile, load_profile
 
-WORKER_KINDS = ("grep", "resource", "intel")
+WORKER_KINDS = ("grep", "resource", "intel", "journal")
+
+
+def has_journal_sources(policy: Policy) -> bool:
+    """Whether the policy names journal sources. The policy has no [[journals]] yet
+    (issue 20's next step adds them and extends this): no journal workers are started."""
+    del policy
+    return False
+
+
+def kinds_for(policy: Policy | None) -> tuple[str, ...]:
+    """The worker kinds a policy needs: intel only with [intel], journal only with journal
+    sources; without a policy (doctor alone), every kind."""
+    if policy is None:
+        return WORKER_KINDS
+    unused = {
+        kind
+        for kind, used in (("intel", policy.intel is not None), ("journal", has_journal_sources(policy)))
+        if not used
+    }
+    return tuple(kind for kind in WORKER_KINDS if kind not in unused)
 
 
 def cgroup_host() -> CgroupHost:

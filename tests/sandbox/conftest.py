@@ -30,6 +30,7 @@ RESULTS = pytest.StashKey[Results]()
 COMPILE_TIMEOUT_S = 180
 PROGRAMS = {"attempt": "attempt.c", "hostile": "hostile.c"}
 HANDED_TEXT = b"2024-05-01T00:00:00 handed-over log, first line\nsecond line\n"
+TIGHT_PROFILES = ("grep", "journal")  # the profiles the escape attempts run under
 TIGHT_EDITS = {
     "cpu_s = 20": "cpu_s = 1",
     "memory_bytes = 268435456": "memory_bytes = 67108864",
@@ -79,14 +80,16 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return built
 
 
-def profiles_copy(target: Path, edits: dict[str, str]) -> Path:
+def profiles_copy(target: Path, edits: dict[str, str], names: tuple[str, ...] = ("grep",)) -> Path:
+    """The shipped profiles in `target`, with `edits` made to those of `names`."""
     shutil.copytree(ROOT / "sandbox_profiles", target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    grep = target / "grep.toml"
-    text = grep.read_text()
-    for old, new in edits.items():
-        assert old in text, f"{old!r} is no longer in the shipped grep profile"
-        text = text.replace(old, new, 1)
-    grep.write_text(text)
+    for name in names:
+        profile = target / f"{name}.toml"
+        text = profile.read_text()
+        for old, new in edits.items():
+            assert old in text, f"{old!r} is no longer in the shipped {name} profile"
+            text = text.replace(old, new, 1)
+        profile.write_text(text)
     return target
 
 
@@ -134,7 +137,7 @@ def sandbox_env(programs: dict[str, Path], listeners: Listeners, scratch: Path) 
     }
     return SandboxEnv(
         programs=programs,
-        profile_dirs={"shipped": None, "tight": profiles_copy(scratch / "profiles-tight", TIGHT_EDITS)},
+        profile_dirs={"shipped": None, "tight": profiles_copy(scratch / "profiles-tight", TIGHT_EDITS, TIGHT_PROFILES)},
         paths=_target_files(scratch),
         values=values,
         scratch=scratch,

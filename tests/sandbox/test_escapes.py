@@ -1,7 +1,8 @@
 """Escape attempts by static C programs confined exactly as a grep worker's engine.
 
 Each case runs one subcommand of payloads/attempt.c under
-`bastion sandbox run --profile grep` and states which fates count as
+`bastion sandbox run --profile grep` (and again under the journal profile, which
+runs the same engine) and states which fates count as
 contained: the program saw its call fail ("blocked"), seccomp killed it
 ("SIGSYS"), a limit killed it ("SIGKILL"), or the wall-clock timeout did
 ("timeout"). Covered: files, network, processes, privileges, resources.
@@ -17,12 +18,14 @@ those attempts expect "refused".
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from broker.sandbox.profile import load_profile
 from tests.sandbox.conftest import HANDED_TEXT
 from tests.sandbox.harness import Attempt, Results, SandboxEnv, classify, execute, kill_all, lingering
 from tests.sandbox.listeners import Listeners
@@ -148,16 +151,28 @@ RESOURCES = [
     grep("res/memory-touch-2gib", frozenset({"SIGKILL", "blocked"}), "memory-touch"),
     grep("res/memory-touch-tight-cgroup", frozenset({"SIGKILL"}), "memory-touch", profiles="tight"),
     grep("res/disk-write-handed-dir", REFUSED, "dirfd-create", "pwned.txt", pass_fd="secret_dir"),
-    grep("res/fd-exhaustion", BLOCKED, "fd-exhaust", detail="EMFILE"),
+    grep("res/fd-exhaustion", BLOCKED, "fd-exhaust", str(load_profile("grep").rlimits.open_files), detail="EMFILE"),
     grep("res/hang", frozenset({"timeout"}), "hang", timeout_s=2),
 ]
 
-ALL = FILES + NETWORK + PROCESSES + PRIVILEGES + RESOURCES
+GREP = FILES + NETWORK + PROCESSES + PRIVILEGES + RESOURCES
+
+
+def _for_journal(args: tuple[str, ...]) -> tuple[str, ...]:
+    """An attempt's arguments under the journal profile: its own descriptor limit."""
+    if args[:1] == ("fd-exhaust",):
+        return ("fd-exhaust", str(load_profile("journal").rlimits.open_files))
+    return args
+
+
+# The journal worker kind runs the same engine under grep's profile plus fstatfs (and its
+# own limits): every attempt again under it.
+ALL = GREP + [dataclasses.replace(attempt, profile="journal", args=_for_journal(attempt.args)) for attempt in GREP]
 
 
 def _param(attempt: Attempt) -> object:
     marks = [pytest.mark.xfail(strict=True, reason=attempt.known_weakness)] if attempt.known_weakness else []
-    return pytest.param(attempt, id=attempt.id, marks=marks)
+    return pytest.param(attempt, id=f"{attempt.id}[{attempt.profile}]", marks=marks)
 
 
 @pytest.mark.parametrize("attempt", [_param(attempt) for attempt in ALL])
@@ -166,8 +181,9 @@ def test_escape_attempt(attempt: Attempt, sandbox_env: SandboxEnv, listeners: Li
 
 
 def test_attempt_ids_are_unique() -> None:
-    ids = [attempt.id for attempt in ALL]
+    ids = [attempt.id for attempt in GREP]
     assert len(ids) == len(set(ids))
+    assert {attempt.profile for attempt in ALL} == {"grep", "journal"}
 
 
 def test_setuid_copy_really_is_setuid_outside_the_sandbox(programs: dict[str, Path], results: Results) -> None:

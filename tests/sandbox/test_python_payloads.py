@@ -1,9 +1,10 @@
 """Escape attempts by Python code running inside a confined worker (the compromised-worker case).
 
 `bastion sandbox run --python FILE` exec()s the payload in the worker itself
-after every layer, under the grep profile (which may read, exec and fork)
-and under the resource and intel profiles (no openat, execve, clone or kill
-at all, so most attempts die of SIGSYS there). A positive control checks that the
+after every layer, under the grep and journal profiles (which may read, exec and fork;
+a journal worker has libsystemd loaded, as for a call) and under the resource
+and intel profiles (no openat, execve, clone or kill at all, so most attempts die
+of SIGSYS there). A positive control checks that the
 handed-over descriptor still reads correctly: a sandbox that broke
 everything would pass every other case.
 """
@@ -22,14 +23,14 @@ BLOCKED = frozenset({"blocked"})
 SIGSYS = frozenset({"SIGSYS"})
 OK = frozenset({"ok"})
 
-# payload file -> (expected under grep, under resource and intel); None: not run under that profile.
+# payload file -> (expected under grep and journal, under resource and intel); None: not run under that profile.
 PAYLOADS: dict[str, tuple[frozenset[str] | None, frozenset[str] | None]] = {
     "py_open_passwd.py": (BLOCKED, SIGSYS),
     "py_listdir_root.py": (BLOCKED, SIGSYS),
     "py_inet_connect.py": (SIGSYS, SIGSYS),
     "py_fork_bomb.py": (BLOCKED, SIGSYS),
     "py_exec_shell.py": (BLOCKED, SIGSYS),
-    "py_exec_grep.py": (None, SIGSYS),  # grep workers run grep by design
+    "py_exec_grep.py": (None, SIGSYS),  # grep and journal workers run grep by design
     "py_setuid.py": (SIGSYS, SIGSYS),
     "py_kill_test_pid.py": (BLOCKED, SIGSYS),
     "py_write_handed.py": (BLOCKED, BLOCKED),
@@ -44,7 +45,7 @@ def _attempts() -> list[Attempt]:
     found = []
     for payload, per_profile in PAYLOADS.items():
         grep, no_open = per_profile
-        for profile, expected in (("grep", grep), ("resource", no_open), ("intel", no_open)):
+        for profile, expected in (("grep", grep), ("journal", grep), ("resource", no_open), ("intel", no_open)):
             if expected is None:
                 continue
             name = payload.removeprefix("py_").removesuffix(".py").replace("_", "-")

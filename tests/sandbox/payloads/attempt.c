@@ -477,12 +477,14 @@ static int a_hang(void) {
 }
 
 static int a_fd_exhaust(void) {
+    /* argv[2]: the profile's RLIMIT_NOFILE (grep's 64 if not given) */
+    int limit = argc_g > 2 ? atoi(argv_g[2]) : 64;
     int count = 0;
     for (int i = 0; i < 100000; i++) {
         if (dup(1) < 0) break;
         count++;
     }
-    if (count > 64) return escaped("opened %d descriptors", count);
+    if (count > limit) return escaped("opened %d descriptors", count);
     return blocked("%s after %d descriptors", errname(errno), count);
 }
 
