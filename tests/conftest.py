@@ -18,6 +18,9 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
+# The journal files the journal tests share (module-scoped fixtures made by the real tools).
+pytest_plugins = ["tests.journal_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE_LOGS = EXAMPLES / "logs"

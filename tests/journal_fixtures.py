@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 BASE_USEC = 1_764_633_600_000_000  # 2025-12-02T00:00:00Z
 STEP_USEC = 1_000_003  # about a second, odd so that no two hosts' entries share a time
@@ -278,3 +280,17 @@ os.dup2(int(sys.argv[1]), 3)
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
 os.execv(sys.argv[2], sys.argv[2:])
 """
+
+
+@pytest.fixture(scope="module")
+def journal_web(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One host's journal file: 120 entries over three boots."""
+    path = tmp_path_factory.mktemp("journal") / "web.journal"
+    return write_journal(path, host_entries("web1", 0, 120, boots=3))
+
+
+@pytest.fixture(scope="module")
+def journal_trio(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three hosts, a journal file each, their entries interleaved in time."""
+    directory = tmp_path_factory.mktemp("trio")
+    return [write_journal(directory / f"h{i}.journal", host_entries(f"host-{i:03d}", i, 40, hosts=3)) for i in range(3)]

@@ -65,23 +65,6 @@ def _descriptors(files: Sequence[Path]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One host's file: 120 entries over three boots."""
-    path = tmp_path_factory.mktemp("journal") / "web.journal"
-    return fixtures.write_journal(path, fixtures.host_entries("web1", 0, 120, boots=3))
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three hosts, a file each, their entries interleaved in time."""
-    directory = tmp_path_factory.mktemp("trio")
-    return [
-        fixtures.write_journal(directory / f"h{i}.journal", fixtures.host_entries(f"host-{i:03d}", i, 40, hosts=3))
-        for i in range(3)
-    ]
-
-
-@pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
     directory = tmp_path_factory.mktemp("collector")
     started = time.monotonic()
@@ -91,10 +74,10 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
     shutil.rmtree(directory)  # 8 MiB a file as the tool allocates them: 1.6 GiB
 
 
-def test_every_entry_equals_journalctl(web: Path) -> None:
-    found = read([web])
+def test_every_entry_equals_journalctl(journal_web: Path) -> None:
+    found = read([journal_web])
     assert len(found) == 120
-    assert found == journalctl([web])
+    assert found == journalctl([journal_web])
     messages = {fields["MESSAGE"] for _, fields in found}
     assert b"Out of memory: Killed process 2007 (java)\nsecond line of the report" in messages  # binary-safe form
     assert b"upstream timed out \xff\xfe (not UTF-8) #8" in messages
@@ -130,77 +113,83 @@ def _at(usec: int) -> str:
     ],
 )
 @pytest.mark.parametrize("order", ["oldest", "newest"])
-def test_matches_and_windows_equal_journalctl(web: Path, filters: Filters, args: list[str], order: str) -> None:
-    expected = journalctl([web], *args, *(["--reverse"] if order == "newest" else []))
+def test_matches_and_windows_equal_journalctl(journal_web: Path, filters: Filters, args: list[str], order: str) -> None:
+    expected = journalctl([journal_web], *args, *(["--reverse"] if order == "newest" else []))
     assert expected  # each case selects something
-    assert read([web], filters, order=order) == expected
+    assert read([journal_web], filters, order=order) == expected
 
 
-def test_nothing_matches_an_unknown_value(web: Path) -> None:
-    assert read([web], Filters(units=("nope.service",))) == [] == journalctl([web], "_SYSTEMD_UNIT=nope.service")
+def test_nothing_matches_an_unknown_value(journal_web: Path) -> None:
+    assert (
+        read([journal_web], Filters(units=("nope.service",)))
+        == []
+        == journalctl([journal_web], "_SYSTEMD_UNIT=nope.service")
+    )
     # Filters are all required: sshd logs at 6 only.
-    assert read([web], Filters(units=("ssh.service",), max_priority=5)) == []
+    assert read([journal_web], Filters(units=("ssh.service",), max_priority=5)) == []
 
 
-def test_failed_password_entries_are_those_journalctl_greps(web: Path) -> None:
+def test_failed_password_entries_are_those_journalctl_greps(journal_web: Path) -> None:
     pattern = "Failed password for invalid user"
-    found = [row for row in read([web], Filters(identifiers=("sshd",))) if pattern.encode() in row[1]["MESSAGE"]]
+    found = [
+        row for row in read([journal_web], Filters(identifiers=("sshd",))) if pattern.encode() in row[1]["MESSAGE"]
+    ]
     assert len(found) == 36
-    assert found == journalctl([web], "-t", "sshd", "-g", pattern)
+    assert found == journalctl([journal_web], "-t", "sshd", "-g", pattern)
 
 
-def test_files_interleave_in_time_and_match_by_hostname(trio: list[Path]) -> None:
-    everything = read(trio)
-    assert everything == journalctl(trio)
+def test_files_interleave_in_time_and_match_by_hostname(journal_trio: list[Path]) -> None:
+    everything = read(journal_trio)
+    assert everything == journalctl(journal_trio)
     assert [fields["_HOSTNAME"] for _, fields in everything[:4]] == [b"host-000", b"host-001", b"host-002", b"host-000"]
-    assert read(trio, order="newest") == journalctl(trio, "--reverse")
-    one = read(trio, Filters(hostnames=("host-001",), max_priority=4))
-    assert one and one == journalctl(trio, "_HOSTNAME=host-001", "--priority=4")
+    assert read(journal_trio, order="newest") == journalctl(journal_trio, "--reverse")
+    one = read(journal_trio, Filters(hostnames=("host-001",), max_priority=4))
+    assert one and one == journalctl(journal_trio, "_HOSTNAME=host-001", "--priority=4")
 
 
-def test_the_limit_bounds_the_entries_read(web: Path) -> None:
-    with JournalReader(_descriptors([web])) as reader:
+def test_the_limit_bounds_the_entries_read(journal_web: Path) -> None:
+    with JournalReader(_descriptors([journal_web])) as reader:
         first = [entry.realtime_usec for entry in reader.entries(Filters(), limit=5)]
         last = [entry.realtime_usec for entry in reader.entries(Filters(), order="newest", limit=3)]
-    every = [usec for usec, _ in journalctl([web])]
+    every = [usec for usec, _ in journalctl([journal_web])]
     assert first == every[:5] and last == every[::-1][:3]
-    with JournalReader(_descriptors([web])) as reader, pytest.raises(ValueError):
+    with JournalReader(_descriptors([journal_web])) as reader, pytest.raises(ValueError):
         list(reader.entries(Filters(), limit=0))
 
 
-def test_a_field_is_cut_at_max_field_bytes(web: Path) -> None:
-    with JournalReader(_descriptors([web]), max_field_bytes=32) as reader:
+def test_a_field_is_cut_at_max_field_bytes(journal_web: Path) -> None:
+    with JournalReader(_descriptors([journal_web]), max_field_bytes=32) as reader:
         entry: JournalEntry = next(reader.entries(Filters(), limit=1))
     assert entry.fields["MESSAGE"] == b"Failed password for invalid user" and entry.cut == {"MESSAGE"}
     assert entry.fields["_BOOT_ID"] == fixtures.boot_id(0).encode()  # 32 bytes: kept whole
 
 
-def test_the_reader_closes_the_descriptors_it_took(web: Path, tmp_path: Path) -> None:
+def test_the_reader_closes_the_descriptors_it_took(journal_web: Path, tmp_path: Path) -> None:
     bad = tmp_path / "not-a-journal.journal"
     bad.write_bytes(b"LPKSHHRH" + b"\0" * 300)
-    fds = _descriptors([web, bad])
+    fds = _descriptors([journal_web, bad])
     with JournalReader(fds) as reader:
         assert len(list(reader.entries(Filters(), limit=LIMIT))) == 120
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
-    never_opened = _descriptors([web])
+    never_opened = _descriptors([journal_web])
     JournalReader(never_opened).close()
     with pytest.raises(OSError):
         os.fstat(never_opened[0])
 
 
-def test_a_descriptor_that_is_not_a_journal_file_is_left_out_with_a_note(web: Path, tmp_path: Path) -> None:
+def test_a_descriptor_that_is_not_a_journal_file_is_left_out_with_a_note(journal_web: Path, tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.close(write_end)
-    with JournalReader([read_end, *_descriptors([web]), os.open(tmp_path, os.O_RDONLY)]) as reader:
+    with JournalReader([read_end, *_descriptors([journal_web]), os.open(tmp_path, os.O_RDONLY)]) as reader:
         assert len(list(reader.entries(Filters(), limit=LIMIT))) == 120
         assert set(reader.unreadable) == {0, 2}
         assert reader.notes()[0].startswith("journal file 1 of 3 could not be opened (")
 
 
-def test_the_same_descriptor_twice_is_refused(web: Path) -> None:
-    fd = os.open(web, os.O_RDONLY)
+def test_the_same_descriptor_twice_is_refused(journal_web: Path) -> None:
+    fd = os.open(journal_web, os.O_RDONLY)
     try:
         with pytest.raises(ValueError):
             JournalReader([fd, fd])
@@ -208,8 +197,8 @@ def test_the_same_descriptor_twice_is_refused(web: Path) -> None:
         os.close(fd)
 
 
-def test_calls_on_a_closed_reader_raise_journal_error(web: Path) -> None:
-    reader = JournalReader(_descriptors([web]))
+def test_calls_on_a_closed_reader_raise_journal_error(journal_web: Path) -> None:
+    reader = JournalReader(_descriptors([journal_web]))
     reader.open()
     reader.close()
     reader.close()  # idempotent
@@ -302,26 +291,26 @@ def test_more_files_than_the_address_space_holds_is_an_error_not_a_note(collecto
 
 
 @pytest.mark.parametrize("keep", [0, 100, 264, 4096, 1 << 20, (8 << 20) - 1])
-def test_a_truncated_file_is_left_out_and_the_others_read(trio: list[Path], tmp_path: Path, keep: int) -> None:
+def test_a_truncated_file_is_left_out_and_the_others_read(journal_trio: list[Path], tmp_path: Path, keep: int) -> None:
     cut = tmp_path / "cut.journal"
-    shutil.copyfile(trio[1], cut)
+    shutil.copyfile(journal_trio[1], cut)
     os.truncate(cut, keep)
-    files = [trio[0], cut, trio[2]]
+    files = [journal_trio[0], cut, journal_trio[2]]
     with JournalReader(_descriptors(files)) as reader:
         found = [(entry.realtime_usec, entry.fields) for entry in reader.entries(Filters(), limit=LIMIT)]
         notes = reader.notes()
-    assert found == journalctl([trio[0], trio[2]]) and len(found) == 80
+    assert found == journalctl([journal_trio[0], journal_trio[2]]) and len(found) == 80
     assert len(notes) == 1 and notes[0].startswith("journal file 2 of 3 could not be opened")
 
 
-def test_flipped_bytes_give_what_journalctl_reads_and_never_raise(web: Path, tmp_path: Path) -> None:
+def test_flipped_bytes_give_what_journalctl_reads_and_never_raise(journal_web: Path, tmp_path: Path) -> None:
     """Eight bytes inverted at offsets across the header and the last 30 KB of objects
     (entries, entry arrays, data): the reader never raises and reads what journalctl does
     whenever journalctl can; where the library refuses the file, or drops it part-way
     (a broken entry array), a note says so."""
     damaged = tmp_path / "flipped.journal"
-    shutil.copyfile(web, damaged)
-    original = web.read_bytes()
+    shutil.copyfile(journal_web, damaged)
+    original = journal_web.read_bytes()
     objects_end = len(original.rstrip(b"\0"))
     offsets = [*range(0, 264, 24), *range(objects_end - 30000, objects_end, 96)]
     notes_seen: set[str] = set()
@@ -370,19 +359,21 @@ class _Failing:
 
 
 def test_an_entry_the_library_cannot_step_to_ends_the_read_with_a_note(
-    web: Path, monkeypatch: pytest.MonkeyPatch
+    journal_web: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(journal_reader, "_library", _Failing(journal_reader.library(), "sd_journal_next", 7))
-    with JournalReader(_descriptors([web])) as reader:
+    with JournalReader(_descriptors([journal_web])) as reader:
         found = list(reader.entries(Filters(), limit=LIMIT))
         assert reader.stopped is not None and reader.stopped.code == errno.EBADMSG
         assert reader.notes() == ["reading stopped at a damaged entry (Bad message): later entries missing"]
-    assert [entry.realtime_usec for entry in found] == [usec for usec, _ in journalctl([web])][:7]
+    assert [entry.realtime_usec for entry in found] == [usec for usec, _ in journalctl([journal_web])][:7]
 
 
-def test_a_field_the_library_cannot_read_is_left_out_with_a_note(web: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_field_the_library_cannot_read_is_left_out_with_a_note(
+    journal_web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(journal_reader, "_library", _Failing(journal_reader.library(), "sd_journal_get_data", 6))
-    with JournalReader(_descriptors([web])) as reader:
+    with JournalReader(_descriptors([journal_web])) as reader:
         first, second = list(reader.entries(Filters(), limit=2))
         assert reader.notes() == ["6 field(s) of the entries read could not be read: left out"]
     # _BOOT_ID comes from the entry's header, not sd_journal_get_data

@@ -108,21 +108,6 @@ def as_rows(entries: list[JournalEntry]) -> list[Row]:
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("journal") / "web.journal"
-    return fixtures.write_journal(path, fixtures.host_entries("web1", 0, 120, boots=3))
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    directory = tmp_path_factory.mktemp("trio")
-    return [
-        fixtures.write_journal(directory / f"h{i}.journal", fixtures.host_entries(f"host-{i:03d}", i, 40, hosts=3))
-        for i in range(3)
-    ]
-
-
-@pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough entries for many sentinel rounds (journal.SENTINEL_EVERY)."""
     path = tmp_path_factory.mktemp("big") / "big.journal"
@@ -132,9 +117,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- the handler, against journalctl ----------------------------------------------------
 
 
-def test_failed_password_entries_are_those_journalctl_finds(web: Path) -> None:
-    entries, done = run([web], FAILED)
-    expected = journalctl([web], FAILED)
+def test_failed_password_entries_are_those_journalctl_finds(journal_web: Path) -> None:
+    entries, done = run([journal_web], FAILED)
+    expected = journalctl([journal_web], FAILED)
     assert len(expected) == 48 and as_rows(entries) == rows(expected)
     assert done == Done(more=False, notes=[], host_counts=None)
     first = entries[0]
@@ -157,54 +142,54 @@ def test_failed_password_entries_are_those_journalctl_finds(web: Path) -> None:
     ],
 )
 def test_patterns_and_filters_equal_journalctl(
-    web: Path, pattern: str, options: dict[str, Any], args: list[str]
+    journal_web: Path, pattern: str, options: dict[str, Any], args: list[str]
 ) -> None:
-    entries, done = run([web], pattern, **options)
-    expected = journalctl([web], pattern, *args)
+    entries, done = run([journal_web], pattern, **options)
+    expected = journalctl([journal_web], pattern, *args)
     assert expected and as_rows(entries) == rows(expected)
     assert isinstance(done, Done) and not done.more
 
 
-def test_a_time_window_and_newest_first(web: Path) -> None:
+def test_a_time_window_and_newest_first(journal_web: Path) -> None:
     since, until = fixtures.BASE_USEC + 30 * fixtures.STEP_USEC, fixtures.BASE_USEC + 75 * fixtures.STEP_USEC
-    entries, _ = run([web], FAILED, since_usec=since, until_usec=until, order="newest")
+    entries, _ = run([journal_web], FAILED, since_usec=since, until_usec=until, order="newest")
     window = [f"--since=@{since // 10**6}.{since % 10**6:06d}", f"--until=@{until // 10**6}.{until % 10**6:06d}"]
-    expected = journalctl([web], FAILED, *window, "--reverse")
+    expected = journalctl([journal_web], FAILED, *window, "--reverse")
     assert expected and as_rows(entries) == rows(expected)
 
 
-def test_ignore_case(web: Path) -> None:
-    entries, _ = run([web], "failed PASSWORD for ROOT", ignore_case=True)
-    expected = journalctl([web], "failed PASSWORD for ROOT", case="false")
+def test_ignore_case(journal_web: Path) -> None:
+    entries, _ = run([journal_web], "failed PASSWORD for ROOT", ignore_case=True)
+    expected = journalctl([journal_web], "failed PASSWORD for ROOT", case="false")
     assert expected and as_rows(entries) == rows(expected)
-    assert run([web], "failed PASSWORD for ROOT")[0] == []
+    assert run([journal_web], "failed PASSWORD for ROOT")[0] == []
 
 
-def test_files_interleave_in_time(trio: list[Path]) -> None:
-    entries, _ = run(trio, FAILED)
-    expected = journalctl(trio, FAILED)
+def test_files_interleave_in_time(journal_trio: list[Path]) -> None:
+    entries, _ = run(journal_trio, FAILED)
+    expected = journalctl(journal_trio, FAILED)
     assert {entry.host for entry in entries} == {"host-000", "host-001", "host-002"}
     assert as_rows(entries) == rows(expected)
 
 
 @pytest.mark.parametrize(("limit", "more"), [(1, True), (7, True), (48, False), (1000, False)])
-def test_the_limit_stops_at_that_many_matches(web: Path, limit: int, more: bool) -> None:
-    entries, done = run([web], FAILED, limit=limit)
-    assert as_rows(entries) == rows(journalctl([web], FAILED))[:limit]
+def test_the_limit_stops_at_that_many_matches(journal_web: Path, limit: int, more: bool) -> None:
+    entries, done = run([journal_web], FAILED, limit=limit)
+    assert as_rows(entries) == rows(journalctl([journal_web], FAILED))[:limit]
     assert isinstance(done, Done) and done.more is more
 
 
-def test_count_only_counts_per_host(trio: list[Path]) -> None:
-    entries, done = run(trio, FAILED, count_only=True)
-    expected = Counter(entry["_HOSTNAME"] for entry in journalctl(trio, FAILED))
+def test_count_only_counts_per_host(journal_trio: list[Path]) -> None:
+    entries, done = run(journal_trio, FAILED, count_only=True)
+    expected = Counter(entry["_HOSTNAME"] for entry in journalctl(journal_trio, FAILED))
     assert entries == [] and isinstance(done, Done) and done.host_counts == dict(expected)
-    _, none = run(trio, "no such text", count_only=True)
+    _, none = run(journal_trio, "no such text", count_only=True)
     assert isinstance(none, Done) and none.host_counts == {}
 
 
-def test_count_only_counts_a_bounded_number_of_hosts(trio: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_count_only_counts_a_bounded_number_of_hosts(journal_trio: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(journal, "MAX_COUNTED_HOSTS", 2)
-    _, done = run(trio, FAILED, count_only=True)
+    _, done = run(journal_trio, FAILED, count_only=True)
     assert isinstance(done, Done) and done.host_counts == {"host-000": 16, "host-001": 16}
     assert done.notes == ["16 matching entries of more than 2 hosts not counted"]
 
@@ -241,9 +226,9 @@ def test_a_message_cannot_pass_for_a_sentinel(tmp_path: Path) -> None:
     assert {entry.message for entry in found} == {"\\x01", "\\x01\\x0aFailed password"}
 
 
-def test_newest_first_with_a_limit(trio: list[Path]) -> None:
-    entries, done = run(trio, "for root", order="newest", limit=5)
-    assert as_rows(entries) == rows(journalctl(trio, "for root", "--reverse"))[:5]
+def test_newest_first_with_a_limit(journal_trio: list[Path]) -> None:
+    entries, done = run(journal_trio, "for root", order="newest", limit=5)
+    assert as_rows(entries) == rows(journalctl(journal_trio, "for root", "--reverse"))[:5]
     assert isinstance(done, Done) and done.more
 
 
@@ -268,16 +253,16 @@ def test_a_long_message_is_cut_and_says_so(tmp_path: Path) -> None:
     assert len(entries) == 1 and entries[0].message == "y" * 4096 + "…[message cut at 4096 bytes]"
 
 
-def test_a_file_that_is_not_a_journal_is_a_note(web: Path, tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_journal_is_a_note(journal_web: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.journal"
     bad.write_bytes(b"LPKSHHRH" + bytes(500))
-    entries, done = run([web, bad], FAILED)
+    entries, done = run([journal_web, bad], FAILED)
     assert len(entries) == 48 and isinstance(done, Done)
     assert len(done.notes) == 1 and done.notes[0].startswith("journal file 2 of 2 could not be opened")
 
 
-def test_a_bad_pattern_is_grep_s_error(web: Path) -> None:
-    _, failed = run([web], "(unclosed")
+def test_a_bad_pattern_is_grep_s_error(journal_web: Path) -> None:
+    _, failed = run([journal_web], "(unclosed")
     assert isinstance(failed, Failed) and failed.code == "engine_error"
 
 
@@ -286,13 +271,15 @@ def test_a_bad_pattern_is_grep_s_error(web: Path) -> None:
     ["99999:not fed", "1:x\n1:x", "no line number", "0:zero"],
     ids=["not-fed", "twice", "garbage", "zero"],
 )
-def test_an_engine_that_reports_what_grep_would_not_is_a_protocol_error(web: Path, tmp_path: Path, output: str) -> None:
+def test_an_engine_that_reports_what_grep_would_not_is_a_protocol_error(
+    journal_web: Path, tmp_path: Path, output: str
+) -> None:
     engine = tmp_path / "engine"
     engine.write_text("#!/bin/sh\nprintf '" + output.replace("\n", "\\n") + "\\n'\nexec cat >/dev/null\n")
     engine.chmod(0o755)
     request = JournalRequest(pattern=FAILED, limit=10, max_line_bytes=4096)
     with own_descriptors_only():
-        fd = os.open(web, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(journal_web, os.O_RDONLY | os.O_CLOEXEC)
         with pytest.raises(ProtocolError):
             search_journal(request, [fd], [str(engine)], [].append)
         with pytest.raises(OSError):
@@ -365,10 +352,12 @@ def test_serve_starts_no_journal_worker_without_journal_sources(tmp_path: Path) 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the full layer set needs root (see test_rootless.py)")
 @pytest.mark.usefixtures("own_workers")
 @pytest.mark.anyio
-async def test_a_confined_journal_worker_returns_the_failed_password_entries(web: Path, trio: list[Path]) -> None:
+async def test_a_confined_journal_worker_returns_the_failed_password_entries(
+    journal_web: Path, journal_trio: list[Path]
+) -> None:
     cgroups = cgroup_host()
     plan = build_plan(load_profile("journal"), "auto", [], cgroups)
-    files = [web, *trio]
+    files = [journal_web, *journal_trio]
     fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in files]
     worker = None
     try:
