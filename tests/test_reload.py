@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,18 @@ from tests.test_policy_generation import policy_with
 SYSLOG = SAMPLE_LOGS / "syslog"
 SYSLOG_LINE = "Starting logrotate.service"
 BASE = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@contextmanager
+def served(policy: Path) -> Iterator[Served]:
+    """A `bastion serve` over HTTP, killed at the end if the test did not stop it."""
+    server = Served(policy, free_port())
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
 
 
 def reloads(audit: Path) -> list[dict[str, Any]]:
@@ -102,8 +116,7 @@ def query(url: str, token: str, session: str, request_id: int, log: Path, patter
 
 def test_http_reload_adds_a_log_and_revokes_a_token_at_once(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    server = Served(http_policy(tmp_path), free_port())
-    try:
+    with served(http_policy(tmp_path)) as server:
         alice, bob = open_session(server.url, TOKENS["alice"]), open_session(server.url, TOKENS["bob"])
         refused, text = query(server.url, TOKENS["alice"], alice, 2, SYSLOG, SYSLOG_LINE)
         assert refused and "not an allowlisted log" in text
@@ -125,10 +138,6 @@ def test_http_reload_adds_a_log_and_revokes_a_token_at_once(tmp_path: Path) -> N
         assert rpc(server.url, TOKENS["bob"], bob, 5, "tools/list", {}).status_code == 401
         assert post(server.url, {"Authorization": f"Bearer {TOKENS['bob']}"}).status_code == 401
         code, stderr = server.stop()
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
     assert code == 0, stderr
     assert "policy reloaded" in stderr
     records = read_audit(audit)
@@ -142,8 +151,7 @@ def test_http_reload_adds_a_log_and_revokes_a_token_at_once(tmp_path: Path) -> N
 def test_http_reload_narrows_a_clients_scope_in_its_open_session(tmp_path: Path) -> None:
     """Scopes are read from the current generation on every request (broker/scopes.py)."""
     audit = tmp_path / "audit.jsonl"
-    server = Served(http_policy(tmp_path), free_port())
-    try:
+    with served(http_policy(tmp_path)) as server:
         alice = open_session(server.url, TOKENS["alice"])
         assert not query(server.url, TOKENS["alice"], alice, 2, AUTH, "Accepted")[0]
         policy = (tmp_path / "policy.toml").read_text().replace('name = "alice"', 'name = "alice"\nscope = "narrow"')
@@ -155,10 +163,6 @@ def test_http_reload_narrows_a_clients_scope_in_its_open_session(tmp_path: Path)
         call = rpc(server.url, TOKENS["alice"], alice, 4, "tools/call", {"name": "query_logs", "arguments": arguments})
         assert "unknown tool" in call.text and '"result"' not in call.text  # as if it did not exist
         code, stderr = server.stop()
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
     assert code == 0, stderr
     ends = [r for r in read_audit(audit) if r["event"] == "end" and r["tool"] == "query_logs"]
     assert "scope" not in ends[0] and ends[-1]["scope"] == "narrow" and ends[-1]["outcome"] != "ok"
@@ -168,8 +172,7 @@ def test_http_refused_reloads_keep_the_old_policy(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     good = http_policy(tmp_path)
     original = good.read_text()
-    server = Served(good, free_port())
-    try:
+    with served(good) as server:
         alice = open_session(server.url, TOKENS["alice"])
         good.write_text(original + "\n[limits\nbroken = \n")  # not TOML
         broken = hup_and_wait(server.proc, audit)
@@ -182,10 +185,6 @@ def test_http_refused_reloads_keep_the_old_policy(tmp_path: Path) -> None:
         bob = open_session(server.url, TOKENS["bob"])
         assert not query(server.url, TOKENS["bob"], bob, 3, AUTH, "Accepted")[0]
         code, stderr = server.stop()
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
     assert code == 0, stderr
     assert broken["outcome"] == "refused" and "not valid TOML" in broken["error"]
     assert broken["policy_sha256"] == hashlib.sha256((original + "\n[limits\nbroken = \n").encode()).hexdigest()
