@@ -40,7 +40,7 @@ from bastion_wire.protocol import (
 )
 from broker.policy import load_policy
 from broker.pool.launcher import spawn_one
-from broker.pool.worker_process import start_worker
+from broker.pool.worker_process import WorkerResult, start_worker
 from broker.sandbox.host import WORKER_KINDS, cgroup_host, kinds_for
 from broker.sandbox.plan import build_plan
 from broker.sandbox.profile import load_profile
@@ -349,6 +349,23 @@ def test_serve_starts_no_journal_worker_without_journal_sources(tmp_path: Path) 
 # --- a real confined worker ---------------------------------------------------------------
 
 
+async def confined_call(files: list[Path], request: JournalRequest, deadline_s: float) -> WorkerResult:
+    """One real journal worker, confined by every layer through the launcher, over `files`."""
+    cgroups = cgroup_host()
+    plan = build_plan(load_profile("journal"), "auto", [], cgroups)
+    fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in files]
+    worker = None
+    try:
+        worker = await start_worker(await spawn_one(plan, cgroups))
+        return await worker.call(request, fds, deadline_s, 1 << 24)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if worker is not None and not worker.reaped:
+            await worker.finish()
+        cgroups.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the full layer set needs root (see test_rootless.py)")
 @pytest.mark.usefixtures("own_workers")
 @pytest.mark.anyio
@@ -382,20 +399,8 @@ async def test_a_confined_journal_worker_returns_the_failed_password_entries(
 async def test_a_confined_worker_reads_64_collector_files_within_its_limits(tmp_path: Path) -> None:
     # The profile's address space and descriptor limits are sized for this many files.
     files = fixtures.build_collector(tmp_path / "collector", MAX_JOURNAL_FILES, 5)
-    cgroups = cgroup_host()
-    plan = build_plan(load_profile("journal"), "auto", [], cgroups)
-    fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in files]
-    worker = None
-    try:
-        worker = await start_worker(await spawn_one(plan, cgroups))
-        request = JournalRequest(pattern=FAILED, limit=10_000, max_line_bytes=4096, count_only=True)
-        result = await worker.call(request, fds, 60.0, 1 << 24)
-    finally:
-        for fd in fds:
-            os.close(fd)
-        if worker is not None and not worker.reaped:
-            await worker.finish()
-        cgroups.close()
+    request = JournalRequest(pattern=FAILED, limit=10_000, max_line_bytes=4096, count_only=True)
+    result = await confined_call(files, request, 60.0)
     assert result.outcome == "ok", result
     expected = Counter(entry["_HOSTNAME"] for entry in journalctl(files, FAILED))
     assert len(expected) == MAX_JOURNAL_FILES and result.host_counts == dict(expected) and result.notes == []
