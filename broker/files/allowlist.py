@@ -12,24 +12,35 @@ what it skips, with the reason, and never opens through them.
 from __future__ import annotations
 
 import copy
-import errno
 import functools
 import os
 import re
-import stat
 import weakref
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bastion_wire.protocol import MAX_SEARCH_FILES
 from broker.errors import ToolError
-from broker.files.log_path_text import check_path_text, closest, segment_matches, segments_match
-from broker.files.no_follow_open import open_beneath
+from broker.files.glob_members import glob_members, scan
+from broker.files.log_path_text import check_path_text, closest, segments_match
+from broker.files.opened_files import (
+    HARD_LINKED,
+    NOT_ALLOWED,
+    NOT_REGULAR,
+    OpenedLog,
+    SearchTarget,
+    Skipped,
+    Unopenable,
+    choose,
+    first_batch_or_refuse,
+    open_batch,
+    open_file,
+    servable,
+)
 from broker.files.pinned_entry import PinnedEntry, pin
 from broker.policy import LogEntry, Policy
 
-NOT_ALLOWED = "log_path is not an allowlisted log (list_logs lists them)"
+__all__ = ["HARD_LINKED", "NOT_ALLOWED", "NOT_REGULAR", "OpenedLog", "SearchTarget", "Skipped", "Unopenable"]
 CLOSEST_HINT = "; closest allowlisted: "
 CLOSEST_CHARS = 512  # of a refused path compared: bounds difflib's quadratic cost
 
@@ -41,14 +52,6 @@ class AllowedLog:
 
 
 @dataclass(frozen=True)
-class OpenedLog:
-    path: str
-    fd: int
-    gzip: bool
-    mtime: float
-
-
-@dataclass(frozen=True)
 class FileFacts:
     path: str  # as the client names it
     size: int
@@ -56,66 +59,8 @@ class FileFacts:
     compressed: bool
 
 
-@dataclass(frozen=True)
-class Skipped:
-    path: str  # as the client would name it
-    reason: str  # why it was not searched; never an internal path
-
-
-@dataclass
-class SearchTarget:
-    """The files one search covers, in the order they are searched, opened one
-    descriptor batch (at most MAX_SEARCH_FILES, what one worker takes) at a time."""
-
-    log_path: str  # as the client named it
-    files: list[OpenedLog]  # the batch opened now
-    pending: deque[str] = field(default_factory=deque)  # chosen, opened when the search gets to them
-    skipped: list[Skipped] = field(default_factory=list)  # chosen but unusable, in the order met
-    left_out: list[str] = field(default_factory=list)  # matched beyond max_glob_files, least recently modified first
-    chosen: int = 0  # files chosen to be searched (batches, pending and skipped together)
-    # Sizes of the chosen files when they were listed: a progress total for the batches not opened yet.
-    listed_bytes: dict[str, int] = field(default_factory=dict)
-
-    def pending_bytes(self) -> int:
-        return sum(self.listed_bytes.get(path, 0) for path in self.pending)
-
-    def close(self) -> None:
-        for log in self.files:
-            os.close(log.fd)
-        self.files = []
-
-
 MAX_ROTATIONS = 2 * 9999  # every name ROTATION admits: path.N and path.N.gz
 ROTATION = re.compile(r"\.([1-9][0-9]{0,3})(\.gz)?")
-
-
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-LISTING_FLAGS = os.O_RDONLY | os.O_DIRECTORY
-
-
-class Unopenable(ToolError):
-    """A file an entry names that cannot be served. `reason` names no path, so a glob
-    search can skip the file and say why."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name} is allowlisted but {reason}")
-        self.reason = reason
-
-
-REASONS = {
-    errno.ENOENT: "does not exist right now",
-    errno.ENOTDIR: "does not exist right now",
-    errno.ELOOP: "is a symlink or lies behind one, and symlinks are never followed",
-}
-NOT_REGULAR = "is not a regular file"
-HARD_LINKED = "has more than one name (a hard link), so it may be some other file"
-
-
-def _servable(st: os.stat_result) -> bool:
-    # A second name could be a hard link to a file outside the allowlist (where
-    # fs.protected_hardlinks is off); log files have one name, or none once
-    # rotated away after the open (still the file that was beneath the directory).
-    return stat.S_ISREG(st.st_mode) and st.st_nlink <= 1
 
 
 def _is_rotation_of(base: str, path: str) -> bool:
@@ -125,29 +70,6 @@ def _is_rotation_of(base: str, path: str) -> bool:
 def _below(directory: str, path: str) -> str:
     """path's name relative to `directory`, which is one of its literal leading segments."""
     return path[len(directory) :].lstrip("/")
-
-
-def _scan(
-    dirfd: int, relative: str, wanted: Callable[[str], bool], symlinks: bool = False
-) -> list[tuple[str, os.stat_result]]:
-    """(name, lstat) of the wanted names in a directory beneath `dirfd`, reached without
-    following symlinks ([] if it is gone or unreadable: a glob then matches nothing there).
-    Symlinks themselves are left out unless asked for (to be reported, never followed)."""
-    try:
-        fd = open_beneath(dirfd, relative or ".", LISTING_FLAGS)
-    except OSError:
-        return []
-    found = []
-    try:
-        with os.scandir(fd) as entries:
-            for item in entries:
-                if wanted(item.name) and (symlinks or not item.is_symlink()):
-                    found.append((item.name, item.stat(follow_symlinks=False)))
-    except OSError:  # the directory or an entry vanished meanwhile
-        pass
-    finally:
-        os.close(fd)
-    return found
 
 
 class Allowlist:
@@ -207,7 +129,7 @@ class Allowlist:
         if found is not None and found[0].entry.is_glob and found[0].entry.path == path:
             # Unusable members too (symlinks, FIFOs, directories): each is then skipped with its reason.
             sizes: dict[str, int] = {}
-            members = sorted(self._glob_members(found[0], unusable=True, sizes=sizes))
+            members = sorted(glob_members(found[0], unusable=True, sizes=sizes))
             return self._open_chosen(path, [name for _, name in members], newest_first, sizes)
         if found is not None and found[0].entry.rotations and found[0].entry.path == path:
             sizes = {path: self._literal_size(found[0])}
@@ -219,63 +141,14 @@ class Allowlist:
     def _open_chosen(
         self, shown: str, oldest_first: list[str], newest_first: bool, sizes: dict[str, int]
     ) -> SearchTarget:
-        cut = max(0, len(oldest_first) - self._max_glob_files)
-        chosen = oldest_first[cut:][::-1] if newest_first else oldest_first[cut:]
-        if not chosen:
-            raise ToolError("log_path is allowlisted but no file of it exists right now")
-        target = SearchTarget(shown, [], deque(chosen), left_out=oldest_first[:cut], chosen=len(chosen))
-        target.listed_bytes = {path: sizes[path] for path in chosen if path in sizes}
+        target = choose(shown, oldest_first, newest_first, sizes, self._max_glob_files, "log_path")
         self.open_next(target)
-        if not target.files:  # the batch takes every usable file it meets: none of them is
-            first = target.skipped[0].reason
-            others = f" (nor any of the other {len(chosen) - 1})" if len(chosen) > 1 else ""
-            raise ToolError(f"log_path is allowlisted but no file of it can be searched right now: one {first}{others}")
-        return target
+        return first_batch_or_refuse(target, "log_path")
 
     def open_next(self, target: SearchTarget) -> None:
         """Open the target's next batch in place (the previous one must be closed): up to
         MAX_SEARCH_FILES usable files; each unusable one is skipped with its reason."""
-        assert not target.files, "close the previous batch first"
-        while target.pending and len(target.files) < MAX_SEARCH_FILES:
-            path = target.pending.popleft()
-            try:
-                _, fd = self.open(path)
-            except Unopenable as exc:
-                target.skipped.append(Skipped(path, exc.reason))
-                continue
-            except ToolError:
-                target.skipped.append(Skipped(path, "is not an allowlisted log"))
-                continue
-            target.files.append(OpenedLog(path, fd, path.endswith(".gz"), os.fstat(fd).st_mtime))
-
-    def _glob_members(
-        self, pinned: PinnedEntry, unusable: bool = False, sizes: dict[str, int] | None = None
-    ) -> list[tuple[float, str]]:
-        """(mtime, path as the client names it) of each servable file a glob entry matches
-        now, found one pattern segment at a time beneath its pinned directory; symlinks,
-        to files or directories, are skipped. With `unusable`, the last segment's
-        symlinks and other unservable names are kept too, for a search to report.
-        `sizes`, if given, gets each member's size as listed."""
-        if pinned.dirfd is None:
-            return []
-        dirfd = pinned.dirfd
-        *directories, last = pinned.name.split("/")
-        levels = [""]
-        for want in directories:
-            levels = [
-                os.path.join(relative, name)
-                for relative in levels
-                for name, st in _scan(dirfd, relative, functools.partial(segment_matches, want=want))
-                if stat.S_ISDIR(st.st_mode)
-            ]
-        members = []
-        for relative in levels:
-            for name, st in _scan(dirfd, relative, functools.partial(segment_matches, want=last), unusable):
-                if unusable or _servable(st):
-                    members.append((st.st_mtime, os.path.join(pinned.shown, relative, name)))
-                    if sizes is not None:
-                        sizes[members[-1][1]] = st.st_size
-        return members
+        open_batch(target, lambda path: self.open(path)[1], MAX_SEARCH_FILES)
 
     def _rotations(self, pinned: PinnedEntry, limit: int, sizes: dict[str, int] | None = None) -> list[str]:
         """NAME.N and NAME.N.gz beside a literal entry's file: oldest (highest N) first,
@@ -285,8 +158,8 @@ class Allowlist:
         base = pinned.name
         found = sorted(
             (int(ROTATION.fullmatch(name[len(base) :]).group(1)), pinned.entry.path + name[len(base) :], st.st_size)  # type: ignore[union-attr]
-            for name, st in _scan(pinned.dirfd, "", functools.partial(_is_rotation_of, base))
-            if _servable(st)
+            for name, st in scan(pinned.dirfd, "", functools.partial(_is_rotation_of, base))
+            if servable(st)
         )
         if sizes is not None:
             sizes.update((name, size) for _, name, size in found[:limit])
@@ -297,7 +170,7 @@ class Allowlist:
         found: dict[str, AllowedLog] = {}
         for pinned in self.pinned:
             if pinned.entry.is_glob:
-                paths = sorted(name for _, name in self._glob_members(pinned))[: self._max_glob_files]
+                paths = sorted(name for _, name in glob_members(pinned))[: self._max_glob_files]
             else:
                 paths = [pinned.entry.path] if self._literal_exists(pinned) else []
             for path in paths:
@@ -308,7 +181,7 @@ class Allowlist:
         """The servable files an entry covers now, named relative to its pinned directory
         (globs bounded like logs()), for the ownership checks in broker/files/log_dir_modes.py."""
         if pinned.entry.is_glob:
-            return sorted(_below(pinned.shown, path) for _, path in self._glob_members(pinned))[: self._max_glob_files]
+            return sorted(_below(pinned.shown, path) for _, path in glob_members(pinned))[: self._max_glob_files]
         rotations = self._rotations(pinned, self._max_glob_files) if pinned.entry.rotations else []
         names = [pinned.name + path[len(pinned.entry.path) :] for path in rotations]
         return [*names, pinned.name] if self._literal_exists(pinned) else names
@@ -326,7 +199,7 @@ class Allowlist:
         if pinned.dirfd is None:
             return False
         try:
-            return _servable(os.stat(pinned.name, dir_fd=pinned.dirfd, follow_symlinks=False))
+            return servable(os.stat(pinned.name, dir_fd=pinned.dirfd, follow_symlinks=False))
         except OSError:
             return False
 
@@ -336,7 +209,7 @@ class Allowlist:
         found = self._match(path)
         if found is None:
             raise ToolError(self.refusal(path, name))
-        return path, _open_file(*found, name)
+        return path, open_file(*found, name)
 
     def refusal(self, path: str, name: str = "log_path") -> str:
         """Why `path` is refused, naming the closest policy entries. Only the policy's own
@@ -351,7 +224,7 @@ class Allowlist:
         At most max_glob_files, the files a search of the entry would cover."""
         limit = self._max_glob_files
         if pinned.entry.is_glob:
-            return [path for _, path in sorted(self._glob_members(pinned), reverse=True)][:limit]
+            return [path for _, path in sorted(glob_members(pinned), reverse=True)][:limit]
         rotations = self._rotations(pinned, limit)[::-1] if pinned.entry.rotations else []
         live = [pinned.entry.path] if self._literal_exists(pinned) else []
         return [*live, *rotations][:limit]
@@ -369,28 +242,6 @@ class Allowlist:
         finally:
             os.close(fd)
         return FileFacts(path, st.st_size, st.st_mtime, path.endswith(".gz"))
-
-
-def _open_file(pinned: PinnedEntry, relative: str, name: str) -> int:
-    """`relative` opened beneath the entry's pinned directory, no symlink followed: what is
-    served is the file that really is there, whatever any path string now resolves to."""
-    if pinned.dirfd is None:
-        raise Unopenable(name, REASONS[errno.ENOENT])
-    try:
-        fd = open_beneath(pinned.dirfd, relative, FILE_FLAGS)
-    except OSError as exc:
-        if exc.errno == errno.EXDEV:  # unreachable for normalized names; refused all the same
-            raise ToolError(NOT_ALLOWED.replace("log_path", name)) from None
-        raise Unopenable(name, REASONS.get(exc.errno or 0, "cannot be opened")) from None
-    try:
-        st = os.fstat(fd)
-        if not _servable(st):
-            raise Unopenable(name, NOT_REGULAR if not stat.S_ISREG(st.st_mode) else HARD_LINKED)
-        os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO from stalling the open itself
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _close_all(pinned: list[PinnedEntry]) -> None:
