@@ -22,7 +22,8 @@ from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; a huge one is a mistake or an attack
+MAX_POLICY_BYTES = 1 << 20
+MAX_RESTRICTION_VALUES = 64  # units or identifiers of one [[journals]] entry (a worker takes 256)  # a policy is a few KiB; a huge one is a mistake or an attack
 
 
 class PolicyError(Exception):
@@ -46,6 +47,30 @@ class LogEntry(msgspec.Struct, forbid_unknown_fields=True):
     @property
     def is_glob(self) -> bool:
         return bool(GLOB_CHARS.search(self.path))
+
+
+JOURNAL_SUFFIXES = (".journal", ".journal~")  # journald's active and its dirty-archived files
+# A unit, syslog identifier or host name as journald stores it: no control characters, no '='.
+FieldValue = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f=]{1,256}$")]
+
+
+class JournalSource(msgspec.Struct, forbid_unknown_fields=True):
+    """A [[journals]] entry: journal files the query_journal tool may read as one journal."""
+
+    name: Name  # what query_journal's `source` takes; unique
+    # A directory (its journal files and those one directory below: the machine-id
+    # directory, remote/) or one file ending in .journal or .journal~.
+    path: str
+    description: str = ""
+    # Restrictions, applied by the journal library in the worker: only entries of these
+    # units / syslog identifiers are ever read (an entry must pass each one given).
+    units: list[FieldValue] | None = None
+    identifiers: list[FieldValue] | None = None
+    follow_symlinks: bool = False  # as for [[logs]]
+
+    @property
+    def is_file(self) -> bool:
+        return self.path.endswith(JOURNAL_SUFFIXES)
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,7 +107,7 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
 
 # What a [scopes.NAME] table may grant (tests/test_scopes.py checks them against
 # broker/tools/registry.py and broker/tools/prompts.py, which import this module).
-TOOL_NAMES = ("list_logs", "query_logs", "check_ip_reputation")
+TOOL_NAMES = ("list_logs", "query_logs", "check_ip_reputation", "query_journal")
 PROMPT_NAMES = ("analyze_incident", "triage_auth_failures")
 # What a [rate_limit.tools.NAME] table may name: the tools, resources/read, prompts/get and completions.
 RATE_LIMITED = (
@@ -165,6 +190,7 @@ class ScopeRule(msgspec.Struct, forbid_unknown_fields=True):
     An omitted list grants everything of its kind; an empty one nothing."""
 
     logs: list[str] | None = None  # [[logs]] entries by name, or by path as written there
+    journals: list[str] | None = None  # [[journals]] entries by name
     tools: list[str] | None = None
     prompts: list[str] | None = None
     max_lines: Annotated[int, Meta(ge=1, le=100_000)] | None = None  # at most limits.max_lines
@@ -199,6 +225,7 @@ class Stdio(msgspec.Struct, forbid_unknown_fields=True):
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     logs: list[LogEntry]
     audit: Audit
+    journals: list[JournalSource] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     workers: Workers = msgspec.field(default_factory=Workers)
     search: Search = msgspec.field(default_factory=Search)
@@ -262,6 +289,22 @@ def _check_logs(policy: Policy, base: Path) -> None:
     names = [entry.name for entry in policy.logs if entry.name is not None]
     if len(set(names)) != len(names):
         raise PolicyError("logs: entry names must be unique")
+
+
+def _check_journals(policy: Policy, base: Path) -> None:
+    for index, source in enumerate(policy.journals):
+        key = f"journals[{index}]"
+        source.path = _resolve(base, source.path, f"{key}.path")
+        if GLOB_CHARS.search(source.path):
+            raise PolicyError(f"{key}.path: a directory or one journal file, not a glob")
+        for field, values in (("units", source.units), ("identifiers", source.identifiers)):
+            if values is not None and not values:
+                raise PolicyError(f"{key}.{field}: an empty list would allow nothing; leave it out to allow all")
+            if values is not None and len(values) > MAX_RESTRICTION_VALUES:
+                raise PolicyError(f"{key}.{field}: at most {MAX_RESTRICTION_VALUES} values")
+    names = [source.name for source in policy.journals]
+    if len(set(names)) != len(names):
+        raise PolicyError("journals: entry names must be unique")
 
 
 def _state_path(base: Path, value: str, key: str, state_dir: str | None) -> str:
@@ -330,6 +373,7 @@ def _check_scopes(policy: Policy, base: Path) -> None:
             raise PolicyError(f"{key}: a scope name is 1-64 letters, digits and _ . @ - (a letter or digit first)")
         if rule.logs is not None:
             rule.logs = _scope_logs(policy, base, rule.logs, f"{key}.logs")
+        _check_names(rule.journals, tuple(source.name for source in policy.journals), f"{key}.journals")
         _check_names(rule.tools, TOOL_NAMES, f"{key}.tools")
         _check_names(rule.prompts, PROMPT_NAMES, f"{key}.prompts")
         if rule.max_lines is not None and rule.max_lines > policy.limits.max_lines:
@@ -352,6 +396,7 @@ def parse_policy(data: bytes, base: Path, source: str = "<policy>", state_dir: s
     if policy.source or policy.sha256 or policy.state_root:
         raise PolicyError("source/sha256/state_root: reserved keys, not settable in the file")
     _check_logs(policy, base)
+    _check_journals(policy, base)
     for name in policy.rate_limit.tools:
         if name not in RATE_LIMITED:
             raise PolicyError(f"rate_limit.tools.{name}: unknown tool; one of {', '.join(RATE_LIMITED)}")

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from broker.files.allowlist import Allowlist
-from broker.policy import LogEntry, Policy
+from broker.policy import JournalSource, LogEntry, Policy
 from broker.ratelimit import Rate
 from broker.tools.check_ip_reputation import tool as check_ip_reputation
 
@@ -29,6 +29,7 @@ UNLISTED = "(unlisted)"  # the scope of a client name the policy does not list (
 class Scope:
     name: str  # "" = no scope: everything
     logs: frozenset[str] | None = None  # [[logs]] paths granted; None: all
+    journals: frozenset[str] | None = None  # [[journals]] names granted; None: all
     tools: frozenset[str] | None = None
     prompts: frozenset[str] | None = None
     max_lines: int | None = None  # tighter than limits.max_lines
@@ -36,6 +37,9 @@ class Scope:
 
     def allows_log(self, entry: LogEntry) -> bool:
         return self.logs is None or entry.path in self.logs
+
+    def allows_journal(self, source: JournalSource) -> bool:
+        return self.journals is None or source.name in self.journals
 
     def allows_tool(self, name: str) -> bool:
         return self.tools is None or name in self.tools
@@ -58,6 +62,8 @@ class Scope:
         changes: dict[str, Any] = {}
         if self.logs is not None:
             changes["logs"] = [entry for entry in policy.logs if self.allows_log(entry)]
+        if self.journals is not None:
+            changes["journals"] = [source for source in policy.journals if self.allows_journal(source)]
         if self.max_lines is not None:
             changes["limits"] = msgspec.structs.replace(
                 policy.limits, max_lines=min(self.max_lines, policy.limits.max_lines)
@@ -68,11 +74,13 @@ class Scope:
 
     def allowlist(self, allowlist: Allowlist) -> Allowlist:
         """What this client may open: a view of the pinned allowlist holding only its entries."""
-        return allowlist if self.logs is None else allowlist.restricted(self.allows_log)
+        if self.logs is None and self.journals is None:
+            return allowlist
+        return allowlist.restricted(self.allows_log, self.allows_journal)
 
 
 EVERYTHING = Scope("")
-NOTHING = Scope(UNLISTED, frozenset(), frozenset(), frozenset())
+NOTHING = Scope(UNLISTED, frozenset(), frozenset(), frozenset(), frozenset())
 
 
 def of(policy: Policy, client: str | None) -> Scope:
@@ -92,6 +100,7 @@ def of(policy: Policy, client: str | None) -> Scope:
     return Scope(
         name=name,
         logs=None if rule.logs is None else frozenset(rule.logs),
+        journals=None if rule.journals is None else frozenset(rule.journals),
         tools=None if rule.tools is None else frozenset(rule.tools),
         prompts=None if rule.prompts is None else frozenset(rule.prompts),
         max_lines=rule.max_lines,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from bastion_wire.protocol import MAX_SEARCH_FILES
 from broker.errors import ToolError
 from broker.files.glob_members import glob_members, scan
+from broker.files.journal_files import JournalFiles
 from broker.files.log_path_text import check_path_text, closest, segments_match
 from broker.files.opened_files import (
     HARD_LINKED,
@@ -38,7 +39,7 @@ from broker.files.opened_files import (
     servable,
 )
 from broker.files.pinned_entry import PinnedEntry, pin
-from broker.policy import LogEntry, Policy
+from broker.policy import JournalSource, LogEntry, Policy
 
 __all__ = ["HARD_LINKED", "NOT_ALLOWED", "NOT_REGULAR", "OpenedLog", "SearchTarget", "Skipped", "Unopenable"]
 CLOSEST_HINT = "; closest allowlisted: "
@@ -87,23 +88,31 @@ class Allowlist:
         self._max_glob_files = policy.limits.max_glob_files
         self._names = list(dict.fromkeys(entry.path for entry in policy.logs))  # the policy's, in its order
         self._owner: Allowlist | None = None  # a view's: whose descriptors it uses
+        self.journals = JournalFiles(policy)  # the [[journals]] sources, pinned the same way
 
     def close(self) -> None:
         if self._owner is None:  # a view leaves the descriptors to the allowlist that pinned them
             self._finalizer()
+            self.journals.close()
 
-    def restricted(self, keep: Callable[[LogEntry], bool]) -> Allowlist:
+    def restricted(
+        self, keep: Callable[[LogEntry], bool], keep_journal: Callable[[JournalSource], bool] | None = None
+    ) -> Allowlist:
         """A view holding only the entries `keep` admits (a client's scope, broker/scopes.py):
-        it matches, lists and opens nothing else, and names nothing else in a refusal."""
+        it matches, lists and opens nothing else, and names nothing else in a refusal; and
+        only the journal sources `keep_journal` admits."""
         view = copy.copy(self)
         view.pinned = tuple(pinned for pinned in self.pinned if keep(pinned.entry))
         view._names = list(dict.fromkeys(pinned.entry.path for pinned in view.pinned))
+        if keep_journal is not None:
+            view.journals = self.journals.restricted(keep_journal)
         view._owner = self._owner or self  # keeps the pinned descriptors open while the view is in use
         return view
 
     def notes(self) -> list[str]:
         """Entries left inert at load (their directory could not be opened), for the operator."""
-        return [f"{p.entry.path}: not served until a restart: {p.problem}" for p in self.pinned if p.dirfd is None]
+        inert = [f"{p.entry.path}: not served until a restart: {p.problem}" for p in self.pinned if p.dirfd is None]
+        return inert + self.journals.notes()
 
     def _match(self, path: str) -> tuple[PinnedEntry, str] | None:
         """The entry naming `path`, and the name to open beneath that entry's directory."""

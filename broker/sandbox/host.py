@@ -21,10 +21,8 @@ WORKER_KINDS = ("grep", "resource", "intel", "journal")
 
 
 def has_journal_sources(policy: Policy) -> bool:
-    """Whether the policy names journal sources. The policy has no [[journals]] yet
-    (issue 20's next step adds them and extends this): no journal workers are started."""
-    del policy
-    return False
+    """Whether the policy names [[journals]] sources: journal workers are started only then."""
+    return bool(policy.journals)
 
 
 def kinds_for(policy: Policy | None) -> tuple[str, ...]:

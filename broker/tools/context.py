@@ -9,6 +9,7 @@ rate-limits and sends them: broker/transport/client_progress.py).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -58,3 +59,13 @@ class CallContext:
         async with self.slot():
             result, _ = await self.run_worker(kind, request, fds, limits.timeout_s, limits.max_output_bytes)
         return result
+
+    async def stop_early(self, worker: Worker, result: WorkerResult) -> None:
+        """A worker of a batch that is not the call's last: stopped at once (a call may need
+        hundreds; none may linger), not after the reply."""
+        record = self.record
+        if record.stop_after_reply is not None and record.stop_after_reply[0] is worker:
+            record.stop_after_reply = None
+        if record.worker is not None and record.worker.follows:  # it is stopped here, not after the reply
+            record.worker = dataclasses.replace(record.worker, follows=False)
+        await worker.finish(result)

@@ -19,6 +19,8 @@ from broker.tools import list_logs
 from broker.tools.check_ip_reputation import lookup
 from broker.tools.check_ip_reputation import tool as check_ip_reputation
 from broker.tools.context import CallContext
+from broker.tools.query_journal import search as journal_search
+from broker.tools.query_journal import tool as query_journal
 from broker.tools.query_logs import search
 from broker.tools.query_logs import tool as query_logs
 
@@ -48,6 +50,13 @@ TOOLS: tuple[Tool[Any], ...] = (
         schema=lambda policy: query_logs.tool(policy.limits, policy.logs),
         parse=lambda arguments, policy: query_logs.parse(arguments, policy.limits),
         run=search.run,
+    ),
+    Tool(
+        name=query_journal.NAME,
+        offered=lambda policy: bool(policy.journals),  # only with [[journals]]
+        schema=lambda policy: query_journal.tool(policy.limits, policy.journals),
+        parse=lambda arguments, policy: query_journal.parse(arguments, policy.limits),
+        run=journal_search.run,
     ),
     Tool(
         name=check_ip_reputation.NAME,

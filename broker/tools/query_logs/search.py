@@ -5,7 +5,6 @@ shape the reply. Everything the call learns goes to its record (broker/call_reco
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -103,7 +102,8 @@ async def _search(ctx: CallContext, target: SearchTarget, base: SearchRequest, t
             break
         if scan is not None:
             await scan.batch_done()
-        await _stop_now(ctx, worker, result, progress)
+        await ctx.stop_early(worker, result)
+        progress.earlier_cpu_s += result.cpu_s
         ctx.allowlist.open_next(target)
         if not target.files:
             break
@@ -128,18 +128,6 @@ def _engine_deaths(result: WorkerResult, worker: Worker, files: list[OpenedLog])
         for skip in result.skipped[: len(files)]
         if skip.file < len(files)
     }
-
-
-async def _stop_now(ctx: CallContext, worker: Worker, result: WorkerResult, progress: Progress) -> None:
-    """A batch that is not the last: its worker is stopped at once (a call may need
-    hundreds; none may linger), its rusage summed into the end record."""
-    record = ctx.record
-    if record.stop_after_reply is not None and record.stop_after_reply[0] is worker:
-        record.stop_after_reply = None
-    if record.worker is not None and record.worker.follows:  # it is stopped here, not after the reply
-        record.worker = dataclasses.replace(record.worker, follows=False)
-    await worker.finish(result)
-    progress.earlier_cpu_s += result.cpu_s
 
 
 def _reply(ctx: CallContext, target: SearchTarget, request: SearchRequest, progress: Progress) -> types.CallToolResult:
