@@ -22,8 +22,8 @@ from broker.sandbox.profile import LayerName
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-MAX_POLICY_BYTES = 1 << 20
-MAX_RESTRICTION_VALUES = 64  # units or identifiers of one [[journals]] entry (a worker takes 256)  # a policy is a few KiB; a huge one is a mistake or an attack
+MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; a huge one is a mistake or an attack
+MAX_RESTRICTION_VALUES = 64  # units or identifiers of one [[journals]] entry (a worker takes 256)
 
 
 class PolicyError(Exception):
