@@ -223,8 +223,8 @@ class Stdio(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
-    logs: list[LogEntry]
     audit: Audit
+    logs: list[LogEntry] = msgspec.field(default_factory=list)
     journals: list[JournalSource] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     workers: Workers = msgspec.field(default_factory=Workers)
@@ -275,8 +275,8 @@ def _resolve(base: Path, value: str, key: str) -> str:
 
 
 def _check_logs(policy: Policy, base: Path) -> None:
-    if not policy.logs:
-        raise PolicyError("logs: at least one [[logs]] entry is required")
+    if not policy.logs and not policy.journals:
+        raise PolicyError("logs: at least one [[logs]] or [[journals]] entry is required")
     for index, entry in enumerate(policy.logs):
         key = f"logs[{index}].path"
         if entry.path.endswith("/"):  # checked before normpath, which drops the slash

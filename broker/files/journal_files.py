@@ -129,6 +129,17 @@ class JournalFiles:
         pinned = self.source(target.log_path)
         open_batch(target, lambda path: open_file(*self._entry_of(pinned, path), "source"), MAX_JOURNAL_FILES)
 
+    def stat(self, pinned: PinnedSource, path: str) -> os.stat_result | None:
+        """fstat of one of a source's files, opened as a search opens it; None if it cannot be now."""
+        try:
+            fd = open_file(*self._entry_of(pinned, path), "source")
+        except ToolError:
+            return None
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
     def _entry_of(self, pinned: PinnedSource, path: str) -> tuple[PinnedEntry, str]:
         """The pinned entry covering `path` (one this module listed) and its name beneath it."""
         for entry in pinned.pins:

@@ -9,6 +9,7 @@ symlink cannot redirect the answer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ import mcp_types as types
 from broker.call_record import preview
 from broker.errors import ToolError
 from broker.files.allowlist import Allowlist, FileFacts
+from broker.files.journal_files import JournalFiles, PinnedSource
 from broker.files.pinned_entry import PinnedEntry
 from broker.policy import Policy
 from broker.tools.arguments import check_names
@@ -27,7 +29,7 @@ NAME = "list_logs"
 MAX_FILTER_CHARS = 256
 MAX_LOGS = 100  # entries per reply; a filter narrows a larger policy
 FILES_SHOWN = 10  # files listed per entry (the newest); file_count says how many there are
-KINDS = ["file", "rotations", "glob"]
+KINDS = ["file", "rotations", "glob", "journal"]
 
 _STAMP = {"type": "string", "description": "ISO 8601 UTC: the file's modification time"}
 _NULLABLE_STAMP = {"anyOf": [_STAMP, {"type": "null"}]}
@@ -45,7 +47,10 @@ _FILE: dict[str, Any] = {
 _LOG: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "log_path": {"type": "string", "description": "what query_logs takes as log_path"},
+        "log_path": {
+            "type": "string",
+            "description": "what query_logs takes as log_path; of kind journal, what query_journal takes as source",
+        },
         "description": {"type": "string"},
         "kind": {"type": "string", "enum": KINDS},
         "file_count": {"type": "integer", "minimum": 0},
@@ -92,7 +97,8 @@ def tool() -> types.Tool:
         title="List the allowlisted logs",
         description="List the logs query_logs may search: each log_path with its description, kind (a file, a "
         "file with its rotations, or a glob), how many files it covers now and the newest of them "
-        f"(up to {FILES_SHOWN}) with size and modification time. Reads no log content.",
+        f"(up to {FILES_SHOWN}) with size and modification time; and the journal sources query_journal may "
+        "search (kind journal, log_path = the source's name, files = its journal files). Reads no log content.",
         input_schema=INPUT_SCHEMA,
         output_schema=OUTPUT_SCHEMA,
         annotations=types.ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False),
@@ -113,14 +119,19 @@ def parse(arguments: object, policy: Policy) -> ListArgs:
 
 async def run(args: ListArgs, ctx: CallContext) -> types.CallToolResult:
     found = [(pinned, _names(ctx.allowlist, pinned, args.filter)) for pinned in _unique(ctx.allowlist)]
-    chosen = [(pinned, names) for pinned, names in found if names is not None]
+    entries = [functools.partial(_entry, ctx.allowlist, pinned, names) for pinned, names in found if names is not None]
+    journals = ctx.allowlist.journals
+    for source in journals.sources.values():
+        names = _journal_names(journals, source, args.filter)
+        if names is not None:
+            entries.append(functools.partial(_journal_entry, journals, source, names))
     notes = []
-    if len(chosen) > MAX_LOGS:
-        notes.append(f"{len(chosen) - MAX_LOGS} more log(s) not listed: narrow them with filter")
+    if len(entries) > MAX_LOGS:
+        notes.append(f"{len(entries) - MAX_LOGS} more log(s) not listed: narrow them with filter")
     structured = {
-        "logs": [_entry(ctx.allowlist, pinned, names) for pinned, names in chosen[:MAX_LOGS]],
-        "total_logs": len(chosen),
-        "truncated": len(chosen) > MAX_LOGS,
+        "logs": [entry() for entry in entries[:MAX_LOGS]],  # only those listed are opened for their facts
+        "total_logs": len(entries),
+        "truncated": len(entries) > MAX_LOGS,
         "notes": notes,
     }
     text = _as_text(structured)
@@ -147,17 +158,39 @@ def _names(allowlist: Allowlist, pinned: PinnedEntry, wanted: str | None) -> lis
     return [name for name in names if wanted in name.casefold()] or None
 
 
+def _journal_names(journals: JournalFiles, source: PinnedSource, wanted: str | None) -> list[str] | None:
+    """A journal source's files now, as _names does for a log."""
+    names = journals.covered(source)
+    about = (source.source.name.casefold(), source.source.description.casefold(), source.source.path.casefold())
+    if wanted is None or any(wanted in text for text in about):
+        return names
+    return [name for name in names if wanted in name.casefold()] or None
+
+
+def _journal_entry(journals: JournalFiles, source: PinnedSource, names: list[str]) -> dict[str, Any]:
+    shown = []
+    for name in names[:FILES_SHOWN]:
+        st = journals.stat(source, name)
+        if st is not None:
+            shown.append(FileFacts(name, st.st_size, st.st_mtime, False))
+    return _listed(source.source.name, source.source.description, "journal", len(names), shown)
+
+
 def _kind(pinned: PinnedEntry) -> str:
     return "glob" if pinned.entry.is_glob else "rotations" if pinned.entry.rotations else "file"
 
 
 def _entry(allowlist: Allowlist, pinned: PinnedEntry, names: list[str]) -> dict[str, Any]:
     shown = [facts for facts in (allowlist.facts(name) for name in names[:FILES_SHOWN]) if facts is not None]
+    return _listed(pinned.entry.path, pinned.entry.description, _kind(pinned), len(names), shown)
+
+
+def _listed(log_path: str, description: str, kind: str, count: int, shown: list[FileFacts]) -> dict[str, Any]:
     return {
-        "log_path": pinned.entry.path,
-        "description": pinned.entry.description,
-        "kind": _kind(pinned),
-        "file_count": len(names),
+        "log_path": log_path,
+        "description": description,
+        "kind": kind,
+        "file_count": count,
         "newest_modified": _stamp(max(f.mtime for f in shown)) if shown else None,
         "files": [_file(facts) for facts in shown],
     }
@@ -177,7 +210,10 @@ def _stamp(mtime: float) -> str:
 
 
 def _as_text(structured: dict[str, Any]) -> str:
-    lines = [f"{structured['total_logs']} allowlisted log(s); pass log_path to query_logs:"]
+    lines = [
+        f"{structured['total_logs']} allowlisted log(s); pass log_path to query_logs (kind journal: as source "
+        "to query_journal):"
+    ]
     for log in structured["logs"]:
         newest = f", newest {log['newest_modified']}" if log["newest_modified"] else ""
         about = f": {log['description']}" if log["description"] else ""

@@ -61,7 +61,8 @@ PROMPTS = [
         [
             types.PromptArgument(
                 name="log_path",
-                description="An allowlisted auth log (default: the first allowlisted log named like auth*)",
+                description="An allowlisted auth log (default: the first allowlisted log named like auth*; "
+                "without one, the journal sources)",
                 required=False,
             ),
             types.PromptArgument(
@@ -102,7 +103,19 @@ def check_since(value: object) -> str:
     return value
 
 
-def analyze_incident(incident_id: str, intel: bool) -> str:
+def journal_step(journals: list[str], what: str) -> str:
+    """The step that sends the assistant to the journal sources, when the policy has some."""
+    if not journals:
+        return ""
+    names = ", ".join(journals)
+    return (
+        f"   The systemd journal is searched with query_journal (source: {names}): {what}; narrow it with "
+        "identifier (sshd, sudo), unit, hostname (one host of a collector), priority and since/until, and use "
+        "count_only for per-host counts.\n"
+    )
+
+
+def analyze_incident(incident_id: str, intel: bool, journals: list[str] | None = None) -> str:
     intel_step = (
         "3. For every external IP address you found, call check_ip_reputation (include_history=true for the "
         "ones that matter most). 'unlisted' is not 'clean'.\n"
@@ -115,25 +128,38 @@ def analyze_incident(incident_id: str, intel: bool) -> str:
         "2. Use query_logs with narrow POSIX ERE patterns (start with the indicators in the incident ticket; "
         "then sshd 'Failed password|Accepted', sudo 'COMMAND=', web 'POST|/admin|\\.env') and small max_lines; "
         "widen only when a pattern is too narrow.\n"
-        f"{intel_step}"
-        "4. Pivot: search for each confirmed indicator in every other log.\n"
+        + journal_step(journals or [], "the same patterns apply to each entry's message")
+        + f"{intel_step}"
+        "4. Pivot: search for each confirmed indicator in every other log and journal source.\n"
         f"{UNTRUSTED}\n\n{WRITE_UP}"
     )
 
 
-def triage_auth_failures(log_path: str, since: str | None, intel: bool) -> str:
+def triage_auth_failures(
+    log_path: str | None, since: str | None, intel: bool, journals: list[str] | None = None
+) -> str:
     window = f" Consider only events at or after {since}." if since else ""
     intel_step = (
         "3. Call check_ip_reputation for each of the top source addresses and note each verdict.\n"
         if intel
         else "3. Threat intel is not configured on this server: list the top source addresses for a later check.\n"
     )
-    return (
-        f"Triage authentication failures in {log_path}.{window}\n"
+    journals = journals or []
+    where = " and ".join([*([log_path] if log_path else []), *(f"the journal source {name}" for name in journals)])
+    first = (
         f"1. query_logs log_path={log_path} pattern='Failed password|Invalid user|authentication failure' "
         "(max_lines 200); count failures per source address and per account.\n"
-        "2. For the busiest sources, query_logs pattern='Accepted (password|publickey) for .* from <address>' "
-        "to see whether any of them got in, and 'sudo: .*COMMAND=' for what followed.\n"
+        if log_path
+        else f"1. query_journal source={journals[0]} pattern='Failed password|Invalid user|authentication failure' "
+        "identifier=sshd "
+        "(max_lines 200); count failures per source address, account and host.\n"
+    )
+    return (
+        f"Triage authentication failures in {where}.{window}\n"
+        f"{first}"
+        + (journal_step(journals, "sshd's failures are entries of identifier sshd") if log_path else "")
+        + "2. For the busiest sources, search pattern='Accepted (password|publickey) for .* from <address>' "
+        "to see whether any of them got in, and 'COMMAND=' (sudo) for what followed.\n"
         f"{intel_step}"
         f"{UNTRUSTED}\n\n{WRITE_UP}"
     )
@@ -162,23 +188,29 @@ def get(name: str, arguments: object, ctx: CallContext) -> types.GetPromptResult
     """A rendered prompt. Raises ToolError (bad arguments) or UnknownName."""
     description, args = parse(name, arguments)
     intel = ctx.policy.intel is not None
+    journals = list(ctx.allowlist.journals.sources)  # the client's, in the policy's order
     if name == "analyze_incident":
-        text = analyze_incident(check_incident_id(args["incident_id"]), intel)
+        text = analyze_incident(check_incident_id(args["incident_id"]), intel, journals)
     else:
         since = check_since(args["since"]) if "since" in args else None
-        text = triage_auth_failures(_auth_log(ctx.allowlist, args.get("log_path")), since, intel)
+        text = triage_auth_failures(_auth_log(ctx.allowlist, args.get("log_path"), journals), since, intel, journals)
     ctx.record.reply = "ok"
     return types.GetPromptResult(description=description, messages=message(text))
 
 
-def _auth_log(allowlist: Allowlist, value: object) -> str:
-    """The log the triage prompt names: the one asked for if allowlisted, else the first auth* log."""
+def _auth_log(allowlist: Allowlist, value: object, journals: list[str]) -> str | None:
+    """The log the triage prompt names: the one asked for if allowlisted, else the first auth*
+    log; None when no log exists but journal sources do (the prompt then uses those)."""
     if value is not None:
         path, fd = allowlist.open(value)
         os.close(fd)
         return path
     logs = [entry.path for entry in allowlist.logs()]
     auth = [path for path in logs if os.path.basename(path).startswith("auth")]
+    if auth:
+        return auth[0]
+    if journals:  # a modern host's sshd logs only to the journal
+        return None
     if not logs:
         raise ToolError("no allowlisted log exists right now")
-    return (auth or logs)[0]
+    return logs[0]

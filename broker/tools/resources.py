@@ -1,5 +1,6 @@
 """The resources: every allowlisted log that exists, as a file:// URI, and its sanitized
-tail (read by a "resource" worker, within resource_bytes).
+tail (read by a "resource" worker, within resource_bytes); and every journal source, as a
+journal:// URI (broker/tools/query_journal/resource.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from broker.files.allowlist import Allowlist
 from broker.policy import Policy
 from broker.pool.outcome import raise_for
 from broker.tools.context import CallContext
+from broker.tools.query_journal import resource as journal_resource
 
 MAX_URI_CHARS = 8192
 BAD_URI = "uri must be a file:// URI from resources/list"
@@ -49,7 +51,7 @@ def listing(policy: Policy, allowlist: Allowlist) -> list[types.Resource]:
             mime_type="text/plain",
         )
         for entry in allowlist.logs()
-    ]
+    ] + journal_resource.listing(policy, allowlist.journals)
 
 
 def templates() -> list[types.ResourceTemplate]:
@@ -69,6 +71,8 @@ async def read(uri: str, ctx: CallContext) -> str:
     """The sanitized tail of an allowlisted log. Raises ToolError for the client."""
     if not isinstance(uri, str) or len(uri) > MAX_URI_CHARS:
         raise ToolError(BAD_URI)
+    if uri.startswith(journal_resource.SCHEME + "://"):
+        return await journal_resource.read(uri, ctx)
     _, fd = ctx.allowlist.open(uri_path(uri), name="uri")
     limits = ctx.policy.limits
     try:

@@ -342,10 +342,13 @@ def as_text(structured: dict[str, Any]) -> str:
         body = f"\n{per_host}" if per_host else ""
         return f"{structured['total_matches']} matching entries in {where}{truncated}{body}{notes}"
     head = f"{len(structured['lines'])} matching entries in {where}{truncated}"
-    body = "\n".join(
-        f"{entry['time']} {entry['host'] or '-'} {entry['identifier'] or entry['unit'] or '-'}"
-        + (f"[{entry['pid']}]" if entry["pid"] is not None else "")
-        + f": {entry['message']}"
-        for entry in structured["lines"]
-    )
+    body = "\n".join(entry_text(entry) for entry in structured["lines"])
     return (f"{head}\n{body}" if body else head) + notes
+
+
+def entry_text(entry: dict[str, Any]) -> str:
+    """One entry as a line: TIME HOST IDENTIFIER[PID]: MESSAGE (journalctl's short-iso-precise, in UTC)."""
+    pid = f"[{entry['pid']}]" if entry["pid"] is not None else ""
+    return (
+        f"{entry['time']} {entry['host'] or '-'} {entry['identifier'] or entry['unit'] or '-'}{pid}: {entry['message']}"
+    )
