@@ -107,7 +107,7 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
 
 # What a [scopes.NAME] table may grant (tests/test_scopes.py checks them against
 # broker/tools/registry.py and broker/tools/prompts.py, which import this module).
-TOOL_NAMES = ("list_logs", "query_logs", "check_ip_reputation", "query_journal")
+TOOL_NAMES = ("list_logs", "query_logs", "query_journal", "check_ip_reputation")
 PROMPT_NAMES = ("analyze_incident", "triage_auth_failures")
 # What a [rate_limit.tools.NAME] table may name: the tools, resources/read, prompts/get and completions.
 RATE_LIMITED = (

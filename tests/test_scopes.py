@@ -14,6 +14,7 @@ from mcp.shared.exceptions import MCPError
 
 from broker import scopes
 from broker.files import allowlist as allowlist_module
+from broker.files import glob_members, opened_files
 from broker.files.allowlist import NOT_ALLOWED, Allowlist
 from broker.policy import PROMPT_NAMES, TOOL_NAMES, Policy, PolicyError, load_policy, parse_policy
 from broker.ratelimit import Rate, RateLimiter
@@ -150,13 +151,15 @@ def test_an_out_of_scope_log_is_refused_as_unlisted_before_any_open(
     view = scopes.of(policy, None).allowlist(full)
     assert [log.path for log in view.logs()] == [str(tmp_path / "auth.log")]
     opened: list[object] = []
-    real = allowlist_module.open_beneath
+    real = opened_files.open_beneath
 
     def spy(*args: Any) -> int:
         opened.append(args)
         return real(*args)
 
-    monkeypatch.setattr(allowlist_module, "open_beneath", spy)
+    # Every open of a file or a listed directory beneath a pinned one goes through these two.
+    monkeypatch.setattr(opened_files, "open_beneath", spy)
+    monkeypatch.setattr(glob_members, "open_beneath", spy)
     for path in (tmp_path / "secret.log", tmp_path / "web" / "a.log", tmp_path / "web" / "*.log"):
         with pytest.raises(allowlist_module.ToolError) as caught:
             view.open_search(str(path))
