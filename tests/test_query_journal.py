@@ -103,8 +103,7 @@ def _damaged(directory: Path) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("journals")
-    hosts, per_host = COLLECTOR_HOSTS, 10
-    fixtures.build_collector(root / "collector", hosts, per_host)
+    fixtures.build_collector(root / "collector", COLLECTOR_HOSTS, 10)  # 4 failures a host
     return Corpus(
         root=root,
         local=_local_journal(root / "local"),
@@ -133,7 +132,8 @@ class Session:
     audit: Path
 
     def call(self, **arguments: Any) -> types.CallToolResult:
-        return self.portal.call(self.client.call_tool, "query_journal", arguments)
+        result: types.CallToolResult = self.portal.call(self.client.call_tool, "query_journal", arguments)
+        return result
 
     def ok(self, **arguments: Any) -> dict[str, Any]:
         result = self.call(**arguments)
@@ -239,14 +239,6 @@ def test_a_search_that_finds_everything_is_the_whole_merge(server: Session, corp
 
 
 # --- each filter against journalctl's own ----------------------------------------------
-
-
-def _stamp(value: int) -> str:
-    return datetime.fromtimestamp(value / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-SINCE = fixtures.BASE_USEC + 60 * 1_000_000
-UNTIL = fixtures.BASE_USEC + 240 * 1_000_000
 
 
 @pytest.mark.parametrize(
@@ -380,10 +372,12 @@ def test_a_symlink_a_fifo_and_a_hard_link_are_skipped_unread(server: Session, co
 
 def test_damaged_files_give_results_and_notes(server: Session, corpus: Corpus) -> None:
     found = server.ok(source="damaged", pattern=FAILED, max_lines=MAX_LINES)
-    whole = rows(in_dir(corpus.damaged, FAILED, "_HOSTNAME=whole"))
+    # journalctl -D reads the same files as the library does (it is the library): the
+    # short file refused, the damaged ones up to the damage, the copies' shared entries once.
+    expected = rows(in_dir(corpus.damaged, FAILED))
+    assert tool_rows(found) == expected
     hosts = Counter(line["host"] for line in found["lines"])
-    assert [row for row in tool_rows(found) if row[1] == "whole"] == whole  # the good file, all of it
-    assert 0 < hosts["copy"] < 80  # the damaged copies gave what they still hold
+    assert hosts["whole"] == 80 and 0 < hosts["copy"] < 80  # the good file whole, the copies in part
     notes = "\n".join(found["notes"])
     assert "short.journal could not be opened" in notes
     assert "damaged part-way" in notes
