@@ -161,6 +161,13 @@ def server(corpus: Corpus) -> Iterator[Session]:
         yield session
 
 
+@pytest.fixture(scope="module")
+def capped(corpus: Corpus) -> Iterator[Session]:
+    """The same sources with an output cap of a few entries."""
+    with serving(_policy(corpus.root / "capped", _sources(corpus), max_lines=MAX_LINES, max_output_bytes=4096)) as s:
+        yield s
+
+
 def tool_rows(structured: dict[str, Any]) -> list[Row]:
     found = []
     for line in structured["lines"]:
@@ -398,13 +405,17 @@ def test_structured_content_validates_against_the_output_schema(server: Session)
     jsonschema.validate(server.ok(source="hostile", pattern="."), OUTPUT_SCHEMA)
 
 
-def test_the_output_cap_truncates(corpus: Corpus) -> None:
-    policy = _policy(corpus.root / "capped", _sources(corpus), max_output_bytes=4096)
-    with serving(policy) as session:
-        found = session.ok(source="collector", pattern=FAILED, max_lines=MAX_LINES)
+@pytest.mark.parametrize(("order", "reverse"), [("oldest_first", []), ("newest_first", ["--reverse"])])
+def test_the_output_cap_keeps_the_first_in_time_over_every_batch(
+    capped: Session, corpus: Corpus, order: str, reverse: list[str]
+) -> None:
+    # The batches are taken oldest file first; the newest entries of the collector are in
+    # its last batch: what fits the cap must still be the first in the order asked for.
+    found = capped.ok(source="collector", pattern=FAILED, max_lines=MAX_LINES, order=order)
     assert found["truncated"] is True and found["truncated_reason"] == "max_output_bytes"
-    expected = rows(in_dir(corpus.collector, FAILED))
+    expected = rows(in_dir(corpus.collector, FAILED, *reverse))
     assert 0 < len(found["lines"]) < len(expected) and tool_rows(found) == expected[: len(found["lines"])]
+    assert found["files"] == COLLECTOR_HOSTS
 
 
 def test_the_audit_log_ends_the_call_with_its_search(server: Session, corpus: Corpus) -> None:
