@@ -41,6 +41,7 @@ MACHINE_ID = "4a1e5c0d9b8f47e6a3c2b1d0e9f8a7b6"
 LOCAL_HOST = "bastion1"
 COLLECTOR_HOSTS = 210  # more than three batches of MAX_JOURNAL_FILES
 MAX_LINES = 500  # the policy's [limits] max_lines
+UNCLEAN = "system@0006449d1a000000-5e5e5e5e5e5e5e5e.journal~"  # what journald leaves after a crash
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _local_journal(directory: Path) -> Path:
         "system.journal",
         "user-1000.journal",
         f"system@{'5e' * 16}-0000000000000001-0006449d1a000000.journal",
-        "system@0006449d1a000000-5e5e5e5e5e5e5e5e.journal~",
+        UNCLEAN,
     ]
     for index, name in enumerate(names):
         written = machine / f"part{index}.journal"  # the tool wants a .journal name
@@ -78,7 +79,9 @@ def _hostile(directory: Path, outside: Path) -> Path:
     fixtures.write_journal(outside / "secret.journal", fixtures.host_entries("outside", 1, 40))
     fixtures.write_journal(outside / "linked.journal", fixtures.host_entries("hardlinked", 2, 40))
     (directory / "x.journal").symlink_to(outside / "secret.journal")
+    (directory / "elsewhere").symlink_to(outside, target_is_directory=True)  # DIR/*/*.journal through a link
     os.mkfifo(directory / "fifo.journal")
+    (directory / "dir.journal").mkdir()
     os.link(outside / "linked.journal", directory / "linked.journal")
     return directory
 
@@ -97,6 +100,7 @@ def _damaged(directory: Path) -> Path:
     (directory / "zeroed.journal").write_bytes(data[:middle] + bytes(len(data) - middle))
     (directory / "short.journal").write_bytes(data[: len(data) // 4])
     (directory / "overwritten.journal").write_bytes(data[:middle] + b"\xa5" * 8192 + data[middle + 8192 :])
+    (directory / "empty.journal").touch()
     return directory
 
 
@@ -121,6 +125,9 @@ def _sources(corpus: Corpus) -> str:
         ("sshd_sudo", corpus.local, 'identifiers = ["sshd", "sudo"]\n'),
         ("hostile", corpus.hostile, ""),
         ("damaged", corpus.damaged, ""),
+        ("one_file", corpus.local / MACHINE_ID / "system.journal", ""),
+        ("unclean", corpus.local / MACHINE_ID / UNCLEAN, ""),
+        ("relative", Path("..") / corpus.local.name, ""),  # against the policy's directory, a sibling
     ]
     return "".join(f'[[journals]]\nname = "{name}"\npath = "{path}"\n{extra}\n' for name, path, extra in tables)
 
@@ -212,6 +219,20 @@ def test_the_text_content_names_each_entry(server: Session) -> None:
     assert result.structured_content["truncated_reason"] == "max_lines"
 
 
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [("one_file", f"{MACHINE_ID}/system.journal"), ("unclean", f"{MACHINE_ID}/{UNCLEAN}"), ("relative", "")],
+)
+def test_a_file_source_and_a_relative_path_equal_journalctl(
+    server: Session, corpus: Corpus, source: str, path: str
+) -> None:
+    target = corpus.local / path
+    expected = rows(journalctl([target], FAILED) if path else in_dir(target, FAILED))
+    found = server.ok(source=source, pattern=FAILED, max_lines=MAX_LINES)
+    assert expected and tool_rows(found) == expected
+    assert found["files"] == (1 if path else 4)
+
+
 # --- a collector directory ------------------------------------------------------------
 
 
@@ -258,6 +279,8 @@ def test_a_search_that_finds_everything_is_the_whole_merge(server: Session, corp
         ("local", "error", {"boot": fixtures.boot_id(2, 1)}, ["-b", fixtures.boot_id(2, 1)]),
         ("local", ".", {"boot": fixtures.boot_id(0, 2)}, [f"_BOOT_ID={fixtures.boot_id(0, 2)}"]),
         ("local", ".", {"priority": "err"}, ["-p", "err"]),
+        ("collector", ".", {"until": "2025-12-02T00:00:00Z"}, []),  # the first entry's very time: inclusive
+        ("collector", ".", {"since": "2025-12-02T00:34:59Z"}, []),  # the last ones
         ("local", ".", {"priority": "4"}, ["-p", "4"]),
         ("local", FAILED, {"since": "2025-12-02T00:01:00Z", "until": "2025-12-02T00:04:00Z"}, []),
         ("collector", "invalid user", {"since": "2025-12-02T00:10:00Z", "order": "newest_first"}, ["-r"]),
@@ -374,6 +397,7 @@ def test_a_symlink_a_fifo_and_a_hard_link_are_skipped_unread(server: Session, co
     assert "x.journal skipped: it is a symlink" in notes
     assert "fifo.journal skipped: it is not a regular file" in notes
     assert "linked.journal skipped: it has more than one name" in notes
+    assert "dir.journal skipped: it is not a regular file" in notes
     assert no_path_in(notes, corpus)
 
 
@@ -388,7 +412,8 @@ def test_damaged_files_give_results_and_notes(server: Session, corpus: Corpus) -
     notes = "\n".join(found["notes"])
     assert "short.journal could not be opened" in notes
     assert "damaged part-way" in notes
-    assert found["files"] == 4 and no_path_in(notes, corpus)
+    assert "empty.journal could not be opened" in notes
+    assert found["files"] == 5 and no_path_in(notes, corpus)
     # The same call again: the server is still there.
     assert server.ok(source="damaged", pattern=FAILED, count_only=True)["total_matches"] == len(found["lines"])
 
