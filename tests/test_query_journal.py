@@ -41,6 +41,7 @@ MACHINE_ID = "4a1e5c0d9b8f47e6a3c2b1d0e9f8a7b6"
 LOCAL_HOST = "bastion1"
 COLLECTOR_HOSTS = 210  # more than three batches of MAX_JOURNAL_FILES
 MAX_LINES = 500  # the policy's [limits] max_lines
+GLOB_FILES = 100  # a policy's max_glob_files, fewer than the collector's files
 UNCLEAN = "system@0006449d1a000000-5e5e5e5e5e5e5e5e.journal~"  # what journald leaves after a crash
 
 
@@ -107,7 +108,9 @@ def _damaged(directory: Path) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("journals")
-    fixtures.build_collector(root / "collector", COLLECTOR_HOSTS, 10)  # 4 failures a host
+    files = fixtures.build_collector(root / "collector", COLLECTOR_HOSTS, 10)  # 4 failures a host
+    for index, path in enumerate(files):  # modified in host order: the newest files are the last hosts'
+        os.utime(path, (fixtures.BASE_USEC / 1e6 + index, fixtures.BASE_USEC / 1e6 + index))
     return Corpus(
         root=root,
         local=_local_journal(root / "local"),
@@ -441,6 +444,25 @@ def test_the_output_cap_keeps_the_first_in_time_over_every_batch(
     expected = rows(in_dir(corpus.collector, FAILED, *reverse))
     assert 0 < len(found["lines"]) < len(expected) and tool_rows(found) == expected[: len(found["lines"])]
     assert found["files"] == COLLECTOR_HOSTS
+
+
+def test_beyond_max_glob_files_the_oldest_files_are_left_out(corpus: Corpus) -> None:
+    policy = _policy(corpus.root / "globbed", _sources(corpus), max_glob_files=GLOB_FILES)
+    with serving(policy) as session:
+        counted = session.ok(source="collector", pattern=FAILED, count_only=True)
+        found = session.ok(source="collector", pattern=FAILED, max_lines=MAX_LINES)
+    newest = [
+        fixtures.collector_file(corpus.collector, index)
+        for index in range(COLLECTOR_HOSTS - GLOB_FILES, COLLECTOR_HOSTS)
+    ]
+    expected = journalctl(newest, FAILED)
+    assert {host["host"]: host["matches"] for host in counted["hosts"]} == dict(
+        Counter(entry["_HOSTNAME"] for entry in expected)
+    )
+    assert tool_rows(found) == rows(expected) and found["files"] == counted["files"] == GLOB_FILES
+    for result in (counted, found):
+        assert result["truncated_reason"] == "max_glob_files"
+        assert f"{COLLECTOR_HOSTS - GLOB_FILES} older journal file(s) of collector not searched" in result["notes"][0]
 
 
 def test_the_audit_log_ends_the_call_with_its_search(server: Session, corpus: Corpus) -> None:
