@@ -52,6 +52,7 @@ class Corpus:
     collector: Path  # written by systemd-journal-remote --split-mode=host
     hostile: Path  # a good file among a symlink, a FIFO and a hard link
     damaged: Path  # a good file among damaged copies
+    live: Path  # empty: a test runs a collector writing into it
 
 
 def _local_journal(directory: Path) -> Path:
@@ -108,6 +109,7 @@ def _damaged(directory: Path) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("journals")
+    (root / "live").mkdir()
     files = fixtures.build_collector(root / "collector", COLLECTOR_HOSTS, 10)  # 4 failures a host
     for index, path in enumerate(files):  # modified in host order: the newest files are the last hosts'
         os.utime(path, (fixtures.BASE_USEC / 1e6 + index, fixtures.BASE_USEC / 1e6 + index))
@@ -117,6 +119,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         collector=root / "collector",
         hostile=_hostile(root / "hostile", root / "outside"),
         damaged=_damaged(root / "damaged"),
+        live=root / "live",
     )
 
 
@@ -128,6 +131,7 @@ def _sources(corpus: Corpus) -> str:
         ("sshd_sudo", corpus.local, 'identifiers = ["sshd", "sudo"]\n'),
         ("hostile", corpus.hostile, ""),
         ("damaged", corpus.damaged, ""),
+        ("live", corpus.live, ""),
         ("one_file", corpus.local / MACHINE_ID / "system.journal", ""),
         ("unclean", corpus.local / MACHINE_ID / UNCLEAN, ""),
         ("relative", Path("..") / corpus.local.name, ""),  # against the policy's directory, a sibling
@@ -267,6 +271,25 @@ def test_a_search_that_finds_everything_is_the_whole_merge(server: Session, corp
     assert MAX_JOURNAL_FILES < len(expected) <= MAX_LINES
     found = server.ok(source="collector", pattern="for root from", max_lines=MAX_LINES)
     assert tool_rows(found) == expected and found["truncated"] is False
+
+
+def test_a_running_collector_s_open_files_equal_journalctl(server: Session, corpus: Corpus) -> None:
+    # The collector never closes its files: they are searched while it writes them.
+    refused = server.call(source="live", pattern=FAILED)
+    assert refused.is_error and "no file of it exists" in _text(refused)
+    with fixtures.Collector(corpus.live) as collector:
+        for index in range(3):
+            collector.send(index, fixtures.host_entries(f"live-{index}", index, 30, hosts=4))
+        first = server.ok(source="live", pattern=FAILED, max_lines=MAX_LINES)
+        assert tool_rows(first) == rows(in_dir(corpus.live, FAILED)) and first["files"] == 3
+        with collector.connect(3) as conn:  # a fourth host, its upload still open
+            collector.upload(conn, fixtures.host_entries("live-3", 3, 30, hosts=4))
+            deadline = time.monotonic() + 10
+            while len(in_dir(corpus.live, FAILED)) < 4 * 12 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            now = server.ok(source="live", pattern=FAILED, max_lines=MAX_LINES)
+            assert tool_rows(now) == rows(in_dir(corpus.live, FAILED)) and len(now["lines"]) == 4 * 12
+            fixtures.finish(conn)
 
 
 # --- each filter against journalctl's own ----------------------------------------------
