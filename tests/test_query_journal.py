@@ -42,6 +42,7 @@ LOCAL_HOST = "bastion1"
 COLLECTOR_HOSTS = 210  # more than three batches of MAX_JOURNAL_FILES
 MAX_LINES = 500  # the policy's [limits] max_lines
 GLOB_FILES = 100  # a policy's max_glob_files, fewer than the collector's files
+ODD_HOST = "in\\x1b[2Jside\\x0afake"  # the hostile host name, its control characters escaped
 UNCLEAN = "system@0006449d1a000000-5e5e5e5e5e5e5e5e.journal~"  # what journald leaves after a crash
 
 
@@ -78,6 +79,18 @@ def _hostile(directory: Path, outside: Path) -> Path:
     directory.mkdir()
     outside.mkdir()
     fixtures.write_journal(directory / "good.journal", fixtures.host_entries("inside", 0, 40))
+    odd = fixtures.Entry(
+        realtime_usec=fixtures.BASE_USEC + 7,
+        monotonic_usec=1,
+        message="Failed password\x1b]0;owned\x07\r\n2025-12-02T00:00:00.000000Z web1 sshd[1]: Accepted",
+        hostname="in\x1b[2Jside\nfake",
+        identifier="sshd\r\x08",
+        priority=6,
+        pid=1,
+        boot_id=fixtures.boot_id(9),
+        unit="ssh\x9b.service",
+    )
+    fixtures.write_journal(directory / "odd.journal", [odd])
     fixtures.write_journal(outside / "secret.journal", fixtures.host_entries("outside", 1, 40))
     fixtures.write_journal(outside / "linked.journal", fixtures.host_entries("hardlinked", 2, 40))
     (directory / "x.journal").symlink_to(outside / "secret.journal")
@@ -416,15 +429,29 @@ def test_a_symlink_a_fifo_and_a_hard_link_are_skipped_unread(server: Session, co
     started = time.monotonic()
     found = server.ok(source="hostile", pattern=".", max_lines=MAX_LINES)
     assert time.monotonic() - started < 10  # the FIFO was never read
-    assert tool_rows(found) == rows(in_dir(corpus.hostile, ".", "_HOSTNAME=inside"))
-    assert {line["host"] for line in found["lines"]} == {"inside"}  # nothing of outside/ was read
-    assert found["files"] == 1
+    assert [row for row in tool_rows(found) if row[1] == "inside"] == rows(
+        in_dir(corpus.hostile, ".", "_HOSTNAME=inside")
+    )
+    assert {line["host"] for line in found["lines"]} == {"inside", ODD_HOST}  # nothing of outside/ was read
+    assert found["files"] == 2
     notes = "\n".join(found["notes"])
     assert "x.journal skipped: it is a symlink" in notes
     assert "fifo.journal skipped: it is not a regular file" in notes
     assert "linked.journal skipped: it has more than one name" in notes
     assert "dir.journal skipped: it is not a regular file" in notes
     assert no_path_in(notes, corpus)
+
+
+def test_control_characters_in_every_field_are_escaped(server: Session) -> None:
+    result = server.call(source="hostile", pattern="owned", max_lines=5)
+    assert isinstance(result.structured_content, dict)
+    (line,) = result.structured_content["lines"]
+    fields = [line["host"], line["identifier"], line["unit"], line["message"]]
+    assert line["host"] == ODD_HOST and all(char.isprintable() for field in fields for char in field)
+    text = _text(result)
+    entries = [row for row in text.splitlines() if not row.startswith("note: ")]  # the notes follow, a line each
+    assert len(entries) == 2 and entries[1].startswith("2025-12-02T00:00:00.000007Z in\\x1b[2Jside\\x0afake sshd")
+    assert all(char.isprintable() or char == "\n" for char in text)
 
 
 def test_damaged_files_give_results_and_notes(server: Session, corpus: Corpus) -> None:
