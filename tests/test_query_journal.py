@@ -26,7 +26,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from bastion_wire.protocol import MAX_JOURNAL_FILES
+from bastion_wire.protocol import MAX_JOURNAL_FILES, JournalRequest
+from broker.files.opened_files import SearchTarget
+from broker.tools.query_journal import search as journal_search
 from broker.tools.query_journal.tool import OUTPUT_SCHEMA
 from tests import journal_fixtures as fixtures
 from tests.conftest import bastion_client, read_audit, write_policy
@@ -533,3 +535,14 @@ def test_the_audit_log_ends_the_call_with_its_search(server: Session, corpus: Co
     expected = rows(in_dir(corpus.collector, "for root", "_HOSTNAME=host-042"))
     assert end["lines"] == len(expected) and end["truncated_reason"] is None
     assert end["result_preview"].startswith(f"{len(expected)} matching entries in collector")
+
+
+def test_files_left_unsearched_by_time_outrank_max_lines() -> None:
+    # Timing a search to run out between batches is not repeatable end to end: the rule itself.
+    request = JournalRequest(pattern="x", limit=5, max_line_bytes=4096, order="newest")
+    target = SearchTarget("collector", [])
+    assert journal_search._truncation(journal_search.Merged(more=True), target, request) == "max_lines"
+    timed_out = journal_search.Merged(more=True, timed_out=["a.journal"])
+    assert journal_search._truncation(timed_out, target, request) == "timeout_s"
+    timed_out.capped = True
+    assert journal_search._truncation(timed_out, target, request) == "max_output_bytes"

@@ -156,12 +156,15 @@ def _named(note: str, names: list[str], source: str) -> str:
 
 
 def _truncation(merged: Merged, target: SearchTarget, request: JournalRequest) -> str | None:
+    """Why the answer is incomplete. Unlike query_logs' files, a journal's unsearched files
+    may hold entries earlier (or later) than every one returned: once time ran out, the
+    lines are not the source's first max_lines, and saying max_lines would claim they are."""
     if merged.capped:
         return "max_output_bytes"
-    if merged.more and not request.count_only:
-        return "max_lines"
     if merged.timed_out:
         return "timeout_s"
+    if merged.more and not request.count_only:
+        return "max_lines"
     if target.left_out:
         return "max_glob_files"
     return None
