@@ -4,8 +4,10 @@ MAX_JOURNAL_FILES per journal worker (one after the other, in one slot), merge, 
 Each worker reads its batch as one journal, in time order, and stops at max_lines
 matches (plus one, to say whether more exist). Across batches the entries are merged by
 time and the first max_lines kept, so the reply is in time order over every file of the
-source however many batches it took. The call's output cap and time are shared by the
-batches, never granted to each.
+source however many batches it took. The call's time is shared by the batches. The output
+cap bounds what is kept, not what one batch may send: a batch is taken in file order, not
+time order, so the entries that fit the cap may lie in any batch, and every batch is read
+(each sends at most the cap; the kept entries never pass it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bastion_wire.protocol import JournalEntry, JournalRequest
 from broker.call_record import Coverage, SearchEnd, preview
 from broker.files.opened_files import SearchTarget
 from broker.pool.outcome import raise_for
+from broker.pool.worker_process import WorkerResult
 from broker.tools.context import CallContext
 from broker.tools.query_journal import tool as query_journal
 
@@ -94,42 +97,54 @@ async def _search(ctx: CallContext, target: SearchTarget, request: JournalReques
             request,
             [log.fd for log in target.files],
             left_s,
-            limits.max_output_bytes - merged.bytes_received,
+            limits.max_output_bytes,
         )
         target.close()
         if result.outcome == "timeout" and merged.workers:  # earlier batches answered: keep them
             merged.timed_out = names + list(target.pending)
             break
         raise_for(result, limits.timeout_s)
-        _absorb(merged, request, result.entries, result.host_counts, result.more, result.outcome == "output_capped")
+        _absorb(merged, request, result, limits.max_output_bytes)
         merged.notes += [_named(note, names, target.log_path) for note in result.notes]
         merged.files += len(names)
         merged.workers += 1
         merged.bytes_received += result.bytes_received
-        merged.capped = merged.capped or merged.bytes_received >= limits.max_output_bytes
-        if merged.capped or not target.pending:
+        if not target.pending:
             break
-        await ctx.stop_early(worker, result)
+        if not worker.reaped:  # a batch stopped at the cap was killed and reaped already
+            await ctx.stop_early(worker, result)
         merged.earlier_cpu_s += result.cpu_s
         ctx.allowlist.journals.open_next(target)
     return merged
 
 
-def _absorb(
-    merged: Merged,
-    request: JournalRequest,
-    entries: list[JournalEntry],
-    counts: dict[str, int] | None,
-    more: bool,
-    capped: bool,
-) -> None:
-    """Fold one batch in: entries merged in time order, the first `limit` kept."""
-    merged.counts.update(counts or {})
+def _absorb(merged: Merged, request: JournalRequest, result: WorkerResult, max_bytes: int) -> None:
+    """Fold one batch in: entries merged in time order, the first `limit` that fit
+    `max_bytes` kept."""
+    merged.counts.update(result.host_counts or {})
     newest = request.order == "newest"
-    together = sorted(merged.entries + entries, key=lambda entry: entry.time_usec, reverse=newest)
-    merged.more = merged.more or more or len(together) > request.limit
-    merged.entries = together[: request.limit]
-    merged.capped = merged.capped or capped
+    together = sorted(merged.entries + result.entries, key=lambda entry: entry.time_usec, reverse=newest)
+    capped = result.outcome == "output_capped"
+    if capped and result.entries:
+        # The batch stopped at the cap: its entries beyond the last one sent are unknown,
+        # so no entry of another batch beyond that one can be said to be among the first.
+        horizon = result.entries[-1].time_usec
+        together = [
+            entry for entry in together if (entry.time_usec >= horizon if newest else entry.time_usec <= horizon)
+        ]
+    merged.more = merged.more or result.more or len(together) > request.limit
+    merged.entries, cut = _fit(together[: request.limit], max_bytes)
+    merged.capped = merged.capped or capped or cut
+
+
+def _fit(entries: list[JournalEntry], max_bytes: int) -> tuple[list[JournalEntry], bool]:
+    """The first entries whose output fits `max_bytes`, and whether any were left out."""
+    total = 0
+    for n, entry in enumerate(entries):
+        total += query_journal.line_bytes(entry)
+        if total > max_bytes:
+            return entries[:n], True
+    return entries, False
 
 
 def _named(note: str, names: list[str], source: str) -> str:
@@ -140,13 +155,16 @@ def _named(note: str, names: list[str], source: str) -> str:
     return f"{source}: {os.path.basename(names[int(found.group(1)) - 1])} " + note[found.end() :]
 
 
-def _truncation(merged: Merged, cut: bool, target: SearchTarget, request: JournalRequest) -> str | None:
-    if merged.capped or cut:
+def _truncation(merged: Merged, target: SearchTarget, request: JournalRequest) -> str | None:
+    """Why the answer is incomplete. Unlike query_logs' files, a journal's unsearched files
+    may hold entries earlier (or later) than every one returned: once time ran out, the
+    lines are not the source's first max_lines, and saying max_lines would claim they are."""
+    if merged.capped:
         return "max_output_bytes"
-    if merged.more and not request.count_only:
-        return "max_lines"
     if merged.timed_out:
         return "timeout_s"
+    if merged.more and not request.count_only:
+        return "max_lines"
     if target.left_out:
         return "max_glob_files"
     return None
@@ -168,17 +186,11 @@ def _coverage_notes(target: SearchTarget, merged: Merged, max_files: int) -> lis
 
 def _reply(ctx: CallContext, target: SearchTarget, request: JournalRequest, merged: Merged) -> types.CallToolResult:
     limits = ctx.policy.limits
-    entries, total = [], 0
-    for entry in merged.entries:
-        total += query_journal.line_bytes(entry)
-        if total > limits.max_output_bytes:
-            break
-        entries.append(entry)
-    reason = _truncation(merged, len(entries) < len(merged.entries), target, request)
+    reason = _truncation(merged, target, request)
     notes = merged.notes[:MAX_NOTES] + _coverage_notes(target, merged, limits.max_glob_files)
     counts = dict(merged.counts) if request.count_only else None
-    reply = query_journal.result(target.log_path, entries, counts, merged.files, reason, notes)
-    _record(ctx, target, merged, len(entries), reason, reply)
+    reply = query_journal.result(target.log_path, merged.entries, counts, merged.files, reason, notes)
+    _record(ctx, target, merged, len(merged.entries), reason, reply)
     return reply
 
 
