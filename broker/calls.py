@@ -41,7 +41,7 @@ from broker.pool.ready_workers import WorkerPool
 from broker.pool.worker_process import OnProgress, SandboxUnavailable, Worker, WorkerResult
 from broker.ratelimit import RateLimiter
 from broker.scopes import Scope
-from broker.tools import completions, prompts, resources
+from broker.tools import completions, prompts, registry, resources
 from broker.tools.context import CallContext, ProgressSink
 
 log = logging.getLogger("bastion.service")
@@ -72,6 +72,12 @@ class ClientView:
     scope: Scope
     policy: Policy
     allowlist: Allowlist
+
+
+def _usable(row: registry.Tool[Any], view: ClientView) -> bool:
+    """A tool the client's scope grants, and that its view of the policy offers (a scope
+    granting no journal source has no query_journal)."""
+    return view.scope.allows_tool(row.name) and row.offered(view.policy)
 
 
 def client_view(generation: PolicyGeneration, client: str | None) -> ClientView:
@@ -230,7 +236,7 @@ class Bastion:
 
     def tools(self, client: str | None = None) -> list[types.Tool]:
         view = client_view(self.generation, client)
-        return [row.schema(view.policy) for row in view.generation.tools.values() if view.scope.allows_tool(row.name)]
+        return [row.schema(view.policy) for row in view.generation.tools.values() if _usable(row, view)]
 
     async def call_tool(
         self,
@@ -243,7 +249,7 @@ class Bastion:
 
         async def work(record: CallRecord, view: ClientView) -> types.CallToolResult:
             row = view.generation.tools.get(name)
-            if row is None or not view.scope.allows_tool(name):  # out of scope: as if it did not exist
+            if row is None or not _usable(row, view):  # out of scope: as if it did not exist
                 raise UnknownName(f"unknown tool: {name[:64]!r}")
             return await row.run(row.parse(arguments, view.policy), self._context(record, view, progress))
 
