@@ -12,6 +12,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from broker import scopes
+from broker.cli import preflight
 from broker.errors import ToolError
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, load_policy, parse_policy
@@ -256,3 +257,19 @@ def test_load_policy_resolves_a_source_beside_the_policy(tmp_path: Path) -> None
     policy = tmp_path / "p.toml"
     policy.write_bytes(_policy_text(tmp_path, '[[journals]]\nname = "s"\npath = "j/one.journal"\n'))
     assert load_policy(policy).journals[0].path == os.path.join(str(tmp_path), "j", "one.journal")
+
+
+def test_preflight_names_inert_and_empty_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty").mkdir()
+    toml = (
+        f'[[journals]]\nname = "gone"\npath = "{tmp_path}/gone"\n'
+        f'[[journals]]\nname = "empty"\npath = "{tmp_path}/empty"\n'
+    )
+    policy = _parse(tmp_path, toml)
+    found = {f.subject: f for f in preflight.check(policy) if f.subject.startswith("journals")}
+    assert "gone: not served until a restart" in found["journals[0].path"].message
+    assert "empty: no journal file there right now" in found["journals[1].path"].message
+    assert not any(f.refuses for f in found.values())
+    monkeypatch.setattr(preflight.ctypes.util, "find_library", lambda name: None)
+    (missing,) = [f for f in preflight.check(policy) if f.subject == "journals"]
+    assert missing.refuses and "libsystemd0" in missing.message  # no journal worker could start: refuse

@@ -12,6 +12,7 @@ that cannot be applied.
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import stat
@@ -52,6 +53,7 @@ def check(policy: Policy, profiles_dir: str | None = None, allowlist: Allowlist 
             *_engine(policy, profiles_dir),
             *_logs(allowlist),
             *_log_modes(policy, allowlist),
+            *_journals(allowlist),
         ]
     finally:
         if own:
@@ -181,6 +183,26 @@ def _logs(allowlist: Allowlist) -> list[Finding]:
             problem = _unopenable(allowlist, os.path.join(pinned.shown, name))
             if problem:
                 findings.append(Finding(key, f"{problem}; calls on it fail until that changes", False))
+    return findings
+
+
+def _journals(allowlist: Allowlist) -> list[Finding]:
+    """Each [[journals]] source: served now, with files; and the journal library the
+    journal workers load (without it no journal worker can start: refuse to serve)."""
+    journals = allowlist.journals
+    if not journals.sources:
+        return []
+    findings = []
+    if ctypes.util.find_library("systemd") is None:
+        findings.append(Finding("journals", "libsystemd.so.0 is missing (Debian package libsystemd0)", True))
+    for index, (name, pinned) in enumerate(journals.sources.items()):
+        key = f"journals[{index}].path"
+        if pinned.problem:
+            findings.append(Finding(key, f"{name}: not served until a restart: {pinned.problem}", False))
+        elif not journals.covered(pinned):
+            findings.append(
+                Finding(key, f"{name}: no journal file there right now; calls on it fail until one is", False)
+            )
     return findings
 
 
