@@ -14,6 +14,7 @@ from mcp.shared.exceptions import MCPError
 from broker import scopes
 from broker.cli import preflight
 from broker.errors import ToolError
+from broker.files import log_dir_modes
 from broker.files.allowlist import Allowlist
 from broker.policy import Policy, PolicyError, load_policy, parse_policy
 from broker.policy_generation import restart_needed
@@ -273,3 +274,13 @@ def test_preflight_names_inert_and_empty_sources(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(preflight.ctypes.util, "find_library", lambda name: None)
     (missing,) = [f for f in preflight.check(policy) if f.subject == "journals"]
     assert missing.refuses and "libsystemd0" in missing.message  # no journal worker could start: refuse
+
+
+def test_who_else_can_change_a_journal_source_is_reported(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    _touch(remote / "remote-web1.journal")
+    os.chown(remote, 65534, 65534)  # as systemd-journal-remote owns its output directory
+    allowlist = Allowlist(_parse(tmp_path, f'[[journals]]\nname = "fleet"\npath = "{remote}"\n'))
+    lines = log_dir_modes.report(log_dir_modes.find(allowlist, frozenset({0})))
+    allowlist.close()
+    assert any(line.startswith("journal source fleet: uid 65534") and str(remote) in line for line in lines), lines

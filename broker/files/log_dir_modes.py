@@ -110,7 +110,7 @@ def _beneath(pinned: PinnedEntry, files: list[str], trusted: frozenset[int]) -> 
 
 
 def find(allowlist: Allowlist, trusted: frozenset[int] | None = None) -> list[Finding]:
-    """Every way someone other than root can change an allowlisted log, one per line."""
+    """Every way someone other than root can change an allowlisted log or journal file, one per line."""
     trusted = trusted_uids() if trusted is None else trusted
     found: list[Finding] = []
     for pinned in allowlist.pinned:
@@ -118,6 +118,14 @@ def find(allowlist: Allowlist, trusted: frozenset[int] | None = None) -> list[Fi
             continue
         texts = [*_ancestors(pinned.real, trusted), *_beneath(pinned, allowlist.files(pinned), trusted)]
         found += [Finding(pinned.entry.path, text) for text in texts]
+    journals = allowlist.journals
+    for name, source in journals.sources.items():
+        directory = source.pins[0]  # every pattern of a directory source shares its descriptor
+        if directory.dirfd is None:
+            continue
+        files = [os.path.relpath(path, directory.shown) for path in journals.covered(source)]
+        texts = [*_ancestors(directory.real, trusted), *_beneath(directory, files, trusted)]
+        found += [Finding(f"journal source {name}", text) for text in texts]
     return found
 
 
