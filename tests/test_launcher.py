@@ -45,12 +45,14 @@ ARGS = {"log_path": str(AUTH), "pattern": "sshd", "max_lines": 2}
 def the_launcher(broker: psutil.Process) -> psutil.Process:
     """The broker's launcher child (a worker just forked carries its name for a moment)."""
 
-    def named_launcher() -> list[psutil.Process]:
-        return [p for p in broker.children() if _named(p, LAUNCHER_NAME)]
+    found: list[psutil.Process] = []
 
-    wait_for(lambda: len(named_launcher()) == 1)
-    found = named_launcher()
-    assert len(found) == 1, found
+    def one_named_launcher() -> bool:
+        # Judge one listing only: a second look may catch a worker in the moment it is forked.
+        found[:] = [p for p in broker.children() if _named(p, LAUNCHER_NAME)]
+        return len(found) == 1
+
+    assert wait_for(one_named_launcher), found
     return found[0]
 
 
