@@ -18,19 +18,20 @@ EXAMPLE := --policy examples/policy.toml --state-dir var
 # apt-get command and stops). Python packages come from PyPI into the venvs.
 #   grep, ripgrep     the engines grep workers run (rg optional in production)
 #   python3-venv      Debian's python3 has no venv/ensurepip without it
+#   systemd-journal-remote  writes the example's sample journal (and the journal tests' files),
+#                     as a journal collector does
 # and for the tests:
 #   util-linux        setpriv and unshare, for the non-root run
 #   gcc, libc6-dev    the sandbox escape suite compiles hostile C programs
 #   systemd           systemd-analyze checks the units in deploy/
 #   python3-seccomp   only so the test comparing it with PyPI pyseccomp runs
 #                     (nothing at run time needs it)
-#   systemd-journal-remote  writes the journal files the journal tests read, as a collector does
-DEMO_PACKAGES := grep ripgrep python3-venv
-TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-seccomp systemd-journal-remote
+DEMO_PACKAGES := grep ripgrep python3-venv systemd-journal-remote
+TEST_PACKAGES := $(DEMO_PACKAGES) util-linux gcc libc6-dev systemd python3-seccomp
 # Decided from the goals, not per target, so `make demo test` installs the test set once.
 DEPS_PACKAGES ?= $(if $(filter test test-sandbox deps,$(or $(MAKECMDGOALS),venv)),$(TEST_PACKAGES),$(DEMO_PACKAGES))
 
-.PHONY: worker-user deps venv venv-rootless doctor demo test test-sandbox lint run bench soak logs intel fresh-check clean
+.PHONY: worker-user deps venv venv-rootless doctor demo test test-sandbox lint run bench soak logs intel journal fresh-check clean
 
 ## deps: install missing OS packages (root), or print the command to run (non-root)
 deps:
@@ -61,6 +62,7 @@ $(ROOTLESS_STAMP): pyproject.toml | deps
 venv-rootless: $(ROOTLESS_STAMP)
 
 ## demo: set up, then run a scripted MCP client session against examples/policy.toml
+# (demo.py writes the sample journal itself when it is missing, as it must in an installed copy)
 demo: venv
 	$(PY) examples/demo.py --state-dir var
 
@@ -86,11 +88,11 @@ worker-user:
 	@id bastion-worker
 
 ## doctor: which sandbox layers this host supports, for the example policy
-doctor: venv
+doctor: venv journal
 	$(VENV)/bin/bastion doctor $(EXAMPLE)
 
 ## run: serve MCP over stdio with the example policy (for an MCP host or the Inspector)
-run: venv
+run: venv journal
 	$(VENV)/bin/bastion serve $(EXAMPLE)
 
 ## bench: benchmarks vs a naive single-process baseline (QUICK=1: 200 MB instead of 1 GB); prints a table + bench/results.json
@@ -109,6 +111,10 @@ logs:
 ## intel: regenerate the deterministic sample intel feeds and .mmdb files
 intel:
 	$(PYTHON) examples/intel/generate_intel.py
+
+## journal: write the sample journal (examples/journal/, git-ignored) with systemd-journal-remote, unless up to date
+journal: | deps
+	$(PYTHON) examples/generate_journal.py
 
 ## fresh-check: make demo from a clean clone in a fresh, cached Debian 12 root (root only; prints timings)
 fresh-check:

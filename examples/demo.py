@@ -3,7 +3,10 @@
 Starts `bastion serve --policy examples/policy.toml` over stdio with the mcp
 SDK's own client, lists the tools, the logs (list_logs) and resources, completes a prompt's
 log_path, runs real queries on the
-bundled sample logs, reads a log resource, and shows refused calls.
+bundled sample logs and on the sample journal (query_journal), reads a log resource, and
+shows refused calls. The sample journal (examples/journal/, synthetic data) is written
+first by examples/generate_journal.py with the real systemd-journal-remote, unless it is
+up to date; without that tool the journal searches are skipped with the reason.
 
 `--state-dir DIR` is passed on to bastion (`make demo` uses the checkout's var/);
 without it the audit log and intel database go to bastion's default state
@@ -22,18 +25,23 @@ import tempfile
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_types import PromptReference
 
+if TYPE_CHECKING:
+    from broker.policy import Policy
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 LOGS = HERE / "logs"
 BASTION = Path(sys.executable).with_name("bastion")
 WIDTH = min(shutil.get_terminal_size((110, 20)).columns, 140)
+JOURNAL = HERE / "journal"
+JOURNAL_SOURCE = "fleet"  # the example policy's [[journals]] entry
 
 QUERIES = [
     ("SSH brute force: failed passwords", LOGS / "auth.log", r"Failed password for (invalid user )?[a-z]+ from ", 8),
@@ -71,6 +79,37 @@ WINDOWED = [
             "since": "2026-11-23T00:00:00Z",
             "until": "2026-11-23T23:59:59Z",
         },
+    ),
+]
+
+
+# Searches of the sample journal: three hosts' journal files, as a collector holds them.
+JOURNAL_QUERIES = [
+    (
+        "The intruder's passwords for 'deploy' per host: it tried web-02 before web-01",
+        {"pattern": r"Failed password for deploy from 193\.32\.162\.157 ", "count_only": True},
+    ),
+    (
+        "The break-in on web-01 (03:00-04:00): the accepted password, the session, the sudo",
+        {
+            "pattern": r"Accepted password|COMMAND=|session opened for user deploy",
+            "hostname": "web-01",
+            "since": "2026-11-24T03:00:00Z",
+            "until": "2026-11-24T04:00:00Z",
+            "max_lines": 6,
+        },
+    ),
+    (
+        "Errors and worse anywhere in the fleet, most recent first (priority err)",
+        {"pattern": ".", "priority": "err", "max_lines": 4, "order": "newest_first"},
+    ),
+    (
+        "The most persistent source in sshd's entries, per host",
+        {"pattern": r"218\.92\.0\.107", "unit": "ssh", "count_only": True},
+    ),
+    (
+        "An attacker-chosen user name with a terminal escape in it: shown escaped, never sent raw",
+        {"pattern": r"Invalid user .*root.* from 45\.155\.205\.233", "hostname": "web-02", "max_lines": 1},
     ),
 ]
 
@@ -119,6 +158,48 @@ async def run_windowed(client: Client) -> None:
                     f"  {Path(line['file']).name}:{line['line_no']}{mark} {line['text']}", WIDTH, placeholder=" …"
                 )
             )
+
+
+async def run_journal_queries(client: Client, journal_ready: str | None) -> None:
+    if journal_ready is not None:
+        heading("query_journal: skipped")
+        print(f"  {journal_ready}")
+        return
+    for title, arguments in JOURNAL_QUERIES:
+        heading(f"query_journal: {title}")
+        print(f"  source={JOURNAL_SOURCE}  {arguments}")
+        result = await client.call_tool("query_journal", {"source": JOURNAL_SOURCE, **arguments})
+        if result.is_error:
+            print("  ERROR:", result.content[0].text)
+            continue
+        data = result.structured_content
+        if data["total_matches"] is not None:
+            for host in data["hosts"]:
+                print(f"  {host['host']:<10} {host['matches']:>5} matching entries")
+            continue
+        for entry in data["lines"]:
+            where = f"{entry['identifier']}[{entry['pid']}]" if entry["pid"] is not None else entry["identifier"]
+            text = f"  {entry['time']} {entry['host']} {where}: {entry['message']}"
+            print(textwrap.fill(text, WIDTH, subsequent_indent=" " * 6, break_on_hyphens=False))
+        if data["truncated"]:
+            print(f"  … truncated ({data['truncated_reason']})")
+
+
+def write_sample_journal(policy: Policy) -> str | None:
+    """Write the example's sample journal unless it is up to date; None when it is ready,
+    else why the journal searches are skipped. Only where the policy serves it as `fleet`."""
+    if not any(source.name == JOURNAL_SOURCE and Path(source.path) == JOURNAL for source in policy.journals):
+        return f"the policy has no journal source {JOURNAL_SOURCE!r} reading {JOURNAL}"
+    from generate_journal import JournalToolMissing, generate
+
+    heading("generate_journal: the sample journal (synthetic), written by systemd-journal-remote")
+    try:
+        written = generate(JOURNAL)
+    except (JournalToolMissing, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"  not written: {exc}")
+        return f"no sample journal ({exc})"
+    print(f"  {JOURNAL}: {'written' if written else 'up to date'} (see {JOURNAL.name}/SAMPLE-DATA.txt)")
+    return None
 
 
 async def show_refusals(client: Client) -> None:
@@ -177,7 +258,7 @@ def date_sample_logs() -> None:
             os.utime(path, (stamp, stamp))
 
 
-async def session(options: list[str], errlog: TextIO) -> None:
+async def session(options: list[str], errlog: TextIO, journal_ready: str | None) -> None:
     params = StdioServerParameters(command=str(BASTION), args=["serve", *options], env=server_env())
     async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=30) as client:
         heading("Tools")
@@ -199,6 +280,7 @@ async def session(options: list[str], errlog: TextIO) -> None:
             print(f"  {resource.uri}  ({resource.description})")
         await run_queries(client)
         await run_windowed(client)
+        await run_journal_queries(client, journal_ready)
         heading(f"resources/read: last lines of {resources[0].name}")
         contents = (await client.read_resource(resources[0].uri)).contents[0]
         for line in contents.text.splitlines()[-6:]:
@@ -213,12 +295,12 @@ def server_env() -> dict[str, str]:
     return {name: os.environ[name] for name in keep if name in os.environ}
 
 
-async def serve_and_show(options: list[str]) -> None:
+async def serve_and_show(options: list[str], journal_ready: str | None) -> None:
     # The server's stderr goes to a file, not the terminal, so that a refusal to start
     # can be reported as its one line instead of the client's connection error.
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
         try:
-            await session(options, errlog)
+            await session(options, errlog, journal_ready)
         except Exception as exc:  # noqa: BLE001 - any failure of the session is reported, never raised
             errlog.seek(0)
             said = errlog.read()
@@ -244,11 +326,11 @@ def show_audit(audit: Path) -> None:
         raise DemoFailed("the audit chain did not verify")
 
 
-def audit_path(policy: Path, state_dir: str | None) -> Path:
+def read_policy(policy: Path, state_dir: str | None) -> Policy:
     from broker.policy import PolicyError, load_policy
 
     try:
-        return Path(load_policy(policy, state_dir).audit.path)
+        return load_policy(policy, state_dir)
     except PolicyError as exc:
         raise DemoFailed(f"policy error: {exc}") from None
 
@@ -264,11 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = ["--policy", str(args.policy), *(["--state-dir", args.state_dir] if args.state_dir else [])]
     try:
-        audit = audit_path(args.policy, args.state_dir)
+        policy = read_policy(args.policy, args.state_dir)
         date_sample_logs()
         compile_intel(options)
-        anyio.run(serve_and_show, options)
-        show_audit(audit)
+        journal_ready = write_sample_journal(policy)
+        anyio.run(serve_and_show, options, journal_ready)
+        show_audit(Path(policy.audit.path))
     except DemoFailed as exc:
         print(f"\ndemo: {exc}", file=sys.stderr)
         return 1

@@ -3,8 +3,9 @@
 Entries are described as Python values, serialised to the Journal Export Format
 (https://systemd.io/JOURNAL_EXPORT_FORMATS/: `FIELD=value` lines, an empty line
 between entries, the binary-safe length-prefixed form for values with a newline or
-bytes that are not text) and fed to `systemd-journal-remote`, which writes the journal
-files exactly as on a real collector. Nothing here writes the journal format itself.
+bytes that are not text; the example's serialiser, examples/generate_journal.py) and
+fed to `systemd-journal-remote`, which writes the journal files exactly as on a real
+collector. Nothing here writes the journal format itself.
 
 - `write_journal`: one file from one export stream (`--output=FILE.journal -`).
 - `build_collector`: one file per host, laid out by the tool's own `--split-mode=host`
@@ -17,18 +18,21 @@ files exactly as on a real collector. Nothing here writes the journal format its
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from tests.conftest import ROOT
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 BASE_USEC = 1_764_633_600_000_000  # 2025-12-02T00:00:00Z
@@ -41,6 +45,17 @@ MAX_HOSTS = 64 * 250
 # ... and its port: every host sends from this one, so the names are known in advance.
 SOURCE_PORT = 19530
 
+
+def _load_sample_journal() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("generate_journal", ROOT / "examples" / "generate_journal.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+_SAMPLE_JOURNAL = _load_sample_journal()
 _UNITS = {"sshd": "ssh.service", "CRON": "cron.service", "sudo": None, "kernel": None, "nginx": "nginx.service"}
 
 
@@ -77,30 +92,10 @@ class Entry:
         return {name: value.encode() if isinstance(value, str) else value for name, value in values.items()}
 
 
-def _export_field(name: str, value: bytes) -> bytes:
-    # Text values as FIELD=value; anything with a newline (or not valid UTF-8) in the
-    # binary-safe form: the name, a newline, the length as a little-endian 64-bit integer,
-    # the bytes, a newline.
-    if b"\n" not in value and _is_text(value):
-        return name.encode() + b"=" + value + b"\n"
-    return name.encode() + b"\n" + struct.pack("<Q", len(value)) + value + b"\n"
-
-
-def _is_text(value: bytes) -> bool:
-    try:
-        value.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def export_stream(entries: Iterable[Entry]) -> bytes:
-    """The entries in the Journal Export Format, each followed by an empty line."""
-    parts = []
-    for entry in entries:
-        parts += [_export_field(name, value) for name, value in entry.fields().items()]
-        parts.append(b"\n")
-    return b"".join(parts)
+    """The entries in the Journal Export Format, each followed by an empty line (the
+    example's serialiser, examples/generate_journal.py, so that both feed the tool alike)."""
+    return _SAMPLE_JOURNAL.export_entries(entry.fields() for entry in entries)
 
 
 def boot_id(host_index: int, boot: int = 0) -> str:

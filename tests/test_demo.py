@@ -17,7 +17,7 @@ DEMO = EXAMPLES / "demo.py"
 def example_policy_copy(tmp_path: Path, audit_path: str) -> Path:
     """The example policy with its read-only inputs pointing back at examples/."""
     text = (EXAMPLES / "policy.toml").read_text()
-    text = re.sub(r'= "(logs|intel)/', lambda m: f'= "{EXAMPLES}/{m.group(1)}/', text)
+    text = re.sub(r'= "(logs/|intel/|journal")', lambda m: f'= "{EXAMPLES}/{m.group(1)}', text)
     text = text.replace('path = "${state}/audit.jsonl"', f'path = "{audit_path}"', 1)
     policy = tmp_path / "policy.toml"
     policy.write_text(text)

@@ -31,6 +31,8 @@ def test_bundled_example_policy(tmp_path: Path) -> None:
     ]
     assert all(entry.description for entry in policy.logs)
     assert not any(entry.is_glob for entry in policy.logs)
+    assert [(source.name, source.path) for source in policy.journals] == [("fleet", str(base / "journal"))]
+    assert "synthetic sample data" in policy.journals[0].description  # examples/generate_journal.py writes it
     assert policy.audit.path == str(tmp_path / "audit.jsonl")  # what it writes goes to the state dir
     assert policy.intel is not None and policy.intel.database == str(tmp_path / "intel.db")
     assert policy.sha256 == hashlib.sha256(policy_file.read_bytes()).hexdigest()
