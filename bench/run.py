@@ -28,7 +28,11 @@ in alternation (A then B, B then A, ...):
      server's CPU per call (its whole process tree, bench_cpu.py);
   6. check_ip_reputation p50 (Bastion's compiled database vs the baseline's
      per-call feed parse), against Bastion's query_logs p50 measured in the
-     same rounds, plus IntelDatabase.lookup calls/s in process.
+     same rounds, plus IntelDatabase.lookup calls/s in process;
+  7. query_journal over a 200-host journal collector written by the real
+     systemd-journal-remote vs `journalctl -D DIR -g PATTERN` on the same
+     files: a full search, a rare pattern, early-stopping max_lines, memory
+     (bench_journal.py; `--cases journal` runs only this one).
 
 Prints one table (figure, comparison, ratio, target, met/missed) and writes
 the same as JSON, every ratio also listed under "ratios". No assertions: it
@@ -80,6 +84,7 @@ from bench_data import (  # noqa: E402
     dataset_summary,
     prepare,
 )
+from bench_journal import journal_case  # noqa: E402
 from bench_report import Row, at_least, at_most, median, percentile, ratio, table, verdict_summary, write_json  # noqa: E402
 from bench_sessions import (  # noqa: E402
     PeakSampler,
@@ -1173,6 +1178,13 @@ def intel_rows(
     }
 
 
+# --- 7. the journal: a 200-host collector vs journalctl (bench_journal.py) ---------------
+
+
+async def journal_collector_case(bench: Bench) -> None:
+    await journal_case(bench.rows, bench.details, bench.config.quick, say)
+
+
 # --- driver ----------------------------------------------------------------------
 
 CASES: list[tuple[str, Callable[[Bench], Awaitable[None]]]] = [
@@ -1185,6 +1197,7 @@ CASES: list[tuple[str, Callable[[Bench], Awaitable[None]]]] = [
     ("memory", memory_case),
     ("concurrency", concurrency_case),
     ("intel", intel_case),
+    ("journal", journal_collector_case),
 ]
 
 
@@ -1253,6 +1266,12 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": host_details(),
     }
+    if set(config.cases) == {"journal"}:  # its own data: no need for the logs and feeds
+        rows: list[Row] = []
+        anyio.run(journal_case, rows, details, config.quick, say)
+        details["total_s"] = round(time.monotonic() - started, 1)
+        report(rows, details, json_path)
+        return
     data = prepare(config.quick, say)
     say("flushing dirty pages (fresh data would otherwise be written back during the timed calls) ...")
     os.sync()  # Bastion fdatasyncs its audit log per call; a writeback storm would land on it, not on the baseline
@@ -1265,15 +1284,7 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
         bench = Bench(config, data, policy, database, details=details)
         anyio.run(run_cases, bench)
     details.update(dataset=dataset_summary(data), total_s=round(time.monotonic() - started, 1))
-    details["host"]["loadavg_end"] = os.getloadavg()
-    print(table(bench.rows))
-    print(verdict_summary(bench.rows))
-    for tool, figures in details.get("audit_summary", {}).items():
-        shown = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if value is not None)
-        print(f"Bastion audit, {tool}: {shown}")
-    print(f"\ntotal {details['total_s']:.0f} s; phases {details['phase_s']}; server stderr in {DATA_DIR}/*.stderr.log")
-    write_json(json_path, bench.rows, details)
-    print(f"results written to {json_path}")
+    report(bench.rows, details, json_path)
     if "latency_ms" in details:
         title = (
             f"query_logs latency, Bastion (sandboxed) vs naive baseline; "
@@ -1281,6 +1292,19 @@ def run(config: Config, json_path: Path, chart_path: Path) -> None:
         )
         why_not = latency_chart(details["latency_ms"], chart_path, title)
         print(f"latency chart: {why_not}" if why_not else f"latency chart written to {chart_path}")
+
+
+def report(rows: list[Row], details: dict[str, Any], json_path: Path) -> None:
+    details["host"]["loadavg_end"] = os.getloadavg()
+    print(table(rows))
+    print(verdict_summary(rows))
+    for tool, figures in details.get("audit_summary", {}).items():
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if value is not None)
+        print(f"Bastion audit, {tool}: {shown}")
+    phases = f"; phases {details['phase_s']}" if "phase_s" in details else ""
+    print(f"\ntotal {details['total_s']:.0f} s{phases}; server stderr in {DATA_DIR}/*.stderr.log")
+    write_json(json_path, rows, details)
+    print(f"results written to {json_path}")
 
 
 def main() -> None:

@@ -56,6 +56,9 @@ FIELD_BYTES = 256  # of a host, unit or identifier name
 # Hosts counted apart in a count_only (each name up to ~1 KiB sanitised: Done stays far
 # below a frame's 1 MiB); a collector worker reads at most 64 files, a host each.
 MAX_COUNTED_HOSTS = 512
+# All a count needs of an entry: each field read is a lookup in the library (a third of
+# the reading time for two fields instead of seven).
+COUNT_FIELDS = ("MESSAGE", "_HOSTNAME")
 
 
 def grep_argv(grep: str, request: JournalRequest) -> list[str]:
@@ -186,7 +189,8 @@ def search_journal(request: JournalRequest, fds: list[int], executables: list[st
         send(Failed("bad_request", refusal))
         return
     try:
-        with journal_reader.JournalReader(fds, max_field_bytes=request.max_line_bytes) as reader:
+        fields = COUNT_FIELDS if request.count_only else journal_reader.FIELDS
+        with journal_reader.JournalReader(fds, fields=fields, max_field_bytes=request.max_line_bytes) as reader:
             search = Search(request, send, reader)
             failure = _run(search, executables[0])
             notes = reader.notes()
