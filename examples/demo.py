@@ -138,15 +138,22 @@ async def run_queries(client: Client) -> None:
             show_lines(result.structured_content)
 
 
+async def structured(client: Client, tool: str, arguments: dict) -> dict | None:
+    """The call's structured result, or None after showing its error."""
+    result = await client.call_tool(tool, arguments)
+    if result.is_error:
+        print("  ERROR:", result.content[0].text)
+        return None
+    return result.structured_content
+
+
 async def run_windowed(client: Client) -> None:
     for title, arguments in WINDOWED:
         heading(f"query_logs: {title}")
         print(f"  log_path=auth.log (+ rotations)  {arguments}")
-        result = await client.call_tool("query_logs", {"log_path": str(LOGS / "auth.log"), **arguments})
-        if result.is_error:
-            print("  ERROR:", result.content[0].text)
+        data = await structured(client, "query_logs", {"log_path": str(LOGS / "auth.log"), **arguments})
+        if data is None:
             continue
-        data = result.structured_content
         if data["total_matches"] is not None:
             for file in data["files"]:
                 print(f"  {Path(file['path']).name:<16} {file['matches']:>5} matching lines")
@@ -168,11 +175,9 @@ async def run_journal_queries(client: Client, journal_ready: str | None) -> None
     for title, arguments in JOURNAL_QUERIES:
         heading(f"query_journal: {title}")
         print(f"  source={JOURNAL_SOURCE}  {arguments}")
-        result = await client.call_tool("query_journal", {"source": JOURNAL_SOURCE, **arguments})
-        if result.is_error:
-            print("  ERROR:", result.content[0].text)
+        data = await structured(client, "query_journal", {"source": JOURNAL_SOURCE, **arguments})
+        if data is None:
             continue
-        data = result.structured_content
         if data["total_matches"] is not None:
             for host in data["hosts"]:
                 print(f"  {host['host']:<10} {host['matches']:>5} matching entries")

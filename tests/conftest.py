@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
@@ -132,6 +134,16 @@ def write_policy(
     policy = directory / "policy.toml"
     policy.write_text("\n".join(lines) + "\n")
     return policy
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """A script that is not a package module (examples/generate_*.py), imported as `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ collector. Nothing here writes the journal format itself.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import socket
@@ -28,11 +27,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 BASE_USEC = 1_764_633_600_000_000  # 2025-12-02T00:00:00Z
@@ -46,16 +44,7 @@ MAX_HOSTS = 64 * 250
 SOURCE_PORT = 19530
 
 
-def _load_sample_journal() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_journal", ROOT / "examples" / "generate_journal.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-_SAMPLE_JOURNAL = _load_sample_journal()
+_SAMPLE_JOURNAL = load_script("generate_journal", ROOT / "examples" / "generate_journal.py")
 _UNITS = {"sshd": "ssh.service", "CRON": "cron.service", "sudo": None, "kernel": None, "nginx": "nginx.service"}
 
 

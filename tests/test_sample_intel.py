@@ -11,7 +11,6 @@ generator, so a change to the generator has to be matched by a change here.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import ipaddress
 import os
 import re
@@ -21,11 +20,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import maxminddb
 import pytest
+
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEL = ROOT / "examples" / "intel"
@@ -103,17 +103,8 @@ FORBIDDEN = tuple(
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-logs_gen = _load("_intel_test_generate_logs", ROOT / "examples" / "generate_logs.py")
-writer_mod = _load("_intel_test_mmdb_writer", INTEL / "mmdb_writer.py")
+logs_gen = load_script("_intel_test_generate_logs", ROOT / "examples" / "generate_logs.py")
+writer_mod = load_script("_intel_test_mmdb_writer", INTEL / "mmdb_writer.py")
 
 
 # --- Feed parsers, independent of the generator -----------------------------------

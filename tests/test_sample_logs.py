@@ -10,7 +10,6 @@ inflated with a bound.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import itertools
 import re
 import subprocess
@@ -18,9 +17,10 @@ import sys
 import zlib
 from datetime import date
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "generate_logs.py"
@@ -45,16 +45,7 @@ PERSISTENT_ATTACKER = "218.92.0.107"
 PERSISTENT_PATTERN = rb"Failed password for (invalid user )?\S+ from 218\.92\.0\.107 port "
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_logs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
+gen = load_script("generate_logs", SCRIPT)
 
 
 def _text(name: str) -> bytes:
