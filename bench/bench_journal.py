@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,19 +100,18 @@ def journalctl(directory: Path, pattern: str, head: int | None = None) -> Journa
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     lines = 0
-    deadline = time.monotonic() + CALL_TIMEOUT_S
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read1(READ_CHUNK)
-        if not chunk:
-            break
-        lines += chunk.count(b"\n")
-        if head is not None and lines >= head:
-            lines = head
-            break
-    proc.stdout.close()  # SIGPIPE for a journalctl still writing
-    if time.monotonic() >= deadline:
-        proc.kill()
-    _pid, _status, usage = os.wait4(proc.pid, 0)
+    bound = threading.Timer(CALL_TIMEOUT_S, proc.kill)  # a read blocks: the kill ends it, and the loop
+    bound.start()
+    try:
+        while chunk := proc.stdout.read1(READ_CHUNK):
+            lines += chunk.count(b"\n")
+            if head is not None and lines >= head:
+                lines = head
+                break
+        proc.stdout.close()  # SIGPIPE for a journalctl still writing
+        _pid, _status, usage = os.wait4(proc.pid, 0)
+    finally:
+        bound.cancel()
     proc.returncode = 0  # reaped here; keep Popen from waiting again
     return JournalctlRun(time.perf_counter() - started, lines, usage.ru_maxrss)
 

@@ -408,8 +408,7 @@ def host_events(seed: int, host: str) -> list[Event]:
     elif host == "web-02":
         events += web02_extras(rng)
     else:
-        events = [event for event in events if not _while_down(event.at_s)] + postgres(rng) + reboot(host)
-        events = [event for event in events if not _while_down(event.at_s)]
+        events = [event for event in events + postgres(rng) + reboot(host) if not _while_down(event.at_s)]
     return sorted(events, key=lambda event: event.at_s)
 
 

@@ -44,7 +44,7 @@ MAX_HOSTS = 64 * 250
 SOURCE_PORT = 19530
 
 
-_SAMPLE_JOURNAL = load_script("generate_journal", ROOT / "examples" / "generate_journal.py")
+SAMPLE_JOURNAL = load_script("generate_journal", ROOT / "examples" / "generate_journal.py")
 _UNITS = {"sshd": "ssh.service", "CRON": "cron.service", "sudo": None, "kernel": None, "nginx": "nginx.service"}
 
 
@@ -84,7 +84,7 @@ class Entry:
 def export_stream(entries: Iterable[Entry]) -> bytes:
     """The entries in the Journal Export Format, each followed by an empty line (the
     example's serialiser, examples/generate_journal.py, so that both feed the tool alike)."""
-    return _SAMPLE_JOURNAL.export_entries(entry.fields() for entry in entries)
+    return SAMPLE_JOURNAL.export_entries(entry.fields() for entry in entries)
 
 
 def boot_id(host_index: int, boot: int = 0) -> str:

@@ -22,7 +22,7 @@ from tests.test_demo import example_policy_copy, run_demo
 from tests.test_journal_worker import rows
 from tests.test_query_journal import Session, in_dir, serving, tool_rows
 
-sample = fixtures._SAMPLE_JOURNAL  # the generator, loaded once by the fixtures that share its serialiser
+sample = fixtures.SAMPLE_JOURNAL  # the generator, loaded once by the fixtures that share its serialiser
 
 pytestmark = pytest.mark.skipif(
     not fixtures.JOURNAL_REMOTE.exists() or shutil.which("journalctl") is None,
